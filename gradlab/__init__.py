@@ -1,0 +1,1 @@
+"""gradlab: composable gradient transformations, schedules and losses for JAX."""

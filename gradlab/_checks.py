@@ -1,0 +1,151 @@
+"""Argument validation shared by every gradlab constructor.
+
+The rule (../shared/API.md §1): *concrete* bad hyperparameters raise at
+construction with the argument's name and value; *traced* values (inside
+``jit``/``vmap``) are never inspected, so sweeps over hyperparameters work.
+Schedules (callables) are validated by the schedule itself, not here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import numpy as np
+
+__all__ = [
+    "is_traced",
+    "check_number",
+    "check_positive",
+    "check_nonnegative",
+    "check_in_range",
+    "check_int",
+    "check_choice",
+    "check_same_structure",
+    "short_structure",
+]
+
+
+def is_traced(value: Any) -> bool:
+    """True if ``value`` is (or contains) a JAX tracer: its value is unknown now."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value))
+
+
+def _concrete(name: str, value: Any) -> np.ndarray | None:
+    """The value as a NumPy array, or None when it is traced (skip validation)."""
+    if is_traced(value):
+        return None
+    if isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be a number, got the boolean {value!r}")
+    try:
+        arr = np.asarray(value)
+    except Exception as e:  # pragma: no cover - exotic objects
+        raise TypeError(f"{name} must be a number or an array, got {value!r}") from e
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must be a real number or a numeric array, got {value!r} "
+            f"(dtype {arr.dtype})"
+        )
+    return arr
+
+
+def _fmt(value: Any) -> str:
+    arr = np.asarray(value)
+    return repr(arr.item()) if arr.ndim == 0 else f"array {arr.tolist()!r}"
+
+
+def check_number(name: str, value: Any) -> None:
+    """``value`` is a number or numeric array and (if concrete) finite."""
+    arr = _concrete(name, value)
+    if arr is not None and not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {_fmt(value)}")
+
+
+def check_in_range(
+    name: str,
+    value: Any,
+    lo: float = -math.inf,
+    hi: float = math.inf,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
+    """Check ``lo <= value <= hi`` (``<`` where open) for concrete values.
+
+    The message states the expected interval in mathematical notation,
+    e.g. ``b1 must be in [0, 1), got 1.5``.
+    """
+    arr = _concrete(name, value)
+    if arr is None:
+        return
+    ok = np.isfinite(arr) | (np.isinf(arr) & (arr == hi) & ~hi_open)
+    ok &= (arr > lo) if lo_open else (arr >= lo)
+    ok &= (arr < hi) if hi_open else (arr <= hi)
+    if not np.all(ok):
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        lo_s = "-inf" if lo == -math.inf else f"{lo:g}"
+        hi_s = "inf" if hi == math.inf else f"{hi:g}"
+        if lo == 0 and hi == math.inf:
+            expect = "> 0" if lo_open else ">= 0"
+        else:
+            expect = f"in {left}{lo_s}, {hi_s}{right}"
+        raise ValueError(f"{name} must be {expect}, got {_fmt(value)}")
+
+
+def check_positive(name: str, value: Any) -> None:
+    """``value > 0`` (concrete values only)."""
+    check_in_range(name, value, 0.0, lo_open=True)
+
+
+def check_nonnegative(name: str, value: Any) -> None:
+    """``value >= 0`` (concrete values only)."""
+    check_in_range(name, value, 0.0)
+
+
+def check_int(name: str, value: Any, minimum: int | None = None) -> None:
+    """``value`` is an integer (Python or integer array) ``>= minimum``.
+
+    Floats with an integral value (``30.0``) are accepted, since step counts
+    often arrive as floats from config files; ``2.5`` steps is an error.
+    """
+    arr = _concrete(name, value)
+    if arr is None:
+        return
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+        raise ValueError(f"{name} must be an integer, got {_fmt(value)}")
+    if minimum is not None and not np.all(arr >= minimum):
+        raise ValueError(f"{name} must be >= {minimum}, got {_fmt(value)}")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """``value`` is one of ``choices`` (static string options)."""
+    if value not in choices:
+        opts = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {opts}, got {value!r}")
+
+
+def short_structure(tree: Any, limit: int = 300) -> str:
+    """A tree's structure as text, shortened in the middle to ``limit`` chars."""
+    text = str(jax.tree.structure(tree)).removeprefix("PyTreeDef(").removesuffix(")")
+    if len(text) > limit:
+        half = limit // 2 - 3
+        text = f"{text[:half]} ... {text[-half:]}"
+    return text
+
+
+def check_same_structure(expected: Any, got: Any, expected_name: str, got_name: str) -> None:
+    """Raise a readable ValueError if two trees differ in structure.
+
+    Both structures are shown, shortened, so a user sees *which* keys differ
+    instead of a deep JAX traceback.
+    """
+    s_exp, s_got = jax.tree.structure(expected), jax.tree.structure(got)
+    if s_exp != s_got:
+        raise ValueError(
+            f"{got_name} tree does not match the {expected_name} tree.\n"
+            f"  {expected_name}: {short_structure(expected)}\n"
+            f"  {got_name}: {short_structure(got)}\n"
+            f"(Was the optimizer state initialised with different params?)"
+        )
