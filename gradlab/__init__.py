@@ -1,1 +1,90 @@
-"""gradlab: composable gradient transformations, schedules and losses for JAX."""
+"""gradlab: composable gradient transformations, schedules and losses for JAX.
+
+The whole public surface is declared here. ``gl.schedules`` and ``gl.losses``
+are submodules; ``gl.plot`` (matplotlib) is imported only when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from gradlab._core import EmptyState, GradientTransformation, apply_updates, chain
+from gradlab.blocks import (
+    AddNoiseState,
+    EmaState,
+    ScaleByAdamState,
+    ScaleByRmsState,
+    ScaleByRssState,
+    ScaleByScheduleState,
+    TraceState,
+    ZeroNansState,
+    add_decayed_weights,
+    add_noise,
+    clip,
+    clip_by_global_norm,
+    ema,
+    identity,
+    keep_params_nonnegative,
+    scale,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_rms,
+    scale_by_rss,
+    scale_by_schedule,
+    trace,
+    zero_nans,
+)
+from gradlab.optimizers import adagrad, adam, adamw, rmsprop, sgd
+
+__version__ = "0.1.0"
+
+_LAZY_SUBMODULES = ("schedules", "losses", "plot")
+
+__all__ = [
+    "AddNoiseState",
+    "EmaState",
+    "EmptyState",
+    "GradientTransformation",
+    "ScaleByAdamState",
+    "ScaleByRmsState",
+    "ScaleByRssState",
+    "ScaleByScheduleState",
+    "TraceState",
+    "ZeroNansState",
+    "adagrad",
+    "adam",
+    "adamw",
+    "add_decayed_weights",
+    "add_noise",
+    "apply_updates",
+    "chain",
+    "clip",
+    "clip_by_global_norm",
+    "ema",
+    "identity",
+    "keep_params_nonnegative",
+    "losses",
+    "plot",
+    "rmsprop",
+    "scale",
+    "scale_by_adam",
+    "scale_by_learning_rate",
+    "scale_by_rms",
+    "scale_by_rss",
+    "scale_by_schedule",
+    "schedules",
+    "sgd",
+    "trace",
+    "zero_nans",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Submodules load on first access: `gl.plot` must not import matplotlib
+    # before a plot is asked for, and the others are cheap either way.
+    if name in _LAZY_SUBMODULES:
+        module = importlib.import_module(f"gradlab.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'gradlab' has no attribute {name!r}")

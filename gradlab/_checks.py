@@ -15,14 +15,14 @@ import jax
 import numpy as np
 
 __all__ = [
-    "is_traced",
-    "check_number",
-    "check_positive",
-    "check_nonnegative",
+    "check_choice",
     "check_in_range",
     "check_int",
-    "check_choice",
+    "check_nonnegative",
+    "check_number",
+    "check_positive",
     "check_same_structure",
+    "is_traced",
     "short_structure",
 ]
 
@@ -44,8 +44,7 @@ def _concrete(name: str, value: Any) -> np.ndarray | None:
         raise TypeError(f"{name} must be a number or an array, got {value!r}") from e
     if arr.dtype.kind not in "biuf":
         raise TypeError(
-            f"{name} must be a real number or a numeric array, got {value!r} "
-            f"(dtype {arr.dtype})"
+            f"{name} must be a real number or a numeric array, got {value!r} (dtype {arr.dtype})"
         )
     return arr
 

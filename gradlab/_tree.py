@@ -1,0 +1,133 @@
+"""Tree arithmetic shared by every building block — written once, here.
+
+Conventions (so each block stays a few lines):
+
+* Arithmetic on a leaf runs in its *compute dtype*: float32 for 16-bit
+  floats (bfloat16/float16), the leaf's own dtype otherwise. Results are cast
+  back to the storage dtype (the update's dtype, or a moment's ``mu_dtype``).
+  This is why ``b2=0.999`` still means 0.999 for bfloat16 params (in bfloat16
+  it rounds to 1.0 and the second moment would never decay).
+* Hyperparameters may be Python numbers or (traced) arrays; :func:`hp` casts
+  them to the compute dtype explicitly, so strict dtype promotion holds.
+* Every map over ``updates`` together with a state tree goes through
+  :func:`map_like`, which checks the structures first and raises a readable
+  error naming both, instead of a deep JAX traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradlab._checks import check_same_structure
+
+Tree = Any
+
+INT32_MAX = np.iinfo(np.int32).max
+
+
+def compute_dtype(dtype: Any) -> np.dtype:
+    """Dtype in which a leaf's update is computed: at least float32."""
+    dtype = np.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+        return np.dtype(jnp.float32)
+    return dtype
+
+
+def hp(value: Any, dtype: Any) -> jax.Array:
+    """A hyperparameter (number or array, maybe traced) as an array of ``dtype``."""
+    return jnp.asarray(value).astype(dtype)
+
+
+def to_compute(x: jax.Array) -> jax.Array:
+    """``x`` in its compute dtype (see :func:`compute_dtype`)."""
+    return x.astype(compute_dtype(x.dtype))
+
+
+def map_like(fn: Callable[..., Any], updates: Tree, *trees: Tree, names=("updates",)) -> Tree:
+    """``jax.tree.map(fn, updates, *trees)`` after checking structures match.
+
+    ``trees`` are state trees that mirror the updates (moments, masks). A
+    mismatch raises ``ValueError`` showing both structures.
+    """
+    for tree in trees:
+        check_same_structure(tree, updates, "optimizer state", "gradient")
+    return jax.tree.map(fn, updates, *trees)
+
+
+def split_outputs(tree_of_tuples: Tree, like: Tree, n: int) -> tuple[Tree, ...]:
+    """Split a tree whose leaves are n-tuples into n trees shaped like ``like``."""
+    treedef = jax.tree.structure(like)
+    leaves = treedef.flatten_up_to(tree_of_tuples)
+    return tuple(treedef.unflatten([leaf[i] for leaf in leaves]) for i in range(n))
+
+
+def zeros_like(tree: Tree, dtype: Any = None) -> Tree:
+    """Zeros shaped like each leaf, in ``dtype`` (default: the leaf's dtype)."""
+    return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), dtype or jnp.result_type(x)), tree)
+
+
+def full_like(tree: Tree, value: Any, dtype: Any = None) -> Tree:
+    """``value`` broadcast to each leaf's shape, in ``dtype`` (default: the leaf's)."""
+
+    def fill(x):
+        dt = dtype or jnp.result_type(x)
+        return jnp.full(jnp.shape(x), hp(value, dt), dt)
+
+    return jax.tree.map(fill, tree)
+
+
+def cast(tree: Tree, like: Tree) -> Tree:
+    """Cast each leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
+    return jax.tree.map(lambda x, ref: x.astype(jnp.result_type(ref)), tree, like)
+
+
+def scale(tree: Tree, factor: Any) -> Tree:
+    """``factor * x`` for every leaf, computed in the compute dtype, stored as x's dtype."""
+
+    def mul(x):
+        dt = compute_dtype(x.dtype)
+        return (hp(factor, dt) * x.astype(dt)).astype(x.dtype)
+
+    return jax.tree.map(mul, tree)
+
+
+def moment_step(g: jax.Array, m: jax.Array, decay: Any, order: int) -> jax.Array:
+    """One EMA step of the ``order``-th moment: ``decay*m + (1-decay)*g**order``.
+
+    Computed in the compute dtype; returned in the compute dtype (callers cast
+    to the moment's storage dtype once, after using it).
+    """
+    dt = np.result_type(compute_dtype(m.dtype), compute_dtype(g.dtype))
+    d = hp(decay, dt)
+    gx = g.astype(dt)
+    gx = gx if order == 1 else gx * gx if order == 2 else gx**order
+    return d * m.astype(dt) + (1 - d) * gx
+
+
+def debias(decay: Any, count: jax.Array) -> jax.Array:
+    """Bias correction ``1 - decay**count`` (float32 scalar; count already incremented)."""
+    return 1 - jnp.asarray(decay, jnp.float32) ** count.astype(jnp.float32)
+
+
+def global_norm(tree: Tree) -> jax.Array:
+    """``sqrt(sum_i ||x_i||^2)`` over all leaves, accumulated in float32 (or float64)."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros((), jnp.float32)
+    dt = np.result_type(*(compute_dtype(x.dtype) for x in leaves))
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(dt))) for x in leaves))
+
+
+def safe_increment(count: jax.Array) -> jax.Array:
+    """``count + 1`` for an int32 step counter, saturating at 2**31 - 1."""
+    return jnp.where(count < INT32_MAX, count + 1, jnp.asarray(INT32_MAX, count.dtype))
+
+
+def step_counter() -> jax.Array:
+    """A fresh int32 step counter (0)."""
+    return jnp.zeros((), jnp.int32)

@@ -1,0 +1,159 @@
+"""Adaptive scaling blocks: Adam's moments, RMS and the root of the sum of squares."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradlab import _tree
+from gradlab._checks import check_in_range, check_nonnegative
+from gradlab._core import GradientTransformation
+
+
+class ScaleByAdamState(NamedTuple):
+    """``count``: int32 steps; ``mu``/``nu``: first/second moment EMAs (params' tree)."""
+
+    count: jax.Array
+    mu: Any
+    nu: Any
+
+
+class ScaleByRmsState(NamedTuple):
+    """``nu``: EMA of ``g**2``; ``mu``: EMA of ``g`` (centered only, else ``()``)."""
+
+    nu: Any
+    mu: Any
+
+
+class ScaleByRssState(NamedTuple):
+    """``sum_of_squares``: running sum of ``g**2`` (params' tree)."""
+
+    sum_of_squares: Any
+
+
+def _check_decay(name: str, value: Any) -> None:
+    check_in_range(name, value, 0.0, 1.0, hi_open=True)
+
+
+def scale_by_adam(
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    mu_dtype: Any = None,
+    *,
+    nesterov: bool = False,
+) -> GradientTransformation:
+    """Adam's direction (Kingma & Ba 2015, Alg. 1), before the learning rate.
+
+    ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g²``,
+    ``m̂ = m/(1-b1^t)``, ``v̂ = v/(1-b2^t)``, output ``m̂ / (sqrt(v̂ + eps_root) + eps)``.
+
+    ``nesterov=True`` uses Dozat's (2016) look-ahead first moment
+    ``m̂ = b1 m/(1-b1^(t+1)) + (1-b1) g/(1-b1^t)`` (as ``optax.scale_by_adam``).
+    ``mu_dtype`` sets the storage dtype of ``m`` (default: the param's).
+    Matches ``torch.optim.Adam`` / ``optax.scale_by_adam``.
+    """
+    _check_decay("b1", b1)
+    _check_decay("b2", b2)
+    check_nonnegative("eps", eps)
+    check_nonnegative("eps_root", eps_root)
+
+    def init(params):
+        return ScaleByAdamState(
+            _tree.step_counter(), _tree.zeros_like(params, mu_dtype), _tree.zeros_like(params)
+        )
+
+    def update(updates, state, params=None, **extra):
+        count = _tree.safe_increment(state.count)
+        c1, c2 = _tree.debias(b1, count), _tree.debias(b2, count)
+        c1_next = _tree.debias(b1, _tree.safe_increment(count)) if nesterov else None
+
+        def leaf(g, m, v):
+            m_new = _tree.moment_step(g, m, b1, 1)
+            v_new = _tree.moment_step(g, v, b2, 2)
+            dt = v_new.dtype
+            if nesterov:
+                b1_ = _tree.hp(b1, dt)
+                m_hat = b1_ * m_new / c1_next.astype(dt) + (1 - b1_) * g.astype(dt) / c1.astype(dt)
+            else:
+                m_hat = m_new / c1.astype(dt)
+            v_hat = v_new / c2.astype(dt)
+            out = m_hat / (jnp.sqrt(v_hat + _tree.hp(eps_root, dt)) + _tree.hp(eps, dt))
+            return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
+
+        out = _tree.map_like(leaf, updates, state.mu, state.nu)
+        new_updates, mu, nu = _tree.split_outputs(out, updates, 3)
+        return new_updates, ScaleByAdamState(count, mu, nu)
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_rms(
+    decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0, centered: bool = False
+) -> GradientTransformation:
+    """RMSprop's direction (Hinton 2012), before the learning rate.
+
+    ``v <- decay v + (1-decay) g²``; output ``g / (sqrt(v) + eps)``. With
+    ``centered=True`` also ``m <- decay m + (1-decay) g`` and output
+    ``g / (sqrt(v - m²) + eps)``. ``eps`` is outside the square root as in
+    ``torch.optim.RMSprop`` (Optax puts it inside). ``v`` starts at
+    ``initial_scale``.
+    """
+    _check_decay("decay", decay)
+    check_nonnegative("eps", eps)
+    check_nonnegative("initial_scale", initial_scale)
+
+    def init(params):
+        nu = _tree.full_like(params, initial_scale)
+        return ScaleByRmsState(nu, _tree.zeros_like(params) if centered else ())
+
+    def update(updates, state, params=None, **extra):
+        def leaf(g, v, m=None):
+            v_new = _tree.moment_step(g, v, decay, 2)
+            dt = v_new.dtype
+            var = v_new
+            if centered:
+                m_new = _tree.moment_step(g, m, decay, 1)
+                var = jnp.maximum(v_new - m_new * m_new, 0)  # rounding can dip below 0
+            out = g.astype(dt) / (jnp.sqrt(var) + _tree.hp(eps, dt))
+            extra_out = (m_new.astype(m.dtype),) if centered else ()
+            return (out.astype(g.dtype), v_new.astype(v.dtype), *extra_out)
+
+        trees = (state.nu, state.mu) if centered else (state.nu,)
+        out = _tree.map_like(leaf, updates, *trees)
+        parts = _tree.split_outputs(out, updates, 3 if centered else 2)
+        return parts[0], ScaleByRmsState(parts[1], parts[2] if centered else ())
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7) -> GradientTransformation:
+    """AdaGrad's direction (Duchi et al. 2011), before the learning rate.
+
+    ``G <- G + g²`` (``G`` starts at ``initial_accumulator_value``); output
+    ``g / (sqrt(G) + eps)`` — ``eps`` outside the root as in
+    ``torch.optim.Adagrad`` (Optax: ``g / sqrt(G + eps)``; the two agree to
+    ~eps).
+    """
+    check_nonnegative("initial_accumulator_value", initial_accumulator_value)
+    check_nonnegative("eps", eps)
+
+    def init(params):
+        return ScaleByRssState(_tree.full_like(params, initial_accumulator_value))
+
+    def update(updates, state, params=None, **extra):
+        def leaf(g, s):
+            dt = _tree.compute_dtype(s.dtype)
+            gx = g.astype(dt)
+            s_new = s.astype(dt) + gx * gx
+            out = gx / (jnp.sqrt(s_new) + _tree.hp(eps, dt))
+            return out.astype(g.dtype), s_new.astype(s.dtype)
+
+        out = _tree.map_like(leaf, updates, state.sum_of_squares)
+        new_updates, sos = _tree.split_outputs(out, updates, 2)
+        return new_updates, ScaleByRssState(sos)
+
+    return GradientTransformation(init, update)

@@ -1,0 +1,60 @@
+"""Clipping and sanitising blocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gradlab import _tree
+from gradlab._checks import check_nonnegative, check_positive
+from gradlab._core import EmptyState, GradientTransformation
+from gradlab.blocks._regularize import ZeroNansState
+
+
+def clip(max_delta: Any) -> GradientTransformation:
+    """Clip each element to ``[-max_delta, max_delta]`` (``optax.clip``); ``max_delta >= 0``."""
+    check_nonnegative("max_delta", max_delta)
+
+    def update(updates, state, params=None, **extra):
+        def leaf(u):
+            d = _tree.hp(max_delta, u.dtype)
+            return jnp.clip(u, -d, d)
+
+        return jax.tree.map(leaf, updates), state
+
+    return GradientTransformation(lambda params: EmptyState(), update)
+
+
+def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
+    """Rescale so that the global norm is at most ``max_norm`` (Pascanu et al. 2013).
+
+    ``u <- u * min(1, max_norm / ||u||)`` with ``||u||`` over all leaves
+    (``optax.clip_by_global_norm``; ``torch.nn.utils.clip_grad_norm_`` without
+    its 1e-6). ``max_norm > 0`` — a negative one would flip the update's sign.
+    """
+    check_positive("max_norm", max_norm)
+
+    def update(updates, state, params=None, **extra):
+        norm = _tree.global_norm(updates)
+        limit = jnp.asarray(max_norm, norm.dtype)
+        # Where norm <= limit the factor is exactly 1 (no division by a zero norm).
+        factor = jnp.where(norm > limit, limit / jnp.where(norm > limit, norm, 1), 1)
+        return _tree.scale(updates, factor), state
+
+    return GradientTransformation(lambda params: EmptyState(), update)
+
+
+def zero_nans() -> GradientTransformation:
+    """Replace NaN entries of the updates by 0; record per leaf whether any was found."""
+
+    def init(params):
+        return ZeroNansState(jax.tree.map(lambda _: jnp.zeros((), bool), params))
+
+    def update(updates, state, params=None, **extra):
+        found = jax.tree.map(lambda u: jnp.any(jnp.isnan(u)), updates)
+        clean = jax.tree.map(lambda u: jnp.where(jnp.isnan(u), jnp.zeros_like(u), u), updates)
+        return clean, ZeroNansState(found)
+
+    return GradientTransformation(init, update)

@@ -1,0 +1,120 @@
+"""Blocks that use the params: weight decay, gradient noise, non-negativity."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradlab import _tree
+from gradlab._checks import check_int, check_nonnegative, check_same_structure
+from gradlab._core import EmptyState, GradientTransformation
+
+
+class AddNoiseState(NamedTuple):
+    """``count``: int32 steps; ``rng_key``: the PRNG key (uint32 key data)."""
+
+    count: jax.Array
+    rng_key: jax.Array
+
+
+class ZeroNansState(NamedTuple):
+    """``found_nan``: per leaf, whether the last update held a NaN (bool scalars)."""
+
+    found_nan: Any
+
+
+def _need_params(name: str, params: Any) -> None:
+    if params is None:
+        raise ValueError(f"{name} uses the params: call update(updates, state, params)")
+
+
+def resolve_mask(mask: Any, params: Any) -> Any:
+    """The mask as a tree of bools shaped like ``params`` (callables are applied).
+
+    Leaves may be Python bools (decided when tracing) or boolean arrays.
+    """
+    tree = mask(params) if callable(mask) else mask
+    check_same_structure(params, tree, "params", "mask")
+    return tree
+
+
+def add_decayed_weights(
+    weight_decay: Any = 0.0, mask: Any | Callable[[Any], Any] = None
+) -> GradientTransformation:
+    """Decoupled weight decay: ``u <- u + weight_decay * p`` (``optax.add_decayed_weights``).
+
+    ``mask`` (a tree of bools like the params, or ``params -> tree``) limits the
+    decay to leaves where it is True — e.g. skip biases and norm scales.
+    Followed by ``scale_by_learning_rate`` this is AdamW's
+    ``p <- p - lr * wd * p`` (Loshchilov & Hutter 2019).
+    """
+    check_nonnegative("weight_decay", weight_decay)
+
+    def update(updates, state, params=None, **extra):
+        _need_params("add_decayed_weights", params)
+        m = resolve_mask(mask, params) if mask is not None else jax.tree.map(lambda _: True, params)
+
+        def leaf(u, p, on):
+            if isinstance(on, bool | np.bool_) and not on:
+                return u
+            dt = _tree.compute_dtype(u.dtype)
+            decayed = u.astype(dt) + _tree.hp(weight_decay, dt) * p.astype(dt)
+            if not isinstance(on, bool | np.bool_):
+                decayed = jnp.where(on, decayed, u.astype(dt))
+            return decayed.astype(u.dtype)
+
+        return _tree.map_like(leaf, updates, params, m), state
+
+    return GradientTransformation(lambda params: EmptyState(), update)
+
+
+def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:
+    """Annealed Gaussian gradient noise (Neelakantan et al. 2015).
+
+    ``u <- u + N(0, eta / (1 + t)**gamma)`` at 0-based step ``t``
+    (``optax.add_noise``). ``eta >= 0``, ``gamma >= 0``; ``seed`` an int.
+    """
+    check_nonnegative("eta", eta)
+    check_nonnegative("gamma", gamma)
+    check_int("seed", seed)
+
+    def init(params):
+        return AddNoiseState(_tree.step_counter(), jax.random.key_data(jax.random.key(seed)))
+
+    def update(updates, state, params=None, **extra):
+        leaves, treedef = jax.tree.flatten(updates)
+        key, *keys = jax.random.split(jax.random.wrap_key_data(state.rng_key), len(leaves) + 1)
+        t = state.count.astype(jnp.float32)
+        std = jnp.sqrt(jnp.asarray(eta, jnp.float32) / (1 + t) ** jnp.asarray(gamma, jnp.float32))
+
+        def noisy(u, k):
+            dt = _tree.compute_dtype(u.dtype)
+            z = jax.random.normal(k, u.shape, dt)
+            return (u.astype(dt) + std.astype(dt) * z).astype(u.dtype)
+
+        out = treedef.unflatten([noisy(u, k) for u, k in zip(leaves, keys, strict=True)])
+        new_state = AddNoiseState(_tree.safe_increment(state.count), jax.random.key_data(key))
+        return out, new_state
+
+    return GradientTransformation(init, update)
+
+
+def keep_params_nonnegative() -> GradientTransformation:
+    """Clip updates so that ``p + u >= 0``: ``u <- where(p + u < 0, -p, u)``.
+
+    ``optax.keep_params_nonnegative``; params must start non-negative.
+    """
+
+    def update(updates, state, params=None, **extra):
+        _need_params("keep_params_nonnegative", params)
+
+        def leaf(u, p):
+            return jnp.where(p + u.astype(p.dtype) < 0, -p.astype(u.dtype), u)
+
+        return _tree.map_like(leaf, updates, params), state
+
+    return GradientTransformation(lambda params: EmptyState(), update)

@@ -1,0 +1,69 @@
+"""Scaling blocks: identity, constant factors, learning rates and schedules."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+
+from gradlab import _tree
+from gradlab._checks import check_nonnegative, check_number
+from gradlab._core import EmptyState, GradientTransformation, as_schedule
+
+
+class ScaleByScheduleState(NamedTuple):
+    """``count``: int32 number of updates so far (saturating)."""
+
+    count: jax.Array
+
+
+def identity() -> GradientTransformation:
+    """Pass updates through unchanged (``optax.identity``)."""
+    return GradientTransformation(
+        lambda params: EmptyState(), lambda updates, state, params=None, **extra: (updates, state)
+    )
+
+
+def scale(factor: Any) -> GradientTransformation:
+    """``u <- factor * u`` with a fixed (possibly traced) factor (``optax.scale``)."""
+    check_number("factor", factor)
+
+    def update(updates, state, params=None, **extra):
+        return _tree.scale(updates, factor), state
+
+    return GradientTransformation(lambda params: EmptyState(), update)
+
+
+def scale_by_schedule(schedule: Any) -> GradientTransformation:
+    """``u <- schedule(k) * u`` at 0-based step ``k`` (``optax.scale_by_schedule``).
+
+    ``schedule`` may also be a constant; the state always holds the step
+    counter, so switching between a constant and a schedule keeps the state's
+    structure (a checkpoint or a vmap over configurations does not break).
+    """
+    if not callable(schedule):
+        check_number("schedule", schedule)
+    fn = as_schedule(schedule)
+
+    def init(params):
+        return ScaleByScheduleState(_tree.step_counter())
+
+    def update(updates, state, params=None, **extra):
+        factor = fn(state.count)
+        return _tree.scale(updates, factor), ScaleByScheduleState(_tree.safe_increment(state.count))
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_learning_rate(learning_rate: Any, *, flip_sign: bool = True) -> GradientTransformation:
+    """``u <- -lr(k) * u`` (``flip_sign=False``: ``+lr(k) * u``).
+
+    ``learning_rate`` is a number, an array (possibly traced, e.g. under a
+    ``vmap`` over learning rates) or a schedule ``step -> lr``. Concrete
+    negative values raise ``ValueError``.
+    """
+    if not callable(learning_rate):
+        check_nonnegative("learning_rate", learning_rate)
+    fn = as_schedule(learning_rate)
+    sign = -1.0 if flip_sign else 1.0
+    return scale_by_schedule(lambda count: sign * fn(count))

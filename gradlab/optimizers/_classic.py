@@ -1,0 +1,136 @@
+"""The classic optimizers, each a short chain of building blocks.
+
+Every ``learning_rate`` is a number, an array (possibly traced) or a schedule
+``step -> lr``; the returned updates are already multiplied by ``-lr``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gradlab._checks import check_in_range
+from gradlab._core import GradientTransformation, chain
+from gradlab.blocks import (
+    add_decayed_weights,
+    identity,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_rms,
+    scale_by_rss,
+    trace,
+)
+
+ScalarOrSchedule = Any  # float | jax.Array | Callable[[step], float]
+
+
+def _momentum(momentum: Any, nesterov: bool) -> GradientTransformation:
+    """``trace(momentum)`` or, for ``momentum=None``, nothing (nesterov needs momentum)."""
+    if momentum is None:
+        if nesterov:
+            raise ValueError("nesterov=True requires a momentum, got momentum=None")
+        return identity()
+    check_in_range("momentum", momentum, 0.0, 1.0)
+    return trace(momentum, nesterov=nesterov)
+
+
+def sgd(
+    learning_rate: ScalarOrSchedule, momentum: Any = None, nesterov: bool = False
+) -> GradientTransformation:
+    """Stochastic gradient descent, optionally with (Nesterov) momentum.
+
+    ``v <- momentum*v + g``; ``p <- p - lr * v`` (Nesterov: ``p <- p - lr*(g + momentum*v)``).
+    Matches ``torch.optim.SGD(lr, momentum, dampening=0, nesterov)``.
+
+    >>> tx = sgd(0.1, momentum=0.9)
+    """
+    return chain(_momentum(momentum, nesterov), scale_by_learning_rate(learning_rate))
+
+
+def adagrad(
+    learning_rate: ScalarOrSchedule, initial_accumulator_value: Any = 0.1, eps: Any = 1e-7
+) -> GradientTransformation:
+    """AdaGrad (Duchi et al. 2011): ``G <- G + g²``; ``p <- p - lr * g / (sqrt(G) + eps)``.
+
+    ``G`` starts at ``initial_accumulator_value``. Matches
+    ``torch.optim.Adagrad(lr, lr_decay=0, initial_accumulator_value, eps)``.
+
+    >>> tx = adagrad(0.1)
+    """
+    return chain(
+        scale_by_rss(initial_accumulator_value, eps), scale_by_learning_rate(learning_rate)
+    )
+
+
+def rmsprop(
+    learning_rate: ScalarOrSchedule,
+    decay: Any = 0.9,
+    eps: Any = 1e-8,
+    initial_scale: Any = 0.0,
+    centered: bool = False,
+    momentum: Any = None,
+    nesterov: bool = False,
+) -> GradientTransformation:
+    """RMSprop (Hinton 2012): ``v <- decay v + (1-decay) g²``; ``d = g / (sqrt(v) + eps)``.
+
+    Centered: ``d = g / (sqrt(v - m²) + eps)`` with ``m`` the EMA of ``g``.
+    With momentum ``b <- momentum*b + d``; ``p <- p - lr * b`` (else ``p - lr*d``).
+    Matches ``torch.optim.RMSprop(lr, alpha=decay, eps, momentum, centered)``.
+
+    >>> tx = rmsprop(1e-3, centered=True, momentum=0.9)
+    """
+    return chain(
+        scale_by_rms(decay, eps, initial_scale, centered),
+        _momentum(momentum, nesterov),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def adam(
+    learning_rate: ScalarOrSchedule,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    eps_root: Any = 0.0,
+    nesterov: bool = False,
+    *,
+    mu_dtype: Any = None,
+) -> GradientTransformation:
+    """Adam (Kingma & Ba 2015) with bias correction.
+
+    ``m <- b1 m + (1-b1) g``, ``v <- b2 v + (1-b2) g²``,
+    ``p <- p - lr * m̂ / (sqrt(v̂ + eps_root) + eps)`` with ``m̂ = m/(1-b1^t)``,
+    ``v̂ = v/(1-b2^t)``. Matches ``torch.optim.Adam`` / ``optax.adam``
+    (``nesterov=True``: ``optax.adam(nesterov=True)``, NAdam's look-ahead).
+
+    >>> tx = adam(1e-3)
+    """
+    return chain(
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def adamw(
+    learning_rate: ScalarOrSchedule,
+    b1: Any = 0.9,
+    b2: Any = 0.999,
+    eps: Any = 1e-8,
+    weight_decay: Any = 1e-4,
+    mask: Any | Callable[[Any], Any] = None,
+    *,
+    mu_dtype: Any = None,
+) -> GradientTransformation:
+    """AdamW (Loshchilov & Hutter 2019): Adam plus decoupled weight decay.
+
+    ``p <- p - lr * (m̂ / (sqrt(v̂) + eps) + weight_decay * p)``; ``mask``
+    (tree of bools or ``params -> tree``) selects the decayed leaves.
+    Matches ``torch.optim.AdamW`` / ``optax.adamw``.
+
+    >>> tx = adamw(1e-3, weight_decay=0.01)
+    """
+    return chain(
+        scale_by_adam(b1, b2, eps, 0.0, mu_dtype),
+        add_decayed_weights(weight_decay, mask),
+        scale_by_learning_rate(learning_rate),
+    )

@@ -1,0 +1,44 @@
+"""Shared test setup: strict dtype promotion, eager/jit fixture, hypothesis profile.
+
+* ``jax_numpy_dtype_promotion = "strict"`` for the whole suite: any silent
+  float64 or bfloat16 promotion inside gradlab is an error here.
+* ``run_mode`` runs a test body eager and jitted (STYLE.md habit 15).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import pytest
+from hypothesis import HealthCheck, settings
+
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+settings.register_profile(
+    "gradlab",
+    max_examples=int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    derandomize=True,
+)
+settings.load_profile("gradlab")
+
+
+@pytest.fixture(params=["eager", "jit"])
+def run_mode(request):
+    """A function ``wrap(f)``: ``f`` itself (eager) or ``jax.jit(f)``."""
+    if request.param == "eager":
+        return lambda f, **kwargs: f
+    return jax.jit
+
+
+@pytest.fixture
+def x64():
+    """Enable float64 for one test, restoring the previous setting after."""
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
