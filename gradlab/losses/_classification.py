@@ -1,0 +1,334 @@
+"""Classification losses: cross-entropies, hinge, focal.
+
+Shapes:
+
+* Binary losses (``binary_cross_entropy``, ``sigmoid_binary_cross_entropy``,
+  ``hinge``, ``squared_hinge``, ``sigmoid_focal``) are elementwise: the
+  prediction and the label have the same shape, which is the output's shape.
+  Multi-label problems are the same thing with a class axis: ``(batch,
+  classes)`` in, ``(batch, classes)`` out.
+* Multi-class losses (``categorical_cross_entropy``, ``softmax_cross_entropy``,
+  ``softmax_cross_entropy_with_integer_labels``) read the *last* axis as the
+  classes and sum over it: ``(..., C)`` in, ``(...)`` out.
+
+The probability forms clip probabilities to ``[eps, 1 - eps]`` with ``eps``
+the machine epsilon of the dtype, so probabilities of exactly 0 or 1 give a
+finite loss (at most ``-log(eps)``: 15.9 in float32) and a finite gradient
+(zero outside the clip range). Prefer the logit forms when you have logits:
+they are exact for any finite logit and never saturate the gradient.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradlab._checks import check_in_range, check_nonnegative
+from gradlab.losses._common import (
+    Array,
+    ArrayLike,
+    as_float,
+    cast,
+    check_class_axis,
+    check_label_values,
+    check_same_shape,
+    prob_eps,
+    safe_log,
+)
+
+__all__ = [
+    "binary_cross_entropy",
+    "categorical_cross_entropy",
+    "hinge",
+    "sigmoid_binary_cross_entropy",
+    "sigmoid_focal",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+    "squared_hinge",
+]
+
+
+def _in_unit_interval(a: np.ndarray) -> np.ndarray:
+    return (a >= 0) & (a <= 1)
+
+
+def _plus_minus_one(a: np.ndarray) -> np.ndarray:
+    return (a == 1) | (a == -1)
+
+
+def _binary_inputs(
+    x: ArrayLike, labels: ArrayLike, x_name: str, labels_name: str = "labels"
+) -> tuple[Array, Array]:
+    check_same_shape(x_name, x, labels_name, labels)
+    check_label_values(labels_name, labels, _in_unit_interval, "in [0, 1]")
+    x = as_float(x)
+    return x, cast(labels, x.dtype)
+
+
+def binary_cross_entropy(probs: ArrayLike, labels: ArrayLike) -> Array:
+    """Binary cross-entropy from probabilities, elementwise.
+
+    ``-(y * log(p) + (1 - y) * log(1 - p))`` with ``p`` clipped to
+    ``[eps, 1 - eps]``, ``eps = finfo(dtype).eps`` (see the module notes).
+    ``torch.nn.BCELoss(reduction="none")`` and Keras ``binary_crossentropy``
+    (``from_logits=False``) compute the same up to their clipping constants.
+    If you have logits, use :func:`sigmoid_binary_cross_entropy`.
+
+    Args:
+      probs: predicted probabilities of the positive class, any shape.
+      labels: targets in ``[0, 1]`` (hard 0/1 or soft), same shape; ints and
+        bools are fine.
+
+    Returns:
+      An array of ``probs``' shape and dtype.
+
+    >>> import jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> loss = losses.binary_cross_entropy(jnp.array([0.95, 0.1]), jnp.array([1, 0]))
+    >>> [round(v, 3) for v in loss.tolist()]
+    [0.051, 0.105]
+    """
+    p, y = _binary_inputs(probs, labels, "probs")
+    eps = prob_eps(p.dtype)
+    p = jnp.clip(p, eps, 1 - eps)
+    # log1p(-p) keeps log(1 - p) accurate for small p.
+    return -(y * jnp.log(p) + (1 - y) * jnp.log1p(-p))
+
+
+def sigmoid_binary_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
+    """Binary cross-entropy from logits, elementwise; ``p = sigmoid(logits)``.
+
+    ``-(y * log(sigmoid(x)) + (1 - y) * log(1 - sigmoid(x)))``, computed as
+    ``y * softplus(-x) + (1 - y) * softplus(x)``: exact for every finite logit
+    (no ``log(0)``, no cancellation for large ``|x|``) with gradient
+    ``sigmoid(x) - y``. Same as ``optax.losses.sigmoid_binary_cross_entropy``
+    and ``torch.nn.BCEWithLogitsLoss(reduction="none")``.
+
+    Args:
+      logits: real-valued scores, any shape.
+      labels: targets in ``[0, 1]``, same shape.
+
+    >>> import jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> print(losses.sigmoid_binary_cross_entropy(jnp.array([0.0, 1e4]), jnp.array([1, 1])))
+    [0.6931472 0.       ]
+    """
+    x, y = _binary_inputs(logits, labels, "logits")
+    # -log(sigmoid(x)) = softplus(-x) and -log(1 - sigmoid(x)) = softplus(x).
+    return y * jax.nn.softplus(-x) + (1 - y) * jax.nn.softplus(x)
+
+
+def _multiclass_inputs(x: ArrayLike, labels: ArrayLike, x_name: str) -> tuple[Array, Array]:
+    check_class_axis(x_name, x)
+    check_same_shape(x_name, x, "labels", labels)
+    x = as_float(x)
+    return x, cast(labels, x.dtype)
+
+
+def _xlogy_sum(y: Array, log_p: Array) -> Array:
+    """``sum(y * log_p, -1)`` with ``0 * log 0 = 0`` (masked ``-inf`` logits)."""
+    return jnp.sum(jnp.where(y == 0, 0, y * log_p), axis=-1)
+
+
+def categorical_cross_entropy(probs: ArrayLike, one_hot: ArrayLike) -> Array:
+    """Categorical cross-entropy from probabilities over the last axis.
+
+    ``-sum_c y_c * log(p_c)`` with ``p`` clipped to ``[eps, 1 - eps]``
+    (``eps = finfo(dtype).eps``). ``probs`` should sum to 1 over the last axis;
+    they are *not* renormalised (Keras ``categorical_crossentropy`` with
+    ``from_logits=False`` renormalises). With logits, use
+    :func:`softmax_cross_entropy`.
+
+    Args:
+      probs: ``(..., C)`` class probabilities.
+      one_hot: ``(..., C)`` one-hot or soft labels (each row sums to 1).
+
+    Returns:
+      ``(...)``: one value per example, in ``probs``' dtype.
+
+    >>> import jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> p = jnp.array([[0.1, 0.8, 0.1], [0.7, 0.2, 0.1]])
+    >>> loss = losses.categorical_cross_entropy(p, jnp.array([[0, 1, 0], [1, 0, 0]]))
+    >>> [round(v, 3) for v in loss.tolist()]
+    [0.223, 0.357]
+    """
+    p, y = _multiclass_inputs(probs, one_hot, "probs")
+    eps = prob_eps(p.dtype)
+    return -_xlogy_sum(y, jnp.log(jnp.clip(p, eps, 1 - eps)))
+
+
+def softmax_cross_entropy(logits: ArrayLike, one_hot: ArrayLike) -> Array:
+    """Softmax cross-entropy from logits over the last axis.
+
+    ``-sum_c y_c * log_softmax(x)_c`` where ``log_softmax(x) = x - logsumexp(x)``
+    (computed stably by shifting by the max). Labels may be one-hot or soft
+    (label smoothing, distillation). Logits of ``-inf`` (masked classes) are
+    allowed where the label is 0. Same as ``optax.losses.softmax_cross_entropy``,
+    ``torch.nn.CrossEntropyLoss(reduction="none")`` with probability targets
+    (class axis last here, second in PyTorch).
+
+    Args:
+      logits: ``(..., C)`` unnormalised scores.
+      one_hot: ``(..., C)`` one-hot or soft labels.
+
+    Returns:
+      ``(...)``: one value per example, in ``logits``' dtype.
+
+    >>> import jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> print(losses.softmax_cross_entropy(jnp.zeros((1, 4)), jnp.array([[0, 0, 1, 0]])))
+    [1.3862944]
+    """
+    x, y = _multiclass_inputs(logits, one_hot, "logits")
+    return -_xlogy_sum(y, jax.nn.log_softmax(x, axis=-1))
+
+
+def softmax_cross_entropy_with_integer_labels(logits: ArrayLike, labels: ArrayLike) -> Array:
+    """Softmax cross-entropy with class indices: ``logsumexp(x) - x[label]``.
+
+    Same as ``optax.losses.softmax_cross_entropy_with_integer_labels`` and
+    ``torch.nn.CrossEntropyLoss(reduction="none")`` with index targets.
+    Equal to :func:`softmax_cross_entropy` with ``one_hot(labels, C)``, without
+    building the one-hot array.
+
+    Args:
+      logits: ``(..., C)`` unnormalised scores.
+      labels: ``(...)`` integer class indices in ``[0, C)``. Concrete
+        out-of-range labels raise ``ValueError``; under ``jit`` (where they
+        cannot be inspected) they give NaN rather than a silently wrong loss.
+
+    Returns:
+      ``(...)``: one value per example, in ``logits``' dtype.
+
+    >>> import jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> loss = losses.softmax_cross_entropy_with_integer_labels(logits, jnp.array([0, 2]))
+    >>> [round(v, 3) for v in loss.tolist()]
+    [0.24, 1.099]
+    """
+    check_class_axis("logits", logits)
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(
+            f"labels must be integer class indices, got dtype {labels.dtype}; "
+            "for one-hot or soft labels use softmax_cross_entropy"
+        )
+    x = as_float(logits)
+    n_classes = x.shape[-1]
+    if labels.shape != x.shape[:-1]:
+        raise ValueError(
+            f"logits shape {x.shape} and labels shape {labels.shape} differ: labels "
+            f"must have the logits' shape without the class axis, {x.shape[:-1]}"
+        )
+    check_label_values(
+        "labels",
+        labels,
+        lambda a: (a >= 0) & (a < n_classes),
+        f"class indices in [0, {n_classes})",
+    )
+    valid = (labels >= 0) & (labels < n_classes)
+    index = jnp.clip(labels, 0, n_classes - 1)[..., None]
+    label_logit = jnp.take_along_axis(x, index, axis=-1)[..., 0]
+    loss = jax.nn.logsumexp(x, axis=-1) - label_logit
+    return jnp.where(valid, loss, jnp.nan)
+
+
+def _margin_inputs(scores: ArrayLike, labels_pm1: ArrayLike) -> Array:
+    check_same_shape("scores", scores, "labels_pm1", labels_pm1)
+    check_label_values(
+        "labels_pm1", labels_pm1, _plus_minus_one, "-1 or +1 (map 0/1 labels with 2 * y - 1)"
+    )
+    s = as_float(scores)
+    return s * cast(labels_pm1, s.dtype)
+
+
+def hinge(scores: ArrayLike, labels_pm1: ArrayLike) -> Array:
+    """Hinge loss ``max(0, 1 - y * s)`` for labels ``y`` in ``{-1, +1}``, elementwise.
+
+    The SVM loss: zero once an example is on the right side with margin 1.
+    Same as ``optax.losses.hinge_loss`` and Keras ``hinge`` (Keras also maps
+    0/1 labels to -1/+1; here 0/1 labels raise ``ValueError`` when concrete).
+
+    Args:
+      scores: real-valued decision values, any shape.
+      labels_pm1: labels in ``{-1, +1}``, same shape (ints or floats).
+
+    >>> import jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> print(losses.hinge(jnp.array([2.0, 0.5, -1.0]), jnp.array([1, 1, 1])))
+    [0.  0.5 2. ]
+    """
+    return jax.nn.relu(1 - _margin_inputs(scores, labels_pm1))
+
+
+def squared_hinge(scores: ArrayLike, labels_pm1: ArrayLike) -> Array:
+    """Squared hinge loss ``max(0, 1 - y * s)**2`` for ``y`` in ``{-1, +1}``.
+
+    Differentiable everywhere (unlike :func:`hinge`) and harsher on badly
+    misclassified points. Same as Keras ``squared_hinge`` (for -1/+1 labels).
+
+    >>> import jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> print(losses.squared_hinge(jnp.array([2.0, 0.5, -1.0]), jnp.array([1, 1, 1])))
+    [0.   0.25 4.  ]
+    """
+    return jnp.square(jax.nn.relu(1 - _margin_inputs(scores, labels_pm1)))
+
+
+def sigmoid_focal(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    alpha: ArrayLike | None = None,
+    gamma: ArrayLike = 2.0,
+) -> Array:
+    """Sigmoid focal loss (Lin et al. 2017, "Focal Loss for Dense Object Detection").
+
+    With ``p = sigmoid(x)`` and ``p_t = y * p + (1 - y) * (1 - p)`` (the
+    probability given to the true label)::
+
+        focal = alpha_t * (1 - p_t)**gamma * BCE(x, y)
+        alpha_t = alpha * y + (1 - alpha) * (1 - y)     (1 when alpha is None)
+
+    ``(1 - p_t)**gamma`` down-weights easy, well-classified examples: at
+    ``p_t = 0.9`` and ``gamma = 2`` an example counts 1/100 of its BCE; at
+    ``p_t = 0.2``, 64/100. ``gamma = 0`` and ``alpha = None`` give
+    :func:`sigmoid_binary_cross_entropy`. The factor is computed as
+    ``exp(gamma * log(1 - p_t))`` with ``log(1 - p_t)`` from log-sigmoids, so
+    it stays finite (with finite gradients) for logits of any size and any
+    ``gamma >= 0``. Same as ``optax.losses.sigmoid_focal_loss`` and
+    ``torchvision.ops.sigmoid_focal_loss(reduction="none")``.
+
+    Args:
+      logits: real-valued scores, any shape.
+      labels: targets in ``[0, 1]``, same shape (soft labels allowed).
+      alpha: weight of the positive class in ``[0, 1]``, or ``None`` for no
+        class weighting. May be an array (e.g. per class, broadcast).
+      gamma: focusing parameter, ``>= 0``.
+
+    Returns:
+      An array of ``logits``' shape and dtype.
+
+    >>> import jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> x, y = jnp.array([2.197, -1.386]), jnp.array([1, 1])  # p = 0.9 and 0.2
+    >>> focal = losses.sigmoid_focal(x, y)  # 0.01 and 0.64 of the BCE
+    >>> [round(v, 3) for v in focal.tolist()]
+    [0.001, 1.03]
+    """
+    check_nonnegative("gamma", gamma)
+    if alpha is not None:
+        check_in_range("alpha", alpha, 0.0, 1.0)
+    x, y = _binary_inputs(logits, labels, "logits")
+    bce = y * jax.nn.softplus(-x) + (1 - y) * jax.nn.softplus(x)
+    # 1 - p_t = y * sigmoid(-x) + (1 - y) * sigmoid(x); in log space:
+    log_one_minus_pt = jnp.logaddexp(
+        safe_log(y) + jax.nn.log_sigmoid(-x), safe_log(1 - y) + jax.nn.log_sigmoid(x)
+    )
+    loss = jnp.exp(cast(gamma, x.dtype) * log_one_minus_pt) * bce
+    if alpha is None:
+        return loss
+    alpha = cast(alpha, x.dtype)
+    return (alpha * y + (1 - alpha) * (1 - y)) * loss

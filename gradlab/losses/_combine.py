@@ -1,0 +1,71 @@
+"""Custom multi-term losses: ``L = w1 * L1 + w2 * L2 + ...`` with each term reported."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+
+from gradlab._checks import check_number
+from gradlab.losses._common import Array, ArrayLike, as_float, cast
+
+__all__ = ["weighted_sum"]
+
+
+def weighted_sum(
+    terms: Mapping[str, tuple[ArrayLike, ArrayLike]],
+) -> tuple[Array, dict[str, Array]]:
+    """Combine named loss terms: ``total = sum_name weight * value``.
+
+    A detector's loss, for example, is a classification term plus a
+    localisation term plus an objectness term, each with its own weight, and
+    one wants to log each term as well as the total::
+
+        total, parts = weighted_sum({
+            "cls": (1.0, softmax_cross_entropy(cls_logits, cls_labels).mean()),
+            "box": (5.0, huber(box_pred, box_true).mean()),
+            "obj": (0.5, sigmoid_binary_cross_entropy(obj_logits, obj).mean()),
+        })
+
+    Args:
+      terms: ``{name: (weight, value)}``. ``value`` is usually a scalar (an
+        already-reduced loss); arrays are allowed and broadcast together.
+        ``weight`` is a finite number or array, possibly traced; negative
+        weights are allowed (e.g. an entropy bonus subtracted from a loss).
+
+    Returns:
+      ``(total, parts)`` where ``parts[name] = weight * value`` is the
+      *weighted* term, so ``total == sum(parts.values())`` and the parts show
+      how much each term contributes to the total. Everything is in the
+      values' common float dtype. With ``jax.value_and_grad(...,
+      has_aux=True)`` return ``(total, parts)`` from the loss function and
+      the parts come back alongside the gradient.
+
+    >>> import jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> total, parts = losses.weighted_sum({"cls": (1.0, 0.7), "box": (5.0, jnp.array(0.1))})
+    >>> print(total.round(3), parts["box"])
+    1.2 0.5
+    """
+    if not terms:
+        raise ValueError("terms must hold at least one (weight, value) pair, got {}")
+    values = {}
+    for name, pair in terms.items():
+        if not (isinstance(pair, tuple | list) and len(pair) == 2):
+            raise TypeError(f"terms[{name!r}] must be a (weight, value) pair, got {pair!r}")
+        check_number(f"weight of {name!r}", pair[0])
+        values[name] = as_float(pair[1])
+    with jax.numpy_dtype_promotion("standard"):
+        dtype = jnp.result_type(*values.values())
+    try:
+        jnp.broadcast_shapes(*(v.shape for v in values.values()))
+    except ValueError:
+        shapes = ", ".join(f"{name!r} {v.shape}" for name, v in values.items())
+        raise ValueError(f"loss values have shapes that do not broadcast: {shapes}") from None
+    parts = {name: cast(terms[name][0], dtype) * values[name].astype(dtype) for name in values}
+    names = list(parts)
+    total = parts[names[0]]
+    for name in names[1:]:
+        total = total + parts[name]
+    return total, parts

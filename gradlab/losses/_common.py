@@ -1,0 +1,94 @@
+"""Helpers shared by the loss modules: dtypes, shape checks, label checks.
+
+Conventions every loss follows (../../shared/API.md §6):
+
+* The output has the floating dtype of the *first* argument (predictions,
+  logits, probabilities, distances, anchors). Integer or boolean first
+  arguments become the default float dtype. Labels, targets and
+  hyperparameters are cast to that dtype, so a float32 model with float64
+  targets or a float32 learning signal for bfloat16 logits works under
+  ``jax.numpy_dtype_promotion("strict")``.
+* Shapes are static, so shape checks run at trace time and raise the same
+  ``ValueError`` eagerly and under ``jit``.
+* Label *values* are data, not hyperparameters: they are checked only when
+  concrete (an eager call); under ``jit``/``vmap`` nothing is inspected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradlab._checks import is_traced
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+
+
+def as_float(x: ArrayLike) -> Array:
+    """``x`` as a JAX array of a floating dtype (ints and bools -> default float)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+def cast(x: ArrayLike, dtype: Any) -> Array:
+    """``x`` (labels, targets or a hyperparameter, possibly traced) as ``dtype``."""
+    return jnp.asarray(x).astype(dtype)
+
+
+def check_same_shape(name_a: str, a: ArrayLike, name_b: str, b: ArrayLike) -> None:
+    """Raise ``ValueError("a shape (...) and b shape (...) differ")`` if they do.
+
+    No broadcasting on purpose: ``(n, 1)`` against ``(n,)`` silently gives an
+    ``(n, n)`` loss in NumPy semantics, the classic regression bug.
+    """
+    sa, sb = jnp.shape(a), jnp.shape(b)
+    if sa != sb:
+        raise ValueError(f"{name_a} shape {sa} and {name_b} shape {sb} differ")
+
+
+def check_class_axis(name: str, x: ArrayLike) -> None:
+    """The class losses need a last (class) axis."""
+    if jnp.ndim(x) < 1:
+        raise ValueError(
+            f"{name} must have a last axis of classes (ndim >= 1), got shape {jnp.shape(x)}"
+        )
+
+
+def check_label_values(
+    name: str, labels: ArrayLike, ok: Callable[[np.ndarray], np.ndarray], expected: str
+) -> None:
+    """If ``labels`` is concrete, raise ``ValueError`` where ``ok(labels)`` is False."""
+    if is_traced(labels):
+        return
+    arr = np.asarray(labels)
+    good = ok(arr)
+    if not np.all(good):
+        bad = arr[~good] if arr.ndim else arr
+        raise ValueError(f"{name} must be {expected}, got {np.ravel(bad)[0]!r}")
+
+
+def prob_eps(dtype: Any) -> float:
+    """Clipping margin for probabilities: machine epsilon of ``dtype``.
+
+    float32: 1.19e-7 (max loss -log(eps) = 15.9), float64: 2.2e-16 (36.0),
+    bfloat16: 7.8e-3 (4.85), float16: 9.8e-4 (6.9). ``1 - eps`` is exactly
+    representable in each, so clipping to ``[eps, 1 - eps]`` never rounds to 1.
+    """
+    return float(jnp.finfo(dtype).eps)
+
+
+def safe_log(x: Array) -> Array:
+    """``log(x)`` with ``log(0) = -inf`` and a finite (zero) gradient at 0.
+
+    The double ``where`` keeps NaN out of the backward pass (the JAX FAQ's
+    trick): the unused branch never sees 0.
+    """
+    positive = x > 0
+    return jnp.where(positive, jnp.log(jnp.where(positive, x, 1)), -jnp.inf)

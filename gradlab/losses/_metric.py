@@ -1,0 +1,120 @@
+"""Metric-learning losses: contrastive and triplet, plus a safe Euclidean distance.
+
+Embeddings are ``(..., D)`` arrays: the last axis is the embedding dimension
+and every leading axis is a batch axis, so the losses return ``(...)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gradlab._checks import check_nonnegative
+from gradlab.losses._common import (
+    Array,
+    ArrayLike,
+    as_float,
+    cast,
+    check_label_values,
+    check_same_shape,
+)
+
+__all__ = ["contrastive", "euclidean_distance", "triplet_margin"]
+
+
+def euclidean_distance(a: ArrayLike, b: ArrayLike) -> Array:
+    """Euclidean distance ``sqrt(sum((a - b)**2, axis=-1))`` with a safe gradient.
+
+    The plain formula has an infinite derivative at ``a == b`` (``d sqrt(s) =
+    ds / (2 sqrt(s))``) and gives NaN gradients for identical points, e.g. a
+    pair that a contrastive loss has already pulled together. Here the
+    gradient at 0 is 0 (a valid subgradient), using the double ``where``: the
+    square root is never evaluated at 0 in the branch that is differentiated.
+
+    Args:
+      a, b: ``(..., D)`` arrays of the same shape.
+
+    Returns:
+      ``(...)``, in ``a``'s dtype.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> print(losses.euclidean_distance(jnp.array([0.0, 0.0]), jnp.array([3.0, 4.0])))
+    5.0
+    >>> print(jax.grad(losses.euclidean_distance)(jnp.ones(2), jnp.ones(2)))
+    [0. 0.]
+    """
+    check_same_shape("a", a, "b", b)
+    if jnp.ndim(a) < 1:
+        raise ValueError(f"a and b must have a last (feature) axis, got shape {jnp.shape(a)}")
+    a = as_float(a)
+    sq = jnp.sum(jnp.square(a - cast(b, a.dtype)), axis=-1)
+    nonzero = sq > 0
+    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1)), 0)
+
+
+def contrastive(distance: ArrayLike, is_dissimilar: ArrayLike, margin: ArrayLike = 1.0) -> Array:
+    """Contrastive loss (Hadsell, Chopra & LeCun 2006), elementwise over pairs.
+
+    For a pair at distance ``D`` with ``Y = is_dissimilar``::
+
+        (1 - Y) * D**2 / 2  +  Y * max(0, margin - D)**2 / 2
+
+    Similar pairs (``Y = 0``) are pulled together; dissimilar pairs
+    (``Y = 1``) are pushed apart until they are ``margin`` away, then ignored.
+    Note the label convention: ``Y = 1`` means *dissimilar*, as in the paper;
+    some libraries (e.g. ``pytorch_metric_learning``) use 1 for similar.
+
+    Args:
+      distance: ``(...)`` non-negative distances, e.g.
+        :func:`euclidean_distance` of two embeddings.
+      is_dissimilar: ``(...)`` labels in ``[0, 1]`` (bool, int or float).
+      margin: ``>= 0``, a number or an array, possibly traced.
+
+    >>> import jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> d = jnp.array([0.5, 0.5, 2.0])
+    >>> print(losses.contrastive(d, jnp.array([0, 1, 1]), margin=1.0))
+    [0.125 0.125 0.   ]
+    """
+    check_nonnegative("margin", margin)
+    check_same_shape("distance", distance, "is_dissimilar", is_dissimilar)
+    check_label_values("is_dissimilar", is_dissimilar, lambda a: (a >= 0) & (a <= 1), "in [0, 1]")
+    d = as_float(distance)
+    y = cast(is_dissimilar, d.dtype)
+    margin = cast(margin, d.dtype)
+    return 0.5 * ((1 - y) * jnp.square(d) + y * jnp.square(jax.nn.relu(margin - d)))
+
+
+def triplet_margin(
+    anchor: ArrayLike, positive: ArrayLike, negative: ArrayLike, margin: ArrayLike = 1.0
+) -> Array:
+    """Triplet margin loss (Schroff et al. 2015, FaceNet), one value per triplet.
+
+    ``max(d(a, p) - d(a, n) + margin, 0)`` with ``d`` the Euclidean distance
+    over the last axis (:func:`euclidean_distance`, so identical anchor and
+    positive give a finite gradient). Same as
+    ``torch.nn.TripletMarginLoss(margin, p=2, eps=0, reduction="none")``;
+    ``optax.losses.triplet_margin_loss`` adds ``eps = 1e-6`` inside the square
+    root instead.
+
+    Args:
+      anchor, positive, negative: ``(..., D)`` embeddings of the same shape.
+      margin: ``>= 0``, a number or an array, possibly traced.
+
+    Returns:
+      ``(...)``, in ``anchor``'s dtype.
+
+    >>> import jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> a, p, n = jnp.zeros(2), jnp.array([1.0, 0.0]), jnp.array([0.0, 3.0])
+    >>> print(losses.triplet_margin(a, p, n, margin=1.0), losses.triplet_margin(a, n, p))
+    0.0 3.0
+    """
+    check_nonnegative("margin", margin)
+    check_same_shape("anchor", anchor, "positive", positive)
+    check_same_shape("anchor", anchor, "negative", negative)
+    anchor = as_float(anchor)
+    d_pos = euclidean_distance(anchor, positive)
+    d_neg = euclidean_distance(anchor, negative)
+    return jax.nn.relu(d_pos - d_neg + cast(margin, anchor.dtype))

@@ -1,0 +1,89 @@
+"""Weight penalties over whole pytrees: L1, L2, elastic net.
+
+Each returns a scalar: the penalty summed over every leaf of ``params``.
+Convention: ``l2_penalty = 0.5 * sum(w**2)`` (as ``optax.l2_loss`` and
+scikit-learn's ``ElasticNet``), so its gradient is ``w`` itself and
+``lam * l2_penalty(params)`` added to a loss is exactly the weight decay
+``add_decayed_weights(lam)`` does to plain SGD. (Keras' ``L2(lam)`` and
+PyTorch's ``weight_decay`` arguments use ``sum(w**2)``, i.e. twice this.)
+
+The result's dtype is the leaves' common float dtype (standard promotion:
+bfloat16 and float32 leaves give float32); an empty tree gives 0.0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gradlab._checks import check_nonnegative
+from gradlab.losses._common import Array, ArrayLike, as_float, cast
+
+__all__ = ["elastic_net_penalty", "l1_penalty", "l2_penalty"]
+
+
+def _tree_sum(fn: Callable[[Array], Array], params: Any) -> Array:
+    leaves = [as_float(leaf) for leaf in jax.tree.leaves(params)]
+    if not leaves:
+        return jnp.zeros((), jnp.result_type(float))
+    # The common dtype only; the sums themselves run leaf by leaf in strict mode.
+    with jax.numpy_dtype_promotion("standard"):
+        dtype = jnp.result_type(*leaves)
+    return sum(
+        (jnp.sum(fn(leaf)).astype(dtype) for leaf in leaves[1:]),
+        jnp.sum(fn(leaves[0])).astype(dtype),
+    )
+
+
+def l1_penalty(params: Any) -> Array:
+    """L1 norm of all parameters: ``sum_leaves sum(|w|)`` (a scalar).
+
+    The lasso penalty: its constant-size gradient ``sign(w)`` drives small
+    weights exactly to zero. Keras ``L1(1.0)`` computes the same.
+
+    >>> import jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> print(losses.l1_penalty({"w": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}))
+    3.5
+    """
+    return _tree_sum(jnp.abs, params)
+
+
+def l2_penalty(params: Any) -> Array:
+    """Half the squared L2 norm of all parameters: ``0.5 * sum_leaves sum(w**2)``.
+
+    The ridge penalty, with gradient ``w``. Same as ``optax.l2_loss`` summed
+    over the tree; half of Keras ``L2(1.0)`` (see the module notes).
+
+    >>> import jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> print(losses.l2_penalty({"w": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}))
+    2.625
+    """
+    return 0.5 * _tree_sum(jnp.square, params)
+
+
+def elastic_net_penalty(params: Any, l1: ArrayLike, l2: ArrayLike) -> Array:
+    """Elastic net (Zou & Hastie 2005): ``l1 * l1_penalty + l2 * l2_penalty``.
+
+    That is ``l1 * sum|w| + l2 * 0.5 * sum(w**2)``, the same scaling as
+    scikit-learn's ``ElasticNet`` with ``l1 = alpha * l1_ratio`` and
+    ``l2 = alpha * (1 - l1_ratio)``.
+
+    Args:
+      params: any pytree of arrays.
+      l1, l2: non-negative strengths, numbers or arrays, possibly traced.
+
+    >>> import jax.numpy as jnp
+    >>> from gradlab import losses
+    >>> print(losses.elastic_net_penalty({"w": jnp.array([1.0, -2.0])}, l1=0.1, l2=1.0))
+    2.8
+    """
+    check_nonnegative("l1", l1)
+    check_nonnegative("l2", l2)
+    l1_value, l2_value = l1_penalty(params), l2_penalty(params)
+    dtype = l1_value.dtype
+    return cast(l1, dtype) * l1_value + cast(l2, dtype) * l2_value
