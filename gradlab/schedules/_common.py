@@ -1,0 +1,155 @@
+"""Helpers shared by every schedule: dtypes, step conversion, validation.
+
+Every schedule follows the same three rules, implemented once here:
+
+* parameters are validated at construction when concrete and never inspected
+  when traced (``gradlab._checks``), so a sweep can ``vmap`` over any of them;
+* the step is converted to the default float dtype *before* any arithmetic, so
+  ``int32`` steps near ``2**31`` cannot overflow (``step + warmup`` would);
+* negative steps are treated as step 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from gradlab._checks import (
+    check_in_range,
+    check_int,
+    check_nonnegative,
+    check_number,
+    is_traced,
+)
+
+Schedule: TypeAlias = Callable[[ArrayLike], jax.Array]
+
+
+def float_dtype() -> jnp.dtype:
+    """The default float dtype now: float32, or float64 under ``jax_enable_x64``."""
+    return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
+def as_float(value: ArrayLike) -> jax.Array:
+    """A parameter as an array of the default float dtype (an explicit cast, so
+    a float32 tracer under x64, or a float64 NumPy value without it, is fine)."""
+    return jnp.asarray(value).astype(float_dtype())
+
+
+def as_step(step: ArrayLike) -> jax.Array:
+    """The step as a float array, clipped below at 0.
+
+    Converting first keeps ``int32`` arithmetic from overflowing near
+    ``2**31 - 1``; in float32 steps above ``2**24`` are rounded, which moves a
+    schedule by less than one part in ten million.
+    """
+    return jnp.maximum(as_float(step), 0.0)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_value(name: str, value: Any) -> None:
+    """A schedule value (a learning rate, a momentum, a scale): finite and >= 0.
+
+    Negative values are rejected because a schedule feeds a hyperparameter that
+    is non-negative; a negative learning rate would silently ascend.
+    """
+    check_number(name, value)
+    check_nonnegative(name, value)
+
+
+def check_factor(name: str, value: Any, hi: float | None = None) -> None:
+    """A multiplicative factor (``gamma``, ``decay_rate``): finite and > 0."""
+    check_number(name, value)
+    if hi is None:
+        check_in_range(name, value, 0.0, lo_open=True)
+    else:
+        check_in_range(name, value, 0.0, hi, lo_open=True)
+
+
+def check_steps(name: str, value: Any, minimum: int) -> None:
+    """A step count: an integer (or integral float) ``>= minimum``."""
+    check_number(name, value)
+    check_int(name, value, minimum)
+
+
+def check_greater(name: str, value: Any, other_name: str, other: Any) -> None:
+    """``value > other`` when both are concrete (e.g. ``decay_steps > warmup_steps``)."""
+    if is_traced(value) or is_traced(other):
+        return
+    if not np.all(np.asarray(value) > np.asarray(other)):
+        raise ValueError(
+            f"{name} must be > {other_name} ({np.asarray(other).tolist()!r}), "
+            f"got {np.asarray(value).tolist()!r}"
+        )
+
+
+def as_sequence(name: str, value: Any, *, minimum: int, sort: bool = True) -> Any:
+    """Validate a 1-D sequence of step boundaries; return it as an array.
+
+    Accepts lists, tuples, NumPy and JAX arrays (traced ones included: their
+    shape is static, their values are not inspected). Concrete sequences must
+    be integers ``>= minimum`` in non-decreasing order.
+    """
+    if isinstance(value, str | bytes | dict):
+        raise TypeError(f"{name} must be a sequence or 1-D array of integers, got {value!r}")
+    if not is_traced(value):
+        try:
+            arr = np.asarray(value)
+        except Exception as e:  # ragged nested lists
+            raise TypeError(f"{name} must be a 1-D sequence of integers, got {value!r}") from e
+        if arr.size == 0:
+            return jnp.zeros((0,), float_dtype())
+        check_steps(name, arr, minimum)
+    else:
+        value = jnp.asarray(value)
+    shape = jnp.shape(value)
+    if len(shape) != 1:
+        raise ValueError(f"{name} must be a 1-D sequence, got shape {shape}")
+    if sort and not is_traced(value) and np.any(np.diff(np.asarray(value)) < 0):
+        raise ValueError(
+            f"{name} must be sorted in non-decreasing order, got {np.asarray(value).tolist()!r}"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- maths
+
+
+def safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
+    """``num / den`` with a zero denominator read as 1, for phases of length 0.
+
+    Only reached by traced step counts (concrete ones are validated positive) or
+    degenerate one-cycle phases; the selected branch never divides by zero.
+    """
+    return num / jnp.where(den == 0, 1.0, den)
+
+
+def anneal_between(kind: str, start: jax.Array, end: jax.Array, pct: jax.Array) -> jax.Array:
+    """Move from ``start`` to ``end`` as ``pct`` goes from 0 to 1.
+
+    ``"linear"``: ``start + (end - start) pct``;
+    ``"cos"``: ``end + (start - end)(1 + cos(pi pct))/2``.
+    """
+    if kind == "linear":
+        return start + (end - start) * pct
+    return end + (start - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * pct))
+
+
+def cycle_position(t: jax.Array, period: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(c, p)`` with ``t = c * period + p`` and ``0 <= p < period``.
+
+    ``floor(t / period)`` can round up by one just below a multiple of the
+    period; the correction keeps ``p`` in range so a cycle never starts late.
+    """
+    c = jnp.floor(t / period)
+    p = t - c * period
+    c = jnp.where(p < 0, c - 1.0, jnp.where(p >= period, c + 1.0, c))
+    p = t - c * period
+    return c, p

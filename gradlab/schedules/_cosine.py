@@ -1,0 +1,124 @@
+"""Cosine annealing, with and without warm restarts (SGDR)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from gradlab._checks import check_in_range, check_number
+from gradlab.schedules._common import (
+    Schedule,
+    as_float,
+    as_step,
+    check_factor,
+    check_steps,
+    check_value,
+    cycle_position,
+)
+
+
+def cosine_factor(pct: jnp.ndarray, exponent: ArrayLike = 1.0) -> jnp.ndarray:
+    """``((1 + cos(pi pct)) / 2) ** exponent``: 1 at ``pct=0``, 0 at ``pct=1``."""
+    c = 0.5 * (1.0 + jnp.cos(jnp.pi * pct))
+    if isinstance(exponent, int | float) and exponent == 1:
+        return c  # skip pow: it is not bit-exact in XLA
+    return jnp.power(c, as_float(exponent))
+
+
+def cosine_decay(
+    init_value: ArrayLike,
+    decay_steps: ArrayLike,
+    end_value: ArrayLike = 0.0,
+    exponent: ArrayLike = 1.0,
+) -> Schedule:
+    """Cosine annealing from ``init_value`` to ``end_value`` over ``decay_steps``.
+
+    ``s = min(t, decay_steps)``,
+    ``lr_t = end + (init - end) * ((1 + cos(pi s / decay_steps)) / 2) ** exponent``,
+    then constant at ``end_value``. This is the first half period of PyTorch
+    ``CosineAnnealingLR(T_max=decay_steps, eta_min=end_value)`` (which would
+    rise again after ``T_max``) and Optax ``cosine_decay_schedule`` with
+    ``alpha = end_value / init_value``.
+
+    Example:
+        >>> from gradlab import schedules
+        >>> s = schedules.cosine_decay(1.0, decay_steps=100, end_value=0.1)
+        >>> [round(s(k).item(), 4) for k in (0, 50, 100, 1000)]
+        [1.0, 0.55, 0.1, 0.1]
+    """
+    check_value("init_value", init_value)
+    check_steps("decay_steps", decay_steps, 1)
+    check_value("end_value", end_value)
+    check_factor("exponent", exponent)
+
+    def schedule(step: ArrayLike):
+        n = as_float(decay_steps)
+        pct = jnp.minimum(as_step(step), n) / n
+        init, end = as_float(init_value), as_float(end_value)
+        return end + (init - end) * cosine_factor(pct, exponent)
+
+    return schedule
+
+
+def _restart_position(t, first_period, period_mult):
+    """Cycle index ``i``, position ``t_i`` in it and its length ``T_i``.
+
+    Cycle ``i`` lasts ``T_0 m^i`` steps and starts at ``T_0 (m^i - 1)/(m - 1)``
+    (``T_0 i`` when ``m = 1``). The closed-form ``i`` from a logarithm can be
+    off by one at a boundary through rounding, so it is corrected once.
+    """
+    t0, m = as_float(first_period), as_float(period_mult)
+    i1, pos1 = cycle_position(t, t0)  # m == 1
+    # m > 1; a dummy m = 2 keeps the unused branch finite when m == 1.
+    mg = jnp.where(m == 1.0, 2.0, m)
+
+    def start(i):
+        return t0 * (jnp.power(mg, i) - 1.0) / (mg - 1.0)
+
+    i = jnp.floor(jnp.log1p(t / t0 * (mg - 1.0)) / jnp.log(mg))
+    i = jnp.where(t < start(i), i - 1.0, jnp.where(t >= start(i + 1.0), i + 1.0, i))
+    i = jnp.maximum(i, 0.0)
+    geometric = m != 1.0
+    index = jnp.where(geometric, i, i1)
+    pos = jnp.where(geometric, t - start(i), pos1)
+    length = jnp.where(geometric, t0 * jnp.power(mg, i), t0)
+    return index, pos, length
+
+
+def cosine_warm_restarts(
+    init_value: ArrayLike,
+    first_period: ArrayLike,
+    period_mult: ArrayLike = 1,
+    end_value: ArrayLike = 0.0,
+    decay_factor: ArrayLike = 1.0,
+) -> Schedule:
+    """Cosine annealing with warm restarts (SGDR, Loshchilov & Hutter 2017).
+
+    Cycle ``i`` (from 0) lasts ``T_i = first_period * period_mult**i`` steps;
+    with ``t_i`` the step within it,
+    ``lr_t = end + (init * decay_factor**i - end) (1 + cos(pi t_i / T_i)) / 2``.
+    PyTorch ``CosineAnnealingWarmRestarts(T_0=first_period, T_mult=period_mult,
+    eta_min=end_value)`` when ``decay_factor=1``; ``decay_factor < 1`` lowers
+    each restart's peak (timm's ``cycle_decay``). ``period_mult`` is a real
+    number >= 1 (torch requires an integer).
+
+    Example:
+        >>> from gradlab import schedules
+        >>> s = schedules.cosine_warm_restarts(1.0, first_period=10, period_mult=2)
+        >>> [round(s(k).item(), 4) for k in (0, 5, 10, 20, 30)]
+        [1.0, 0.5, 1.0, 0.5, 1.0]
+    """
+    check_value("init_value", init_value)
+    check_steps("first_period", first_period, 1)
+    check_number("period_mult", period_mult)
+    check_in_range("period_mult", period_mult, 1.0)
+    check_value("end_value", end_value)
+    check_factor("decay_factor", decay_factor)
+
+    def schedule(step: ArrayLike):
+        i, pos, length = _restart_position(as_step(step), first_period, period_mult)
+        peak = as_float(init_value) * jnp.power(as_float(decay_factor), i)
+        end = as_float(end_value)
+        return end + (peak - end) * cosine_factor(pos / length)
+
+    return schedule

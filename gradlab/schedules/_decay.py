@@ -1,0 +1,310 @@
+"""Monotone decays: constant, step, multistep, piecewise, exponential,
+inverse-time, polynomial and linear schedules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from gradlab._checks import is_traced
+from gradlab.schedules._common import (
+    Schedule,
+    as_float,
+    as_sequence,
+    as_step,
+    check_factor,
+    check_steps,
+    check_value,
+)
+
+
+def constant(value: ArrayLike) -> Schedule:
+    """A schedule that always returns ``value``: ``lr_t = value``.
+
+    The fixed learning rate, as a schedule (Optax ``constant_schedule``).
+
+    Example:
+        >>> from gradlab import schedules
+        >>> s = schedules.constant(0.1)
+        >>> s(1000).item() == s(0).item()
+        True
+    """
+    check_value("value", value)
+
+    def schedule(step: ArrayLike):
+        return jnp.zeros_like(as_step(step)) + as_float(value)
+
+    return schedule
+
+
+def step_decay(init_value: ArrayLike, step_size: ArrayLike, gamma: ArrayLike = 0.1) -> Schedule:
+    """Multiply by ``gamma`` every ``step_size`` steps.
+
+    ``lr_t = init_value * gamma ** floor(t / step_size)``
+    (PyTorch ``StepLR``).
+
+    Example — reduce by 0.1x every 30 epochs:
+        >>> from gradlab import schedules
+        >>> s = schedules.step_decay(1.0, step_size=30, gamma=0.1)
+        >>> [round(s(k).item(), 6) for k in (0, 29, 30, 59, 60, 89)]
+        [1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
+    """
+    check_value("init_value", init_value)
+    check_steps("step_size", step_size, 1)
+    check_factor("gamma", gamma)
+
+    def schedule(step: ArrayLike):
+        k = jnp.floor(as_step(step) / as_float(step_size))
+        return as_float(init_value) * jnp.power(as_float(gamma), k)
+
+    return schedule
+
+
+def multistep_decay(
+    init_value: ArrayLike, milestones: Sequence[int] | ArrayLike, gamma: ArrayLike = 0.1
+) -> Schedule:
+    """Multiply by ``gamma`` at each milestone.
+
+    ``lr_t = init_value * gamma ** #{m in milestones : m <= t}``
+    (PyTorch ``MultiStepLR``; a repeated milestone applies ``gamma`` twice, as
+    in torch). ``milestones`` is a sorted sequence or 1-D array of steps and
+    may be a traced array.
+
+    Example:
+        >>> from gradlab import schedules
+        >>> s = schedules.multistep_decay(1.0, milestones=[30, 80], gamma=0.5)
+        >>> [s(k).item() for k in (0, 29, 30, 79, 80)]
+        [1.0, 1.0, 0.5, 0.5, 0.25]
+    """
+    check_value("init_value", init_value)
+    milestones = as_sequence("milestones", milestones, minimum=0)
+    check_factor("gamma", gamma)
+
+    def schedule(step: ArrayLike):
+        t = as_step(step)
+        passed = (t[..., None] >= as_float(milestones)).astype(t.dtype)
+        return as_float(init_value) * jnp.power(as_float(gamma), jnp.sum(passed, axis=-1))
+
+    return schedule
+
+
+def _boundaries_and_scales(value: Any) -> tuple[Any, Any]:
+    """Normalise the two accepted forms to a pair of 1-D arrays."""
+    if value is None:
+        return jnp.zeros((0,)), jnp.zeros((0,))
+    if isinstance(value, Mapping):
+        if any(is_traced(k) for k in value):
+            raise TypeError("boundaries_and_scales dict keys must be concrete integers")
+        items = sorted(value.items(), key=lambda kv: float(kv[0]))
+        boundaries = [k for k, _ in items]
+        scales = [v for _, v in items]
+    elif isinstance(value, tuple | list) and len(value) == 2:
+        boundaries, scales = value
+    else:
+        raise TypeError(
+            "boundaries_and_scales must be a dict {boundary: scale} or a pair "
+            f"(boundaries, scales) of 1-D sequences, got {value!r}"
+        )
+    boundaries = as_sequence("boundaries_and_scales boundaries", boundaries, minimum=0)
+    scales = _scales(scales)
+    if jnp.shape(boundaries) != jnp.shape(scales):
+        raise ValueError(
+            "boundaries_and_scales needs one scale per boundary, got "
+            f"{jnp.shape(boundaries)[0]} boundaries and {jnp.shape(scales)[0]} scales"
+        )
+    return boundaries, scales
+
+
+def _scales(scales: Any) -> Any:
+    if not is_traced(scales):
+        check_value("boundaries_and_scales scales", scales)
+    scales = jnp.asarray(scales) if is_traced(scales) else scales
+    if jnp.ndim(scales) != 1:
+        raise ValueError(f"boundaries_and_scales scales must be 1-D, got shape {jnp.shape(scales)}")
+    return scales
+
+
+def piecewise_constant(
+    init_value: ArrayLike,
+    boundaries_and_scales: Mapping[int, float] | tuple[ArrayLike, ArrayLike] | None,
+) -> Schedule:
+    """Multiply by ``scale_i`` from step ``boundary_i`` on.
+
+    ``lr_t = init_value * prod{scale_i : boundary_i <= t}``
+    (Optax ``piecewise_constant_schedule``).
+
+    ``boundaries_and_scales`` is either
+
+    * the Optax dict ``{boundary: scale}`` (keys must be concrete), or
+    * the pair ``(boundaries, scales)`` of two equal-length 1-D sequences or
+      arrays — the traceable form: both may be traced, so a sweep can
+      ``vmap`` over where the drops happen.
+
+    Scales must be >= 0; boundaries sorted, non-negative integers.
+
+    Example:
+        >>> from gradlab import schedules
+        >>> s = schedules.piecewise_constant(1.0, {100: 0.5, 200: 0.1})
+        >>> [round(s(k).item(), 6) for k in (99, 100, 199, 200)]
+        [1.0, 0.5, 0.5, 0.05]
+        >>> s2 = schedules.piecewise_constant(1.0, ([100, 200], [0.5, 0.1]))
+        >>> s2(150).item()
+        0.5
+    """
+    check_value("init_value", init_value)
+    boundaries, scales = _boundaries_and_scales(boundaries_and_scales)
+
+    def schedule(step: ArrayLike):
+        t = as_step(step)
+        factors = jnp.where(t[..., None] >= as_float(boundaries), as_float(scales), 1.0)
+        return as_float(init_value) * jnp.prod(factors, axis=-1)
+
+    return schedule
+
+
+def exponential_decay(
+    init_value: ArrayLike,
+    decay_rate: ArrayLike,
+    transition_steps: ArrayLike = 1,
+    transition_begin: ArrayLike = 0,
+    staircase: bool = False,
+    end_value: ArrayLike | None = None,
+) -> Schedule:
+    """Exponential decay, held at ``init_value`` until ``transition_begin``.
+
+    ``p = max(t - transition_begin, 0) / transition_steps`` (floored when
+    ``staircase``), ``lr_t = init_value * decay_rate ** p``, then clipped at
+    ``end_value`` — a lower bound when ``decay_rate < 1``, an upper bound
+    otherwise (Optax ``exponential_decay``; with ``transition_steps=1`` it is
+    PyTorch ``ExponentialLR(gamma=decay_rate)``).
+
+    Example:
+        >>> from gradlab import schedules
+        >>> s = schedules.exponential_decay(1.0, decay_rate=0.5, transition_steps=10)
+        >>> [round(s(k).item(), 6) for k in (0, 10, 20)]
+        [1.0, 0.5, 0.25]
+    """
+    check_value("init_value", init_value)
+    check_factor("decay_rate", decay_rate)
+    check_steps("transition_steps", transition_steps, 1)
+    check_steps("transition_begin", transition_begin, 0)
+    if end_value is not None:
+        check_value("end_value", end_value)
+
+    def schedule(step: ArrayLike):
+        t = jnp.maximum(as_step(step) - as_float(transition_begin), 0.0)
+        p = t / as_float(transition_steps)
+        if staircase:
+            p = jnp.floor(p)
+        rate = as_float(decay_rate)
+        value = as_float(init_value) * jnp.power(rate, p)
+        if end_value is not None:
+            end = as_float(end_value)
+            value = jnp.where(rate < 1.0, jnp.maximum(value, end), jnp.minimum(value, end))
+        return value
+
+    return schedule
+
+
+def inverse_time_decay(
+    init_value: ArrayLike,
+    decay_rate: ArrayLike,
+    decay_steps: ArrayLike = 1,
+    staircase: bool = False,
+) -> Schedule:
+    """Time-based decay: ``lr_t = init_value / (1 + decay_rate * t / decay_steps)``.
+
+    With ``staircase``, ``t / decay_steps`` is floored (Keras
+    ``InverseTimeDecay``; the classic Keras ``decay=`` argument is
+    ``decay_steps=1``).
+
+    Example:
+        >>> from gradlab import schedules
+        >>> s = schedules.inverse_time_decay(1.0, decay_rate=1.0, decay_steps=10)
+        >>> [s(k).item() for k in (0, 10, 30)]
+        [1.0, 0.5, 0.25]
+    """
+    check_value("init_value", init_value)
+    check_value("decay_rate", decay_rate)
+    check_steps("decay_steps", decay_steps, 1)
+
+    def schedule(step: ArrayLike):
+        p = as_step(step) / as_float(decay_steps)
+        if staircase:
+            p = jnp.floor(p)
+        return as_float(init_value) / (1.0 + as_float(decay_rate) * p)
+
+    return schedule
+
+
+def polynomial_decay(
+    init_value: ArrayLike,
+    end_value: ArrayLike,
+    decay_steps: ArrayLike,
+    power: ArrayLike = 1.0,
+    transition_begin: ArrayLike = 0,
+) -> Schedule:
+    """Polynomial interpolation from ``init_value`` to ``end_value``.
+
+    ``s = clip(t - transition_begin, 0, decay_steps)``,
+    ``lr_t = end_value + (init_value - end_value) (1 - s / decay_steps) ** power``
+    (Optax ``polynomial_schedule``; PyTorch ``PolynomialLR(total_iters=decay_steps,
+    power)`` when ``end_value=0``). ``end_value`` may exceed ``init_value``
+    (a polynomial warm-up).
+
+    Example:
+        >>> from gradlab import schedules
+        >>> s = schedules.polynomial_decay(1.0, 0.0, decay_steps=10, power=2.0)
+        >>> [round(s(k).item(), 6) for k in (0, 5, 10, 20)]
+        [1.0, 0.25, 0.0, 0.0]
+    """
+    check_value("init_value", init_value)
+    check_value("end_value", end_value)
+    check_steps("decay_steps", decay_steps, 1)
+    check_factor("power", power)
+    check_steps("transition_begin", transition_begin, 0)
+    return _polynomial(init_value, end_value, decay_steps, power, transition_begin)
+
+
+def _polynomial(init_value, end_value, steps, power, begin) -> Schedule:
+    """The shared body of ``polynomial_decay`` and ``linear`` (``power=None``)."""
+
+    def schedule(step: ArrayLike):
+        n = as_float(steps)
+        s = jnp.clip(as_step(step) - as_float(begin), 0.0, n)
+        frac = 1.0 - s / n
+        if power is not None:
+            frac = jnp.power(frac, as_float(power))
+        init, end = as_float(init_value), as_float(end_value)
+        return end + (init - end) * frac
+
+    return schedule
+
+
+def linear(
+    init_value: ArrayLike,
+    end_value: ArrayLike,
+    transition_steps: ArrayLike,
+    transition_begin: ArrayLike = 0,
+) -> Schedule:
+    """Linear interpolation from ``init_value`` to ``end_value``.
+
+    ``s = clip(t - transition_begin, 0, transition_steps)``,
+    ``lr_t = init_value + (end_value - init_value) s / transition_steps``
+    (Optax ``linear_schedule``; PyTorch ``LinearLR`` with
+    ``init_value = base * start_factor``, ``end_value = base * end_factor``).
+
+    Example — a linear warm-up over 4 steps:
+        >>> from gradlab import schedules
+        >>> s = schedules.linear(0.0, 1.0, transition_steps=4)
+        >>> [s(k).item() for k in range(6)]
+        [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    """
+    check_value("init_value", init_value)
+    check_value("end_value", end_value)
+    check_steps("transition_steps", transition_steps, 1)
+    check_steps("transition_begin", transition_begin, 0)
+    return _polynomial(init_value, end_value, transition_steps, None, transition_begin)

@@ -1,0 +1,54 @@
+"""Joining schedules end to end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from gradlab.schedules._common import Schedule, as_float, as_sequence
+
+
+def join(schedules: Sequence[Callable], boundaries: Sequence[int] | ArrayLike) -> Schedule:
+    """Run ``schedules[0]`` until ``boundaries[0]``, then ``schedules[1]``, ...
+
+    ``lr_t = schedules[i](t - boundaries[i-1])`` for
+    ``boundaries[i-1] <= t < boundaries[i]``: each schedule restarts its own
+    count at 0 when it takes over (Optax ``join_schedules``; PyTorch
+    ``SequentialLR(schedulers, milestones=boundaries)``). ``boundaries`` has
+    one entry fewer than ``schedules``, is sorted, and may be a traced array.
+    The sub-schedules receive steps in the step's dtype and their values are
+    cast to the default float dtype.
+
+    Example — a constant warm phase, then exponential decay:
+        >>> from gradlab import schedules
+        >>> s = schedules.join(
+        ...     [schedules.constant(0.1), schedules.exponential_decay(1.0, 0.5)], [3]
+        ... )
+        >>> [round(s(k).item(), 4) for k in range(6)]
+        [0.1, 0.1, 0.1, 1.0, 0.5, 0.25]
+    """
+    schedules = list(schedules)
+    if not schedules:
+        raise ValueError("schedules must contain at least one schedule, got []")
+    for i, s in enumerate(schedules):
+        if not callable(s):
+            raise TypeError(f"schedules[{i}] must be a callable step -> value, got {s!r}")
+    boundaries = as_sequence("boundaries", boundaries, minimum=0)
+    n = jnp.shape(boundaries)[0]
+    if n != len(schedules) - 1:
+        raise ValueError(
+            f"boundaries must have len(schedules) - 1 = {len(schedules) - 1} entries, got {n}"
+        )
+
+    def schedule(step: ArrayLike):
+        step = jnp.asarray(step)
+        bounds = jnp.asarray(boundaries).astype(step.dtype)
+        out = as_float(schedules[0](step))
+        for i, following in enumerate(schedules[1:]):
+            b = bounds[i]
+            out = jnp.where(step < b, out, as_float(following(step - b)))
+        return out
+
+    return schedule
