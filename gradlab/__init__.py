@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from gradlab._core import EmptyState, GradientTransformation, apply_updates, chain
+from gradlab._packing import Packed, packed
 from gradlab.blocks import (
     AddNoiseState,
     EmaState,
@@ -46,6 +47,7 @@ __all__ = [
     "EmaState",
     "EmptyState",
     "GradientTransformation",
+    "Packed",
     "ScaleByAdamState",
     "ScaleByRmsState",
     "ScaleByRssState",
@@ -65,6 +67,7 @@ __all__ = [
     "identity",
     "keep_params_nonnegative",
     "losses",
+    "packed",
     "plot",
     "rmsprop",
     "scale",

@@ -67,16 +67,20 @@ def split_outputs(tree_of_tuples: Tree, like: Tree, n: int) -> tuple[Tree, ...]:
 
 
 def zeros_like(tree: Tree, dtype: Any = None) -> Tree:
-    """Zeros shaped like each leaf, in ``dtype`` (default: the leaf's dtype)."""
-    return jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), dtype or jnp.result_type(x)), tree)
+    """Zeros shaped like each leaf, in ``dtype`` (default: the leaf's dtype).
+
+    ``jnp.zeros_like`` keeps each leaf's sharding: optimizer state lives where
+    its param lives, and nothing is gathered to one device.
+    """
+    return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
 
 
 def full_like(tree: Tree, value: Any, dtype: Any = None) -> Tree:
-    """``value`` broadcast to each leaf's shape, in ``dtype`` (default: the leaf's)."""
+    """``value`` broadcast like each leaf (keeping its sharding), in ``dtype``."""
 
     def fill(x):
         dt = dtype or jnp.result_type(x)
-        return jnp.full(jnp.shape(x), hp(value, dt), dt)
+        return jnp.full_like(x, hp(value, dt), dtype=dt)
 
     return jax.tree.map(fill, tree)
 

@@ -56,7 +56,13 @@ def add_decayed_weights(
 
     def update(updates, state, params=None, **extra):
         _need_params("add_decayed_weights", params)
-        m = resolve_mask(mask, params) if mask is not None else jax.tree.map(lambda _: True, params)
+        layout = extra.get("_packing")  # set by `packed`: params arrive packed
+        if mask is None:
+            m = jax.tree.map(lambda _: True, params)
+        elif layout is None:
+            m = resolve_mask(mask, params)
+        else:
+            m = layout.pack_mask(resolve_mask(mask, layout.unpack(params)))
 
         def leaf(u, p, on):
             if isinstance(on, bool | np.bool_) and not on:

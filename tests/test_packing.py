@@ -1,0 +1,98 @@
+"""The packed fast path gives the same numbers as Optax (independent) and keeps the contract."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradlab as gl
+
+KEY = jax.random.key(0)
+
+
+def _tree(dtype=jnp.float32):
+    k1, k2, k3 = jax.random.split(KEY, 3)
+    return {
+        "layers": [
+            {"w": jax.random.normal(k1, (4, 3)).astype(dtype), "b": jnp.zeros((3,), dtype)},
+            {"w": jax.random.normal(k2, (3, 2)).astype(dtype), "b": jnp.ones((2,), dtype)},
+        ],
+        "big": jax.random.normal(k3, (40,)).astype(dtype),  # loose with max_leaf_size=32
+        "scale": jnp.ones((), dtype),
+    }
+
+
+def _grads(params, step):
+    return jax.tree.map(lambda p: jnp.sin(p * (step + 1.0) + 0.3).astype(p.dtype), params)
+
+
+def _not_bias(params):
+    return jax.tree_util.tree_map_with_path(lambda path, _: "b" not in str(path[-1]), params)
+
+
+CASES = {
+    "sgd_momentum": (lambda: gl.sgd(0.05, momentum=0.9), lambda: optax.sgd(0.05, momentum=0.9)),
+    "adam": (lambda: gl.adam(0.01), lambda: optax.adam(0.01)),
+    "adamw_masked": (
+        lambda: gl.adamw(0.01, weight_decay=0.1, mask=_not_bias),
+        lambda: optax.adamw(0.01, weight_decay=0.1, mask=_not_bias),
+    ),
+    "clip_adamw": (
+        lambda: gl.chain(gl.clip_by_global_norm(0.5), gl.adamw(0.01, weight_decay=1e-2)),
+        lambda: optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(0.01, weight_decay=1e-2)),
+    ),
+}
+
+
+def _run(tx, params, apply, steps=20):
+    state = tx.init(params)
+
+    @jax.jit
+    def step(p, s, i):
+        u, s = tx.update(_grads(p, i), s, p)
+        return apply(p, u), s
+
+    for i in range(steps):
+        params, state = step(params, state, jnp.float32(i))
+    return params
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_packed_matches_optax(name):
+    make, make_ref = CASES[name]
+    params = _tree()
+    ours = _run(gl.packed(make(), max_leaf_size=32), params, gl.apply_updates)
+    ref = _run(make_ref(), params, optax.apply_updates)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+def test_packed_state_is_packed_and_updates_keep_structure_and_dtype():
+    params = _tree(jnp.bfloat16)
+    params["f32"] = jnp.ones((5,), jnp.float32)
+    tx = gl.packed(gl.adam(0.1), max_leaf_size=32)
+    state = tx.init(params)
+    adam_state = state[0]
+    # small leaves live in one buffer per dtype; the 40-element leaf stays loose
+    assert set(adam_state.mu.buffers) == {"bfloat16", "float32"}
+    assert adam_state.mu.buffers["bfloat16"].shape == (12 + 3 + 6 + 2 + 1,)
+    assert [x.shape for x in adam_state.mu.loose] == [(40,)]
+    updates, _ = jax.jit(tx.update)(_grads(params, 0), state, params)
+    assert jax.tree.structure(updates) == jax.tree.structure(params)
+    for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params), strict=True):
+        assert u.dtype == p.dtype and u.shape == p.shape
+
+
+def test_packed_rejects_a_gradient_tree_unlike_the_params():
+    params = _tree()
+    tx = gl.packed(gl.adam(0.1))
+    with pytest.raises(ValueError, match="params"):
+        tx.update({"other": jnp.ones(3)}, tx.init(params), params)
+
+
+def test_packed_rejects_negative_max_leaf_size():
+    with pytest.raises(ValueError, match="max_leaf_size"):
+        gl.packed(gl.adam(0.1), max_leaf_size=-1)
