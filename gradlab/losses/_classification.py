@@ -220,8 +220,8 @@ def softmax_cross_entropy_with_integer_labels(logits: ArrayLike, labels: ArrayLi
     n_classes = x.shape[-1]
     if labels.shape != x.shape[:-1]:
         raise ValueError(
-            f"logits shape {x.shape} and labels shape {labels.shape} differ: labels "
-            f"must have the logits' shape without the class axis, {x.shape[:-1]}"
+            f"labels shape {labels.shape} must be the logits shape {x.shape} without "
+            f"its last (class) axis, i.e. {x.shape[:-1]}"
         )
     check_label_values(
         "labels",

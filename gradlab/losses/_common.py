@@ -71,7 +71,7 @@ def check_label_values(
     good = ok(arr)
     if not np.all(good):
         bad = arr[~good] if arr.ndim else arr
-        raise ValueError(f"{name} must be {expected}, got {np.ravel(bad)[0]!r}")
+        raise ValueError(f"{name} must be {expected}, got {np.ravel(bad)[0].item()!r}")
 
 
 def prob_eps(dtype: Any) -> float:
