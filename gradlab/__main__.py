@@ -41,7 +41,7 @@ def mlp(params, x):
 
 
 def loss_fn(params, x, y):
-    return jnp.mean(jnp.square(mlp(params, x) - y))
+    return jnp.mean(gl.losses.squared_error(mlp(params, x), y))
 
 
 def train(optimizer: gl.GradientTransformation, params, x, y, num_steps: int):
