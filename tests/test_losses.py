@@ -1,0 +1,858 @@
+"""Specification of ``gradlab.losses``.
+
+Every loss is checked against things gradlab did not compute: the seed
+lecture's worked examples, NumPy references written below from each formula,
+Optax where it has the same loss (convention differences noted inline), and
+finite differences. Most tests are driven by the ``CASES`` table.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.special
+from jax.test_util import check_grads
+
+import gradlab.losses as L
+
+F64 = np.float64
+DTYPES = [jnp.float32, jnp.bfloat16, jnp.float64]
+# (rtol, atol) against a float64 NumPy reference evaluated on the same
+# (dtype-rounded) inputs.
+TOL = {jnp.float32: (2e-5, 2e-6), jnp.bfloat16: (4e-2, 4e-2), jnp.float64: (1e-12, 1e-13)}
+
+
+def _dtype_id(dtype) -> str:
+    return jnp.dtype(dtype).name
+
+
+@pytest.fixture
+def maybe_x64(request, dtype):
+    """Float64 tests run with x64 enabled (conftest's ``x64``), others as they are."""
+    if dtype == jnp.float64:
+        request.getfixturevalue("x64")
+
+
+# --------------------------------------------------------------------------
+# NumPy references, written from the formulas (float64 throughout).
+# --------------------------------------------------------------------------
+
+
+def np_sigmoid(x):
+    return scipy.special.expit(x)
+
+
+def np_log_softmax(x):
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def np_huber(r, delta):
+    a = np.abs(r)
+    return np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))
+
+
+def np_bce(p, y):
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def np_focal(x, y, alpha, gamma):
+    p = np_sigmoid(x)
+    p_t = y * p + (1 - y) * (1 - p)
+    loss = np_bce(p, y) * (1 - p_t) ** gamma
+    if alpha is not None:
+        loss = loss * (alpha * y + (1 - alpha) * (1 - y))
+    return loss
+
+
+def np_contrastive(d, y, margin):
+    return (1 - y) * d**2 / 2 + y * np.maximum(0.0, margin - d) ** 2 / 2
+
+
+def np_dist(a, b):
+    return np.sqrt(((a - b) ** 2).sum(axis=-1))
+
+
+def np_triplet(a, p, n, margin):
+    return np.maximum(np_dist(a, p) - np_dist(a, n) + margin, 0.0)
+
+
+def np_tree_sum(fn, tree):
+    return sum(fn(np.asarray(leaf, F64)).sum() for leaf in jax.tree.leaves(tree))
+
+
+# --------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------
+
+
+def _rng():
+    return np.random.default_rng(0)
+
+
+def _labels01(shape):
+    # Mixed hard and soft labels: 0, 1 and values in between.
+    return _rng().choice([0.0, 1.0, 0.3, 0.8], size=shape)
+
+
+def _pm1(shape):
+    return _rng().choice([-1, 1], size=shape).astype(np.int32)
+
+
+def _soft_onehot(n, c):
+    return _rng().dirichlet(np.ones(c), size=n)
+
+
+def _away_from(x, kink, gap=0.05):
+    """Push values at least ``gap`` away from a kink, for finite differences."""
+    return np.where(np.abs(x - kink) < gap, kink + gap * np.sign(x - kink + 1e-12), x)
+
+
+def _scores(shape, labels):
+    s = _rng().normal(size=shape) * 2
+    return _away_from(s * labels, 1.0) * labels  # 1 - y*s stays away from 0
+
+
+def _residual_args(kinks):
+    """(pred, target) whose residuals stay away from the loss's kinks."""
+    target = _rng().normal(size=(4, 3)) * 3
+    r = target[::-1] - target
+    for k in kinks:
+        r = _away_from(r, k)
+    return target + r, target
+
+
+def _tree():
+    r = _rng()
+    return {"w": r.normal(size=(3, 2)), "b": r.normal(size=(2,)), "s": np.array(0.7)}
+
+
+def _triplet_args():
+    r = _rng()
+    return r.normal(size=(4, 3)), r.normal(size=(4, 3)), r.normal(size=(4, 3))
+
+
+class Case(NamedTuple):
+    name: str
+    fn: Callable[..., Any]  # the gradlab loss, hyperparameters bound
+    args: Callable[[], tuple]  # NumPy inputs at an ordinary (kink-free) point
+    n_float: int  # leading args that are float inputs (cast to the test dtype)
+    ref: Callable[..., Any]  # NumPy reference from the formula
+    optax_ref: Callable[..., Any] | None = None
+    extremes: tuple[tuple, ...] = ()  # NumPy inputs where values/grads must stay finite
+    bad_shapes: tuple | None = None  # args whose shapes mismatch; both shapes in the message
+
+
+X43 = _rng().normal(size=(4, 3)) * 3
+LOGITS_EXT = np.array([1e4, -1e4, 1e4, -1e4, 0.0])
+LABELS_EXT = np.array([1.0, 1.0, 0.0, 0.0, 1.0])
+PROBS_EXT = np.array([0.0, 1.0, 0.0, 1.0, 0.5])
+
+CASES = [
+    Case(
+        "squared_error",
+        L.squared_error,
+        lambda: (X43, X43[::-1]),
+        2,
+        lambda p, t: (p - t) ** 2,
+        optax_ref=optax.losses.squared_error,  # same convention (l2_loss is half)
+        extremes=((np.zeros(3), np.zeros(3)), (np.full(2, 1e4), np.zeros(2))),
+        bad_shapes=(np.zeros((4, 3)), np.zeros((4, 1))),
+    ),
+    Case(
+        "absolute_error",
+        L.absolute_error,
+        lambda: _residual_args(kinks=(0.0,)),
+        2,
+        lambda p, t: np.abs(p - t),
+        extremes=((np.zeros(3), np.zeros(3)),),
+        bad_shapes=(np.zeros((4,)), np.zeros((4, 1))),
+    ),
+    Case(
+        "huber",
+        lambda p, t: L.huber(p, t, delta=1.5),
+        lambda: _residual_args(kinks=(1.5, -1.5)),
+        2,
+        lambda p, t: np_huber(p - t, 1.5),
+        # Optax uses the same 0.5*r^2 / delta*(|r| - delta/2) form.
+        optax_ref=lambda p, t: optax.losses.huber_loss(p, t, delta=1.5),
+        extremes=((np.zeros(3), np.zeros(3)), (np.full(2, 1e4), np.zeros(2))),
+        bad_shapes=(np.zeros((4, 3)), np.zeros((3, 4))),
+    ),
+    Case(
+        "binary_cross_entropy",
+        L.binary_cross_entropy,
+        lambda: (_rng().uniform(0.05, 0.95, size=(4, 3)), _labels01((4, 3))),
+        1,
+        np_bce,
+        # Optax has only the logit form: feed it logit(p).
+        optax_ref=lambda p, y: optax.losses.sigmoid_binary_cross_entropy(
+            jnp.log(p) - jnp.log1p(-p), y
+        ),
+        extremes=((PROBS_EXT, LABELS_EXT), (PROBS_EXT, 1.0 - LABELS_EXT)),
+        bad_shapes=(np.full((4,), 0.5), np.zeros((5,))),
+    ),
+    Case(
+        "sigmoid_binary_cross_entropy",
+        L.sigmoid_binary_cross_entropy,
+        lambda: (X43, _labels01((4, 3))),
+        1,
+        lambda x, y: np_bce(np_sigmoid(x), y),
+        optax_ref=optax.losses.sigmoid_binary_cross_entropy,  # same
+        extremes=((LOGITS_EXT, LABELS_EXT), (LOGITS_EXT, np.array([0, 0, 1, 1, 0]))),
+        bad_shapes=(np.zeros((4, 3)), np.zeros((4, 2))),
+    ),
+    Case(
+        "categorical_cross_entropy",
+        L.categorical_cross_entropy,
+        lambda: (_rng().dirichlet(np.ones(5), size=4) * 0.9 + 0.02, _soft_onehot(4, 5)),
+        1,
+        lambda p, y: -(y * np.log(p)).sum(-1),
+        # Optax has no probability form; see test_categorical_cross_entropy_matches_optax_...
+        extremes=(
+            (np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]), np.array([[1, 0, 0], [0, 0, 1]])),
+            (np.array([[0.0, 1.0, 0.0]]), np.array([[0, 1, 0]])),
+        ),
+        bad_shapes=(np.full((4, 3), 1 / 3), np.zeros((4, 2))),
+    ),
+    Case(
+        "softmax_cross_entropy",
+        L.softmax_cross_entropy,
+        lambda: (_rng().normal(size=(4, 5)) * 3, _soft_onehot(4, 5)),
+        1,
+        lambda x, y: -(y * np_log_softmax(x)).sum(-1),
+        optax_ref=optax.losses.softmax_cross_entropy,  # same (soft labels too)
+        extremes=(
+            (np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, -1e4]]), np.array([[0, 1, 0], [1, 0, 0]])),
+            (np.array([[1e4, -1e4, 0.0]]), np.array([[1, 0, 0]])),
+        ),
+        bad_shapes=(np.zeros((4, 3)), np.zeros((4, 2))),
+    ),
+    Case(
+        "softmax_cross_entropy_with_integer_labels",
+        L.softmax_cross_entropy_with_integer_labels,
+        lambda: (_rng().normal(size=(4, 5)) * 3, np.array([0, 4, 2, 2], np.int32)),
+        1,
+        lambda x, y: -np.take_along_axis(np_log_softmax(x), y[:, None], -1)[:, 0],
+        optax_ref=optax.losses.softmax_cross_entropy_with_integer_labels,  # same
+        extremes=((np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, -1e4]]), np.array([1, 0])),),
+        bad_shapes=(np.zeros((4, 3)), np.zeros((4, 3), np.int32)),
+    ),
+    Case(
+        "hinge",
+        L.hinge,
+        lambda: (_scores((4, 3), _pm1((4, 3))), _pm1((4, 3))),
+        1,
+        lambda s, y: np.maximum(0.0, 1 - y * s),
+        optax_ref=optax.losses.hinge_loss,  # same, labels in {-1, +1}
+        extremes=((LOGITS_EXT, 2 * LABELS_EXT - 1), (np.ones(2), np.ones(2))),
+        bad_shapes=(np.zeros((4, 3)), np.ones((4,))),
+    ),
+    Case(
+        "squared_hinge",
+        L.squared_hinge,
+        lambda: (_scores((4, 3), _pm1((4, 3))), _pm1((4, 3))),
+        1,
+        lambda s, y: np.maximum(0.0, 1 - y * s) ** 2,
+        optax_ref=lambda s, y: optax.losses.hinge_loss(s, y) ** 2,  # Optax has no squared form
+        extremes=((LOGITS_EXT, 2 * LABELS_EXT - 1),),
+        bad_shapes=(np.zeros((2, 3)), np.ones((3, 2))),
+    ),
+    Case(
+        "sigmoid_focal",
+        lambda x, y: L.sigmoid_focal(x, y, alpha=0.25, gamma=2.0),
+        lambda: (X43, _labels01((4, 3))),
+        1,
+        lambda x, y: np_focal(x, y, 0.25, 2.0),
+        optax_ref=lambda x, y: optax.losses.sigmoid_focal_loss(x, y, alpha=0.25, gamma=2.0),
+        extremes=((LOGITS_EXT, LABELS_EXT), (LOGITS_EXT, np.array([0, 0, 1, 1, 0]))),
+        bad_shapes=(np.zeros((4, 3)), np.zeros((4, 2))),
+    ),
+    Case(
+        "sigmoid_focal_gamma_half_no_alpha",
+        # gamma < 1: (1 - p_t)**gamma has an infinite slope at p_t = 1.
+        lambda x, y: L.sigmoid_focal(x, y, gamma=0.5),
+        lambda: (X43, _labels01((4, 3))),
+        1,
+        lambda x, y: np_focal(x, y, None, 0.5),
+        optax_ref=lambda x, y: optax.losses.sigmoid_focal_loss(x, y, gamma=0.5),
+        extremes=((LOGITS_EXT, LABELS_EXT), (LOGITS_EXT, np.array([0, 0, 1, 1, 0]))),
+    ),
+    Case(
+        "contrastive",
+        lambda d, y: L.contrastive(d, y, margin=1.5),
+        lambda: (
+            _away_from(_rng().uniform(0.1, 3.0, size=(6,)), 1.5),
+            np.array([0, 1, 1, 0, 1, 0]),
+        ),
+        1,
+        lambda d, y: np_contrastive(d, y, 1.5),
+        extremes=((np.zeros(2), np.array([0, 1])), (np.full(2, 1.5), np.array([0, 1]))),
+        bad_shapes=(np.zeros((6,)), np.zeros((6, 1))),
+    ),
+    Case(
+        "euclidean_distance",
+        L.euclidean_distance,
+        lambda: _triplet_args()[:2],
+        2,
+        np_dist,
+        extremes=((np.ones((2, 3)), np.ones((2, 3))), (np.zeros(3), np.zeros(3))),
+        bad_shapes=(np.zeros((4, 3)), np.zeros((4, 2))),
+    ),
+    Case(
+        "triplet_margin",
+        lambda a, p, n: L.triplet_margin(a, p, n, margin=0.5),
+        _triplet_args,
+        3,
+        lambda a, p, n: np_triplet(a, p, n, 0.5),
+        # Optax adds eps=1e-6 inside the sqrt; with eps=0 it is the same formula.
+        optax_ref=lambda a, p, n: optax.losses.triplet_margin_loss(a, p, n, margin=0.5, eps=0.0),
+        extremes=((np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 3))),),
+        bad_shapes=(np.zeros((4, 3)), np.zeros((4, 3)), np.zeros((4, 2))),
+    ),
+    Case(
+        "l1_penalty",
+        L.l1_penalty,
+        lambda: (_tree(),),
+        1,
+        lambda t: np_tree_sum(np.abs, t),
+        extremes=(({"a": np.zeros(3), "b": np.zeros(())},),),
+    ),
+    Case(
+        "l2_penalty",
+        L.l2_penalty,
+        lambda: (_tree(),),
+        1,
+        lambda t: 0.5 * np_tree_sum(np.square, t),
+        # Same 0.5 * w^2 convention as optax.l2_loss.
+        optax_ref=lambda t: sum(optax.l2_loss(x).sum() for x in jax.tree.leaves(t)),
+        extremes=(({"a": np.zeros(3)},),),
+    ),
+    Case(
+        "elastic_net_penalty",
+        lambda t: L.elastic_net_penalty(t, l1=0.3, l2=2.0),
+        lambda: (_tree(),),
+        1,
+        lambda t: 0.3 * np_tree_sum(np.abs, t) + 2.0 * 0.5 * np_tree_sum(np.square, t),
+        extremes=(({"a": np.zeros(3)},),),
+    ),
+]
+CASE_IDS = [c.name for c in CASES]
+PER_EXAMPLE = [c for c in CASES if not c.name.endswith("_penalty")]
+
+
+def _cast(case: Case, args: tuple, dtype) -> tuple:
+    """Float inputs to ``dtype``; labels left as they are (int or NumPy float)."""
+
+    def to(x):
+        return jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), x)
+
+    return tuple(to(a) if i < case.n_float else a for i, a in enumerate(args))
+
+
+def _as_f64(args: tuple) -> tuple:
+    """Float inputs as float64 NumPy (after any rounding to the test dtype)."""
+
+    def f64(x):
+        x = np.asarray(x)
+        return x.astype(F64) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    return tuple(jax.tree.map(f64, a) for a in args)
+
+
+def _value_and_grad_first(fn: Callable, args: tuple):
+    """The loss and the gradient of its sum w.r.t. the first argument, jitted."""
+
+    def total(x, *rest):
+        out = fn(x, *rest)
+        return jnp.sum(out).astype(jnp.float32), out
+
+    (_, value), grad = jax.jit(jax.value_and_grad(total, has_aux=True))(*args)
+    return value, grad
+
+
+def _numeric_grad(fn: Callable, x: Any, h: float = 1e-6) -> Any:
+    """Central differences of ``sum(fn(x))`` for a NumPy float64 pytree ``x``."""
+    leaves, treedef = jax.tree.flatten(x)
+    grads = []
+    for i, leaf in enumerate(leaves):
+        g = np.zeros_like(leaf)
+        for j in np.ndindex(leaf.shape):
+            shifted = []
+            for sign in (1, -1):
+                bumped = [np.array(v, copy=True) for v in leaves]
+                bumped[i][j] += sign * h
+                shifted.append(np.sum(fn(jax.tree.unflatten(treedef, bumped))))
+            g[j] = (shifted[0] - shifted[1]) / (2 * h)
+        grads.append(g)
+    return jax.tree.unflatten(treedef, grads)
+
+
+# --------------------------------------------------------------------------
+# The seed lecture's worked examples
+# --------------------------------------------------------------------------
+
+ACTUAL = np.array([100.0, 150.0, 200.0, 180.0, 120.0], np.float32)
+PREDICTED = np.array([98.0, 153.0, 199.0, 182.0, 140.0], np.float32)
+
+
+@pytest.mark.parametrize(
+    "loss, expected",
+    [
+        (L.squared_error, 83.6),
+        (L.absolute_error, 5.6),
+        (lambda p, t: L.huber(p, t, delta=5.0), 19.3),
+    ],
+    ids=["mse", "mae", "huber_delta5"],
+)
+def test_regression_worked_example(loss, expected):
+    # The outlier (140 vs 120) dominates MSE (400 of 418), but costs Huber only
+    # 5 * (20 - 2.5) = 87.5 and MAE 20.
+    assert float(loss(PREDICTED, ACTUAL).mean()) == pytest.approx(expected, abs=5e-4)
+
+
+@pytest.mark.parametrize(
+    "label, prob, expected",
+    [(1, 0.95, 0.051), (1, 0.70, 0.357), (0, 0.10, 0.105), (1, 0.50, 0.693), (1, 0.20, 1.609)],
+)
+def test_binary_cross_entropy_worked_example(label, prob, expected):
+    p = jnp.array([prob], jnp.float32)
+    y = jnp.array([label])
+    assert float(L.binary_cross_entropy(p, y)[0]) == pytest.approx(expected, abs=5e-4)
+    # The logit form agrees on logit(p).
+    logit = jnp.log(p) - jnp.log1p(-p)
+    assert float(L.sigmoid_binary_cross_entropy(logit, y)[0]) == pytest.approx(expected, abs=5e-4)
+
+
+@pytest.mark.parametrize(
+    "one_hot, probs, expected",
+    [
+        ([0, 1, 0], [0.1, 0.8, 0.1], 0.223),
+        ([1, 0, 0], [0.7, 0.2, 0.1], 0.357),
+        ([0, 0, 1], [0.2, 0.2, 0.6], 0.511),
+        ([0, 1, 0], [0.4, 0.4, 0.2], 0.916),
+        ([1, 0, 0], [0.2, 0.5, 0.3], 1.609),
+    ],
+)
+def test_categorical_cross_entropy_worked_example(one_hot, probs, expected):
+    p = jnp.array([probs], jnp.float32)
+    y = jnp.array([one_hot])
+    assert float(L.categorical_cross_entropy(p, y)[0]) == pytest.approx(expected, abs=5e-4)
+    # Same through logits (log p are valid logits since p sums to 1) and indices.
+    logits = jnp.log(p)
+    assert float(L.softmax_cross_entropy(logits, y)[0]) == pytest.approx(expected, abs=5e-4)
+    idx = jnp.argmax(y, axis=-1)
+    value = L.softmax_cross_entropy_with_integer_labels(logits, idx)[0]
+    assert float(value) == pytest.approx(expected, abs=5e-4)
+
+
+@pytest.mark.parametrize(
+    "p_true, label, weight", [(0.9, 1, 0.01), (0.2, 1, 0.64), (0.9, 0, 0.01), (0.5, 1, 0.25)]
+)
+def test_focal_weight_is_one_minus_pt_squared(p_true, label, weight):
+    # p_true is the probability given to the true label; build the logit from it.
+    p_pos = p_true if label == 1 else 1 - p_true
+    x = jnp.array([np.log(p_pos / (1 - p_pos))], jnp.float32)
+    y = jnp.array([label])
+    ratio = L.sigmoid_focal(x, y, gamma=2.0) / L.sigmoid_binary_cross_entropy(x, y)
+    assert float(ratio[0]) == pytest.approx(weight, rel=1e-4)
+
+
+# --------------------------------------------------------------------------
+# Table-driven: reference, Optax, gradients, extremes, transforms, shapes
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_matches_numpy_reference_and_keeps_dtype(case, dtype, maybe_x64, run_mode):
+    args = _cast(case, case.args(), dtype)
+    out = run_mode(case.fn)(*args)
+    assert out.dtype == dtype
+    expected = case.ref(*_as_f64(args))
+    assert out.shape == np.shape(expected)
+    rtol, atol = TOL[dtype]
+    np.testing.assert_allclose(np.asarray(out, F64), expected, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.optax_ref], ids=lambda c: c.name)
+def test_matches_optax(case):
+    args = _cast(case, case.args(), jnp.float32)
+    with jax.numpy_dtype_promotion("standard"):  # Optax is not written for strict mode
+        labels = tuple(jnp.asarray(a, jnp.float32) for a in args[case.n_float :])
+        if case.name == "softmax_cross_entropy_with_integer_labels":
+            labels = (jnp.asarray(args[1]),)
+        expected = case.optax_ref(*args[: case.n_float], *labels)
+    np.testing.assert_allclose(case.fn(*args), expected, rtol=2e-5, atol=2e-6)
+
+
+def test_categorical_cross_entropy_matches_optax_on_log_probs():
+    # For normalised p, log p are logits whose softmax is p.
+    p = jnp.asarray(_rng().dirichlet(np.ones(5), size=4), jnp.float32)
+    y = jnp.asarray(_soft_onehot(4, 5), jnp.float32)
+    expected = optax.losses.softmax_cross_entropy(jnp.log(p), y)
+    np.testing.assert_allclose(L.categorical_cross_entropy(p, y), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_gradient_matches_finite_differences(case, x64):
+    args = _cast(case, case.args(), jnp.float64)
+    # Differentiate every float input (embeddings, both sides of a regression),
+    # forward and reverse mode.
+    diff, rest = args[: case.n_float], args[case.n_float :]
+    fn = jax.jit(lambda *d: case.fn(*d, *rest))
+    check_grads(fn, diff, order=1, modes=("fwd", "rev"), eps=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_jitted_float32_gradient_matches_reference_gradient(case):
+    # The gradient JAX derives (float32, jit) against central differences of
+    # the independent NumPy reference (float64).
+    args = _cast(case, case.args(), jnp.float32)
+    _, grad = _value_and_grad_first(case.fn, args)
+    ref_args = _as_f64(args)
+    expected = _numeric_grad(lambda x: case.ref(x, *ref_args[1:]), ref_args[0])
+    for g, e in zip(jax.tree.leaves(grad), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
+        assert np.any(e != 0)  # the loss actually depends on its first input
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+@pytest.mark.parametrize("case", [c for c in CASES if c.extremes], ids=lambda c: c.name)
+def test_values_and_gradients_finite_at_extremes(case, dtype, maybe_x64):
+    def value_and_grad(x, *rest):
+        return jax.value_and_grad(lambda x: jnp.sum(case.fn(x, *rest)).astype(jnp.float32))(x)
+
+    # All extreme points of a case in one compiled function.
+    @jax.jit
+    def all_points(points):
+        return [value_and_grad(*p) for p in points]
+
+    points = [_cast(case, raw, dtype) for raw in case.extremes]
+    for raw, (value, grad) in zip(case.extremes, all_points(points), strict=True):
+        assert np.isfinite(float(value)), (raw, value)
+        for g in jax.tree.leaves(grad):
+            assert np.all(np.isfinite(np.asarray(g, F64))), (raw, grad)
+
+
+@pytest.mark.parametrize("case", PER_EXAMPLE, ids=lambda c: c.name)
+def test_vmap_over_examples_matches_batched_call(case):
+    args = _cast(case, case.args(), jnp.float32)
+    args = tuple(jnp.asarray(a) for a in args)
+    np.testing.assert_allclose(jax.vmap(case.fn)(*args), case.fn(*args), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.bad_shapes], ids=lambda c: c.name)
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_shape_mismatch_names_both_shapes(case, jit):
+    args = case.bad_shapes
+    shapes = {np.shape(a) for a in args}
+    fn = jax.jit(case.fn) if jit else case.fn
+    with pytest.raises(ValueError, match="shape") as info:
+        fn(*args)
+    for shape in shapes:
+        assert str(shape) in str(info.value)
+
+
+# --------------------------------------------------------------------------
+# Hyperparameters: validation and tracing
+# --------------------------------------------------------------------------
+
+X = jnp.array([0.3, -1.2, 2.0])
+Y01 = jnp.array([1, 0, 1])
+E = jnp.ones((2, 3))
+
+BAD_HYPERPARAMETERS = [
+    (lambda: L.huber(X, X, delta=0.0), "delta", "0.0"),
+    (lambda: L.huber(X, X, delta=-1.0), "delta", "-1.0"),
+    (lambda: L.contrastive(X, Y01, margin=-0.5), "margin", "-0.5"),
+    (lambda: L.triplet_margin(E, E, E, margin=-1.0), "margin", "-1.0"),
+    (lambda: L.sigmoid_focal(X, Y01, gamma=-1.0), "gamma", "-1.0"),
+    (lambda: L.sigmoid_focal(X, Y01, alpha=1.5), "alpha", "1.5"),
+    (lambda: L.sigmoid_focal(X, Y01, alpha=-0.1), "alpha", "-0.1"),
+    (lambda: L.elastic_net_penalty({"w": X}, l1=-1.0, l2=0.1), "l1", "-1.0"),
+    (lambda: L.elastic_net_penalty({"w": X}, l1=0.1, l2=-0.2), "l2", "-0.2"),
+    (lambda: L.weighted_sum({"a": (float("nan"), 1.0)}), "weight of 'a'", "nan"),
+    (lambda: L.huber(X, X, delta=jnp.array([1.0, -1.0, 1.0])), "delta", "-1.0"),
+]
+
+
+@pytest.mark.parametrize("call, name, value", BAD_HYPERPARAMETERS)
+def test_bad_hyperparameter_raises_naming_it(call, name, value):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert name in str(info.value) and value in str(info.value)
+
+
+def test_boundary_hyperparameters_are_accepted():
+    L.contrastive(X, Y01, margin=0.0)
+    L.triplet_margin(E, E, E, margin=0.0)
+    L.sigmoid_focal(X, Y01, alpha=0.0, gamma=0.0)
+    L.sigmoid_focal(X, Y01, alpha=1.0)
+    L.elastic_net_penalty({"w": X}, l1=0.0, l2=0.0)
+    L.weighted_sum({"entropy_bonus": (-0.01, 1.0)})
+
+
+TRACED_HYPERPARAMETERS = [
+    ("huber_delta", lambda h: L.huber(X, -X, delta=h), [0.5, 1.0, 3.0]),
+    ("contrastive_margin", lambda h: L.contrastive(jnp.abs(X), Y01, margin=h), [0.0, 1.0, 2.5]),
+    ("triplet_margin", lambda h: L.triplet_margin(E, 2 * E, -E, margin=h), [0.0, 1.0, 9.0]),
+    ("focal_gamma", lambda h: L.sigmoid_focal(X, Y01, gamma=h), [0.0, 0.5, 2.0]),
+    ("focal_alpha", lambda h: L.sigmoid_focal(X, Y01, alpha=h), [0.0, 0.25, 1.0]),
+    ("elastic_l1", lambda h: L.elastic_net_penalty({"w": X}, l1=h, l2=0.5), [0.0, 1.0]),
+    ("elastic_l2", lambda h: L.elastic_net_penalty({"w": X}, l1=0.5, l2=h), [0.0, 1.0]),
+    ("weighted_sum", lambda h: L.weighted_sum({"a": (h, 2.0), "b": (1.0, 3.0)})[0], [0.5, 2.0]),
+]
+
+
+@pytest.mark.parametrize(
+    "fn, values",
+    [t[1:] for t in TRACED_HYPERPARAMETERS],
+    ids=[t[0] for t in TRACED_HYPERPARAMETERS],
+)
+def test_traced_hyperparameter_vmaps_like_a_loop(fn, values):
+    batched = jax.vmap(fn)(jnp.asarray(values, jnp.float32))
+    looped = jnp.stack([fn(v) for v in values])
+    np.testing.assert_allclose(batched, looped, rtol=1e-6)
+    assert not np.allclose(looped[0], looped[-1])  # the hyperparameter matters
+
+
+def test_hyperparameter_array_broadcasts_per_element():
+    per_element = L.huber(X, -X, delta=jnp.array([0.5, 1.0, 3.0]))
+    expected = np_huber(np.asarray(2 * X, F64), np.array([0.5, 1.0, 3.0]))
+    np.testing.assert_allclose(per_element, expected, rtol=1e-6)
+
+
+def test_float32_hyperparameter_keeps_bfloat16_output():
+    x = X.astype(jnp.bfloat16)
+    assert L.huber(x, -x, delta=jnp.float32(0.5)).dtype == jnp.bfloat16
+    assert L.sigmoid_focal(x, Y01, alpha=jnp.float32(0.5)).dtype == jnp.bfloat16
+
+
+# --------------------------------------------------------------------------
+# Behaviour of individual losses
+# --------------------------------------------------------------------------
+
+
+def test_probability_forms_clip_to_dtype_epsilon():
+    eps = float(jnp.finfo(jnp.float32).eps)
+    p, y = jnp.array([0.0, 1.0], jnp.float32), jnp.array([1, 0])
+    np.testing.assert_allclose(L.binary_cross_entropy(p, y), [-np.log(eps)] * 2, rtol=1e-6)
+    onehot = jnp.array([[1, 0], [0, 1]])
+    np.testing.assert_allclose(
+        L.categorical_cross_entropy(jnp.array([[0.0, 1.0], [1.0, 0.0]]), onehot),
+        [-np.log(eps)] * 2,
+        rtol=1e-6,
+    )
+
+
+def test_sigmoid_cross_entropy_gradient_is_sigmoid_minus_label_at_extremes():
+    x = jnp.asarray(LOGITS_EXT, jnp.float32)
+    y = jnp.asarray(LABELS_EXT, jnp.float32)
+    grad = jax.grad(lambda x: L.sigmoid_binary_cross_entropy(x, y).sum())(x)
+    np.testing.assert_allclose(grad, np_sigmoid(np.asarray(x, F64)) - LABELS_EXT, atol=1e-6)
+    # Confidently right costs nothing; confidently wrong costs |logit|, no overflow.
+    np.testing.assert_allclose(
+        L.sigmoid_binary_cross_entropy(x, y), [0, 1e4, 1e4, 0, np.log(2)], rtol=1e-6
+    )
+
+
+def test_softmax_cross_entropy_tolerates_masked_classes():
+    logits = jnp.array([[0.0, -jnp.inf, 1.0]])
+    y = jnp.array([[1.0, 0.0, 0.0]])
+    value = L.softmax_cross_entropy(logits, y)
+    grad = jax.grad(lambda x: L.softmax_cross_entropy(x, y).sum())(logits)
+    np.testing.assert_allclose(value, [np.log(1 + np.e)], rtol=1e-6)
+    assert np.all(np.isfinite(grad)) and grad[0, 1] == 0
+
+
+def test_integer_labels_equal_one_hot_labels():
+    x = jnp.asarray(_rng().normal(size=(2, 3, 5)), jnp.float32)
+    idx = jnp.array([[0, 4, 1], [3, 3, 2]])
+    np.testing.assert_allclose(
+        L.softmax_cross_entropy_with_integer_labels(x, idx),
+        L.softmax_cross_entropy(x, jax.nn.one_hot(idx, 5)),
+        rtol=1e-6,
+    )
+
+
+def test_integer_labels_out_of_range_raise_eagerly_and_give_nan_under_jit():
+    x = jnp.zeros((3, 4))
+    bad = jnp.array([0, 4, -1])
+    with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 4\), got 4"):
+        L.softmax_cross_entropy_with_integer_labels(x, bad)
+    out = jax.jit(L.softmax_cross_entropy_with_integer_labels)(x, bad)
+    np.testing.assert_allclose(out, [np.log(4), np.nan, np.nan])
+
+
+def test_integer_label_loss_rejects_float_labels():
+    with pytest.raises(TypeError, match="integer class indices"):
+        L.softmax_cross_entropy_with_integer_labels(jnp.zeros((2, 3)), jnp.array([0.0, 1.0]))
+
+
+def test_integer_label_shape_message_names_both_shapes():
+    with pytest.raises(ValueError, match=r"labels shape \(4, 3\) must be .* \(4,\)"):
+        L.softmax_cross_entropy_with_integer_labels(jnp.zeros((4, 3)), jnp.zeros((4, 3), int))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: L.hinge(X, jnp.array([1, 0, -1])), "labels_pm1 must be -1 or \\+1"),
+        (lambda: L.squared_hinge(X, jnp.array([1, 0, -1])), "labels_pm1 must be -1 or \\+1"),
+        (lambda: L.binary_cross_entropy(X, jnp.array([1, 2, 0])), "labels must be in \\[0, 1\\]"),
+        (lambda: L.sigmoid_focal(X, jnp.array([1, -1, 0])), "labels must be in \\[0, 1\\]"),
+        (lambda: L.contrastive(X, jnp.array([1, 2, 0])), "is_dissimilar must be in"),
+        (lambda: L.softmax_cross_entropy(jnp.zeros(()), jnp.zeros(())), "last axis"),
+        (lambda: L.euclidean_distance(jnp.zeros(()), jnp.zeros(())), "last"),
+    ],
+)
+def test_invalid_labels_raise_when_concrete(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_focal_reduces_to_cross_entropy_without_focusing():
+    y = jnp.asarray(_labels01(X43.shape), jnp.float32)
+    x = jnp.asarray(X43, jnp.float32)
+    np.testing.assert_allclose(
+        L.sigmoid_focal(x, y, gamma=0.0), L.sigmoid_binary_cross_entropy(x, y), rtol=1e-6
+    )
+
+
+def test_euclidean_distance_gradient_at_zero_is_zero_not_nan():
+    a = jnp.array([1.0, 2.0])
+    grad_a, grad_b = jax.grad(L.euclidean_distance, argnums=(0, 1))(a, a)
+    np.testing.assert_array_equal(grad_a, [0.0, 0.0])
+    np.testing.assert_array_equal(grad_b, [0.0, 0.0])
+    # Away from 0 the gradient is the unit vector (a - b) / |a - b|.
+    g = jax.grad(L.euclidean_distance)(jnp.array([3.0, 4.0]), jnp.zeros(2))
+    np.testing.assert_allclose(g, [0.6, 0.8], rtol=1e-6)
+
+
+def test_contrastive_pulls_similar_and_pushes_dissimilar_within_margin():
+    d = jnp.array([0.5, 0.5, 2.0])
+    y = jnp.array([0, 1, 1])
+    grad = jax.grad(lambda d: L.contrastive(d, y, margin=1.0).sum())(d)
+    # similar: dL/dD = D > 0 (shrinks D); dissimilar inside margin: -(m - D) < 0;
+    # dissimilar beyond margin: 0.
+    np.testing.assert_allclose(grad, [0.5, -0.5, 0.0])
+
+
+def test_l2_penalty_convention_gradient_is_the_weights():
+    params = {"w": jnp.array([1.0, -2.0]), "b": jnp.array(3.0)}
+    grad = jax.grad(L.l2_penalty)(params)
+    jax.tree.map(np.testing.assert_allclose, grad, params)
+    assert float(L.l2_penalty(params)) == pytest.approx(0.5 * (1 + 4 + 9))
+
+
+def test_elastic_net_is_l1_times_l1_penalty_plus_l2_times_l2_penalty():
+    params = _cast(CASES[-1], (_tree(),), jnp.float32)[0]
+    expected = 0.3 * L.l1_penalty(params) + 2.0 * L.l2_penalty(params)
+    np.testing.assert_allclose(L.elastic_net_penalty(params, 0.3, 2.0), expected, rtol=1e-6)
+
+
+def test_penalties_over_mixed_dtype_tree_and_empty_tree():
+    params = {"a": jnp.ones(2, jnp.bfloat16), "b": jnp.full(3, 2.0, jnp.float32)}
+    out = L.l2_penalty(params)
+    assert out.dtype == jnp.float32 and float(out) == pytest.approx(0.5 * (2 + 12))
+    assert float(L.l1_penalty({})) == 0.0
+
+
+# --------------------------------------------------------------------------
+# weighted_sum
+# --------------------------------------------------------------------------
+
+
+def test_weighted_sum_reports_weighted_terms_that_add_up_to_the_total():
+    total, parts = L.weighted_sum(
+        {"cls": (1.0, jnp.float32(0.7)), "box": (5.0, jnp.float32(0.1)), "obj": (0.5, 2.0)}
+    )
+    assert list(parts) == ["cls", "box", "obj"]
+    np.testing.assert_allclose([parts["cls"], parts["box"], parts["obj"]], [0.7, 0.5, 1.0])
+    np.testing.assert_allclose(total, 2.2, rtol=1e-6)
+
+
+def test_weighted_sum_detection_loss_trains_with_has_aux():
+    # Classification + localisation + objectness, reported separately.
+    rng = _rng()
+    cls_labels = jnp.asarray(rng.integers(0, 3, size=8))
+    box_true = jnp.asarray(rng.normal(size=(8, 4)), jnp.float32)
+    obj = jnp.asarray(rng.integers(0, 2, size=8))
+
+    def loss_fn(w):
+        cls_logits, box, obj_logit = w["cls"] * 1.0, w["box"] * 1.0, w["obj"] * 1.0
+        return L.weighted_sum(
+            {
+                "cls": (
+                    1.0,
+                    L.softmax_cross_entropy_with_integer_labels(cls_logits, cls_labels).mean(),
+                ),
+                "box": (5.0, L.huber(box, box_true).mean()),
+                "obj": (0.5, L.sigmoid_binary_cross_entropy(obj_logit, obj).mean()),
+            }
+        )
+
+    w = {"cls": jnp.zeros((8, 3)), "box": jnp.zeros((8, 4)), "obj": jnp.zeros(8)}
+    (total, parts), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(w)
+    np.testing.assert_allclose(total, sum(parts.values()), rtol=1e-6)
+    np.testing.assert_allclose(parts["cls"], np.log(3), rtol=1e-6)
+    np.testing.assert_allclose(parts["obj"], 0.5 * np.log(2), rtol=1e-6)
+    # The box gradient carries the weight 5: d/dbox of 5 * mean(huber).
+    expected_box = 5 * np.clip(-np.asarray(box_true), -1, 1) / box_true.size
+    np.testing.assert_allclose(grads["box"], expected_box, rtol=1e-5, atol=1e-7)
+
+
+def test_weighted_sum_promotes_to_the_common_dtype():
+    total, parts = L.weighted_sum(
+        {"a": (1.0, jnp.bfloat16(1.0)), "b": (jnp.float32(2.0), jnp.float32(1.5))}
+    )
+    assert total.dtype == jnp.float32 and parts["a"].dtype == jnp.float32
+    assert float(total) == 4.0
+
+
+@pytest.mark.parametrize(
+    "terms, error, match",
+    [
+        ({}, ValueError, "at least one"),
+        ({"a": 1.0}, TypeError, "pair"),
+        ({"a": (1.0, jnp.ones(3)), "b": (1.0, jnp.ones(2))}, ValueError, r"'a' \(3,\).*'b' \(2,\)"),
+    ],
+)
+def test_weighted_sum_rejects_malformed_terms(terms, error, match):
+    with pytest.raises(error, match=match):
+        L.weighted_sum(terms)
+
+
+# --------------------------------------------------------------------------
+# Public surface and documentation
+# --------------------------------------------------------------------------
+
+
+def test_public_names_are_exported_and_documented():
+    import gradlab as gl
+
+    assert gl.losses is L
+    assert set(L.__all__) == {c.name for c in CASES if "gamma_half" not in c.name} | {
+        "weighted_sum"
+    }
+    for name in L.__all__:
+        doc = getattr(L, name).__doc__
+        assert doc and ">>>" in doc, f"{name} has no runnable example"
+
+
+@pytest.mark.parametrize(
+    "module", ["_regression", "_classification", "_metric", "_penalties", "_combine"]
+)
+def test_docstring_examples_run(module):
+    mod = importlib.import_module(f"gradlab.losses.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
