@@ -471,11 +471,23 @@ def test_focal_weight_is_one_minus_pt_squared(p_true, label, weight):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+# Eager and jitted in float32; the other dtypes jitted only (dtype handling is
+# decided at trace time, and eager op-by-op dispatch is what makes tests slow).
+MODES_AND_DTYPES = [
+    ("eager", jnp.float32),
+    ("jit", jnp.float32),
+    ("jit", jnp.bfloat16),
+    ("jit", jnp.float64),
+]
+
+
+@pytest.mark.parametrize(
+    "mode, dtype", MODES_AND_DTYPES, ids=[f"{m}-{_dtype_id(d)}" for m, d in MODES_AND_DTYPES]
+)
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_matches_numpy_reference_and_keeps_dtype(case, dtype, maybe_x64, run_mode):
+def test_matches_numpy_reference_and_keeps_dtype(case, mode, dtype, maybe_x64):
     args = _cast(case, case.args(), dtype)
-    out = run_mode(case.fn)(*args)
+    out = (jax.jit(case.fn) if mode == "jit" else case.fn)(*args)
     assert out.dtype == dtype
     expected = case.ref(*_as_f64(args))
     assert out.shape == np.shape(expected)
@@ -505,11 +517,10 @@ def test_categorical_cross_entropy_matches_optax_on_log_probs():
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_gradient_matches_finite_differences(case, x64):
     args = _cast(case, case.args(), jnp.float64)
-    # Differentiate every float input (embeddings, both sides of a regression),
-    # forward and reverse mode.
+    # Differentiate every float input (embeddings, both sides of a regression).
     diff, rest = args[: case.n_float], args[case.n_float :]
     fn = jax.jit(lambda *d: case.fn(*d, *rest))
-    check_grads(fn, diff, order=1, modes=("fwd", "rev"), eps=1e-6)
+    check_grads(fn, diff, order=1, modes=("rev",), eps=1e-6)
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -525,9 +536,10 @@ def test_jitted_float32_gradient_matches_reference_gradient(case):
         assert np.any(e != 0)  # the loss actually depends on its first input
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=_dtype_id)
+# float64 is left out: its range holds every float32 extreme with room to spare.
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=_dtype_id)
 @pytest.mark.parametrize("case", [c for c in CASES if c.extremes], ids=lambda c: c.name)
-def test_values_and_gradients_finite_at_extremes(case, dtype, maybe_x64):
+def test_values_and_gradients_finite_at_extremes(case, dtype):
     def value_and_grad(x, *rest):
         return jax.value_and_grad(lambda x: jnp.sum(case.fn(x, *rest)).astype(jnp.float32))(x)
 
@@ -677,11 +689,9 @@ def test_softmax_cross_entropy_tolerates_masked_classes():
 def test_integer_labels_equal_one_hot_labels():
     x = jnp.asarray(_rng().normal(size=(2, 3, 5)), jnp.float32)
     idx = jnp.array([[0, 4, 1], [3, 3, 2]])
-    np.testing.assert_allclose(
-        L.softmax_cross_entropy_with_integer_labels(x, idx),
-        L.softmax_cross_entropy(x, jax.nn.one_hot(idx, 5)),
-        rtol=1e-6,
-    )
+    with_indices = jax.jit(L.softmax_cross_entropy_with_integer_labels)(x, idx)
+    with_one_hot = jax.jit(L.softmax_cross_entropy)(x, jax.nn.one_hot(idx, 5))
+    np.testing.assert_allclose(with_indices, with_one_hot, rtol=1e-6)
 
 
 def test_integer_labels_out_of_range_raise_eagerly_and_give_nan_under_jit():
