@@ -105,8 +105,9 @@ def as_sequence(name: str, value: Any, *, minimum: int, sort: bool = True) -> An
         except Exception as e:  # ragged nested lists
             raise TypeError(f"{name} must be a 1-D sequence of integers, got {value!r}") from e
         if arr.size == 0:
-            return jnp.zeros((0,), float_dtype())
+            return np.zeros((0,), np.int32)
         check_steps(name, arr, minimum)
+        value = arr
     else:
         value = jnp.asarray(value)
     shape = jnp.shape(value)

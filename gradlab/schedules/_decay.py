@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from gradlab._checks import is_traced
@@ -94,7 +95,7 @@ def multistep_decay(
 def _boundaries_and_scales(value: Any) -> tuple[Any, Any]:
     """Normalise the two accepted forms to a pair of 1-D arrays."""
     if value is None:
-        return jnp.zeros((0,)), jnp.zeros((0,))
+        return np.zeros((0,)), np.zeros((0,))
     if isinstance(value, Mapping):
         if any(is_traced(k) for k in value):
             raise TypeError("boundaries_and_scales dict keys must be concrete integers")
@@ -121,7 +122,7 @@ def _boundaries_and_scales(value: Any) -> tuple[Any, Any]:
 def _scales(scales: Any) -> Any:
     if not is_traced(scales):
         check_value("boundaries_and_scales scales", scales)
-    scales = jnp.asarray(scales) if is_traced(scales) else scales
+    scales = jnp.asarray(scales) if is_traced(scales) else np.asarray(scales)
     if jnp.ndim(scales) != 1:
         raise ValueError(f"boundaries_and_scales scales must be 1-D, got shape {jnp.shape(scales)}")
     return scales

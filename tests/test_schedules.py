@@ -1,0 +1,952 @@
+"""Specification tests for ``gradlab.schedules``.
+
+Every schedule is checked against a NumPy reference written here from its
+formula (for ``cyclic``/``one_cycle``/SGDR: from PyTorch's documented
+algorithm, step by step), against Optax where Optax has the same schedule, and
+for the contract of API.md §5: arrays of steps, ``jit``/``vmap``, any parameter
+traced, float dtype whatever the step dtype, no overflow at ``2**31 - 1``, and
+``ValueError`` naming the argument for bad concrete arguments.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gradlab import schedules as S
+
+# ============================================================================ references
+# Scalar functions of one integer step t, float64, written from the formulas.
+# None of them shares code or structure with gradlab.
+
+
+def ref_constant(t, value):
+    return value
+
+
+def ref_step_decay(t, init_value, step_size, gamma=0.1):
+    return init_value * gamma ** (t // step_size)
+
+
+def ref_multistep_decay(t, init_value, milestones, gamma=0.1):
+    # torch MultiStepLR: lr = base * gamma ** bisect_right(milestones, epoch)
+    passed = sum(1 for m in sorted(np.asarray(milestones).tolist()) if m <= t)
+    return init_value * gamma**passed
+
+
+def ref_piecewise_constant(t, init_value, boundaries_and_scales):
+    if isinstance(boundaries_and_scales, dict):
+        pairs = boundaries_and_scales.items()
+    else:
+        pairs = zip(*(np.asarray(x).tolist() for x in boundaries_and_scales), strict=True)
+    value = init_value
+    for boundary, scale in pairs:
+        if t >= boundary:
+            value *= scale
+    return value
+
+
+def ref_exponential_decay(
+    t, init_value, decay_rate, transition_steps=1, transition_begin=0, staircase=False,
+    end_value=None,
+):  # fmt: skip
+    p = max(t - transition_begin, 0) / transition_steps
+    with np.errstate(over="ignore"):  # growth far past the end: inf, then capped
+        value = init_value * float(np.power(decay_rate, math.floor(p) if staircase else p))
+    if end_value is not None:  # Optax clips at every step, step 0 included
+        value = max(value, end_value) if decay_rate < 1 else min(value, end_value)
+    return value
+
+
+def ref_inverse_time_decay(t, init_value, decay_rate, decay_steps=1, staircase=False):
+    p = t / decay_steps
+    return init_value / (1 + decay_rate * (math.floor(p) if staircase else p))
+
+
+def ref_polynomial_decay(t, init_value, end_value, decay_steps, power=1.0, transition_begin=0):
+    if t <= transition_begin:
+        return init_value
+    if t >= transition_begin + decay_steps:
+        return end_value
+    remaining = 1 - (t - transition_begin) / decay_steps
+    return (init_value - end_value) * remaining**power + end_value
+
+
+def ref_linear(t, init_value, end_value, transition_steps, transition_begin=0):
+    s = min(max(t - transition_begin, 0), transition_steps)
+    return init_value + (end_value - init_value) * s / transition_steps
+
+
+def ref_cosine_decay(t, init_value, decay_steps, end_value=0.0, exponent=1.0):
+    # CosineAnnealingLR: eta_min + (eta_max - eta_min)(1 + cos(pi t / T)) / 2
+    t = min(t, decay_steps)
+    return (
+        end_value
+        + (init_value - end_value) * ((1 + math.cos(math.pi * t / decay_steps)) / 2) ** exponent
+    )
+
+
+def ref_cosine_warm_restarts(
+    t, init_value, first_period, period_mult=1, end_value=0.0, decay_factor=1.0
+):
+    # torch CosineAnnealingWarmRestarts.step(): T_cur += 1; if T_cur >= T_i: restart.
+    t_cur, t_i, cycle = 0, first_period, 0
+    for _ in range(t):
+        t_cur += 1
+        if t_cur >= t_i:
+            t_cur -= t_i
+            t_i *= period_mult
+            cycle += 1
+    peak = init_value * decay_factor**cycle
+    return end_value + (peak - end_value) * (1 + math.cos(math.pi * t_cur / t_i)) / 2
+
+
+def ref_warmup_cosine_decay(
+    t, init_value, peak_value, warmup_steps, decay_steps, end_value=0.0, exponent=1.0
+):
+    if t < warmup_steps:
+        return init_value + (peak_value - init_value) * t / warmup_steps
+    if t >= decay_steps:
+        return end_value
+    frac = (t - warmup_steps) / (decay_steps - warmup_steps)
+    return end_value + (peak_value - end_value) * ((1 + math.cos(math.pi * frac)) / 2) ** exponent
+
+
+def ref_warmup_linear_decay(t, init_value, peak_value, warmup_steps, decay_steps, end_value=0.0):
+    if t < warmup_steps:
+        return init_value + (peak_value - init_value) * t / warmup_steps
+    if t >= decay_steps:
+        return end_value
+    return peak_value + (end_value - peak_value) * (t - warmup_steps) / (decay_steps - warmup_steps)
+
+
+def ref_warmup_stable_decay(
+    t, peak_value, warmup_steps, stable_steps, decay_steps, init_value=0.0, end_value=0.0,
+    decay="linear",
+):  # fmt: skip
+    if t < warmup_steps:
+        return init_value + (peak_value - init_value) * t / warmup_steps
+    decay_start = warmup_steps + stable_steps
+    if t <= decay_start:
+        return peak_value
+    frac = min((t - decay_start) / decay_steps, 1.0)
+    shape = {
+        "linear": 1 - frac,
+        "cosine": (1 + math.cos(math.pi * frac)) / 2,
+        "sqrt": 1 - math.sqrt(frac),
+    }[decay]
+    return end_value + (peak_value - end_value) * shape
+
+
+def ref_cyclic(t, base_value, max_value, step_size_up, step_size_down=None, mode="triangular",
+               gamma=1.0):  # fmt: skip
+    # torch CyclicLR.get_lr, with last_epoch = t
+    down = step_size_up if step_size_down is None else step_size_down
+    total = step_size_up + down
+    ratio = step_size_up / total
+    cycle = math.floor(1 + t / total)
+    x = 1.0 + t / total - cycle
+    scale = x / ratio if x <= ratio else (x - 1) / (ratio - 1)
+    height = (max_value - base_value) * scale
+    if mode == "triangular":
+        return base_value + height
+    if mode == "triangular2":
+        return base_value + height / 2.0 ** (cycle - 1)
+    return base_value + height * gamma**t
+
+
+def _one_cycle_torch(t, total_steps, pct_start, anneal, three_phase, values):
+    # torch OneCycleLR.get_lr: phases with *unrounded* end steps, each phase
+    # starting where the previous ended; steps past the end hold the last value.
+    t = min(t, total_steps - 1)
+    if three_phase:
+        ends = [pct_start * total_steps - 1, 2 * pct_start * total_steps - 2, total_steps - 1]
+    else:
+        ends = [pct_start * total_steps - 1, total_steps - 1]
+    start = 0.0
+    for i, end in enumerate(ends):
+        if t <= end or i == len(ends) - 1:
+            pct = (t - start) / (end - start)
+            a, b = values[i]
+            if anneal == "cos":
+                return b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1)
+            return (b - a) * pct + a
+        start = end
+    raise AssertionError
+
+
+def ref_one_cycle(t, total_steps, max_value, pct_start=0.3, anneal="cos", div_factor=25.0,
+                  final_div_factor=1e4, three_phase=False):  # fmt: skip
+    initial = max_value / div_factor
+    low = initial / final_div_factor
+    if three_phase:
+        values = [(initial, max_value), (max_value, initial), (initial, low)]
+    else:
+        values = [(initial, max_value), (max_value, low)]
+    return _one_cycle_torch(t, total_steps, pct_start, anneal, three_phase, values)
+
+
+def ref_one_cycle_momentum(t, total_steps, pct_start=0.3, anneal="cos", base_momentum=0.85,
+                           max_momentum=0.95, three_phase=False):  # fmt: skip
+    lo, hi = base_momentum, max_momentum
+    values = [(hi, lo), (lo, hi), (hi, hi)] if three_phase else [(hi, lo), (lo, hi)]
+    return _one_cycle_torch(t, total_steps, pct_start, anneal, three_phase, values)
+
+
+# A join of fixed parts, vmapped over its boundaries.
+JOIN_PARTS = (
+    (lambda: S.linear(0.0, 1.0, 20), lambda t: ref_linear(t, 0.0, 1.0, 20)),
+    (lambda: S.constant(1.0), lambda t: 1.0),
+    (lambda: S.cosine_decay(1.0, 50, 0.1), lambda t: ref_cosine_decay(t, 1.0, 50, 0.1)),
+)
+
+
+def make_join(boundaries):
+    return S.join([make() for make, _ in JOIN_PARTS], boundaries)
+
+
+def ref_join(t, boundaries):
+    # Optax join_schedules: after boundary b_i, schedule i+1 gets t - b_i.
+    i = sum(1 for b in np.asarray(boundaries).tolist() if t >= b)
+    offset = 0 if i == 0 else np.asarray(boundaries).tolist()[i - 1]
+    return JOIN_PARTS[i][1](t - offset)
+
+
+def reference(ref: Callable, steps: Any, **kwargs) -> np.ndarray:
+    steps = np.asarray(steps)
+    flat = [ref(int(t), **kwargs) for t in steps.ravel()]
+    return np.asarray(flat, dtype=np.float64).reshape(steps.shape)
+
+
+# ============================================================================ the case table
+
+
+@dataclass
+class Case:
+    """One schedule configuration: ``make(**kw)`` in gradlab, ``ref(t, **kw)`` in NumPy."""
+
+    id: str
+    make: Callable
+    ref: Callable
+    kw: dict
+    n_steps: int  # the test range 0..n_steps-1 crosses every phase boundary
+    vary: dict = field(default_factory=dict)  # parameter -> values for the traced test
+    periodic: bool = False
+
+
+def case(id, make, ref, n_steps, vary=None, periodic=False, **kw):
+    return pytest.param(Case(id, make, ref, kw, n_steps, vary or {}, periodic), id=id)
+
+
+CASES = [
+    case("constant", S.constant, ref_constant, 20, {"value": [0.1, 0.7]}, value=0.3),
+    case("step_decay", S.step_decay, ref_step_decay, 100,
+         {"init_value": [1.0, 0.2], "step_size": [7, 30], "gamma": [0.1, 0.5]},
+         init_value=1.0, step_size=30, gamma=0.1),
+    case("multistep_decay", S.multistep_decay, ref_multistep_decay, 100,
+         {"init_value": [1.0, 0.3], "milestones": [np.array([10, 25, 60]), np.array([5, 5, 90])],
+          "gamma": [0.5, 0.9]},
+         init_value=1.0, milestones=[10, 25, 60], gamma=0.5),
+    case("multistep_decay-repeated-milestone", S.multistep_decay, ref_multistep_decay, 40,
+         init_value=2.0, milestones=(10, 20, 20), gamma=0.5),
+    case("multistep_decay-array", S.multistep_decay, ref_multistep_decay, 40,
+         init_value=2.0, milestones=np.array([3, 30]), gamma=0.1),
+    case("piecewise_constant-dict", S.piecewise_constant, ref_piecewise_constant, 80,
+         init_value=1.0, boundaries_and_scales={60: 0.5, 20: 0.1, 40: 2.0}),
+    case("piecewise_constant-pair", S.piecewise_constant, ref_piecewise_constant, 80,
+         {"init_value": [1.0, 0.5],
+          "boundaries_and_scales": [([10, 50], [0.5, 0.1]), ([30, 30], [0.2, 3.0])]},
+         init_value=1.0, boundaries_and_scales=([20, 40], [0.1, 0.5])),
+    case("exponential_decay", S.exponential_decay, ref_exponential_decay, 100,
+         {"init_value": [1.0, 0.5], "decay_rate": [0.9, 0.5], "transition_steps": [3, 10],
+          "transition_begin": [0, 15]},
+         init_value=1.0, decay_rate=0.95),
+    case("exponential_decay-staircase-begin-end", S.exponential_decay, ref_exponential_decay,
+         100, {"end_value": [0.3, 0.1], "transition_begin": [5, 12]},
+         init_value=1.0, decay_rate=0.8, transition_steps=7, transition_begin=12,
+         staircase=True, end_value=0.3),
+    case("exponential_decay-growth-capped", S.exponential_decay, ref_exponential_decay, 60,
+         {"decay_rate": [1.1, 0.9]}, init_value=0.1, decay_rate=1.1, end_value=0.5),
+    case("inverse_time_decay", S.inverse_time_decay, ref_inverse_time_decay, 100,
+         {"init_value": [1.0, 0.1], "decay_rate": [0.5, 2.0], "decay_steps": [1, 20]},
+         init_value=1.0, decay_rate=0.5, decay_steps=10),
+    case("inverse_time_decay-staircase", S.inverse_time_decay, ref_inverse_time_decay, 100,
+         init_value=1.0, decay_rate=0.5, decay_steps=10, staircase=True),
+    case("polynomial_decay", S.polynomial_decay, ref_polynomial_decay, 120,
+         {"init_value": [1.0, 0.2], "end_value": [0.0, 0.5], "decay_steps": [30, 80],
+          "power": [2.0, 0.5], "transition_begin": [0, 25]},
+         init_value=1.0, end_value=0.1, decay_steps=80, power=2.0, transition_begin=10),
+    case("polynomial_decay-torch", S.polynomial_decay, ref_polynomial_decay, 60,
+         init_value=0.5, end_value=0.0, decay_steps=40, power=1.0),
+    case("linear", S.linear, ref_linear, 60,
+         {"init_value": [0.0, 1.0], "end_value": [1.0, 0.25], "transition_steps": [10, 30],
+          "transition_begin": [0, 7]},
+         init_value=0.1, end_value=1.0, transition_steps=30, transition_begin=5),
+    case("cosine_decay", S.cosine_decay, ref_cosine_decay, 130,
+         {"init_value": [1.0, 0.3], "decay_steps": [40, 100], "end_value": [0.0, 0.2],
+          "exponent": [1.0, 2.0]},
+         init_value=1.0, decay_steps=100, end_value=0.1),
+    case("cosine_decay-exponent", S.cosine_decay, ref_cosine_decay, 60,
+         init_value=1.0, decay_steps=50, exponent=3.0),
+    case("cosine_warm_restarts", S.cosine_warm_restarts, ref_cosine_warm_restarts, 100,
+         {"init_value": [1.0, 0.5], "first_period": [10, 7], "end_value": [0.0, 0.1],
+          "decay_factor": [1.0, 0.5]},
+         periodic=True, init_value=1.0, first_period=10, end_value=0.05),
+    case("cosine_warm_restarts-mult2", S.cosine_warm_restarts, ref_cosine_warm_restarts, 300,
+         {"period_mult": [1, 2, 3], "first_period": [5, 6]},
+         periodic=True, init_value=1.0, first_period=5, period_mult=2),
+    case("cosine_warm_restarts-mult3-decay", S.cosine_warm_restarts, ref_cosine_warm_restarts,
+         300, periodic=True, init_value=1.0, first_period=3, period_mult=3, end_value=0.1,
+         decay_factor=0.7),
+    case("warmup_cosine_decay", S.warmup_cosine_decay, ref_warmup_cosine_decay, 140,
+         {"init_value": [0.0, 0.2], "peak_value": [1.0, 0.5], "warmup_steps": [0, 1, 20],
+          "decay_steps": [60, 120], "end_value": [0.0, 0.1], "exponent": [1.0, 0.5]},
+         init_value=0.1, peak_value=1.0, warmup_steps=20, decay_steps=120, end_value=0.05),
+    case("warmup_cosine_decay-no-warmup", S.warmup_cosine_decay, ref_warmup_cosine_decay, 60,
+         init_value=0.0, peak_value=1.0, warmup_steps=0, decay_steps=50),
+    case("warmup_linear_decay", S.warmup_linear_decay, ref_warmup_linear_decay, 140,
+         {"init_value": [0.0, 0.2], "peak_value": [1.0, 0.5], "warmup_steps": [0, 20],
+          "decay_steps": [60, 120], "end_value": [0.0, 0.1]},
+         init_value=0.0, peak_value=1.0, warmup_steps=20, decay_steps=120, end_value=0.1),
+    case("warmup_stable_decay", S.warmup_stable_decay, ref_warmup_stable_decay, 140,
+         {"peak_value": [1.0, 0.3], "warmup_steps": [0, 10], "stable_steps": [0, 40],
+          "decay_steps": [20, 50], "init_value": [0.0, 0.1], "end_value": [0.0, 0.05]},
+         peak_value=1.0, warmup_steps=10, stable_steps=40, decay_steps=50),
+    case("warmup_stable_decay-cosine", S.warmup_stable_decay, ref_warmup_stable_decay, 100,
+         peak_value=1.0, warmup_steps=10, stable_steps=30, decay_steps=40, init_value=0.1,
+         end_value=0.01, decay="cosine"),
+    case("warmup_stable_decay-sqrt", S.warmup_stable_decay, ref_warmup_stable_decay, 100,
+         peak_value=1.0, warmup_steps=5, stable_steps=20, decay_steps=60, decay="sqrt"),
+    case("cyclic-triangular", S.cyclic, ref_cyclic, 100,
+         {"base_value": [0.1, 0.0], "max_value": [1.0, 2.0], "step_size_up": [7, 3],
+          "step_size_down": [5, 11]},
+         periodic=True, base_value=0.1, max_value=1.0, step_size_up=7, step_size_down=5),
+    case("cyclic-triangular-symmetric", S.cyclic, ref_cyclic, 60, periodic=True,
+         base_value=0.1, max_value=1.0, step_size_up=4),
+    case("cyclic-triangular2", S.cyclic, ref_cyclic, 100, {"step_size_up": [2, 6]},
+         periodic=True, base_value=0.1, max_value=1.0, step_size_up=6, step_size_down=4,
+         mode="triangular2"),
+    case("cyclic-exp_range", S.cyclic, ref_cyclic, 100, {"gamma": [0.99, 0.9, 1.0]},
+         periodic=True, base_value=0.1, max_value=1.0, step_size_up=5, mode="exp_range",
+         gamma=0.98),
+    case("one_cycle", S.one_cycle, ref_one_cycle, 120,
+         {"total_steps": [100, 37], "max_value": [1.0, 0.1], "pct_start": [0.3, 0.25],
+          "div_factor": [25.0, 10.0], "final_div_factor": [1e4, 10.0]},
+         total_steps=100, max_value=1.0),
+    case("one_cycle-linear", S.one_cycle, ref_one_cycle, 60, total_steps=50,
+         max_value=2.0, pct_start=0.4, anneal="linear", div_factor=10.0, final_div_factor=100.0),
+    case("one_cycle-unrounded-phase-end", S.one_cycle, ref_one_cycle, 12, total_steps=10,
+         max_value=1.0, pct_start=0.25),
+    case("one_cycle-three-phase", S.one_cycle, ref_one_cycle, 120,
+         {"pct_start": [0.3, 0.45], "total_steps": [100, 37]},
+         total_steps=100, max_value=1.0, three_phase=True),
+    case("one_cycle-three-phase-linear-odd", S.one_cycle, ref_one_cycle, 40, total_steps=37,
+         max_value=1.0, pct_start=0.33, anneal="linear", three_phase=True),
+    case("one_cycle_momentum", S.one_cycle_momentum, ref_one_cycle_momentum, 120,
+         {"total_steps": [100, 37], "pct_start": [0.3, 0.25], "base_momentum": [0.85, 0.8],
+          "max_momentum": [0.95, 0.99]},
+         total_steps=100),
+    case("one_cycle_momentum-three-phase-linear", S.one_cycle_momentum, ref_one_cycle_momentum,
+         60, total_steps=50, pct_start=0.25, anneal="linear", three_phase=True),
+    case("join", make_join, ref_join, 120,
+         {"boundaries": [np.array([20, 40]), np.array([10, 70]), np.array([30, 30])]},
+         boundaries=[20, 40]),
+]  # fmt: skip
+
+NON_PERIODIC = [c for c in CASES if not c.values[0].periodic]
+# The first case of each schedule: enough for the call-contract tests.
+ONE_PER_SCHEDULE = list({c.values[0].make: c for c in reversed(CASES)}.values())[::-1]
+TRACED = [
+    pytest.param(c.values[0], name, id=f"{c.id}-{name}") for c in CASES for name in c.values[0].vary
+]
+
+
+N_STEPS = 300  # one length for every case: eager op compilations are shared
+
+
+def steps_of(c: Case) -> np.ndarray:
+    assert c.n_steps <= N_STEPS
+    return np.arange(N_STEPS)
+
+
+def assert_close(got, want, rtol=2e-5, atol=2e-6):
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=rtol, atol=atol)
+
+
+# ============================================================================ references
+
+
+@pytest.mark.parametrize("c", CASES)
+def test_matches_numpy_reference_at_every_step(c, run_mode):
+    sched = c.make(**c.kw)
+    steps = steps_of(c)
+    assert_close(run_mode(sched)(steps), reference(c.ref, steps, **c.kw))
+
+
+def test_step_decay_worked_example_0p1_every_30_epochs():
+    # "Reduce by 0.1x every 30 epochs": epochs 0-29 lr0, 30-59 0.1 lr0, 60-89 0.01 lr0.
+    lr0 = 0.05
+    lr = np.asarray(S.step_decay(lr0, step_size=30, gamma=0.1)(np.arange(90)))
+    want = np.repeat([lr0, 0.1 * lr0, 0.01 * lr0], 30)
+    assert_close(lr, want, rtol=1e-6, atol=0)
+
+
+def test_cosine_decay_is_the_cosine_annealing_formula():
+    lo, hi, T = 0.01, 0.5, 64
+    t = np.arange(T + 1)
+    want = lo + (hi - lo) * (1 + np.cos(np.pi * t / T)) / 2
+    assert_close(S.cosine_decay(hi, decay_steps=T, end_value=lo)(t), want)
+
+
+def test_warmup_cosine_decay_hits_peak_at_warmup_and_end_at_decay_steps():
+    s = S.warmup_cosine_decay(0.0, 3e-4, warmup_steps=100, decay_steps=1000, end_value=3e-5)
+    assert_close(s(np.array([0, 100, 1000, 5000])), [0.0, 3e-4, 3e-5, 3e-5], rtol=1e-6)
+
+
+def test_one_cycle_and_momentum_move_in_opposite_directions():
+    lr = np.asarray(S.one_cycle(100, 1.0)(np.arange(100)))
+    mom = np.asarray(S.one_cycle_momentum(100)(np.arange(100)))
+    assert np.argmax(lr) == np.argmin(mom) == 29
+    assert np.all(np.sign(np.diff(lr)) == -np.sign(np.diff(mom)))
+    assert mom[0] == pytest.approx(0.95) and mom[-1] == pytest.approx(0.95)
+
+
+# Same schedule, same arguments, in Optax.
+OPTAX_CASES = [
+    (lambda: S.constant(0.3), lambda: optax.constant_schedule(0.3), 10),
+    (lambda: S.cosine_decay(1.0, 100, end_value=0.1),
+     lambda: optax.cosine_decay_schedule(1.0, 100, alpha=0.1), 130),
+    (lambda: S.cosine_decay(2.0, 50, end_value=0.0, exponent=2.0),
+     lambda: optax.cosine_decay_schedule(2.0, 50, exponent=2.0), 60),
+    (lambda: S.warmup_cosine_decay(0.1, 1.0, 20, 120, end_value=0.05),
+     lambda: optax.warmup_cosine_decay_schedule(0.1, 1.0, 20, 120, end_value=0.05), 150),
+    (lambda: S.exponential_decay(1.0, 0.9, 10, 5, staircase=True, end_value=0.3),
+     lambda: optax.exponential_decay(1.0, 10, 0.9, 5, staircase=True, end_value=0.3), 150),
+    (lambda: S.exponential_decay(1.0, 0.97, 3, 7),
+     lambda: optax.exponential_decay(1.0, 3, 0.97, 7), 100),
+    (lambda: S.polynomial_decay(1.0, 0.1, 50, power=2.0, transition_begin=10),
+     lambda: optax.polynomial_schedule(1.0, 0.1, 2.0, 50, 10), 80),
+    (lambda: S.linear(0.2, 1.0, 30, 5), lambda: optax.linear_schedule(0.2, 1.0, 30, 5), 50),
+    (lambda: S.piecewise_constant(1.0, {30: 0.1, 60: 0.5}),
+     lambda: optax.piecewise_constant_schedule(1.0, {30: 0.1, 60: 0.5}), 90),
+    (lambda: S.join([S.linear(0.0, 1.0, 10), S.cosine_decay(1.0, 40)], [10]),
+     lambda: optax.join_schedules(
+         [optax.linear_schedule(0.0, 1.0, 10), optax.cosine_decay_schedule(1.0, 40)], [10]),
+     70),
+    (lambda: S.cosine_warm_restarts(1.0, 10, period_mult=2, end_value=0.1, decay_factor=0.5),
+     lambda: optax.sgdr_schedule(
+         [dict(init_value=p, peak_value=p, warmup_steps=0, decay_steps=d, end_value=0.1)
+          for p, d in [(1.0, 10), (0.5, 20), (0.25, 40)]]),
+     70),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("ours, theirs, n", OPTAX_CASES)
+def test_matches_optax(ours, theirs, n):
+    steps = np.arange(n)
+    with jax.numpy_dtype_promotion("standard"):  # Optax mixes dtypes
+        want = np.asarray(jax.jit(theirs())(jnp.asarray(steps)), np.float64)
+    assert_close(ours()(steps), want)
+
+
+# ============================================================================ the call contract
+
+
+@pytest.mark.parametrize("c", ONE_PER_SCHEDULE)
+def test_array_of_steps_equals_elementwise_calls(c):
+    sched = c.make(**c.kw)
+    steps = steps_of(c)[:: max(1, c.n_steps // 6)][:6]
+    whole = np.asarray(sched(steps))
+    one_by_one = [np.asarray(sched(int(k))) for k in steps]  # Python ints
+    zero_d = [np.asarray(sched(jnp.asarray(k))) for k in steps]  # 0-d arrays
+    assert all(v.shape == () for v in one_by_one + zero_d)
+    # scalar and vectorised XLA kernels may differ in the last bit
+    assert_close(whole, np.array(one_by_one), rtol=1e-6, atol=1e-7)
+    assert_close(whole, np.array(zero_d), rtol=1e-6, atol=1e-7)
+    grid = np.asarray(sched(steps.reshape(1, -1, 1)))
+    assert grid.shape == (1, len(steps), 1)
+    assert_close(grid.ravel(), whole, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("c", ONE_PER_SCHEDULE)
+def test_vmap_over_steps_matches_array_call(c):
+    sched = c.make(**c.kw)
+    steps = jnp.asarray(steps_of(c))
+    assert_close(jax.vmap(sched)(steps), np.asarray(sched(steps)), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("c, name", TRACED)
+def test_every_parameter_can_be_traced(c, name):
+    """jit(vmap) over one parameter == the NumPy reference for each value separately."""
+    values = c.vary[name]
+    steps = steps_of(c)
+    batched = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *values)
+    got = jax.jit(jax.vmap(lambda v: c.make(**{**c.kw, name: v})(steps)))(batched)
+    want = np.stack([reference(c.ref, steps, **{**c.kw, name: v}) for v in values])
+    assert_close(got, want)
+
+
+def test_new_parameter_values_do_not_recompile():
+    traces = []
+
+    @jax.jit
+    def lrs(peak, warmup):
+        traces.append(1)
+        return S.warmup_cosine_decay(0.0, peak, warmup, 100)(jnp.arange(100))
+
+    a = lrs(jnp.float32(1.0), jnp.int32(10))
+    b = lrs(jnp.float32(0.5), jnp.int32(30))
+    assert len(traces) == 1
+    assert_close(a, reference(ref_warmup_cosine_decay, np.arange(100), init_value=0.0,
+                              peak_value=1.0, warmup_steps=10, decay_steps=100))  # fmt: skip
+    assert_close(b, reference(ref_warmup_cosine_decay, np.arange(100), init_value=0.0,
+                              peak_value=0.5, warmup_steps=30, decay_steps=100))  # fmt: skip
+
+
+STEP_DTYPES = [np.int32, np.int64, np.uint32, np.uint8]
+
+
+@pytest.mark.parametrize("c", ONE_PER_SCHEDULE)
+def test_values_are_float32_for_any_integer_step_dtype(c):
+    sched = c.make(**c.kw)
+    assert sched(3).dtype == jnp.float32
+    for dtype in STEP_DTYPES:
+        got = sched(np.arange(4, dtype=dtype))
+        assert got.dtype == jnp.float32, dtype
+        assert_close(got, reference(c.ref, np.arange(4), **c.kw))
+
+
+@pytest.mark.parametrize("c", CASES[::4])
+def test_values_are_float64_under_x64(c, x64):
+    steps = steps_of(c)
+    got = c.make(**c.kw)(np.asarray(steps, np.int64))
+    assert got.dtype == jnp.float64
+    assert_close(got, reference(c.ref, steps, **c.kw), rtol=1e-12, atol=1e-14)
+
+
+BIG = np.int32(2**31 - 1)
+
+
+@pytest.mark.parametrize("c", CASES)
+def test_huge_steps_are_finite(c):
+    sched = c.make(**c.kw)
+    assert np.all(np.isfinite(jax.jit(sched)(np.array([0, BIG], np.int32))))
+    assert np.all(np.isfinite(sched(np.array([BIG, 2**32 - 1], np.uint32))))
+
+
+@pytest.mark.parametrize("c", NON_PERIODIC)
+def test_step_2_31_minus_1_gives_the_final_value(c):
+    sched = c.make(**c.kw)
+    want = c.ref(int(BIG), **c.kw)
+    assert_close(sched(BIG), want, rtol=1e-5, atol=1e-7)
+    assert_close(jax.jit(sched)(BIG), want, rtol=1e-5, atol=1e-7)
+
+
+def test_negative_steps_count_as_step_zero():
+    s = S.warmup_cosine_decay(0.1, 1.0, 10, 100)
+    assert_close(s(np.array([-5, -1])), [0.1, 0.1], rtol=1e-7)
+
+
+# ============================================================================ bad arguments
+
+
+def bad(call, name, id):
+    return pytest.param(call, name, id=id)
+
+
+INVALID = [
+    bad(lambda: S.constant(-0.1), "value", "constant-negative"),
+    bad(lambda: S.constant(float("nan")), "value", "constant-nan"),
+    bad(lambda: S.step_decay(-1.0, 30), "init_value", "step_decay-init"),
+    bad(lambda: S.step_decay(1.0, 0), "step_size", "step_decay-size0"),
+    bad(lambda: S.step_decay(1.0, -3), "step_size", "step_decay-size-neg"),
+    bad(lambda: S.step_decay(1.0, 2.5), "step_size", "step_decay-size-frac"),
+    bad(lambda: S.step_decay(1.0, 30, gamma=0.0), "gamma", "step_decay-gamma0"),
+    bad(lambda: S.step_decay(1.0, 30, gamma=-0.1), "gamma", "step_decay-gamma-neg"),
+    bad(lambda: S.multistep_decay(1.0, [30, 10]), "milestones", "multistep-unsorted"),
+    bad(lambda: S.multistep_decay(1.0, [-1, 5]), "milestones", "multistep-negative"),
+    bad(lambda: S.multistep_decay(1.0, [[1, 2]]), "milestones", "multistep-2d"),
+    bad(lambda: S.multistep_decay(1.0, [10], gamma=0), "gamma", "multistep-gamma"),
+    bad(lambda: S.piecewise_constant(1.0, {10: -0.1}), "boundaries_and_scales", "pw-scale"),
+    bad(lambda: S.piecewise_constant(1.0, {-5: 0.1}), "boundaries_and_scales", "pw-negative"),
+    bad(lambda: S.piecewise_constant(1.0, ([20, 10], [0.1, 0.2])), "boundaries_and_scales",
+        "pw-unsorted"),
+    bad(lambda: S.piecewise_constant(1.0, ([10, 20], [0.1])), "boundaries_and_scales",
+        "pw-lengths"),
+    bad(lambda: S.piecewise_constant(-1.0, {10: 0.1}), "init_value", "pw-init"),
+    bad(lambda: S.exponential_decay(1.0, 0.0), "decay_rate", "exp-rate0"),
+    bad(lambda: S.exponential_decay(1.0, 0.9, 0), "transition_steps", "exp-steps0"),
+    bad(lambda: S.exponential_decay(1.0, 0.9, 1, -1), "transition_begin", "exp-begin"),
+    bad(lambda: S.exponential_decay(1.0, 0.9, end_value=-1.0), "end_value", "exp-end"),
+    bad(lambda: S.inverse_time_decay(1.0, -0.5), "decay_rate", "inv-rate"),
+    bad(lambda: S.inverse_time_decay(1.0, 0.5, 0), "decay_steps", "inv-steps"),
+    bad(lambda: S.polynomial_decay(1.0, 0.0, 0), "decay_steps", "poly-steps"),
+    bad(lambda: S.polynomial_decay(1.0, 0.0, 10, power=0.0), "power", "poly-power0"),
+    bad(lambda: S.polynomial_decay(1.0, 0.0, 10, power=-1.0), "power", "poly-power-neg"),
+    bad(lambda: S.polynomial_decay(1.0, 0.0, 10, transition_begin=-2), "transition_begin",
+        "poly-begin"),
+    bad(lambda: S.polynomial_decay(1.0, -0.5, 10), "end_value", "poly-end"),
+    bad(lambda: S.linear(0.0, 1.0, 0), "transition_steps", "linear-steps0"),
+    bad(lambda: S.linear(0.0, 1.0, -5), "transition_steps", "linear-steps-neg"),
+    bad(lambda: S.linear(0.0, 1.0, 5, -1), "transition_begin", "linear-begin"),
+    bad(lambda: S.cosine_decay(1.0, 0), "decay_steps", "cos-steps"),
+    bad(lambda: S.cosine_decay(1.0, 10, exponent=0.0), "exponent", "cos-exponent"),
+    bad(lambda: S.cosine_decay(1.0, 10, end_value=-0.1), "end_value", "cos-end"),
+    bad(lambda: S.cosine_warm_restarts(1.0, 0), "first_period", "sgdr-period"),
+    bad(lambda: S.cosine_warm_restarts(1.0, 10, period_mult=0.5), "period_mult", "sgdr-mult"),
+    bad(lambda: S.cosine_warm_restarts(1.0, 10, decay_factor=0.0), "decay_factor",
+        "sgdr-decay"),
+    bad(lambda: S.warmup_cosine_decay(0.0, 1.0, -1, 100), "warmup_steps", "wcd-warmup"),
+    bad(lambda: S.warmup_cosine_decay(0.0, 1.0, 10, 0), "decay_steps", "wcd-decay0"),
+    bad(lambda: S.warmup_cosine_decay(0.0, 1.0, 10, 10), "decay_steps", "wcd-decay-eq"),
+    bad(lambda: S.warmup_cosine_decay(0.0, -1.0, 10, 100), "peak_value", "wcd-peak"),
+    bad(lambda: S.warmup_cosine_decay(0.0, 1.0, 10, 100, exponent=-1.0), "exponent",
+        "wcd-exponent"),
+    bad(lambda: S.warmup_linear_decay(0.0, 1.0, 50, 20), "decay_steps", "wld-decay-lt"),
+    bad(lambda: S.warmup_linear_decay(-0.1, 1.0, 5, 20), "init_value", "wld-init"),
+    bad(lambda: S.warmup_stable_decay(1.0, -1, 10, 10), "warmup_steps", "wsd-warmup"),
+    bad(lambda: S.warmup_stable_decay(1.0, 1, -10, 10), "stable_steps", "wsd-stable"),
+    bad(lambda: S.warmup_stable_decay(1.0, 1, 10, 0), "decay_steps", "wsd-decay"),
+    bad(lambda: S.warmup_stable_decay(1.0, 1, 10, 10, decay="exp"), "decay", "wsd-kind"),
+    bad(lambda: S.cyclic(0.1, 1.0, 0), "step_size_up", "cyclic-up"),
+    bad(lambda: S.cyclic(0.1, 1.0, 5, 0), "step_size_down", "cyclic-down"),
+    bad(lambda: S.cyclic(0.1, 1.0, 5, mode="triangle"), "mode", "cyclic-mode"),
+    bad(lambda: S.cyclic(0.1, 1.0, 5, gamma=0.0), "gamma", "cyclic-gamma0"),
+    bad(lambda: S.cyclic(0.1, 1.0, 5, gamma=1.5), "gamma", "cyclic-gamma-big"),
+    bad(lambda: S.cyclic(-0.1, 1.0, 5), "base_value", "cyclic-base"),
+    bad(lambda: S.one_cycle(0, 1.0), "total_steps", "oc-total"),
+    bad(lambda: S.one_cycle(100, 1.0, pct_start=0.0), "pct_start", "oc-pct0"),
+    bad(lambda: S.one_cycle(100, 1.0, pct_start=1.0), "pct_start", "oc-pct1"),
+    bad(lambda: S.one_cycle(100, 1.0, pct_start=-0.2), "pct_start", "oc-pct-neg"),
+    bad(lambda: S.one_cycle(100, 1.0, anneal="cosine"), "anneal", "oc-anneal"),
+    bad(lambda: S.one_cycle(100, 1.0, div_factor=0.0), "div_factor", "oc-div"),
+    bad(lambda: S.one_cycle(100, 1.0, final_div_factor=-1.0), "final_div_factor", "oc-final"),
+    bad(lambda: S.one_cycle(100, -1.0), "max_value", "oc-max"),
+    bad(lambda: S.one_cycle_momentum(100, base_momentum=1.5), "base_momentum", "ocm-base"),
+    bad(lambda: S.one_cycle_momentum(100, max_momentum=-0.1), "max_momentum", "ocm-max"),
+    bad(lambda: S.one_cycle_momentum(100, pct_start=1.5), "pct_start", "ocm-pct"),
+    bad(lambda: S.one_cycle_momentum(100, anneal="lin"), "anneal", "ocm-anneal"),
+    bad(lambda: S.join([S.constant(1.0), S.constant(0.5)], []), "boundaries", "join-short"),
+    bad(lambda: S.join([S.constant(1.0), S.constant(0.5)], [1, 2]), "boundaries", "join-long"),
+    bad(lambda: S.join([S.constant(1.0)] * 3, [20, 10]), "boundaries", "join-unsorted"),
+    bad(lambda: S.join([S.constant(1.0)] * 2, [-3]), "boundaries", "join-negative"),
+    bad(lambda: S.join([], []), "schedules", "join-empty"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("call, name", INVALID)
+def test_invalid_argument_raises_value_error_naming_it(call, name):
+    with pytest.raises(ValueError, match=re.escape(name)):
+        call()
+
+
+NOT_NUMBERS = [
+    pytest.param(lambda: S.constant("0.1"), id="constant-str"),
+    pytest.param(lambda: S.constant(None), id="constant-none"),
+    pytest.param(lambda: S.step_decay(1.0, True), id="step_decay-bool"),
+    pytest.param(lambda: S.exponential_decay("1", 0.9), id="exp-str"),
+    pytest.param(lambda: S.multistep_decay(1.0, "30"), id="multistep-str"),
+    pytest.param(lambda: S.piecewise_constant(1.0, 5), id="pw-number"),
+    pytest.param(lambda: S.piecewise_constant(1.0, ([1, 2], [0.1, 0.2], [3])), id="pw-triple"),
+    pytest.param(lambda: S.one_cycle(100, "1.0"), id="oc-str"),
+    pytest.param(lambda: S.join([S.constant(1.0), 0.5], [10]), id="join-not-callable"),
+]
+
+
+@pytest.mark.parametrize("call", NOT_NUMBERS)
+def test_non_numbers_raise_type_error(call):
+    with pytest.raises(TypeError):
+        call()
+
+
+def test_traced_arguments_are_not_validated():
+    # A traced negative decay_steps cannot be checked; it must not raise at build time.
+    jax.jit(lambda n: S.cosine_decay(1.0, n)(3))(jnp.int32(-4))
+
+
+def test_piecewise_constant_dict_form_is_sorted_by_boundary():
+    a = S.piecewise_constant(1.0, {60: 0.5, 20: 0.1})(np.arange(80))
+    b = S.piecewise_constant(1.0, ([20, 60], [0.1, 0.5]))(np.arange(80))
+    np.testing.assert_array_equal(a, b)
+
+
+# ============================================================================ properties
+
+INTS = st.integers
+FLOATS = st.floats
+
+
+def values_in(v, lo, hi, tol=1e-6):
+    v = np.asarray(v, np.float64)
+    assert np.all(np.isfinite(v))
+    assert np.all(v >= lo - tol * max(1.0, abs(lo))), (v.min(), lo)
+    assert np.all(v <= hi + tol * max(1.0, abs(hi))), (v.max(), hi)
+
+
+def non_increasing(v, tol=1e-6):
+    d = np.diff(np.asarray(v, np.float64))
+    assert np.all(d <= tol), d.max()
+
+
+def non_decreasing(v, tol=1e-6):
+    non_increasing(-np.asarray(v, np.float64), tol)
+
+
+STEPS = np.arange(300)
+lr = FLOATS(1e-4, 10.0)
+frac = FLOATS(0.01, 0.99)
+
+
+@given(
+    init=lr,
+    size=INTS(1, 50),
+    gamma=FLOATS(0.01, 1.0),
+    milestones=st.lists(INTS(0, 300), max_size=4),
+)
+def test_step_decays_are_non_increasing_and_bounded(init, size, gamma, milestones):
+    for s in (
+        S.step_decay(init, size, gamma),
+        S.multistep_decay(init, sorted(milestones), gamma),
+        S.piecewise_constant(init, {m: gamma for m in milestones}),
+    ):
+        v = s(STEPS)
+        non_increasing(v)
+        values_in(v, 0.0, init)
+
+
+@given(init=lr, rate=FLOATS(0.5, 1.0), n=INTS(1, 100), begin=INTS(0, 100), stair=st.booleans())
+def test_exponential_and_inverse_time_decays_are_non_increasing(init, rate, n, begin, stair):
+    for s in (
+        S.exponential_decay(init, rate, n, begin, stair),
+        S.inverse_time_decay(init, 1 - rate, n, stair),
+    ):
+        v = s(STEPS)
+        non_increasing(v)
+        values_in(v, 0.0, init)
+
+
+@given(a=lr, b=lr, n=INTS(1, 400), power=FLOATS(0.1, 5.0), begin=INTS(0, 100))
+def test_polynomial_and_linear_are_monotone_between_their_ends(a, b, n, power, begin):
+    for s in (S.polynomial_decay(a, b, n, power, begin), S.linear(a, b, n, begin)):
+        v = s(STEPS)
+        values_in(v, min(a, b), max(a, b))
+        (non_increasing if a >= b else non_decreasing)(v, 1e-6 * max(a, b))
+
+
+@given(init=lr, end_frac=FLOATS(0, 1), n=INTS(1, 400), exponent=FLOATS(0.2, 4.0))
+def test_cosine_decay_is_non_increasing_from_init_to_end(init, end_frac, n, exponent):
+    end = init * end_frac
+    v = S.cosine_decay(init, n, end, exponent)(STEPS)
+    values_in(v, end, init)
+    non_increasing(v, 1e-6 * init)
+
+
+@given(
+    init=lr,
+    peak=lr,
+    end_frac=FLOATS(0, 1),
+    warmup=INTS(0, 100),
+    decay=INTS(1, 250),
+    stable=INTS(0, 100),
+    which=st.sampled_from(["cosine", "linear", "wsd-linear", "wsd-cosine", "wsd-sqrt"]),
+)
+def test_warmups_rise_to_the_peak_then_decay_to_the_end(
+    init, peak, end_frac, warmup, decay, stable, which
+):
+    init, end = min(init, peak), peak * end_frac
+    if which == "cosine":
+        s, top = S.warmup_cosine_decay(init, peak, warmup, warmup + decay, end), warmup
+    elif which == "linear":
+        s, top = S.warmup_linear_decay(init, peak, warmup, warmup + decay, end), warmup
+    else:
+        kind = which.split("-")[1]
+        s = S.warmup_stable_decay(peak, warmup, stable, decay, init, end, kind)
+        top = warmup + stable
+    v = np.asarray(s(STEPS))
+    values_in(v, min(init, end), peak)
+    tol = 1e-6 * peak
+    non_decreasing(v[: warmup + 1], tol)
+    non_increasing(v[top:], tol)
+    if warmup < len(v):
+        assert v[warmup] == pytest.approx(peak, rel=1e-5)
+
+
+@given(
+    base=lr,
+    height=FLOATS(0.0, 10.0),
+    up=INTS(1, 40),
+    down=INTS(1, 40),
+    mode=st.sampled_from(["triangular", "triangular2", "exp_range"]),
+    gamma=FLOATS(0.9, 1.0),
+)
+def test_cyclic_stays_between_base_and_max_and_triangular_is_periodic(
+    base, height, up, down, mode, gamma
+):
+    top = base + height
+    v = np.asarray(S.cyclic(base, top, up, down, mode, gamma)(STEPS))
+    values_in(v, base, top)
+    period = up + down
+    if mode == "triangular":
+        np.testing.assert_allclose(v[period:], v[:-period], rtol=1e-5, atol=1e-6 * top)
+    else:  # the amplitude only shrinks
+        peaks = v[up::period] - base
+        non_increasing(peaks, 1e-5 * top)
+
+
+@given(init=lr, end_frac=FLOATS(0, 1), period=INTS(1, 60), decay=FLOATS(0.1, 1.0))
+def test_cosine_warm_restarts_is_periodic_with_unit_period_mult(init, end_frac, period, decay):
+    end = init * end_frac
+    v = np.asarray(S.cosine_warm_restarts(init, period, 1, end)(STEPS))
+    values_in(v, end, init)
+    np.testing.assert_allclose(v[period:], v[:-period], rtol=1e-5, atol=1e-6 * init)
+    w = np.asarray(S.cosine_warm_restarts(init, period, 2, end, decay)(STEPS))
+    values_in(w, min(end, init * decay**9), max(init, end))
+    assert w[0] == pytest.approx(init, rel=1e-6)
+
+
+@given(
+    total=INTS(2, 300),
+    peak=lr,
+    pct=FLOATS(0.05, 0.95),
+    anneal=st.sampled_from(["cos", "linear"]),
+    three=st.booleans(),
+    div=FLOATS(1.0, 100.0),
+    final_div=FLOATS(1.0, 1e4),
+)
+def test_one_cycle_stays_below_max_and_momentum_in_its_band(
+    total, peak, pct, anneal, three, div, final_div
+):
+    v = S.one_cycle(total, peak, pct, anneal, div, final_div, three)(STEPS)
+    values_in(v, peak / div / final_div, peak)
+    m = S.one_cycle_momentum(total, pct, anneal, 0.8, 0.9, three)(STEPS)
+    values_in(m, 0.8, 0.9)
+    if not three:  # up then down
+        k = int(np.argmax(np.asarray(v)))
+        non_decreasing(v[: k + 1], 1e-6 * peak)
+        non_increasing(v[k:], 1e-6 * peak)
+
+
+@given(
+    a=lr, b=lr, c=lr, n1=INTS(1, 100), n2=INTS(1, 100), gap=INTS(0, 100),
+)  # fmt: skip
+def test_join_is_continuous_where_its_parts_meet(a, b, c, n1, n2, gap):
+    # linear a->b over n1, then cosine b->c: parts meet at equal values (b).
+    first, second = S.linear(a, b, n1), S.cosine_decay(b, n2, c)
+    boundary = n1 + gap
+    v = np.asarray(S.join([first, second], [boundary])(STEPS))
+    # Continuous: the value at the boundary is the limit of the first part.
+    # (Parts are evaluated on the full range, one shape for every example.)
+    assert_close(v[: boundary + 1], np.asarray(first(STEPS))[: boundary + 1])
+    assert_close(v[boundary:], np.asarray(second(STEPS))[: len(STEPS) - boundary])
+
+
+# ============================================================================ optimizers
+
+
+def _optimizers():
+    import gradlab as gl
+
+    names = ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam", "amsgrad", "adamax",
+             "radam", "adadelta", "lamb", "lars", "lion"]  # fmt: skip
+    return [(n, getattr(gl, n)) for n in names if hasattr(gl, n)]
+
+
+@pytest.mark.parametrize("name, make_opt", _optimizers())
+def test_every_optimizer_accepts_every_schedule_as_learning_rate(name, make_opt):
+    import gradlab as gl
+
+    first_of_each = {c.values[0].make: c.values[0] for c in reversed(CASES)}
+    built = list(first_of_each.values())
+    params = {"w": jnp.array([1.0, -2.0])}
+
+    @jax.jit
+    def run_all():
+        finals = []
+        for c in built:
+            opt = make_opt(c.make(**c.kw))
+            state = opt.init(params)
+            p = params
+            for _ in range(3):
+                updates, state = opt.update(jax.tree.map(lambda x: 2 * x, p), state, p)
+                p = gl.apply_updates(p, updates)
+            finals.append(p["w"])
+        return jnp.stack(finals)
+
+    finals = np.asarray(run_all())
+    assert np.all(np.isfinite(finals))
+    moved = np.any(finals != np.array([1.0, -2.0]), axis=1)
+    assert moved.sum() >= len(built) - 2  # warm-ups from 0 may not move in 3 steps
+
+
+@pytest.mark.parametrize("momentum", [None, 0.9])
+@pytest.mark.parametrize("c", [c for c in CASES if c.values[0].id in (
+    "step_decay", "warmup_cosine_decay", "one_cycle", "cyclic-triangular2", "join")])  # fmt: skip
+def test_sgd_with_a_schedule_matches_a_numpy_loop(c, momentum):
+    import gradlab as gl
+
+    n = 60
+    lrs = reference(c.ref, np.arange(n), **c.kw) * 0.1
+    target = np.array([3.0, -1.0])
+
+    def grad(p):  # of 0.5 |p - target|^2
+        return p - target
+
+    p, v = np.zeros(2), np.zeros(2)
+    for k in range(n):  # torch.optim.SGD with dampening 0
+        g = grad(p)
+        v = g if momentum is None else momentum * v + g
+        p = p - lrs[k] * v
+
+    sched = c.make(**c.kw)
+    opt = gl.sgd(lambda step: 0.1 * sched(step), momentum=momentum)
+
+    def body(carry, _):
+        q, state = carry
+        updates, state = opt.update(q - jnp.asarray(target, jnp.float32), state, q)
+        return (gl.apply_updates(q, updates), state), None
+
+    q0 = jnp.zeros(2)
+    (q, _), _ = jax.jit(lambda q0: jax.lax.scan(body, (q0, opt.init(q0)), None, length=n))(q0)
+    assert_close(q, p, rtol=1e-5, atol=1e-6)
+
+
+# ============================================================================ hygiene
+
+
+def test_public_names_are_exactly_the_contract():
+    assert sorted(S.__all__) == sorted(
+        ["constant", "step_decay", "multistep_decay", "piecewise_constant",
+         "exponential_decay", "inverse_time_decay", "polynomial_decay", "linear",
+         "cosine_decay", "cosine_warm_restarts", "warmup_cosine_decay", "warmup_linear_decay",
+         "cyclic", "one_cycle", "one_cycle_momentum", "warmup_stable_decay", "join"]
+    )  # fmt: skip
+    for name in S.__all__:
+        doc = getattr(S, name).__doc__
+        assert doc and "Example" in doc and ">>>" in doc, name
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import gradlab.schedules._cosine
+    import gradlab.schedules._cyclic
+    import gradlab.schedules._decay
+    import gradlab.schedules._join
+    import gradlab.schedules._warmup
+
+    mods = [S, gradlab.schedules._decay, gradlab.schedules._cosine, gradlab.schedules._cyclic,
+            gradlab.schedules._warmup, gradlab.schedules._join]  # fmt: skip
+    for mod in mods:
+        result = doctest.testmod(mod)
+        assert result.failed == 0 and result.attempted > 0, mod.__name__
