@@ -1,0 +1,95 @@
+"""Plots (matplotlib, the optional ``gradlab[plot]`` extra).
+
+matplotlib is imported inside each function, never at module import, so
+``import gradlab`` stays light and works without it. Figures are built with
+the object API (``matplotlib.figure.Figure``): no pyplot global state, no
+``show()``, safe under the Agg backend and in notebooks (a returned figure
+is displayed once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from gradlab._checks import check_int
+
+__all__ = ["schedules"]
+
+
+def _figure_module() -> Any:
+    try:
+        import matplotlib.figure
+    except ImportError as e:  # pragma: no cover - exercised by monkeypatching
+        raise ImportError(
+            "gradlab.plot needs matplotlib, which is not installed. "
+            "Install it with: pip install gradlab[plot]"
+        ) from e
+    return matplotlib.figure
+
+
+def _axes(ax: Any, figsize: tuple[float, float]) -> Any:
+    """``ax`` itself, or the single axes of a new (pyplot-free) figure."""
+    figure = _figure_module()
+    if ax is not None:
+        return ax
+    return figure.Figure(figsize=figsize, layout="constrained").subplots()
+
+
+def schedules(
+    schedules: Mapping[str, Callable] | Callable,
+    num_steps: int,
+    *,
+    log_scale: bool = False,
+    ax: Any = None,
+) -> Any:
+    """Plot schedules side by side over steps ``0 .. num_steps - 1``.
+
+    Args:
+        schedules: ``{label: schedule}`` (a single schedule is also accepted).
+        num_steps: how many steps to evaluate; each schedule is called once on
+            ``arange(num_steps)``.
+        log_scale: a logarithmic value axis (values <= 0 are not drawn).
+        ax: a matplotlib ``Axes`` to draw into; a new figure if ``None``.
+
+    Returns:
+        The ``matplotlib.figure.Figure`` holding the plot.
+
+    Example:
+        >>> import gradlab as gl
+        >>> from gradlab import schedules
+        >>> fig = gl.plot.schedules(
+        ...     {"cosine": schedules.cosine_decay(1.0, 100), "step": schedules.step_decay(1.0, 30)},
+        ...     num_steps=120,
+        ... )
+        >>> len(fig.axes[0].lines)
+        2
+    """
+    if callable(schedules) and not isinstance(schedules, Mapping):
+        schedules = {"schedule": schedules}
+    if not isinstance(schedules, Mapping):
+        raise TypeError(f"schedules must be a dict {{label: schedule}}, got {schedules!r}")
+    if not schedules:
+        raise ValueError("schedules must contain at least one schedule, got {}")
+    for label, fn in schedules.items():
+        if not callable(fn):
+            raise TypeError(f"schedules[{label!r}] must be a callable step -> value, got {fn!r}")
+    check_int("num_steps", num_steps, 1)
+    num_steps = int(num_steps)
+
+    ax = _axes(ax, figsize=(7.0, 4.0))
+    steps = np.arange(num_steps)
+    for label, fn in schedules.items():
+        values = np.asarray(fn(steps), dtype=np.float64)
+        ax.plot(steps, values, label=str(label))
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("value")
+    ax.set_xlim(0, max(num_steps - 1, 1))
+    ax.grid(True, alpha=0.3)
+    if len(schedules) > 1 or next(iter(schedules)) != "schedule":
+        ax.legend()
+    return ax.figure
