@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from gradlab._core import EmptyState, GradientTransformation, apply_updates, chain
-from gradlab._packing import Packed, packed
+from gradlab._packing import Packed, PackedState, packed
 from gradlab.blocks import (
     AddNoiseState,
     EmaState,
@@ -48,6 +48,7 @@ __all__ = [
     "EmptyState",
     "GradientTransformation",
     "Packed",
+    "PackedState",
     "ScaleByAdamState",
     "ScaleByRmsState",
     "ScaleByRssState",

@@ -76,7 +76,9 @@ def test_packed_state_is_packed_and_updates_keep_structure_and_dtype():
     params["f32"] = jnp.ones((5,), jnp.float32)
     tx = gl.packed(gl.adam(0.1), max_leaf_size=32)
     state = tx.init(params)
-    adam_state = state[0]
+    adam_state = state.inner[0]
+    # flatten order: big (loose), f32 (alone in float32), layers[0].b, .w, layers[1].b, .w, scale
+    assert [int(o) for o in state.offsets] == [0, 0, 3, 15, 17, 23]
     # small leaves live in one buffer per dtype; the 40-element leaf stays loose
     assert set(adam_state.mu.buffers) == {"bfloat16", "float32"}
     assert adam_state.mu.buffers["bfloat16"].shape == (12 + 3 + 6 + 2 + 1,)
