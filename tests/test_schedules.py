@@ -10,6 +10,7 @@ traced, float dtype whatever the step dtype, no overflow at ``2**31 - 1``, and
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from collections.abc import Callable
@@ -454,7 +455,8 @@ OPTAX_CASES = [
 
 @pytest.mark.parametrize("ours, theirs, n", OPTAX_CASES)
 def test_matches_optax(ours, theirs, n):
-    steps = np.arange(n)
+    assert n <= N_STEPS  # n: the steps that matter; one shape for all cases is faster
+    steps = np.arange(N_STEPS)
     with jax.numpy_dtype_promotion("standard"):  # Optax mixes dtypes
         want = np.asarray(jax.jit(theirs())(jnp.asarray(steps)), np.float64)
     assert_close(ours()(steps), want)
@@ -495,6 +497,26 @@ def test_every_parameter_can_be_traced(c, name):
     got = jax.jit(jax.vmap(lambda v: c.make(**{**c.kw, name: v})(steps)))(batched)
     want = np.stack([reference(c.ref, steps, **{**c.kw, name: v}) for v in values])
     assert_close(got, want)
+
+
+STATIC_OPTIONS = {"staircase", "mode", "anneal", "three_phase", "decay", "schedules"}
+
+
+@pytest.mark.parametrize("name", S.__all__)
+def test_traced_table_covers_every_numeric_parameter(name):
+    fn = getattr(S, name)
+    makes = {fn, make_join} if fn is S.join else {fn}
+    numeric = set(inspect.signature(fn).parameters) - STATIC_OPTIONS
+    covered = {p for c in CASES if c.values[0].make in makes for p in c.values[0].vary}
+    assert numeric <= covered, f"never traced: {sorted(numeric - covered)}"
+
+
+def test_join_accepts_parts_returning_python_floats_and_narrow_steps():
+    s = S.join([lambda step: 0.5, optax.constant_schedule(0.25)], [200])
+    got = s(np.array([0, 199, 200, 255], np.uint8))
+    assert got.shape == (4,) and got.dtype == jnp.float32
+    np.testing.assert_array_equal(got, [0.5, 0.5, 0.25, 0.25])
+    assert_close(S.join([S.constant(1.0), S.constant(0.5)], [300])(np.uint8(255)), 1.0)
 
 
 def test_new_parameter_values_do_not_recompile():
@@ -886,7 +908,7 @@ def test_every_optimizer_accepts_every_schedule_as_learning_rate(name, make_opt)
     finals = np.asarray(run_all())
     assert np.all(np.isfinite(finals))
     moved = np.any(finals != np.array([1.0, -2.0]), axis=1)
-    assert moved.sum() >= len(built) - 2  # warm-ups from 0 may not move in 3 steps
+    assert moved.all(), [c.id for c, m in zip(built, moved, strict=True) if not m]
 
 
 @pytest.mark.parametrize("momentum", [None, 0.9])

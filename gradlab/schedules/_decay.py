@@ -180,7 +180,8 @@ def exponential_decay(
     ``staircase``), ``lr_t = init_value * decay_rate ** p``, then clipped at
     ``end_value`` — a lower bound when ``decay_rate < 1``, an upper bound
     otherwise (Optax ``exponential_decay``; with ``transition_steps=1`` it is
-    PyTorch ``ExponentialLR(gamma=decay_rate)``).
+    PyTorch ``ExponentialLR(gamma=decay_rate)``). A growing schedule
+    (``decay_rate > 1``) without ``end_value`` grows without bound.
 
     Example:
         >>> from gradlab import schedules

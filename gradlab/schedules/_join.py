@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from gradlab.schedules._common import Schedule, as_float, as_sequence
+from gradlab.schedules._common import Schedule, as_float, as_sequence, float_dtype
 
 
 def join(schedules: Sequence[Callable], boundaries: Sequence[int] | ArrayLike) -> Schedule:
@@ -44,8 +44,11 @@ def join(schedules: Sequence[Callable], boundaries: Sequence[int] | ArrayLike) -
 
     def schedule(step: ArrayLike):
         step = jnp.asarray(step)
+        if jnp.issubdtype(step.dtype, jnp.integer) and step.dtype.itemsize < 4:
+            step = step.astype(jnp.int32)  # a boundary of 300 must not wrap in uint8
         bounds = jnp.asarray(boundaries).astype(step.dtype)
-        out = as_float(schedules[0](step))
+        # broadcast: a part may return a Python float (Optax's constant_schedule does)
+        out = jnp.zeros(step.shape, float_dtype()) + as_float(schedules[0](step))
         for i, following in enumerate(schedules[1:]):
             b = bounds[i]
             out = jnp.where(step < b, out, as_float(following(step - b)))
