@@ -866,3 +866,12 @@ def test_docstring_examples_run(module):
     mod = importlib.import_module(f"gradlab.losses.{module}")
     result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("label_dtype", [np.uint8, np.int16, np.int32, np.uint32])
+def test_integer_labels_of_any_integer_dtype(label_dtype):
+    # 255 is the largest uint8 label; 299 is the largest class index.
+    logits = jnp.zeros((3, 300))
+    labels = np.array([0, 255, 299 if label_dtype != np.uint8 else 1]).astype(label_dtype)
+    out = L.softmax_cross_entropy_with_integer_labels(logits, labels)
+    np.testing.assert_allclose(out, [np.log(300)] * 3, rtol=1e-6)

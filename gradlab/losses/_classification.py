@@ -216,6 +216,9 @@ def softmax_cross_entropy_with_integer_labels(logits: ArrayLike, labels: ArrayLi
             f"labels must be integer class indices, got dtype {labels.dtype}; "
             "for one-hot or soft labels use softmax_cross_entropy"
         )
+    if labels.dtype not in (jnp.int32, jnp.int64):
+        # Narrow or unsigned labels (uint8, int16) could not hold C or -1 below.
+        labels = labels.astype(jnp.int32)
     x = as_float(logits)
     n_classes = x.shape[-1]
     if labels.shape != x.shape[:-1]:
