@@ -307,6 +307,9 @@ CASES = [
     case("cosine_warm_restarts-mult2", S.cosine_warm_restarts, ref_cosine_warm_restarts, 300,
          {"period_mult": [1, 2, 3], "first_period": [5, 6]},
          periodic=True, init_value=1.0, first_period=5, period_mult=2),
+    # float32 log(1 + t/T0 (m-1)) / log(m) lands just below the integer at t = 1, 8, 57, 400
+    case("cosine_warm_restarts-log-rounding", S.cosine_warm_restarts, ref_cosine_warm_restarts,
+         300, periodic=True, init_value=1.0, first_period=1, period_mult=7),
     case("cosine_warm_restarts-mult3-decay", S.cosine_warm_restarts, ref_cosine_warm_restarts,
          300, periodic=True, init_value=1.0, first_period=3, period_mult=3, end_value=0.1,
          decay_factor=0.7),
