@@ -78,8 +78,9 @@ def check_in_range(
     arr = _concrete(name, value)
     if arr is None:
         return
-    ok = np.isfinite(arr) | (np.isinf(arr) & (arr == hi) & ~hi_open)
-    ok &= (arr > lo) if lo_open else (arr >= lo)
+    if not np.all(np.isfinite(arr)):  # inf/nan hyperparameters are never meaningful
+        raise ValueError(f"{name} must be finite, got {_fmt(value)}")
+    ok = (arr > lo) if lo_open else (arr >= lo)
     ok &= (arr < hi) if hi_open else (arr <= hi)
     if not np.all(ok):
         left = "(" if lo_open else "["
