@@ -311,3 +311,170 @@ NON_NUMERIC_HYPERPARAMETERS: list[tuple[str, Callable[[], Any], str]] = [
     ("clip_by_global_norm-string", lambda: gl.clip_by_global_norm("1"), "max_norm"),
     ("scale-none", lambda: gl.scale(None), "factor"),
 ]
+
+
+# --------------------------------------------------------------------------
+# Building-block cases: a short sequence of updates through one block
+# --------------------------------------------------------------------------
+
+BLOCK_SHAPES = {"a": (3,), "b": (2, 2), "c": ()}  # leaves order: a, b, c
+BLOCK_STEPS = 6
+_block_rng = np.random.default_rng(7)
+# Non-negative params (keep_params_nonnegative requires it); updates large
+# enough that p + u often goes negative and some exceed the clip thresholds.
+BLOCK_PARAMS = _block_rng.uniform(0.0, 1.0, 8).astype(np.float32)
+BLOCK_UPDATES = _block_rng.normal(0.0, 1.5, (BLOCK_STEPS, 8)).astype(np.float32)
+
+BOOL_MASK = {"a": True, "b": False, "c": True}
+BOOL_MASK_FLAT = np.array([True] * 3 + [False] * 4 + [True])
+ARRAY_MASK_FLAT = np.array([True, False, True, False, True, True, False, False])
+
+
+def array_mask():
+    """A mask whose leaves are boolean arrays (elementwise), built on demand."""
+    m = ARRAY_MASK_FLAT
+    return {"a": jnp.asarray(m[:3]), "b": jnp.asarray(m[3:7].reshape(2, 2)), "c": jnp.asarray(m[7])}
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockCase:
+    """``make()`` builds the block; ``reference(updates (T, n), params (n,)) -> (T, n)``."""
+
+    name: str
+    make: Callable[[], gl.GradientTransformation]
+    reference: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    rtol: float = 1e-5
+    atol: float = 1e-6
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _each(fn):
+    """A per-update reference applied to every step of a sequence."""
+    return lambda us, p: np.stack([fn(u, p) for u in us])
+
+
+def _schedule_ref(values):
+    return lambda us, p: us * np.asarray(values, np.float64)[: len(us), None]
+
+
+_K = np.arange(BLOCK_STEPS, dtype=np.float64)
+
+BLOCK_CASES = [
+    BlockCase("identity", gl.identity, lambda us, p: us),
+    BlockCase("scale", lambda: gl.scale(-2.5), lambda us, p: -2.5 * us),
+    BlockCase("scale_array", lambda: gl.scale(jnp.asarray(0.3)), lambda us, p: 0.3 * us),
+    BlockCase(
+        "scale_by_learning_rate", lambda: gl.scale_by_learning_rate(0.1), lambda us, p: -0.1 * us
+    ),
+    BlockCase(
+        "scale_by_learning_rate_array",
+        lambda: gl.scale_by_learning_rate(jnp.asarray(0.1)),
+        lambda us, p: -0.1 * us,
+    ),
+    BlockCase(
+        "scale_by_learning_rate_schedule",
+        lambda: gl.scale_by_learning_rate(lambda k: 0.1 / (1.0 + jnp.asarray(k, float))),
+        _schedule_ref(-0.1 / (1.0 + _K)),
+    ),
+    BlockCase(
+        "scale_by_learning_rate_no_flip",
+        lambda: gl.scale_by_learning_rate(0.1, flip_sign=False),
+        lambda us, p: 0.1 * us,
+    ),
+    BlockCase(
+        "scale_by_schedule",
+        lambda: gl.scale_by_schedule(lambda k: 2.0 * 0.5 ** jnp.asarray(k, float)),
+        _schedule_ref(2.0 * 0.5**_K),
+    ),
+    BlockCase(
+        "scale_by_schedule_constant", lambda: gl.scale_by_schedule(3.0), lambda us, p: 3 * us
+    ),
+    BlockCase("trace", lambda: gl.trace(0.9), lambda us, p: ref.trace(us, 0.9)),
+    BlockCase(
+        "trace_nesterov",
+        lambda: gl.trace(0.7, nesterov=True),
+        lambda us, p: ref.trace(us, 0.7, nesterov=True),
+    ),
+    BlockCase("trace_decay_1", lambda: gl.trace(1.0), lambda us, p: ref.trace(us, 1.0)),
+    BlockCase("ema_debiased", lambda: gl.ema(0.8), lambda us, p: ref.ema(us, 0.8)),
+    BlockCase(
+        "ema_not_debiased",
+        lambda: gl.ema(0.8, debias=False),
+        lambda us, p: ref.ema(us, 0.8, debias=False),
+    ),
+    BlockCase(
+        "scale_by_adam",
+        lambda: gl.scale_by_adam(0.9, 0.999, 1e-8),
+        lambda us, p: ref.scale_by_adam(us, 0.9, 0.999, 1e-8),
+    ),
+    BlockCase(
+        "scale_by_adam_eps_root",
+        lambda: gl.scale_by_adam(0.5, 0.9, 1e-3, eps_root=1e-2),
+        lambda us, p: ref.scale_by_adam(us, 0.5, 0.9, 1e-3, eps_root=1e-2),
+    ),
+    BlockCase(
+        "scale_by_rms",
+        lambda: gl.scale_by_rms(0.9, 1e-8),
+        lambda us, p: ref.scale_by_rms(us, 0.9, 1e-8),
+    ),
+    BlockCase(
+        "scale_by_rms_centered",
+        lambda: gl.scale_by_rms(0.8, 1e-6, centered=True),
+        lambda us, p: ref.scale_by_rms(us, 0.8, 1e-6, centered=True),
+    ),
+    BlockCase(
+        "scale_by_rms_initial_scale",
+        lambda: gl.scale_by_rms(0.9, 1e-3, initial_scale=2.0),
+        lambda us, p: ref.scale_by_rms(us, 0.9, 1e-3, initial_scale=2.0),
+    ),
+    BlockCase(
+        "scale_by_rss",
+        lambda: gl.scale_by_rss(0.1, 1e-7),
+        lambda us, p: ref.scale_by_rss(us, 0.1, 1e-7),
+    ),
+    BlockCase(
+        "scale_by_rss_zero_start",
+        lambda: gl.scale_by_rss(0.0, 1e-3),
+        lambda us, p: ref.scale_by_rss(us, 0.0, 1e-3),
+    ),
+    BlockCase(
+        "add_decayed_weights",
+        lambda: gl.add_decayed_weights(0.3),
+        _each(lambda u, p: ref.add_decayed_weights(u, p, 0.3)),
+    ),
+    BlockCase(
+        "add_decayed_weights_bool_mask",
+        lambda: gl.add_decayed_weights(0.3, BOOL_MASK),
+        _each(lambda u, p: ref.add_decayed_weights(u, p, 0.3, BOOL_MASK_FLAT)),
+    ),
+    BlockCase(
+        "add_decayed_weights_array_mask",
+        lambda: gl.add_decayed_weights(0.3, array_mask()),
+        _each(lambda u, p: ref.add_decayed_weights(u, p, 0.3, ARRAY_MASK_FLAT)),
+    ),
+    BlockCase(
+        "add_decayed_weights_callable_mask",
+        lambda: gl.add_decayed_weights(0.3, lambda params: {k: k != "b" for k in params}),
+        _each(lambda u, p: ref.add_decayed_weights(u, p, 0.3, BOOL_MASK_FLAT)),
+    ),
+    BlockCase("clip", lambda: gl.clip(1.0), _each(lambda u, p: ref.clip(u, 1.0))),
+    BlockCase("clip_zero", lambda: gl.clip(0.0), _each(lambda u, p: ref.clip(u, 0.0))),
+    BlockCase(
+        "clip_by_global_norm_above",
+        lambda: gl.clip_by_global_norm(1.0),
+        _each(lambda u, p: ref.clip_by_global_norm([u], 1.0)[0]),
+    ),
+    BlockCase(
+        "clip_by_global_norm_below",
+        lambda: gl.clip_by_global_norm(100.0),
+        lambda us, p: us,
+    ),
+    BlockCase("zero_nans", gl.zero_nans, _each(lambda u, p: ref.zero_nans(u))),
+    BlockCase(
+        "keep_params_nonnegative",
+        gl.keep_params_nonnegative,
+        _each(lambda u, p: ref.keep_params_nonnegative(u, p)),
+    ),
+]

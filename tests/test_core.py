@@ -215,9 +215,10 @@ def test_gradlab_adam_inside_optax_multisteps_matches_reference():
     with jax.numpy_dtype_promotion("standard"):  # Optax is not strict-clean
         tx = optax.MultiSteps(gl.adam(0.05), every_k_schedule=2)
         state = tx.init(params)
+        step = jax.jit(tx.update)  # eager, Optax's lax.cond would compile every call
         for k in range(6):
             grads = jax.tree.map(jnp.asarray, cases.unflatten(cases.NOISE[k]))
-            updates, state = tx.update(grads, state, params)
+            updates, state = step(grads, state, params)
             params = gl.apply_updates(params, updates)
     # Adam on the mean of each pair of gradients, 3 steps.
     mean_grads = (noise[0:6:2] + noise[1:6:2]) / 2
@@ -301,6 +302,9 @@ def test_gradient_tree_mismatch_raises_value_error_naming_both_structures(name, 
         run_mode(lambda g, s: tx.update(g, s, params))(bad, state)
     msg = str(info.value)
     assert "'w'" in msg and "'extra_key'" in msg, msg
+    # ... and says which tree is which (JAX's own tree_map error does not).
+    assert "gradient" in msg or "updates" in msg, msg
+    assert "state" in msg or "params" in msg, msg
 
 
 @pytest.mark.parametrize("name", list(ALL_TRANSFORMS), ids=str)
@@ -366,10 +370,9 @@ def test_step_counters_are_int32_and_saturate(name):
     _, one = tx.update(grads, state, params)
     assert all(int(c) == 1 for c in _counts(one))
 
-    step = jax.jit(lambda s: tx.update(grads, s, params))
     state = _set_counts(state, INT32_MAX - 1)
     for _ in range(3):
-        updates, state = step(state)
+        updates, state = tx.update(grads, state, params)
         assert all(c.dtype == jnp.int32 and int(c) == INT32_MAX for c in _counts(state))
         assert all(np.all(np.isfinite(u)) for u in jax.tree.leaves(updates))
 
@@ -442,7 +445,7 @@ def test_gradient_with_respect_to_learning_rate_matches_finite_differences(case)
             p = gl.apply_updates(p, u)
         return sum(jnp.sum(x) for x in jax.tree.leaves(p))
 
-    d = jax.jit(jax.grad(final_sum))(jnp.float32(case.lr))
+    d = jax.grad(final_sum)(jnp.float32(case.lr))
 
     def ref_sum(lr):
         return case.reference(cases.INITIAL_FLAT, grad_fn, [lr] * 3)[-1].sum()
@@ -527,6 +530,7 @@ def test_traced_hyperparameters_are_not_validated(build, valid, invalid):
 
     with pytest.raises(ValueError):
         build(invalid)  # concrete: validated ...
-    jax.jit(one_step)(jnp.float32(invalid))  # ... traced: not inspected, no error
+    jax.make_jaxpr(one_step)(jnp.float32(invalid))  # ... traced by jit: not inspected
+    jax.make_jaxpr(jax.vmap(one_step))(jnp.asarray([invalid, valid], jnp.float32))
     out = jax.vmap(one_step)(jnp.asarray([valid, valid / 2], jnp.float32))
     assert all(x.shape[0] == 2 and np.all(np.isfinite(x)) for x in jax.tree.leaves(out))
