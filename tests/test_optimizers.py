@@ -157,7 +157,7 @@ def test_optimizer_matches_reference_under_vmap(case, run_mode):
     for i, lr in enumerate(lrs):
         # The same float32 computation, batched or not: only XLA's instruction
         # choice may differ, so the tolerance is a few ulps.
-        assert_close(batched[i], separate[i], 1e-6, 1e-7, f"lr #{i} vs a separate run")
+        assert_close(batched[i], separate[i], 1e-6, 3e-7, f"lr #{i} vs a separate run")
         want = reference_trajectory(case, np.full(n, float(lr), np.float64))
         assert_close(batched[i], want, case.rtol, case.atol, f"lr #{i} vs the reference")
 
