@@ -82,8 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     x, y = make_problem(key)
     params0 = init_mlp(jax.random.key(1))
     initial = float(loss_fn(params0, x, y))
-    print(f"gradlab {gl.__version__} on {jax.devices()[0].platform.upper()} — "
-          f"MLP 1-32-32-1 on y = sin(3x) + noise, {args.steps} full-batch steps")
+    print(
+        f"gradlab {gl.__version__} on {jax.devices()[0].platform.upper()} — "
+        f"MLP 1-32-32-1 on y = sin(3x) + noise, {args.steps} full-batch steps"
+    )
     print(f"initial loss {initial:.4f}\n")
     print(f"{'optimizer':<24}{'final loss':>12}{'best loss':>12}{'steps/s':>12}")
     print("-" * 60)

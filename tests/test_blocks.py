@@ -73,12 +73,6 @@ def test_clip_by_global_norm_of_zero_gradients_gives_zeros_not_nan(run_mode):
         np.testing.assert_array_equal(x, np.zeros_like(x))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="gradlab bug (Optax shares it): _tree.global_norm takes jnp.sqrt of a zero sum "
-    "of squares, whose derivative is inf; 0*inf gives NaN through jax.grad",
-)
 def test_clip_by_global_norm_is_differentiable_at_zero_gradients():
     # API §1: update works under jax.grad. Below the threshold the block is the
     # identity, so d(sum(out))/dg is 1 everywhere, including at g = 0.

@@ -47,15 +47,7 @@ TREE_STATE_BLOCKS = [
     "scale_by_rss",
     "add_decayed_weights",
     "keep_params_nonnegative",
-    pytest.param(
-        "zero_nans",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=pytest.fail.Exception,
-            reason="gradlab bug: zero_nans.update never compares the gradient tree with its "
-            "per-leaf found_nan state; a mismatched tree silently changes the state's structure",
-        ),
-    ),
+    "zero_nans",
 ]
 
 ALL_TRANSFORMS = {**{c.name: functools.partial(c.make, c.lr) for c in OPTIMIZER_CASES}, **BLOCKS}

@@ -16,7 +16,7 @@ def test_showcase_trains_every_optimizer(capsys):
     rows = re.findall(r"^(.+?)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9,]+)$", out, re.M)
     names = {name.strip() for name, *_ in rows}
     assert names == set(showcase.OPTIMIZERS), names
-    for name, final, best, _rate in rows:
+    for name, _final, best, _rate in rows:
         assert float(best) < initial, f"{name} made no progress: {best} >= {initial}"
     assert "4 learning rates" in out
 

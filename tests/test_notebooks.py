@@ -41,7 +41,5 @@ def test_notebook_is_committed_with_outputs(path):
     code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
     assert code, "notebook has no code"
     assert any(c.get("outputs") for c in code), "notebook was committed without outputs"
-    images = [
-        o for c in code for o in c.get("outputs", []) if "image/png" in o.get("data", {})
-    ]
+    images = [o for c in code for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert images, "notebook shows no plot"

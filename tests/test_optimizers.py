@@ -313,22 +313,7 @@ def test_low_precision_params_keep_their_dtype_and_match_reference(case, dtype, 
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.max(np.abs(want)))
 
 
-_ADAM_FLOAT64_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="gradlab bug: _tree.debias computes Adam's bias correction 1-b^t in float32 "
-    "even for float64 params (~1e-6 relative error)",
-)
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(c, marks=_ADAM_FLOAT64_BUG) if c.name.startswith("adam") else c
-        for c in OPTIMIZER_CASES
-    ],
-    ids=repr,
-)
+@pytest.mark.parametrize("case", OPTIMIZER_CASES, ids=repr)
 def test_float64_params_match_reference_tightly(case, x64):
     params = initial_params(jnp.float64)
     kinds = ("float", "schedule")
@@ -445,17 +430,9 @@ def test_adaptive_optimizers_stay_finite_for_huge_gradients(case, run_mode):
     _assert_finite_and_bounded(case, *run_mode(_huge_gradient_updates(case))(initial_params()))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="gradlab bug: scale_by_rms(centered=True) computes v - m² = inf - inf = NaN "
-    "when g² overflows; jnp.maximum(NaN, 0) keeps the NaN",
-)
 @pytest.mark.parametrize("case", [c for c in ADAPTIVE_CASES if "centered" in c.name], ids=repr)
-def test_centered_rmsprop_stays_finite_for_huge_gradients(case):
-    # Eager only: under jit, whether XLA's max(NaN, 0) propagates the NaN
-    # depends on fusion, so the jitted outcome is not deterministic.
-    _assert_finite_and_bounded(case, *_huge_gradient_updates(case)(initial_params()))
+def test_centered_rmsprop_stays_finite_for_huge_gradients(case, run_mode):
+    _assert_finite_and_bounded(case, *run_mode(_huge_gradient_updates(case))(initial_params()))
 
 
 @pytest.mark.parametrize("case", [c for c in OPTIMIZER_CASES if not c.adaptive], ids=repr)

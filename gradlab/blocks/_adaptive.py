@@ -68,19 +68,21 @@ def scale_by_adam(
 
     def update(updates, state, params=None, **extra):
         count = _tree.safe_increment(state.count)
-        c1, c2 = _tree.debias(b1, count), _tree.debias(b2, count)
-        c1_next = _tree.debias(b1, _tree.safe_increment(count)) if nesterov else None
+        count_next = _tree.safe_increment(count)
 
         def leaf(g, m, v):
             m_new = _tree.moment_step(g, m, b1, 1)
             v_new = _tree.moment_step(g, v, b2, 2)
             dt = v_new.dtype
+            c1 = _tree.debias(b1, count, dt)
             if nesterov:
                 b1_ = _tree.hp(b1, dt)
-                m_hat = b1_ * m_new / c1_next.astype(dt) + (1 - b1_) * g.astype(dt) / c1.astype(dt)
+                m_hat = (
+                    b1_ * m_new / _tree.debias(b1, count_next, dt) + (1 - b1_) * g.astype(dt) / c1
+                )
             else:
-                m_hat = m_new / c1.astype(dt)
-            v_hat = v_new / c2.astype(dt)
+                m_hat = m_new / c1
+            v_hat = v_new / _tree.debias(b2, count, dt)
             out = m_hat / (jnp.sqrt(v_hat + _tree.hp(eps_root, dt)) + _tree.hp(eps, dt))
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
@@ -117,7 +119,8 @@ def scale_by_rms(
             var = v_new
             if centered:
                 m_new = _tree.moment_step(g, m, decay, 1)
-                var = jnp.maximum(v_new - m_new * m_new, 0)  # rounding can dip below 0
+                # rounding can dip below 0; g² overflowing to inf must not give inf - inf
+                var = jnp.where(jnp.isinf(v_new), v_new, jnp.maximum(v_new - m_new * m_new, 0))
             out = g.astype(dt) / (jnp.sqrt(var) + _tree.hp(eps, dt))
             extra_out = (m_new.astype(m.dtype),) if centered else ()
             return (out.astype(g.dtype), v_new.astype(v.dtype), *extra_out)

@@ -53,7 +53,7 @@ def zero_nans() -> GradientTransformation:
         return ZeroNansState(jax.tree.map(lambda _: jnp.zeros((), bool), params))
 
     def update(updates, state, params=None, **extra):
-        found = jax.tree.map(lambda u: jnp.any(jnp.isnan(u)), updates)
+        found = _tree.map_like(lambda u, _: jnp.any(jnp.isnan(u)), updates, state.found_nan)
         clean = jax.tree.map(lambda u: jnp.where(jnp.isnan(u), jnp.zeros_like(u), u), updates)
         return clean, ZeroNansState(found)
 

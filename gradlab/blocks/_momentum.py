@@ -67,11 +67,10 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Any = None) -> Gradi
 
     def update(updates, state, params=None, **extra):
         count = _tree.safe_increment(state.count)
-        correction = _tree.debias(decay, count) if debias else None
 
         def leaf(g, v):
             v_new = _tree.moment_step(g, v, decay, 1)
-            out = v_new / correction.astype(v_new.dtype) if debias else v_new
+            out = v_new / _tree.debias(decay, count, v_new.dtype) if debias else v_new
             return out.astype(g.dtype), v_new.astype(v.dtype)
 
         out = _tree.map_like(leaf, updates, state.ema)

@@ -73,7 +73,7 @@ def add_decayed_weights(
                 decayed = jnp.where(on, decayed, u.astype(dt))
             return decayed.astype(u.dtype)
 
-        return _tree.map_like(leaf, updates, params, m), state
+        return _tree.map_like(leaf, updates, params, m, tree_name="params"), state
 
     return GradientTransformation(lambda params: EmptyState(), update)
 
@@ -121,6 +121,6 @@ def keep_params_nonnegative() -> GradientTransformation:
         def leaf(u, p):
             return jnp.where(p + u.astype(p.dtype) < 0, -p.astype(u.dtype), u)
 
-        return _tree.map_like(leaf, updates, params), state
+        return _tree.map_like(leaf, updates, params, tree_name="params"), state
 
     return GradientTransformation(lambda params: EmptyState(), update)
