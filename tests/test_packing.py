@@ -99,3 +99,15 @@ def test_packed_rejects_a_gradient_tree_unlike_the_params():
 def test_packed_rejects_negative_max_leaf_size():
     with pytest.raises(ValueError, match="max_leaf_size"):
         gl.packed(gl.adam(0.1), max_leaf_size=-1)
+
+
+def test_packed_leaves_a_stateless_transform_unpacked_and_still_matches_optax():
+    params = _tree()
+    tx = gl.packed(gl.sgd(0.1), max_leaf_size=32)
+    state = tx.init(params)
+    assert state.offsets == ()  # nothing to keep packed: no copies
+    ours = _run(tx, params, gl.apply_updates, steps=3)
+    with jax.numpy_dtype_promotion("standard"):
+        ref = _run(optax.sgd(0.1), params, optax.apply_updates, steps=3)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
