@@ -130,10 +130,15 @@ def global_norm(tree: Tree) -> jax.Array:
     if not leaves:
         return jnp.zeros((), jnp.float32)
     dt = np.result_type(*(compute_dtype(x.dtype) for x in leaves))
-    sq = sum(jnp.sum(jnp.square(x.astype(dt))) for x in leaves)
-    # sqrt'(0) is inf and 0*inf is NaN under jax.grad: take the root of a positive value only
-    positive = sq > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1)), 0)
+    # One reduction over the stacked per-leaf sums, not a Python sum(): a chain
+    # of hundreds of scalar adds is fused into every consumer kernel and XLA's
+    # fusion pass goes quadratic (clip -> adamw on a 388-leaf tree compiled in
+    # 52 s; now 3.7 s).
+    sq = jnp.sum(jnp.stack([jnp.sum(jnp.square(x.astype(dt))) for x in leaves]))
+    # sqrt'(0) is inf, and 0 * inf is NaN under jax.grad: floor at the smallest
+    # normal float. (A where()-guarded sqrt is exact at 0 but sends XLA's fusion
+    # pass quadratic again.) The norm of an all-zero tree is thus ~1e-19.
+    return jnp.sqrt(jnp.maximum(sq, jnp.finfo(dt).tiny))
 
 
 def safe_increment(count: jax.Array) -> jax.Array:
