@@ -54,7 +54,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
 
     def add(p, u):
         p = jnp.asarray(p)
-        wide = p.dtype if jnp.finfo(p.dtype).bits >= jnp.finfo(u.dtype).bits else u.dtype
+        wide = p.dtype if p.dtype.itemsize >= u.dtype.itemsize else u.dtype
         return (p.astype(wide) + u.astype(wide)).astype(p.dtype)
 
     return jax.tree.map(add, params, updates)

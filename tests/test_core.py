@@ -526,3 +526,12 @@ def test_traced_hyperparameters_are_not_validated(build, valid, invalid):
     jax.make_jaxpr(jax.vmap(one_step))(jnp.asarray([invalid, valid], jnp.float32))
     out = jax.vmap(one_step)(jnp.asarray([valid, valid / 2], jnp.float32))
     assert all(x.shape[0] == 2 and np.all(np.isfinite(x)) for x in jax.tree.leaves(out))
+
+
+def test_apply_updates_handles_integer_params_and_keeps_their_dtype():
+    params = {"steps": jnp.arange(3, dtype=jnp.int32), "w": jnp.ones(2, jnp.bfloat16)}
+    updates = {"steps": jnp.ones(3, jnp.int32), "w": jnp.full(2, 0.25, jnp.float32)}
+    out = gl.apply_updates(params, updates)
+    np.testing.assert_array_equal(out["steps"], np.array([1, 2, 3]))
+    assert out["steps"].dtype == jnp.int32 and out["w"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(out["w"], np.float32), np.full(2, 1.25))
