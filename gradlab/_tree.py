@@ -92,27 +92,51 @@ def cast(tree: Tree, like: Tree) -> Tree:
     return jax.tree.map(lambda x, ref: x.astype(jnp.result_type(ref)), tree, like)
 
 
+def per_dtype(fn: Callable[[np.dtype], Any]) -> Callable[[Any], Any]:
+    """Memoise ``fn(dtype)`` for one ``update`` call.
+
+    Hyperparameter casts and scalar terms (bias corrections, ``1 - b``) are
+    then traced once per dtype instead of once per leaf: with hundreds of
+    leaves that is most of the trace and compile time of a step.
+    """
+    cache: dict[np.dtype, Any] = {}
+
+    def get(dtype: Any) -> Any:
+        key = np.dtype(dtype)
+        if key not in cache:
+            cache[key] = fn(key)
+        return cache[key]
+
+    return get
+
+
 def scale(tree: Tree, factor: Any) -> Tree:
     """``factor * x`` for every leaf, computed in the compute dtype, stored as x's dtype."""
+    factor_as = per_dtype(lambda dt: hp(factor, dt))
 
     def mul(x):
         dt = compute_dtype(x.dtype)
-        return (hp(factor, dt) * x.astype(dt)).astype(x.dtype)
+        return (factor_as(dt) * x.astype(dt)).astype(x.dtype)
 
     return jax.tree.map(mul, tree)
 
 
-def moment_step(g: jax.Array, m: jax.Array, decay: Any, order: int) -> jax.Array:
+def moment_step(
+    g: jax.Array, m: jax.Array, decay: Any, order: int, complement: Any = None
+) -> jax.Array:
     """One EMA step of the ``order``-th moment: ``decay*m + (1-decay)*g**order``.
 
     Computed in the compute dtype; returned in the compute dtype (callers cast
-    to the moment's storage dtype once, after using it).
+    to the moment's storage dtype once, after using it). Pass ``decay`` and
+    ``complement = 1 - decay`` already cast (see :func:`per_dtype`) to keep
+    per-leaf tracing small.
     """
     dt = np.result_type(compute_dtype(m.dtype), compute_dtype(g.dtype))
     d = hp(decay, dt)
+    c = 1 - d if complement is None else hp(complement, dt)
     gx = g.astype(dt)
     gx = gx if order == 1 else gx * gx if order == 2 else gx**order
-    return d * m.astype(dt) + (1 - d) * gx
+    return d * m.astype(dt) + c * gx
 
 
 def debias(decay: Any, count: jax.Array, dtype: Any = jnp.float32) -> jax.Array:

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import check_in_range, check_nonnegative
@@ -70,20 +71,32 @@ def scale_by_adam(
         count = _tree.safe_increment(state.count)
         count_next = _tree.safe_increment(count)
 
+        def scalars(dt):  # traced once per dtype, not per leaf
+            b1_, b2_ = _tree.hp(b1, dt), _tree.hp(b2, dt)
+            c1 = _tree.debias(b1_, count, dt)
+            c1_next = _tree.debias(b1_, count_next, dt) if nesterov else None
+            return (
+                b1_,
+                1 - b1_,
+                b2_,
+                1 - b2_,
+                c1,
+                c1_next,
+                _tree.debias(b2_, count, dt),
+                _tree.hp(eps, dt),
+                _tree.hp(eps_root, dt),
+            )
+
+        consts = _tree.per_dtype(scalars)
+
         def leaf(g, m, v):
-            m_new = _tree.moment_step(g, m, b1, 1)
-            v_new = _tree.moment_step(g, v, b2, 2)
-            dt = v_new.dtype
-            c1 = _tree.debias(b1, count, dt)
-            if nesterov:
-                b1_ = _tree.hp(b1, dt)
-                m_hat = (
-                    b1_ * m_new / _tree.debias(b1, count_next, dt) + (1 - b1_) * g.astype(dt) / c1
-                )
-            else:
-                m_hat = m_new / c1
-            v_hat = v_new / _tree.debias(b2, count, dt)
-            out = m_hat / (jnp.sqrt(v_hat + _tree.hp(eps_root, dt)) + _tree.hp(eps, dt))
+            dt = np.result_type(_tree.compute_dtype(m.dtype), _tree.compute_dtype(g.dtype))
+            b1_, cb1, b2_, cb2, c1, c1_next, c2, eps_, eps_root_ = consts(dt)
+            m_new = _tree.moment_step(g, m, b1_, 1, cb1)
+            v_new = _tree.moment_step(g, v, b2_, 2, cb2)
+            # Nesterov (Dozat 2016): look ahead one step with the current gradient.
+            m_hat = b1_ * m_new / c1_next + cb1 * g.astype(dt) / c1 if nesterov else m_new / c1
+            out = m_hat / (jnp.sqrt(v_new / c2 + eps_root_) + eps_)
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
         out = _tree.map_like(leaf, updates, state.mu, state.nu)
@@ -113,15 +126,20 @@ def scale_by_rms(
         return ScaleByRmsState(nu, _tree.zeros_like(params) if centered else ())
 
     def update(updates, state, params=None, **extra):
+        consts = _tree.per_dtype(
+            lambda dt: (_tree.hp(decay, dt), 1 - _tree.hp(decay, dt), _tree.hp(eps, dt))
+        )
+
         def leaf(g, v, m=None):
-            v_new = _tree.moment_step(g, v, decay, 2)
-            dt = v_new.dtype
+            dt = np.result_type(_tree.compute_dtype(v.dtype), _tree.compute_dtype(g.dtype))
+            d, cd, eps_ = consts(dt)
+            v_new = _tree.moment_step(g, v, d, 2, cd)
             var = v_new
             if centered:
-                m_new = _tree.moment_step(g, m, decay, 1)
+                m_new = _tree.moment_step(g, m, d, 1, cd)
                 # rounding can dip below 0; g² overflowing to inf must not give inf - inf
                 var = jnp.where(jnp.isinf(v_new), v_new, jnp.maximum(v_new - m_new * m_new, 0))
-            out = g.astype(dt) / (jnp.sqrt(var) + _tree.hp(eps, dt))
+            out = g.astype(dt) / (jnp.sqrt(var) + eps_)
             extra_out = (m_new.astype(m.dtype),) if centered else ()
             return (out.astype(g.dtype), v_new.astype(v.dtype), *extra_out)
 
@@ -148,11 +166,13 @@ def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7) -> Gradi
         return ScaleByRssState(_tree.full_like(params, initial_accumulator_value))
 
     def update(updates, state, params=None, **extra):
+        eps_as = _tree.per_dtype(lambda dt: _tree.hp(eps, dt))
+
         def leaf(g, s):
             dt = _tree.compute_dtype(s.dtype)
             gx = g.astype(dt)
             s_new = s.astype(dt) + gx * gx
-            out = gx / (jnp.sqrt(s_new) + _tree.hp(eps, dt))
+            out = gx / (jnp.sqrt(s_new) + eps_as(dt))
             return out.astype(g.dtype), s_new.astype(s.dtype)
 
         out = _tree.map_like(leaf, updates, state.sum_of_squares)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import check_in_range
@@ -39,9 +40,11 @@ def trace(
         return TraceState(_tree.zeros_like(params, accumulator_dtype))
 
     def update(updates, state, params=None, **extra):
+        decay_as = _tree.per_dtype(lambda dt: _tree.hp(decay, dt))
+
         def leaf(g, v):
             dt = _tree.compute_dtype(g.dtype)
-            d = _tree.hp(decay, dt)
+            d = decay_as(dt)
             v_new = d * v.astype(dt) + g.astype(dt)
             out = g.astype(dt) + d * v_new if nesterov else v_new
             return out.astype(g.dtype), v_new.astype(v.dtype)
@@ -67,10 +70,19 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Any = None) -> Gradi
 
     def update(updates, state, params=None, **extra):
         count = _tree.safe_increment(state.count)
+        consts = _tree.per_dtype(
+            lambda dt: (
+                _tree.hp(decay, dt),
+                1 - _tree.hp(decay, dt),
+                _tree.debias(decay, count, dt),
+            )
+        )
 
         def leaf(g, v):
-            v_new = _tree.moment_step(g, v, decay, 1)
-            out = v_new / _tree.debias(decay, count, v_new.dtype) if debias else v_new
+            dt = np.result_type(_tree.compute_dtype(v.dtype), _tree.compute_dtype(g.dtype))
+            d, cd, correction = consts(dt)
+            v_new = _tree.moment_step(g, v, d, 1, cd)
+            out = v_new / correction if debias else v_new
             return out.astype(g.dtype), v_new.astype(v.dtype)
 
         out = _tree.map_like(leaf, updates, state.ema)
