@@ -92,8 +92,9 @@ def scale_by_adam(
         def leaf(g, m, v):
             dt = np.result_type(_tree.compute_dtype(m.dtype), _tree.compute_dtype(g.dtype))
             b1_, cb1, b2_, cb2, c1, c1_next, c2, eps_, eps_root_ = consts(dt)
-            m_new = _tree.moment_step(g, m, b1_, 1, cb1)
-            v_new = _tree.moment_step(g, v, b2_, 2, cb2)
+            # The output reads the moments as stored (see _tree.as_stored).
+            m_new = _tree.as_stored(_tree.moment_step(g, m, b1_, 1, cb1), m.dtype)
+            v_new = _tree.as_stored(_tree.moment_step(g, v, b2_, 2, cb2), v.dtype)
             # Nesterov (Dozat 2016): look ahead one step with the current gradient.
             m_hat = b1_ * m_new / c1_next + cb1 * g.astype(dt) / c1 if nesterov else m_new / c1
             out = m_hat / (jnp.sqrt(v_new / c2 + eps_root_) + eps_)
@@ -133,10 +134,11 @@ def scale_by_rms(
         def leaf(g, v, m=None):
             dt = np.result_type(_tree.compute_dtype(v.dtype), _tree.compute_dtype(g.dtype))
             d, cd, eps_ = consts(dt)
-            v_new = _tree.moment_step(g, v, d, 2, cd)
+            # The output reads the moments as stored (see _tree.as_stored).
+            v_new = _tree.as_stored(_tree.moment_step(g, v, d, 2, cd), v.dtype)
             var = v_new
             if centered:
-                m_new = _tree.moment_step(g, m, d, 1, cd)
+                m_new = _tree.as_stored(_tree.moment_step(g, m, d, 1, cd), m.dtype)
                 # rounding can dip below 0; g² overflowing to inf must not give inf - inf
                 var = jnp.where(jnp.isinf(v_new), v_new, jnp.maximum(v_new - m_new * m_new, 0))
             out = g.astype(dt) / (jnp.sqrt(var) + eps_)
@@ -171,7 +173,7 @@ def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7) -> Gradi
         def leaf(g, s):
             dt = _tree.compute_dtype(s.dtype)
             gx = g.astype(dt)
-            s_new = s.astype(dt) + gx * gx
+            s_new = _tree.as_stored(s.astype(dt) + gx * gx, s.dtype)
             out = gx / (jnp.sqrt(s_new) + eps_as(dt))
             return out.astype(g.dtype), s_new.astype(s.dtype)
 

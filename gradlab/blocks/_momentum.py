@@ -45,7 +45,7 @@ def trace(
         def leaf(g, v):
             dt = _tree.compute_dtype(g.dtype)
             d = decay_as(dt)
-            v_new = d * v.astype(dt) + g.astype(dt)
+            v_new = _tree.as_stored(d * v.astype(dt) + g.astype(dt), v.dtype)
             out = g.astype(dt) + d * v_new if nesterov else v_new
             return out.astype(g.dtype), v_new.astype(v.dtype)
 
@@ -81,7 +81,7 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Any = None) -> Gradi
         def leaf(g, v):
             dt = np.result_type(_tree.compute_dtype(v.dtype), _tree.compute_dtype(g.dtype))
             d, cd, correction = consts(dt)
-            v_new = _tree.moment_step(g, v, d, 1, cd)
+            v_new = _tree.as_stored(_tree.moment_step(g, v, d, 1, cd), v.dtype)
             out = v_new / correction if debias else v_new
             return out.astype(g.dtype), v_new.astype(v.dtype)
 
