@@ -84,7 +84,7 @@ class Layout:
                 n_loose += 1
         self.group_sizes = sizes
 
-    def pack(self, tree: Any, dtype_of_group: Any = None) -> Packed:
+    def pack(self, tree: Any) -> Packed:
         """Concatenate the small leaves of each dtype group; keep the others."""
         leaves = self.treedef.flatten_up_to(tree)
         parts: dict[str, list[jax.Array]] = {k: [] for k in self.group_sizes}

@@ -43,11 +43,6 @@ def hp(value: Any, dtype: Any) -> jax.Array:
     return jnp.asarray(value).astype(dtype)
 
 
-def to_compute(x: jax.Array) -> jax.Array:
-    """``x`` in its compute dtype (see :func:`compute_dtype`)."""
-    return x.astype(compute_dtype(x.dtype))
-
-
 def map_like(
     fn: Callable[..., Any], updates: Tree, *trees: Tree, tree_name: str = "optimizer state"
 ) -> Tree:
@@ -85,11 +80,6 @@ def full_like(tree: Tree, value: Any, dtype: Any = None) -> Tree:
         return jnp.full_like(x, hp(value, dt), dtype=dt)
 
     return jax.tree.map(fill, tree)
-
-
-def cast(tree: Tree, like: Tree) -> Tree:
-    """Cast each leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
-    return jax.tree.map(lambda x, ref: x.astype(jnp.result_type(ref)), tree, like)
 
 
 def per_dtype(fn: Callable[[np.dtype], Any]) -> Callable[[Any], Any]:

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab._checks import is_traced
+from gradlab._tree import hp
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -37,9 +38,8 @@ def as_float(x: ArrayLike) -> Array:
     return x
 
 
-def cast(x: ArrayLike, dtype: Any) -> Array:
-    """``x`` (labels, targets or a hyperparameter, possibly traced) as ``dtype``."""
-    return jnp.asarray(x).astype(dtype)
+# Labels, targets and hyperparameters (possibly traced) as a dtype: the blocks' helper.
+cast = hp
 
 
 def check_same_shape(name_a: str, a: ArrayLike, name_b: str, b: ArrayLike) -> None:
