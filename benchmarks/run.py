@@ -5,7 +5,9 @@
     python benchmarks/run.py --cases transformer --opts adam,chain --json out.json
 
 For every case (a parameter tree) and optimizer, each implementation
-(gradlab, gradlab+packed when ``gl.packed`` exists, Optax) gets a fresh
+(gradlab, gradlab+packed when ``gl.packed`` exists, gradlab+flat -- the
+flat-params pattern, the gradient tree raveled inside the step -- and Optax)
+gets a fresh
 ``jax.jit(step, donate_argnums=(0, 1))`` of
 
     updates, state = opt.update(grads, state, params)
@@ -44,13 +46,14 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 import gradlab as gl
 
 LR = 1e-3
 PARAM_SCALE = 0.02  # params ~ N(0, 0.02^2): bfloat16 can still resolve a 1e-3 step
 SCHEDULE_ARGS = (0.0, 1e-3, 100, 1000)  # init, peak, warmup_steps, decay_steps
-IMPLS = ("gradlab", "gradlab+packed", "optax")
+IMPLS = ("gradlab", "gradlab+packed", "gradlab+flat", "optax")
 CEILING_BYTES_PER_PARAM = 28  # fused Adam: read p, m, v, g; write p, m, v (float32)
 
 
@@ -232,10 +235,29 @@ def transformation(impl: str, opt: Opt):
     return tx, gl.apply_updates
 
 
-def make_step(tx, apply_updates) -> Callable:
-    """A new function object each call, so every ``jax.jit`` of it starts cold."""
+def as_impl_params(impl: str, params):
+    """The params as ``impl`` holds them: one flat vector for the flat-params pattern."""
+    return ravel_pytree(params)[0] if impl == "gradlab+flat" else params
+
+
+def as_tree(impl: str, params, like):
+    """Back to the tree of ``like`` (for the numerical check)."""
+    return ravel_pytree(like)[1](params) if impl == "gradlab+flat" else params
+
+
+def make_step(tx, apply_updates, flat: bool = False) -> Callable:
+    """A new function object each call, so every ``jax.jit`` of it starts cold.
+
+    ``flat``: the flat-params pattern (notebooks/03_fast_paths.ipynb). The
+    params are one vector that the model unravels; differentiating through the
+    unravel gathers the per-leaf gradients into one vector at the end of the
+    backward pass. That gather is done here, inside the timed step, so the
+    pattern is not credited with a free copy.
+    """
 
     def step(params, state, grads):
+        if flat:
+            grads = ravel_pytree(grads)[0]
         updates, state = tx.update(grads, state, params)
         return apply_updates(params, updates), state
 
@@ -390,7 +412,8 @@ def warm_up(opts: list[Opt], impls: list[str]) -> None:
         for opt in opts:
             for impl in impls:
                 tx, apply = transformation(impl, opt)
-                jax.jit(make_step(tx, apply))(params, tx.init(params), grads)
+                p = as_impl_params(impl, params)
+                jax.jit(make_step(tx, apply, impl == "gradlab+flat"))(p, tx.init(p), grads)
     ceiling_runner(8).step()
 
 
@@ -406,10 +429,10 @@ def compile_all(opt: Opt, impls: list[str], params0, grads, cfg: Config, start: 
     k = start % len(impls)
     for impl in impls[k:] + impls[:k]:
         tx, apply = transformation(impl, opt)
-        params = jax.tree.map(jnp.copy, params0)
+        params = as_impl_params(impl, jax.tree.map(jnp.copy, params0))
         state = tx.init(params)
         jitted, seconds, caught = timed_compile(
-            make_step(tx, apply), (0, 1), (params, state, grads)
+            make_step(tx, apply, impl == "gradlab+flat"), (0, 1), (params, state, grads)
         )
         compiles[impl].append(seconds)
         notes[impl] = caught
@@ -419,7 +442,8 @@ def compile_all(opt: Opt, impls: list[str], params0, grads, cfg: Config, start: 
         for impl in impls[k:] + impls[:k]:
             tx, apply = transformation(impl, opt)
             args = (*runners[impl].carry, grads)
-            compiles[impl].append(timed_compile(make_step(tx, apply), (0, 1), args)[1])
+            step = make_step(tx, apply, impl == "gradlab+flat")
+            compiles[impl].append(timed_compile(step, (0, 1), args)[1])
     return {impl: runners[impl] for impl in impls}, compiles, notes
 
 
@@ -431,9 +455,15 @@ def run_opt(
     # The first call (warm-up) is step 1 of the numerical check.
     estimate = {name: [r.step() for _ in range(cfg.check_steps)][-1] for name, r in runners.items()}
     reference = "optax" if "optax" in runners else impls[0]
-    ref_params = runners[reference].carry[0]
+    ref_params = as_tree(reference, runners[reference].carry[0], params0)
     checks = {
-        impl: compare(runners[impl].carry[0], ref_params, params0, case.dtype, cfg.check_steps)
+        impl: compare(
+            as_tree(impl, runners[impl].carry[0], params0),
+            ref_params,
+            params0,
+            case.dtype,
+            cfg.check_steps,
+        )
         for impl in impls
     }
     moved = max_change(ref_params, params0)
