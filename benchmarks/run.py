@@ -7,8 +7,7 @@
 For every case (a parameter tree) and optimizer, each implementation
 (gradlab, gradlab+packed when ``gl.packed`` exists, gradlab+flat -- the
 flat-params pattern, the gradient tree raveled inside the step -- and Optax)
-gets a fresh
-``jax.jit(step, donate_argnums=(0, 1))`` of
+gets a fresh ``jax.jit(step, donate_argnums=(0, 1))`` of
 
     updates, state = opt.update(grads, state, params)
     params = apply_updates(params, updates)

@@ -299,3 +299,19 @@ def test_adam_first_step_is_at_most_one_per_coordinate(g):
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def test_clip_by_global_norm_on_bfloat16_keeps_no_float32_copy_of_the_gradient():
+    """Structure, not timing: the compiled clip -> adam step on bfloat16 params has
+    no float32 buffer of the params' size. (XLA used to share the norm's and the
+    clip's bf16 -> f32 convert and materialise it: 18 of 36 ms on 16M params.)"""
+    p = jnp.ones((4096,), jnp.bfloat16)
+    tx = gl.chain(gl.clip_by_global_norm(1.0), gl.adam(1e-3))
+
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return gl.apply_updates(p, u), s
+
+    hlo = jax.jit(step).lower(p, tx.init(p), p).compile().as_text()
+    entry = hlo[hlo.index("ENTRY") :]
+    assert "f32[4096]" not in entry, [line for line in entry.splitlines() if "f32[4096]" in line]
