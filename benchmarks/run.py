@@ -1,6 +1,6 @@
 """gradlab vs Optax, side by side in one process: step time, bandwidth, compile time.
 
-    python benchmarks/run.py                  # full run (~17 min on a 2-core CPU)
+    python benchmarks/run.py                  # full run (~20 min on a 2-core CPU)
     python benchmarks/run.py --quick          # under 3 minutes
     python benchmarks/run.py --cases transformer --opts adam,chain --json out.json
 
