@@ -150,3 +150,29 @@ def test_flat_params_pattern_with_a_flat_mask_matches_optax_on_the_tree():
     with jax.numpy_dtype_promotion("standard"):
         unmasked = run(optax.adamw(0.05, weight_decay=0.3), params, loss, optax.apply_updates)
     assert not np.allclose(unmasked["layers"][1]["b"], want["layers"][1]["b"], atol=1e-3)
+
+
+def _step_equations(tx, n_leaves):
+    params = {f"p{i:04d}": jnp.full((10,), 0.1 * i) for i in range(n_leaves)}
+
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return gl.apply_updates(p, u), s
+
+    return len(jax.make_jaxpr(step)(params, tx.init(params), params).jaxpr.eqns)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: gl.adam(1e-3), lambda: gl.chain(gl.clip_by_global_norm(1.0), gl.adamw(1e-3))],
+    ids=["adam", "clip_adamw"],
+)
+def test_packed_step_traces_two_primitives_per_packed_leaf(make):
+    # Compile time on many-leaf trees follows the traced program's size: each
+    # packed leaf may cost one dynamic_slice (cut its update out) and one add
+    # (apply_updates), nothing per leaf for the optimizer's own arithmetic.
+    # (A negative-index wrap on the offsets added 3 more per leaf, and XLA
+    # compiled them into every leaf's kernel.)
+    tx = gl.packed(make())
+    per_leaf = (_step_equations(tx, 200) - _step_equations(tx, 100)) / 100
+    assert per_leaf <= 2, per_leaf
