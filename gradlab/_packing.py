@@ -20,7 +20,10 @@ Compile time: a slice at a constant offset is a distinct kernel per leaf, and
 XLA compiles each one (~5 ms on CPU), so 1000 leaves would cost seconds. The
 state therefore keeps each packed leaf's offset as an int32 scalar and the
 updates are cut out with ``dynamic_slice`` at that *runtime* offset: leaves of
-the same shape then share one compiled kernel.
+the same shape then share one compiled kernel. Each packed leaf traces just
+two primitives (its ``dynamic_slice`` here, the add in ``apply_updates``),
+built with ``lax`` rather than ``jnp`` wrappers, because on many-leaf trees
+compile time follows the size of the traced program.
 
 Sharding: packing concatenates leaves, which would gather sharded params to
 one device. So when more than one device is visible, nothing is packed and
@@ -105,7 +108,7 @@ class Layout:
         With ``offsets`` (runtime int32 scalars, one per packed leaf) the slices
         are ``dynamic_slice``s whose start is data, not a constant baked into
         the kernel: XLA then compiles one kernel per leaf *shape* instead of
-        one per leaf, which keeps compile time flat as the leaf count grows.
+        one per leaf (each leaf still adds ~1 ms of compile on CPU, not ~5 ms).
         """
         out = []
         i = 0
