@@ -38,12 +38,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradlab import _tree
 from gradlab._checks import check_int, check_same_structure
 from gradlab._core import GradientTransformation
 
 # Break-even on CPU: a leaf's ~3 kernel launches (~2.5 us each) against the
 # ~20 extra bytes/param that packing moves (gather the gradient, cut the update).
-DEFAULT_MAX_LEAF_SIZE = 1 << 12
+DEFAULT_MAX_LEAF_SIZE = _tree.SMALL_LEAF
 
 
 class Packed(NamedTuple):

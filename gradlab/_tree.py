@@ -29,6 +29,10 @@ Tree = Any
 
 INT32_MAX = np.iinfo(np.int32).max
 
+# Leaves up to this many elements are "small": their kernel launches cost more
+# than their bytes, so cross-leaf work batches them (global_norm, gl.packed).
+SMALL_LEAF = 1 << 12
+
 
 def compute_dtype(dtype: Any) -> np.dtype:
     """Dtype in which a leaf's update is computed: at least float32."""
@@ -171,11 +175,25 @@ def global_norm(tree: Tree) -> jax.Array:
     if not leaves:
         return jnp.zeros((), jnp.float32)
     dt = np.result_type(*(compute_dtype(x.dtype) for x in leaves))
-    # One reduction over the stacked per-leaf sums, not a Python sum(): a chain
-    # of hundreds of scalar adds is fused into every consumer kernel and XLA's
+    # Small leaves are summed as one concatenated vector per dtype: a reduction
+    # per leaf costs ~3 kernels, and XLA fuses all the per-leaf sums into one
+    # kernel whose compile time grows superlinearly (1000 leaves of 100: 3.7 s
+    # to compile, 2000 leaves: 22 s; concatenated 0.4 s / 1.0 s, and half the
+    # run time). The copy is cheap for small leaves; big ones are reduced in
+    # place. Not with several devices: the concatenation would gather shards.
+    small: dict[Any, list[jax.Array]] = {}
+    parts = []
+    for x in leaves:
+        if jnp.size(x) <= SMALL_LEAF and jax.device_count() == 1:
+            small.setdefault(jnp.result_type(x), []).append(jax.lax.reshape(x, (jnp.size(x),)))
+        else:
+            parts.append(x)
+    parts += [v[0] if len(v) == 1 else jax.lax.concatenate(v, 0) for v in small.values()]
+    # One reduction over the stacked sums, not a Python sum(): a chain of
+    # hundreds of scalar adds is fused into every consumer kernel and XLA's
     # fusion pass goes quadratic (clip -> adamw on a 388-leaf tree compiled in
     # 52 s; now 3.7 s).
-    sq = jnp.sum(jnp.stack([_sum_of_squares(x, dt) for x in leaves]))
+    sq = jnp.sum(jnp.stack([_sum_of_squares(x, dt) for x in parts]))
     # sqrt'(0) is inf, and 0 * inf is NaN under jax.grad: floor at the smallest
     # normal float. (A where()-guarded sqrt is exact at 0 but sends XLA's fusion
     # pass quadratic again.) The norm of an all-zero tree is thus ~1e-19.
