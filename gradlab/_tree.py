@@ -183,8 +183,9 @@ def global_norm(tree: Tree) -> jax.Array:
     # place. Not with several devices: the concatenation would gather shards.
     small: dict[Any, list[jax.Array]] = {}
     parts = []
+    one_device = jax.device_count() == 1
     for x in leaves:
-        if jnp.size(x) <= SMALL_LEAF and jax.device_count() == 1:
+        if one_device and jnp.size(x) <= SMALL_LEAF:
             small.setdefault(jnp.result_type(x), []).append(jax.lax.reshape(x, (jnp.size(x),)))
         else:
             parts.append(x)
