@@ -54,6 +54,8 @@ def apply_updates(params: Params, updates: Updates) -> Params:
 
     def add(p, u):
         p = jnp.asarray(p)
+        if not isinstance(u, jax.Array):  # a Python number or a NumPy array
+            u = jnp.asarray(u)
         if p.dtype == u.dtype and p.shape == u.shape:
             # lax, not jnp: one primitive per leaf keeps tracing many-leaf trees cheap.
             return jax.lax.add(p, u)

@@ -160,6 +160,26 @@ class Layout:
         return Packed(buffers, tuple(loose))
 
 
+def _check_packs_like_params(layout: Layout, params: Any, max_leaf_size: int) -> None:
+    """Buffers are grouped by dtype: a gradient that packs unlike its param is refused.
+
+    (Only the rare mixed-dtype case pays for a second layout.)
+    """
+    leaves = jax.tree.leaves(params)
+    if all(getattr(p, "dtype", None) == dt for p, dt in zip(leaves, layout.dtypes, strict=True)):
+        return
+    params_layout = Layout(params, max_leaf_size)
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    for i, (path, p) in enumerate(flat):
+        if params_layout.slots[i][0] != layout.slots[i][0]:
+            u = layout.dtypes[i]
+            raise TypeError(
+                f"packed: the gradient at {jax.tree_util.keystr(path)} is {u} but the "
+                f"param is {jnp.result_type(p)}; packed groups leaves by dtype, so pass "
+                "gradients in the params' dtypes (or use the transformation unpacked)"
+            )
+
+
 def packed(
     transform: GradientTransformation, max_leaf_size: int = DEFAULT_MAX_LEAF_SIZE
 ) -> GradientTransformation:
@@ -176,7 +196,9 @@ def packed(
     Packing is skipped (every leaf loose) when more than one device is
     visible, so sharded params keep their sharding and their state follows it,
     and when ``transform`` keeps no per-param state (plain ``sgd``), where it
-    would only add copies.
+    would only add copies. Buffers are grouped by dtype, so a gradient must
+    come in its param's dtype (``TypeError`` otherwise, when ``params`` are
+    passed to ``update``).
     """
     check_int("max_leaf_size", max_leaf_size, minimum=0)
 
@@ -191,9 +213,12 @@ def packed(
         return PackedState(state, layout.offsets())
 
     def update(updates, state, params=None, **extra):
+        updates = _tree.as_updates(updates)
         if params is not None:
             check_same_structure(params, updates, "params", "updates")
         layout = Layout(updates, max_leaf_size)
+        if params is not None:
+            _check_packs_like_params(layout, params, max_leaf_size)
         if not state.offsets:  # nothing was packed at init
             new_updates, inner = transform.update(updates, state.inner, params, **extra)
             return new_updates, PackedState(inner, ())

@@ -16,6 +16,7 @@ Conventions (so each block stays a few lines):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -47,17 +48,49 @@ def hp(value: Any, dtype: Any) -> jax.Array:
     return jnp.asarray(value).astype(dtype)
 
 
+@functools.cache
+def _is_inexact(dtype: Any) -> bool:
+    return bool(jnp.issubdtype(dtype, jnp.inexact))
+
+
+def as_updates(updates: Tree) -> Tree:
+    """``updates`` with every leaf a floating-point array, or a ``TypeError``.
+
+    Python numbers become (weakly typed) float arrays, as Optax accepts them.
+    Integer or boolean leaves are refused, naming the leaf: ``-0.1 * 1`` kept
+    in an int32 update would be truncated to 0 without a word.
+    """
+    leaves, treedef = jax.tree.flatten(updates)
+    # The common case (all float arrays) costs one attribute read per leaf.
+    if all(_is_inexact(getattr(x, "dtype", np.int8)) for x in leaves):
+        return updates
+    fixed = []
+    for path, x in jax.tree_util.tree_flatten_with_path(updates)[0]:
+        if isinstance(x, int | float) and not isinstance(x, bool):
+            x = jnp.asarray(float(x))
+        dtype = getattr(x, "dtype", None)
+        if dtype is None or not _is_inexact(dtype):
+            what = f"dtype {dtype}" if dtype is not None else type(x).__name__
+            raise TypeError(
+                f"gradient leaf {jax.tree_util.keystr(path) or '(root)'} must be a "
+                f"floating-point array, got {what}"
+            )
+        fixed.append(x)
+    return treedef.unflatten(fixed)
+
+
 def map_like(
     fn: Callable[..., Any], updates: Tree, *trees: Tree, tree_name: str = "optimizer state"
 ) -> Tree:
     """``jax.tree.map(fn, updates, *trees)`` after checking structures match.
 
     ``trees`` mirror the updates (moments, masks, params). A mismatch raises
-    ``ValueError`` showing both structures, naming the other tree ``tree_name``.
+    ``ValueError`` showing both structures, naming the other tree ``tree_name``;
+    a non-float gradient leaf raises ``TypeError`` (:func:`as_updates`).
     """
     for tree in trees:
         check_same_structure(tree, updates, tree_name, "gradient")
-    return jax.tree.map(fn, updates, *trees)
+    return jax.tree.map(fn, as_updates(updates), *trees)
 
 
 def split_outputs(tree_of_tuples: Tree, like: Tree, n: int) -> tuple[Tree, ...]:
@@ -112,7 +145,7 @@ def scale(tree: Tree, factor: Any) -> Tree:
         dt = compute_dtype(x.dtype)
         return (factor_as(dt) * x.astype(dt)).astype(x.dtype)
 
-    return jax.tree.map(mul, tree)
+    return jax.tree.map(mul, as_updates(tree))
 
 
 def moment_step(

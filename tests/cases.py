@@ -210,6 +210,22 @@ OPTAX_CASES = [c for c in OPTIMIZER_CASES if c.optax_make is not None]
 ADAPTIVE_CASES = [c for c in OPTIMIZER_CASES if c.adaptive]
 
 
+def _packed(case: OptimizerCase) -> OptimizerCase:
+    """The same case run through ``gl.packed`` (all three leaves share one buffer).
+
+    Same reference, same tolerances: packing must not change the numbers.
+    """
+    return dataclasses.replace(
+        case,
+        name=f"{case.name}+packed",
+        make=lambda lr, make=case.make: gl.packed(make(lr)),
+        optax_make=None,
+    )
+
+
+PACKED_CASES = [_packed(c) for c in OPTIMIZER_CASES]
+
+
 def schedule_for(lr: float) -> Callable[[Any], Any]:
     """A simple exponential decay written with jnp (not gl.schedules)."""
     # jnp.asarray(k, float) is float32, or float64 under x64 (strict promotion

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 import references as ref
-from cases import BAD_HYPERPARAMETERS, NON_NUMERIC_HYPERPARAMETERS, OPTIMIZER_CASES
+from cases import BAD_HYPERPARAMETERS, NON_NUMERIC_HYPERPARAMETERS, OPTIMIZER_CASES, PACKED_CASES
 
 import gradlab as gl
 
@@ -172,6 +172,59 @@ def test_first_step_with_extras_matches_reference(case):
     noise = cases.NOISE[0].astype(np.float64)
     want = np.diff(case.reference(cases.INITIAL_FLAT, lambda p, k: noise, [case.lr]), axis=0)[0]
     np.testing.assert_allclose(flat, want, rtol=case.rtol, atol=case.atol)
+
+
+@pytest.mark.parametrize("case", OPTIMIZER_CASES + PACKED_CASES, ids=repr)
+def test_python_number_gradient_leaf_is_taken_as_a_float(case):
+    # jax.grad never returns one, but hand-written gradients do (Optax accepts them).
+    params, grads = params_and_grads()
+    grads = {**grads, "s": float(grads["s"])}
+    tx = case.make(case.lr)
+    out, _ = tx.update(grads, tx.init(params), params)
+    new_params = gl.apply_updates(params, out)
+    noise = cases.NOISE[0].astype(np.float64)
+    want = case.reference(cases.INITIAL_FLAT, lambda p, k: noise, [case.lr])[1]
+    flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(new_params)])
+    np.testing.assert_allclose(flat, want, rtol=case.rtol, atol=case.atol)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves((out, new_params)))
+
+
+NON_FLOAT_LEAVES = {
+    "int32": lambda g: jnp.asarray(g, jnp.float32).astype(jnp.int32),
+    "bool": lambda g: jnp.asarray(g, jnp.float32) > 0,
+}
+
+
+@pytest.mark.parametrize("leaf", list(NON_FLOAT_LEAVES))
+@pytest.mark.parametrize(
+    "name",
+    [n for n in ALL_TRANSFORMS if n != "identity"] + [c.name for c in PACKED_CASES],
+    ids=str,
+)
+def test_integer_or_bool_gradient_leaf_raises_type_error_naming_it(name, leaf, run_mode):
+    # An int32 update would silently truncate: sgd(0.1) on a gradient of 1 gives 0.
+    make = {c.name: functools.partial(c.make, c.lr) for c in PACKED_CASES}.get(name)
+    tx = (make or ALL_TRANSFORMS[name])()
+    params, grads = params_and_grads()
+    grads = {**grads, "w": NON_FLOAT_LEAVES[leaf](grads["w"])}
+    state = tx.init(params)
+    with pytest.raises(TypeError, match=rf"\['w'\].*floating-point.*{leaf}"):
+        run_mode(lambda g, s: tx.update(g, s, params))(grads, state)
+
+
+def test_packed_refuses_gradients_in_another_dtype_than_the_params():
+    params = {"b": jnp.ones(3, jnp.bfloat16), "w": jnp.ones(5, jnp.float32)}
+    grads = {"b": jnp.ones(3, jnp.float32), "w": jnp.ones(5, jnp.float32)}
+    tx = gl.packed(gl.adam(0.1))
+    with pytest.raises(TypeError, match=r"\['b'\] is float32 but the param is bfloat16"):
+        tx.update(grads, tx.init(params), params)
+    # A big (unpacked) leaf may differ: it keeps its own state, as without packing.
+    tx = gl.packed(gl.adam(0.1), max_leaf_size=4)
+    params = {**params, "b": jnp.ones(5, jnp.bfloat16)}
+    grads = {**grads, "b": jnp.ones(5, jnp.float32)}
+    out, _ = tx.update(grads, tx.init(params), params)
+    # (its moments are stored in bfloat16, hence the tolerance)
+    np.testing.assert_allclose(np.asarray(out["b"], np.float32), -0.1, rtol=4e-3)
 
 
 # --------------------------------------------------------------------------

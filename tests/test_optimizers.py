@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import references as ref
-from cases import ADAPTIVE_CASES, OPTAX_CASES, OPTIMIZER_CASES, OptimizerCase
+from cases import ADAPTIVE_CASES, OPTAX_CASES, OPTIMIZER_CASES, PACKED_CASES, OptimizerCase
 from jax.flatten_util import ravel_pytree
 
 import gradlab as gl
@@ -130,7 +130,7 @@ def _jitted_trajectories(case):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", OPTIMIZER_CASES, ids=repr)
+@pytest.mark.parametrize("case", OPTIMIZER_CASES + PACKED_CASES, ids=repr)
 def test_optimizer_matches_reference_for_float_array_and_schedule_lr(case, run_mode):
     trajs = trajectories_by_lr_kind(case, run_mode)
     for kind, traj in trajs.items():
@@ -138,7 +138,7 @@ def test_optimizer_matches_reference_for_float_array_and_schedule_lr(case, run_m
         assert_close(traj, want, case.rtol, case.atol, f"learning rate as {kind}")
 
 
-@pytest.mark.parametrize("case", OPTIMIZER_CASES, ids=repr)
+@pytest.mark.parametrize("case", OPTIMIZER_CASES + PACKED_CASES, ids=repr)
 def test_optimizer_matches_reference_under_vmap(case, run_mode):
     """``case.make(lr)`` built inside a function vmapped over 4 learning rates."""
     fn, n = runner(run_mode)
@@ -278,7 +278,7 @@ LOW_PRECISION_STEPS = 10
     ],
     ids=["bfloat16", "float16"],
 )
-@pytest.mark.parametrize("case", OPTIMIZER_CASES, ids=repr)
+@pytest.mark.parametrize("case", OPTIMIZER_CASES + PACKED_CASES, ids=repr)
 def test_low_precision_params_keep_their_dtype_and_match_reference(case, dtype, tol):
     # Fixed gradients (no curvature), rounded to the dtype, so gradlab and the
     # reference see the very same gradient values. Eager: the compiled

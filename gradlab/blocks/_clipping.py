@@ -22,7 +22,7 @@ def clip(max_delta: Any) -> GradientTransformation:
             d = _tree.hp(max_delta, u.dtype)
             return jnp.clip(u, -d, d)
 
-        return jax.tree.map(leaf, updates), state
+        return jax.tree.map(leaf, _tree.as_updates(updates)), state
 
     return GradientTransformation(lambda params: EmptyState(), update)
 
@@ -37,6 +37,7 @@ def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
     check_positive("max_norm", max_norm)
 
     def update(updates, state, params=None, **extra):
+        updates = _tree.as_updates(updates)
         norm = _tree.global_norm(updates)
         limit = jnp.asarray(max_norm, norm.dtype)
         # Where norm <= limit the factor is exactly 1 (no division by a zero norm).
@@ -53,6 +54,7 @@ def zero_nans() -> GradientTransformation:
         return ZeroNansState(jax.tree.map(lambda _: jnp.zeros((), bool), params))
 
     def update(updates, state, params=None, **extra):
+        updates = _tree.as_updates(updates)
         found = _tree.map_like(lambda u, _: jnp.any(jnp.isnan(u)), updates, state.found_nan)
         clean = jax.tree.map(lambda u: jnp.where(jnp.isnan(u), jnp.zeros_like(u), u), updates)
         return clean, ZeroNansState(found)

@@ -92,7 +92,7 @@ def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:
         return AddNoiseState(_tree.step_counter(), jax.random.key_data(jax.random.key(seed)))
 
     def update(updates, state, params=None, **extra):
-        leaves, treedef = jax.tree.flatten(updates)
+        leaves, treedef = jax.tree.flatten(_tree.as_updates(updates))
         key, *keys = jax.random.split(jax.random.wrap_key_data(state.rng_key), len(leaves) + 1)
         t = state.count.astype(jnp.float32)
         std = jnp.sqrt(jnp.asarray(eta, jnp.float32) / (1 + t) ** jnp.asarray(gamma, jnp.float32))
