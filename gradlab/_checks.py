@@ -16,12 +16,14 @@ import numpy as np
 
 __all__ = [
     "check_choice",
+    "check_float_dtype",
     "check_in_range",
     "check_int",
     "check_nonnegative",
     "check_number",
     "check_positive",
     "check_same_structure",
+    "check_transformation",
     "is_traced",
     "short_structure",
 ]
@@ -149,3 +151,21 @@ def check_same_structure(expected: Any, got: Any, expected_name: str, got_name: 
             f"  {got_name}: {short_structure(got)}\n"
             f"(Was the optimizer state initialised with different params?)"
         )
+
+
+def check_float_dtype(name: str, value: Any) -> None:
+    """``value`` is None or a floating-point dtype (a state's storage dtype)."""
+    if value is None:
+        return
+    try:
+        dtype = np.dtype(value)
+    except TypeError as e:
+        raise TypeError(f"{name} must be a dtype such as jnp.float32, got {value!r}") from e
+    if not jax.numpy.issubdtype(dtype, jax.numpy.floating):  # bfloat16 is not np.floating
+        raise ValueError(f"{name} must be a floating-point dtype, got {dtype}")
+
+
+def check_transformation(name: str, value: Any) -> None:
+    """``value`` looks like a GradientTransformation (an ``(init, update)`` tuple)."""
+    if not (isinstance(value, tuple) and hasattr(value, "init") and hasattr(value, "update")):
+        raise TypeError(f"{name} must be a GradientTransformation, got {type(value).__name__}")

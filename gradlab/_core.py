@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradlab._checks import check_same_structure
+from gradlab._checks import check_same_structure, check_transformation
 
 Params = Any
 Updates = Any
@@ -73,10 +73,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     Equivalent of ``optax.chain``.
     """
     for i, t in enumerate(transforms):
-        if not (isinstance(t, tuple) and hasattr(t, "init") and hasattr(t, "update")):
-            raise TypeError(
-                f"chain argument {i} must be a GradientTransformation, got {type(t).__name__}"
-            )
+        check_transformation(f"chain argument {i}", t)
 
     def init(params):
         return tuple(t.init(params) for t in transforms)

@@ -39,7 +39,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_int, check_same_structure
+from gradlab._checks import (
+    check_int,
+    check_same_structure,
+    check_transformation,
+    short_structure,
+)
 from gradlab._core import GradientTransformation
 
 # Break-even on CPU: a leaf's ~3 kernel launches (~2.5 us each) against the
@@ -56,10 +61,12 @@ class Packed(NamedTuple):
 
 class PackedState(NamedTuple):
     """``inner``: the wrapped transformation's state, over packed buffers;
-    ``offsets``: each packed leaf's start in its buffer (int32 scalars)."""
+    ``offsets``: a tree like the params holding each packed leaf's start in its
+    buffer (an int32 scalar), and None for a leaf kept loose. Being shaped like
+    the params, it is what a gradient tree is checked against."""
 
     inner: Any
-    offsets: tuple[jax.Array, ...]
+    offsets: Any
 
 
 class Layout:
@@ -130,9 +137,26 @@ class Layout:
             out.append(piece if piece.shape == shape else jax.lax.reshape(piece, shape))
         return self.treedef.unflatten(out)
 
-    def offsets(self) -> tuple[jax.Array, ...]:
-        """Each packed leaf's start in its buffer, as int32 scalars (see :meth:`unpack`)."""
-        return tuple(jnp.asarray(start, jnp.int32) for key, start, _ in self.slots if key)
+    def offsets(self) -> Any:
+        """A tree like the params: each packed leaf's start in its buffer as an
+        int32 scalar (see :meth:`unpack`), None for loose leaves."""
+        starts = [jnp.asarray(start, jnp.int32) if key else None for key, start, _ in self.slots]
+        return self.treedef.unflatten(starts)
+
+    def packed_offsets(self, offsets: Any) -> tuple[jax.Array, ...]:
+        """The packed leaves' offsets from a state's offsets tree, checking that
+        the tree has this layout's structure (the gradient's)."""
+        try:
+            flat = self.treedef.flatten_up_to(offsets)
+        except (ValueError, TypeError):
+            gradient = self.treedef.unflatten([0] * self.treedef.num_leaves)
+            raise ValueError(
+                "gradient tree does not match the optimizer state tree.\n"
+                f"  optimizer state (offsets; None = unpacked leaf): {short_structure(offsets)}\n"
+                f"  gradient: {short_structure(gradient)}\n"
+                "(Was the optimizer state initialised with different params?)"
+            ) from None
+        return tuple(o for o in flat if o is not None)
 
     def pack_mask(self, mask: Any) -> Packed:
         """A tree of (Python or array) bools, broadcast and packed like the params."""
@@ -200,6 +224,7 @@ def packed(
     come in its param's dtype (``TypeError`` otherwise, when ``params`` are
     passed to ``update``).
     """
+    check_transformation("transform", transform)
     check_int("max_leaf_size", max_leaf_size, minimum=0)
 
     def init(params):
@@ -209,7 +234,7 @@ def packed(
         buffer_shapes = {b.shape for b in packed_params.buffers.values()}
         if not any(jnp.shape(x) in buffer_shapes for x in jax.tree.leaves(state)):
             # No per-param state (e.g. plain sgd): packing would only add copies.
-            return PackedState(transform.init(params), ())
+            return PackedState(transform.init(params), jax.tree.map(lambda _: None, params))
         return PackedState(state, layout.offsets())
 
     def update(updates, state, params=None, **extra):
@@ -219,13 +244,14 @@ def packed(
         layout = Layout(updates, max_leaf_size)
         if params is not None:
             _check_packs_like_params(layout, params, max_leaf_size)
-        if not state.offsets:  # nothing was packed at init
+        offsets = layout.packed_offsets(state.offsets)  # checks the gradient's structure
+        if not offsets:  # nothing was packed at init
             new_updates, inner = transform.update(updates, state.inner, params, **extra)
-            return new_updates, PackedState(inner, ())
+            return new_updates, PackedState(inner, state.offsets)
         p = layout.pack(params) if params is not None else None
         new_updates, inner = transform.update(
             layout.pack(updates), state.inner, p, **extra, _packing=layout
         )
-        return layout.unpack(new_updates, state.offsets), PackedState(inner, state.offsets)
+        return layout.unpack(new_updates, offsets), PackedState(inner, state.offsets)
 
     return GradientTransformation(init, update)

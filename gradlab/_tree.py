@@ -49,8 +49,8 @@ def hp(value: Any, dtype: Any) -> jax.Array:
 
 
 @functools.cache
-def _is_inexact(dtype: Any) -> bool:
-    return bool(jnp.issubdtype(dtype, jnp.inexact))
+def _is_float(dtype: Any) -> bool:
+    return bool(jnp.issubdtype(dtype, jnp.floating))
 
 
 def as_updates(updates: Tree) -> Tree:
@@ -58,18 +58,19 @@ def as_updates(updates: Tree) -> Tree:
 
     Python numbers become (weakly typed) float arrays, as Optax accepts them.
     Integer or boolean leaves are refused, naming the leaf: ``-0.1 * 1`` kept
-    in an int32 update would be truncated to 0 without a word.
+    in an int32 update would be truncated to 0 without a word. So are complex
+    leaves: the blocks square gradients as ``g*g``, not ``|g|**2``.
     """
     leaves, treedef = jax.tree.flatten(updates)
     # The common case (all float arrays) costs one attribute read per leaf.
-    if all(_is_inexact(getattr(x, "dtype", np.int8)) for x in leaves):
+    if all(_is_float(getattr(x, "dtype", np.int8)) for x in leaves):
         return updates
     fixed = []
     for path, x in jax.tree_util.tree_flatten_with_path(updates)[0]:
         if isinstance(x, int | float) and not isinstance(x, bool):
             x = jnp.asarray(float(x))
         dtype = getattr(x, "dtype", None)
-        if dtype is None or not _is_inexact(dtype):
+        if dtype is None or not _is_float(dtype):
             what = f"dtype {dtype}" if dtype is not None else type(x).__name__
             raise TypeError(
                 f"gradient leaf {jax.tree_util.keystr(path) or '(root)'} must be a "
@@ -149,16 +150,24 @@ def scale(tree: Tree, factor: Any) -> Tree:
 
 
 def moment_step(
-    g: jax.Array, m: jax.Array, decay: Any, order: int, complement: Any = None
+    g: jax.Array,
+    m: jax.Array,
+    decay: Any,
+    order: int,
+    complement: Any = None,
+    dtype: Any = None,
 ) -> jax.Array:
     """One EMA step of the ``order``-th moment: ``decay*m + (1-decay)*g**order``.
 
     Computed in the compute dtype; returned in the compute dtype (callers cast
     to the moment's storage dtype once, after using it). Pass ``decay`` and
     ``complement = 1 - decay`` already cast (see :func:`per_dtype`) to keep
-    per-leaf tracing small.
+    per-leaf tracing small. ``dtype``: the compute dtype, when the caller
+    mixes several state dtypes (default: the wider of ``m``'s and ``g``'s).
     """
-    dt = np.result_type(compute_dtype(m.dtype), compute_dtype(g.dtype))
+    if dtype is None:
+        dtype = np.result_type(compute_dtype(m.dtype), compute_dtype(g.dtype))
+    dt = dtype
     d = hp(decay, dt)
     c = 1 - d if complement is None else hp(complement, dt)
     gx = g.astype(dt)

@@ -315,6 +315,23 @@ BAD_HYPERPARAMETERS: list[tuple[str, Callable[[], Any], tuple[str, ...]]] = [
     ),
     ("add_noise-negative-eta", lambda: gl.add_noise(-0.1, 0.55, 0), ("eta", "-0.1")),
     ("add_noise-negative-gamma", lambda: gl.add_noise(0.1, -1.0, 0), ("gamma", "-1.0")),
+    # torch.optim.SGD: "Nesterov momentum requires a momentum"
+    (
+        "sgd-nesterov-zero-momentum",
+        lambda: gl.sgd(0.1, momentum=0.0, nesterov=True),
+        ("momentum", "nesterov", "0.0"),
+    ),
+    ("adam-int-mu-dtype", lambda: gl.adam(0.1, mu_dtype=jnp.int32), ("mu_dtype", "int32")),
+    (
+        "trace-int-accumulator",
+        lambda: gl.trace(0.9, accumulator_dtype="int8"),
+        ("accumulator_dtype", "int8"),
+    ),
+    (
+        "ema-bool-accumulator",
+        lambda: gl.ema(0.9, accumulator_dtype=bool),
+        ("accumulator_dtype", "bool"),
+    ),
 ]
 
 NON_NUMERIC_HYPERPARAMETERS: list[tuple[str, Callable[[], Any], str]] = [
@@ -326,6 +343,13 @@ NON_NUMERIC_HYPERPARAMETERS: list[tuple[str, Callable[[], Any], str]] = [
     ("clip-string", lambda: gl.clip("1"), "max_delta"),
     ("clip_by_global_norm-string", lambda: gl.clip_by_global_norm("1"), "max_norm"),
     ("scale-none", lambda: gl.scale(None), "factor"),
+    ("adam-unknown-mu-dtype", lambda: gl.adam(0.1, mu_dtype="foo"), "mu_dtype"),
+    (
+        "trace-unknown-accumulator-dtype",
+        lambda: gl.trace(0.9, accumulator_dtype="x"),
+        "accumulator_dtype",
+    ),
+    ("packed-not-a-transformation", lambda: gl.packed(3), "transform"),
 ]
 
 

@@ -342,3 +342,77 @@ def test_clip_by_global_norm_over_many_small_leaves_matches_numpy_in_a_few_reduc
     hlo = update.lower(grads, tx.init(grads)).compile().as_text()
     n_reductions = len(re.findall(r" reduce(?:-window)?\(", hlo))
     assert n_reductions <= 8, n_reductions
+
+
+# --------------------------------------------------------------------------
+# Storage dtypes wider than the gradient's (x64), masks, noise under packing
+# --------------------------------------------------------------------------
+
+
+def test_adam_with_float64_mu_dtype_on_float32_params_matches_reference(x64):
+    # m in float64, v and g in float32: computed in float64, no promotion error
+    # under strict promotion (it mixed float32 and float64 before).
+    p0 = np.array([0.5, -1.0, 2.0], np.float32)
+    tx = gl.adam(0.1, mu_dtype=jnp.float64)
+    p = jnp.asarray(p0)
+    state = tx.init(p)
+    for _ in range(5):
+        u, state = tx.update(jnp.sin(p) + 0.1, state, p)
+        p = gl.apply_updates(p, u)
+    assert p.dtype == jnp.float32 and state[0].mu.dtype == jnp.float64
+    want = ref.adam(p0.astype(np.float64), lambda q, k: np.sin(q) + 0.1, [0.1] * 5)[-1]
+    np.testing.assert_allclose(p, want, rtol=1e-6, atol=1e-7)
+
+
+def test_trace_with_float64_accumulator_accumulates_in_float64(x64):
+    g = jnp.asarray([3.3333333], jnp.float32)
+    tx = gl.trace(0.9, accumulator_dtype=jnp.float64)
+    state = tx.init(g)
+    for _ in range(200):
+        _, state = tx.update(g, state)
+    exact = ref.trace(np.full((200, 1), float(g[0])), 0.9)[-1]
+    # float32 arithmetic was ~1e-6 off (the accumulator's dtype was ignored)
+    np.testing.assert_allclose(state.trace, exact, rtol=1e-13)
+
+
+PREFIX_PARAMS = {
+    "dense": {"w": jnp.full((2, 2), 2.0), "b": jnp.ones(2)},
+    "ln": {"scale": jnp.ones(2)},
+}
+
+
+@pytest.mark.parametrize("wrap", [lambda t: t, gl.packed], ids=["plain", "packed"])
+@pytest.mark.parametrize(
+    "mask",
+    [{"dense": True, "ln": False}, lambda p: {"dense": True, "ln": False}],
+    ids=["tree", "callable"],
+)
+def test_add_decayed_weights_accepts_a_prefix_mask_like_optax(mask, wrap, run_mode):
+    tx = wrap(gl.add_decayed_weights(0.5, mask=mask))
+    zeros = jax.tree.map(jnp.zeros_like, PREFIX_PARAMS)
+    out, _ = run_mode(tx.update)(zeros, tx.init(PREFIX_PARAMS), PREFIX_PARAMS)
+    # u + 0.5 * p under "dense", u untouched under "ln" (optax.add_decayed_weights)
+    np.testing.assert_array_equal(out["dense"]["w"], np.full((2, 2), 1.0))
+    np.testing.assert_array_equal(out["dense"]["b"], np.full(2, 0.5))
+    np.testing.assert_array_equal(out["ln"]["scale"], np.zeros(2))
+
+
+def test_add_decayed_weights_rejects_a_mask_that_is_not_a_prefix_naming_both_trees():
+    tx = gl.add_decayed_weights(0.5, mask={"dense": True, "other": False})
+    with pytest.raises(ValueError, match=r"(?s)mask.*prefix.*'ln'.*'other'"):
+        tx.update(PREFIX_PARAMS, tx.init(PREFIX_PARAMS), PREFIX_PARAMS)
+
+
+def test_add_noise_under_packed_draws_each_leaf_the_noise_it_draws_unpacked():
+    # `packed` promises the unpacked numbers; the noise is drawn per param leaf
+    # (one key each), not per packed buffer.
+    params = {"a": jnp.zeros(3), "b": jnp.zeros(4), "c": jnp.zeros(2, jnp.bfloat16)}
+    grads = jax.tree.map(jnp.ones_like, params)
+    outs = []
+    for wrap in (lambda t: t, gl.packed):
+        tx = wrap(gl.chain(gl.add_noise(1.0, 0.0, 0), gl.trace(0.9)))
+        state = tx.init(params)
+        for _ in range(2):
+            u, state = tx.update(grads, state, params)
+        outs.append(u)
+    jax.tree.map(np.testing.assert_array_equal, outs[0], outs[1])

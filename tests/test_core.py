@@ -192,6 +192,8 @@ def test_python_number_gradient_leaf_is_taken_as_a_float(case):
 NON_FLOAT_LEAVES = {
     "int32": lambda g: jnp.asarray(g, jnp.float32).astype(jnp.int32),
     "bool": lambda g: jnp.asarray(g, jnp.float32) > 0,
+    # the blocks square as g*g, not |g|**2: refused rather than silently wrong
+    "complex64": lambda g: jnp.asarray(g, jnp.complex64) * (1 + 1j),
 }
 
 
@@ -201,7 +203,7 @@ NON_FLOAT_LEAVES = {
     [n for n in ALL_TRANSFORMS if n != "identity"] + [c.name for c in PACKED_CASES],
     ids=str,
 )
-def test_integer_or_bool_gradient_leaf_raises_type_error_naming_it(name, leaf, run_mode):
+def test_integer_bool_or_complex_gradient_leaf_raises_type_error_naming_it(name, leaf, run_mode):
     # An int32 update would silently truncate: sgd(0.1) on a gradient of 1 gives 0.
     make = {c.name: functools.partial(c.make, c.lr) for c in PACKED_CASES}.get(name)
     tx = (make or ALL_TRANSFORMS[name])()

@@ -79,8 +79,10 @@ def test_packed_state_is_packed_and_updates_keep_structure_and_dtype():
     tx = gl.packed(gl.adam(0.1), max_leaf_size=32)
     state = tx.init(params)
     adam_state = state.inner[0]
-    # flatten order: big (loose), f32 (alone in float32), layers[0].b, .w, layers[1].b, .w, scale
-    assert [int(o) for o in state.offsets] == [0, 0, 3, 15, 17, 23]
+    # offsets: a tree like the params, None where a leaf stays loose
+    assert state.offsets["big"] is None
+    # flatten order: f32 (alone in float32), layers[0].b, .w, layers[1].b, .w, scale
+    assert [int(o) for o in jax.tree.leaves(state.offsets)] == [0, 0, 3, 15, 17, 23]
     # small leaves live in one buffer per dtype; the 40-element leaf stays loose
     assert set(adam_state.mu.buffers) == {"bfloat16", "float32"}
     assert adam_state.mu.buffers["bfloat16"].shape == (12 + 3 + 6 + 2 + 1,)
@@ -98,6 +100,24 @@ def test_packed_rejects_a_gradient_tree_unlike_the_params():
         tx.update({"other": jnp.ones(3)}, tx.init(params), params)
 
 
+@pytest.mark.parametrize(
+    "grads",
+    [
+        {"a": jnp.ones(2), "c": jnp.ones(2)},  # a key renamed: same shapes, same layout
+        {"a": jnp.ones(2), "b": jnp.ones(2), "c": jnp.ones(2)},  # one leaf more
+        {"a": jnp.ones(2)},  # one leaf less
+    ],
+    ids=["renamed", "extra", "missing"],
+)
+@pytest.mark.parametrize("make", [lambda: gl.adam(0.1), lambda: gl.sgd(0.1)], ids=["adam", "sgd"])
+def test_packed_rejects_a_gradient_tree_unlike_the_state_without_params(grads, make, run_mode):
+    # Without params only the state can tell: its offsets tree mirrors the params.
+    tx = gl.packed(make())
+    state = tx.init({"a": jnp.ones(2), "b": jnp.ones(2)})
+    with pytest.raises(ValueError, match=r"(?s)does not match the optimizer state.*'b'.*'a'"):
+        run_mode(tx.update)(grads, state)
+
+
 def test_packed_rejects_negative_max_leaf_size():
     with pytest.raises(ValueError, match="max_leaf_size"):
         gl.packed(gl.adam(0.1), max_leaf_size=-1)
@@ -107,7 +127,11 @@ def test_packed_leaves_a_stateless_transform_unpacked_and_still_matches_optax():
     params = _tree()
     tx = gl.packed(gl.sgd(0.1), max_leaf_size=32)
     state = tx.init(params)
-    assert state.offsets == ()  # nothing to keep packed: no copies
+    # nothing to keep packed (no copies): no offsets, a tree of None like the params
+    assert jax.tree.leaves(state.offsets) == []
+    assert jax.tree.structure(state.offsets, is_leaf=lambda x: x is None) == jax.tree.structure(
+        params
+    )
     ours = _run(tx, params, gl.apply_updates, steps=3)
     with jax.numpy_dtype_promotion("standard"):
         ref = _run(optax.sgd(0.1), params, optax.apply_updates, steps=3)

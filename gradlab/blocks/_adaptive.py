@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_in_range, check_nonnegative
+from gradlab._checks import check_float_dtype, check_in_range, check_nonnegative
 from gradlab._core import GradientTransformation
 
 
@@ -61,6 +61,7 @@ def scale_by_adam(
     _check_decay("b2", b2)
     check_nonnegative("eps", eps)
     check_nonnegative("eps_root", eps_root)
+    check_float_dtype("mu_dtype", mu_dtype)
 
     def init(params):
         return ScaleByAdamState(
@@ -90,11 +91,12 @@ def scale_by_adam(
         consts = _tree.per_dtype(scalars)
 
         def leaf(g, m, v):
-            dt = np.result_type(_tree.compute_dtype(m.dtype), _tree.compute_dtype(g.dtype))
+            # mu_dtype may be wider than v's and g's dtype: compute in the widest.
+            dt = np.result_type(*(_tree.compute_dtype(x.dtype) for x in (m, v, g)))
             b1_, cb1, b2_, cb2, c1, c1_next, c2, eps_, eps_root_ = consts(dt)
             # The output reads the moments as stored (see _tree.as_stored).
-            m_new = _tree.as_stored(_tree.moment_step(g, m, b1_, 1, cb1), m.dtype)
-            v_new = _tree.as_stored(_tree.moment_step(g, v, b2_, 2, cb2), v.dtype)
+            m_new = _tree.as_stored(_tree.moment_step(g, m, b1_, 1, cb1, dt), m.dtype)
+            v_new = _tree.as_stored(_tree.moment_step(g, v, b2_, 2, cb2, dt), v.dtype)
             # Nesterov (Dozat 2016): look ahead one step with the current gradient.
             m_hat = b1_ * m_new / c1_next + cb1 * g.astype(dt) / c1 if nesterov else m_new / c1
             out = m_hat / (jnp.sqrt(v_new / c2 + eps_root_) + eps_)

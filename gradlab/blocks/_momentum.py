@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_in_range
+from gradlab._checks import check_float_dtype, check_in_range
 from gradlab._core import GradientTransformation
 
 
@@ -35,6 +35,7 @@ def trace(
     ``optax.trace``). ``decay`` must be in [0, 1].
     """
     check_in_range("decay", decay, 0.0, 1.0)
+    check_float_dtype("accumulator_dtype", accumulator_dtype)
 
     def init(params):
         return TraceState(_tree.zeros_like(params, accumulator_dtype))
@@ -43,7 +44,7 @@ def trace(
         decay_as = _tree.per_dtype(lambda dt: _tree.hp(decay, dt))
 
         def leaf(g, v):
-            dt = _tree.compute_dtype(g.dtype)
+            dt = np.result_type(_tree.compute_dtype(v.dtype), _tree.compute_dtype(g.dtype))
             d = decay_as(dt)
             v_new = _tree.as_stored(d * v.astype(dt) + g.astype(dt), v.dtype)
             out = g.astype(dt) + d * v_new if nesterov else v_new
@@ -64,6 +65,7 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Any = None) -> Gradi
     ``decay`` must be in [0, 1) with ``debias`` (else [0, 1]).
     """
     check_in_range("decay", decay, 0.0, 1.0, hi_open=debias)
+    check_float_dtype("accumulator_dtype", accumulator_dtype)
 
     def init(params):
         return EmaState(_tree.step_counter(), _tree.zeros_like(params, accumulator_dtype))

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_int, check_nonnegative, check_same_structure
+from gradlab._checks import check_int, check_nonnegative, short_structure
 from gradlab._core import EmptyState, GradientTransformation
 
 
@@ -35,11 +35,21 @@ def _need_params(name: str, params: Any) -> None:
 def resolve_mask(mask: Any, params: Any) -> Any:
     """The mask as a tree of bools shaped like ``params`` (callables are applied).
 
-    Leaves may be Python bools (decided when tracing) or boolean arrays.
+    Leaves may be Python bools (decided when tracing) or boolean arrays. As in
+    Optax, the mask may be a *prefix* of the params: ``{"dense": True, "ln":
+    False}`` covers every leaf under ``dense`` and ``ln``.
     """
     tree = mask(params) if callable(mask) else mask
-    check_same_structure(params, tree, "params", "mask")
-    return tree
+    if jax.tree.structure(tree) == jax.tree.structure(params):
+        return tree
+    try:
+        return jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), tree, params)
+    except (ValueError, TypeError):
+        raise ValueError(
+            "mask tree is neither the params tree nor a prefix of it.\n"
+            f"  params: {short_structure(params)}\n"
+            f"  mask: {short_structure(tree)}"
+        ) from None
 
 
 def add_decayed_weights(
@@ -92,17 +102,32 @@ def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:
         return AddNoiseState(_tree.step_counter(), jax.random.key_data(jax.random.key(seed)))
 
     def update(updates, state, params=None, **extra):
-        leaves, treedef = jax.tree.flatten(_tree.as_updates(updates))
-        key, *keys = jax.random.split(jax.random.wrap_key_data(state.rng_key), len(leaves) + 1)
+        updates = _tree.as_updates(updates)
+        # Under `packed` the leaves are buffers: draw the noise per *param*
+        # leaf anyway (same keys, same numbers as unpacked), then pack it.
+        layout = extra.get("_packing")
+        if layout is None:
+            leaves = jax.tree.leaves(updates)
+            shapes, dtypes = [u.shape for u in leaves], [u.dtype for u in leaves]
+        else:
+            shapes, dtypes = layout.shapes, layout.dtypes
+        key, *keys = jax.random.split(jax.random.wrap_key_data(state.rng_key), len(shapes) + 1)
+        noise = [
+            jax.random.normal(k, s, _tree.compute_dtype(d))
+            for k, s, d in zip(keys, shapes, dtypes, strict=True)
+        ]
+        if layout is not None:
+            noise = layout.pack(layout.treedef.unflatten(noise))
+        else:
+            noise = jax.tree.structure(updates).unflatten(noise)
         t = state.count.astype(jnp.float32)
         std = jnp.sqrt(jnp.asarray(eta, jnp.float32) / (1 + t) ** jnp.asarray(gamma, jnp.float32))
 
-        def noisy(u, k):
+        def noisy(u, z):
             dt = _tree.compute_dtype(u.dtype)
-            z = jax.random.normal(k, u.shape, dt)
             return (u.astype(dt) + std.astype(dt) * z).astype(u.dtype)
 
-        out = treedef.unflatten([noisy(u, k) for u, k in zip(leaves, keys, strict=True)])
+        out = jax.tree.map(noisy, updates, noise)
         new_state = AddNoiseState(_tree.safe_increment(state.count), jax.random.key_data(key))
         return out, new_state
 

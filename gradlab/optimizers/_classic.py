@@ -31,6 +31,8 @@ def _momentum(momentum: Any, nesterov: bool) -> GradientTransformation:
             raise ValueError("nesterov=True requires a momentum, got momentum=None")
         return identity()
     check_in_range("momentum", momentum, 0.0, 1.0)
+    if nesterov:  # torch.optim.SGD: "Nesterov momentum requires a momentum"
+        check_in_range("momentum (with nesterov=True)", momentum, 0.0, 1.0, lo_open=True)
     return trace(momentum, nesterov=nesterov)
 
 
