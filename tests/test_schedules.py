@@ -977,3 +977,74 @@ def test_docstring_examples_run():
     for mod in mods:
         result = doctest.testmod(mod)
         assert result.failed == 0 and result.attempted > 0, mod.__name__
+
+
+# --------------------------------------------------------------------------
+# Exact ends and stairs under jit (XLA divides by a constant n as x * (1/n):
+# 41 / 41 = 0.99999994, and 1 - x * (1/n) is fused into an FMA below 0)
+# --------------------------------------------------------------------------
+
+AWKWARD_N = [10, 41, 47, 55, 1000]  # n where x * (1/n) misses n / n = 1 in float32
+
+# (schedule of n, step where its final value starts, that final value)
+ENDS = {
+    "polynomial_sqrt": (lambda n: S.polynomial_decay(1.0, 0.0, n, power=0.5), lambda n: n, 0.0),
+    "polynomial_1.5": (lambda n: S.polynomial_decay(1.0, 0.1, n, power=1.5), lambda n: n, 0.1),
+    "linear": (lambda n: S.linear(1.0, 0.0, n), lambda n: n, 0.0),
+    "cosine": (lambda n: S.cosine_decay(1.0, n, end_value=0.1), lambda n: n, 0.1),
+    "warmup_linear": (lambda n: S.warmup_linear_decay(0.0, 1.0, 5, n + 5), lambda n: n + 5, 0.0),
+    "warmup_cosine": (
+        lambda n: S.warmup_cosine_decay(0.0, 1.0, 5, n + 5, end_value=0.0),
+        lambda n: n + 5,
+        0.0,
+    ),
+    "wsd_linear": (lambda n: S.warmup_stable_decay(1.0, 3, 4, n), lambda n: n + 7, 0.0),
+    "wsd_sqrt": (lambda n: S.warmup_stable_decay(1.0, 3, 4, n, decay="sqrt"), lambda n: n + 7, 0.0),
+    # torch OneCycleLR ends at max / div_factor / final_div_factor, here 4e-11 (> 0)
+    "one_cycle_linear": (
+        lambda n: S.one_cycle(n, 1.0, anneal="linear", final_div_factor=1e9),
+        lambda n: n - 1,
+        np.float32(1.0) / np.float32(25.0) / np.float32(1e9),
+    ),
+}
+
+
+@pytest.mark.parametrize("n", AWKWARD_N)
+@pytest.mark.parametrize("name", list(ENDS))
+def test_jitted_schedule_reaches_its_final_value_exactly_and_stays_there(name, n):
+    make, end_step, final = ENDS[name]
+    k = end_step(n)
+    values = np.asarray(jax.jit(make(n))(jnp.asarray([k - 1, k, k + 1, k + 7, 10 * k])))
+    assert np.all(np.isfinite(values)), values  # (1 - s/n) ** 0.5 was NaN past the end
+    assert values[0] > final  # the step before is still decaying
+    np.testing.assert_array_equal(values[1:], np.full(4, final, np.float32))
+
+
+STAIRS = {
+    # torch StepLR / Keras staircase: the value changes exactly at multiples of n
+    "step_decay": (lambda n: S.step_decay(1.0, n, 0.5), lambda j: 0.5**j),
+    "exponential_staircase": (
+        lambda n: S.exponential_decay(1.0, 0.5, n, staircase=True),
+        lambda j: 0.5**j,
+    ),
+    "inverse_time_staircase": (
+        lambda n: S.inverse_time_decay(1.0, 1.0, n, staircase=True),
+        lambda j: 1.0 / (1.0 + j),
+    ),
+}
+
+
+@pytest.mark.parametrize("n", AWKWARD_N)
+@pytest.mark.parametrize("name", list(STAIRS))
+def test_jitted_staircase_steps_down_exactly_at_multiples(name, n):
+    make, value = STAIRS[name]
+    k = np.arange(0, 5 * n)
+    got = np.asarray(jax.jit(make(n))(jnp.asarray(k)))
+    np.testing.assert_allclose(got, value(k // n), rtol=1e-6)
+
+
+def test_jitted_cyclic_peaks_exactly_at_max_and_never_above():
+    for n in AWKWARD_N:
+        values = np.asarray(jax.jit(S.cyclic(0.0, 1.0, n))(jnp.arange(0, 4 * n + 1)))
+        assert values.max() == 1.0 and values[n] == 1.0 and values[3 * n] == 1.0
+        assert values.min() == 0.0

@@ -45,8 +45,10 @@ def as_step(step: ArrayLike) -> jax.Array:
     """The step as a float array, clipped below at 0.
 
     Converting first keeps ``int32`` arithmetic from overflowing near
-    ``2**31 - 1``; in float32 steps above ``2**24`` are rounded, which moves a
-    schedule by less than one part in ten million.
+    ``2**31 - 1``. In float32, steps above ``2**24`` (16.7M) are rounded to a
+    multiple of 2 (of 256 near ``2**31``): a decay moves by less than one part
+    in ten million, but a *periodic* schedule (``cyclic``, warm restarts) can
+    be off by that many steps within its cycle. Enable x64 for such runs.
     """
     return jnp.maximum(as_float(step), 0.0)
 
@@ -132,22 +134,37 @@ def safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
     return num / jnp.where(den == 0, 1.0, den)
 
 
+def fraction(x: jax.Array, n: jax.Array) -> jax.Array:
+    """``x / n`` clipped to [0, 1], and exactly 1 once ``x >= n > 0``.
+
+    XLA rewrites a division by a constant as a multiplication by its
+    reciprocal (and fuses ``1 - x * (1/n)`` into an FMA), so under ``jit``
+    ``41 / 41`` is 0.99999994 and ``1 - 10/10`` is -1.5e-8: a linear decay
+    would end slightly below ``end_value`` (a tiny ascent at ``end_value=0``)
+    and ``(1 - s/n) ** 0.5`` would be NaN from the last step on.
+    """
+    return jnp.where((x >= n) & (n > 0), 1.0, jnp.clip(safe_div(x, n), 0.0, 1.0))
+
+
 def anneal_between(kind: str, start: jax.Array, end: jax.Array, pct: jax.Array) -> jax.Array:
     """Move from ``start`` to ``end`` as ``pct`` goes from 0 to 1.
 
-    ``"linear"``: ``start + (end - start) pct``;
+    ``"linear"``: ``start (1 - pct) + end pct`` (torch's ``start + (end -
+    start) pct``, rearranged to give ``end`` exactly at ``pct = 1``: one-cycle's
+    final value ``max / 25e4`` would round to 0 otherwise);
     ``"cos"``: ``end + (start - end)(1 + cos(pi pct))/2``.
     """
     if kind == "linear":
-        return start + (end - start) * pct
+        return start * (1.0 - pct) + end * pct
     return end + (start - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * pct))
 
 
 def cycle_position(t: jax.Array, period: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(c, p)`` with ``t = c * period + p`` and ``0 <= p < period``.
 
-    ``floor(t / period)`` can round up by one just below a multiple of the
-    period; the correction keeps ``p`` in range so a cycle never starts late.
+    ``floor(t / period)`` can round either way near a multiple of the period
+    (under ``jit``, ``41 / 41`` is 0.99999994); the correction keeps ``p`` in
+    range so a cycle (or a staircase step) never starts early or late.
     """
     c = jnp.floor(t / period)
     p = t - c * period

@@ -14,6 +14,7 @@ from gradlab.schedules._common import (
     check_steps,
     check_value,
     cycle_position,
+    fraction,
 )
 
 
@@ -53,7 +54,7 @@ def cosine_decay(
 
     def schedule(step: ArrayLike):
         n = as_float(decay_steps)
-        pct = jnp.minimum(as_step(step), n) / n
+        pct = fraction(as_step(step), n)
         init, end = as_float(init_value), as_float(end_value)
         return end + (init - end) * cosine_factor(pct, exponent)
 

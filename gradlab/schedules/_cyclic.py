@@ -15,7 +15,7 @@ from gradlab.schedules._common import (
     check_steps,
     check_value,
     cycle_position,
-    safe_div,
+    fraction,
 )
 
 _MODES = ("triangular", "triangular2", "exp_range")
@@ -64,7 +64,7 @@ def cyclic(
         down = up if step_size_down is None else as_float(step_size_down)
         period = up + down
         c, p = cycle_position(t, period)
-        x = jnp.where(p <= up, p / up, (period - p) / down)
+        x = jnp.where(p <= up, fraction(p, up), fraction(period - p, down))
         if mode == "triangular2":
             x = x * jnp.exp2(-c)
         elif mode == "exp_range":
@@ -96,7 +96,7 @@ def _phased(step, ends, values, kind):
     starts = [jnp.zeros_like(ends[0]), *ends[:-1]]
     out = None
     for start, end, (a, b) in reversed(list(zip(starts, ends, values, strict=True))):
-        value = anneal_between(kind, a, b, safe_div(t - start, end - start))
+        value = anneal_between(kind, a, b, fraction(t - start, end - start))
         out = value if out is None else jnp.where(t <= end, value, out)
     return out
 

@@ -19,6 +19,8 @@ from gradlab.schedules._common import (
     check_factor,
     check_steps,
     check_value,
+    cycle_position,
+    fraction,
 )
 
 
@@ -58,7 +60,7 @@ def step_decay(init_value: ArrayLike, step_size: ArrayLike, gamma: ArrayLike = 0
     check_factor("gamma", gamma)
 
     def schedule(step: ArrayLike):
-        k = jnp.floor(as_step(step) / as_float(step_size))
+        k, _ = cycle_position(as_step(step), as_float(step_size))
         return as_float(init_value) * jnp.power(as_float(gamma), k)
 
     return schedule
@@ -198,9 +200,8 @@ def exponential_decay(
 
     def schedule(step: ArrayLike):
         t = jnp.maximum(as_step(step) - as_float(transition_begin), 0.0)
-        p = t / as_float(transition_steps)
-        if staircase:
-            p = jnp.floor(p)
+        n = as_float(transition_steps)
+        p = cycle_position(t, n)[0] if staircase else t / n
         rate = as_float(decay_rate)
         value = as_float(init_value) * jnp.power(rate, p)
         if end_value is not None:
@@ -234,9 +235,8 @@ def inverse_time_decay(
     check_steps("decay_steps", decay_steps, 1)
 
     def schedule(step: ArrayLike):
-        p = as_step(step) / as_float(decay_steps)
-        if staircase:
-            p = jnp.floor(p)
+        t, n = as_step(step), as_float(decay_steps)
+        p = cycle_position(t, n)[0] if staircase else t / n
         return as_float(init_value) / (1.0 + as_float(decay_rate) * p)
 
     return schedule
@@ -276,8 +276,7 @@ def _polynomial(init_value, end_value, steps, power, begin) -> Schedule:
 
     def schedule(step: ArrayLike):
         n = as_float(steps)
-        s = jnp.clip(as_step(step) - as_float(begin), 0.0, n)
-        frac = 1.0 - s / n
+        frac = 1.0 - fraction(as_step(step) - as_float(begin), n)  # exactly 0 at the end
         if power is not None:
             frac = jnp.power(frac, as_float(power))
         init, end = as_float(init_value), as_float(end_value)

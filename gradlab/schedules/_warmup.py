@@ -15,6 +15,7 @@ from gradlab.schedules._common import (
     check_greater,
     check_steps,
     check_value,
+    fraction,
     safe_div,
 )
 from gradlab.schedules._cosine import cosine_factor
@@ -40,7 +41,7 @@ def _warmup_then(init_value, peak_value, warmup_steps, decay_steps, end_value, f
         w, n = as_float(warmup_steps), as_float(decay_steps)
         init, peak, end = as_float(init_value), as_float(peak_value), as_float(end_value)
         warm = init + (peak - init) * safe_div(t, w)
-        pct = safe_div(jnp.clip(t - w, 0.0, n - w), n - w)
+        pct = fraction(t - w, n - w)
         return jnp.where(t < w, warm, end + (peak - end) * factor(pct))
 
     return schedule
@@ -146,7 +147,7 @@ def warmup_stable_decay(
         start = w + as_float(stable_steps)
         init, peak, end = as_float(init_value), as_float(peak_value), as_float(end_value)
         warm = init + (peak - init) * safe_div(t, w)
-        pct = jnp.clip(t - start, 0.0, n) / n
+        pct = fraction(t - start, n)
         if decay == "linear":
             f = 1.0 - pct
         elif decay == "cosine":
