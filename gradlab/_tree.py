@@ -165,9 +165,9 @@ def moment_step(
     per-leaf tracing small. ``dtype``: the compute dtype, when the caller
     mixes several state dtypes (default: the wider of ``m``'s and ``g``'s).
     """
-    if dtype is None:
-        dtype = np.result_type(compute_dtype(m.dtype), compute_dtype(g.dtype))
     dt = dtype
+    if dt is None:
+        dt = np.result_type(compute_dtype(m.dtype), compute_dtype(g.dtype))
     d = hp(decay, dt)
     c = 1 - d if complement is None else hp(complement, dt)
     gx = g.astype(dt)

@@ -150,8 +150,9 @@ def anneal_between(kind: str, start: jax.Array, end: jax.Array, pct: jax.Array) 
     """Move from ``start`` to ``end`` as ``pct`` goes from 0 to 1.
 
     ``"linear"``: ``start (1 - pct) + end pct`` (torch's ``start + (end -
-    start) pct``, rearranged to give ``end`` exactly at ``pct = 1``: one-cycle's
-    final value ``max / 25e4`` would round to 0 otherwise);
+    start) pct``, rearranged to give ``end`` exactly at ``pct = 1``: a tiny
+    end such as one-cycle's ``max / 25 / 1e9`` is below ``start``'s rounding
+    error, and the torch form gives 0 there);
     ``"cos"``: ``end + (start - end)(1 + cos(pi pct))/2``.
     """
     if kind == "linear":
