@@ -1,0 +1,34 @@
+"""The benchmark script still runs and its numerical cross-check passes.
+
+Timings are not asserted (speed is measured in benchmarks/, never asserted in
+tests); this only keeps ``benchmarks/run.py`` from rotting, and its check that
+gradlab, gradlab+packed and the flat-params pattern reach Optax's params.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+import jax
+
+RUN = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+
+
+def test_benchmark_runs_one_small_case_and_every_impl_matches_optax(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("benchmark_run", RUN)
+    run = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = run  # its dataclasses look their module up
+    spec.loader.exec_module(run)
+    out = tmp_path / "bench.json"
+    args = ["--quick", "--cases", "small250-f32", "--opts", "adam,chain"]
+    args += ["--rounds", "1", "--compile-reps", "1", "--json", str(out)]
+    with jax.numpy_dtype_promotion("standard"):  # Optax is not strict-promotion clean
+        assert run.main(args) == 0, capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    impls = {r["impl"] for r in rows}
+    assert {"gradlab", "gradlab+packed", "gradlab+flat", "optax"} <= impls
+    assert all(r["check_ok"] for r in rows)
+    assert all(r["step_ms"] > 0 for r in rows)
