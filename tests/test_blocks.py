@@ -416,3 +416,18 @@ def test_add_noise_under_packed_draws_each_leaf_the_noise_it_draws_unpacked():
             u, state = tx.update(grads, state, params)
         outs.append(u)
     jax.tree.map(np.testing.assert_array_equal, outs[0], outs[1])
+
+
+def test_adam_second_moment_of_float64_params_stays_float64_with_float32_grads(x64):
+    # nu is stored like the params (float64), mu in float32 (mu_dtype), the
+    # gradient float32: nu must still be accumulated in float64.
+    g = np.array([3.3333333, -0.7], np.float32)
+    tx = gl.scale_by_adam(b2=0.999, mu_dtype=jnp.float32)
+    state = tx.init(jnp.zeros(2, jnp.float64))
+    for _ in range(50):
+        _, state = tx.update(jnp.asarray(g), state)
+    nu = np.zeros(2)
+    for _ in range(50):
+        nu = 0.999 * nu + 0.001 * g.astype(np.float64) ** 2
+    assert state.nu.dtype == jnp.float64
+    np.testing.assert_allclose(state.nu, nu, rtol=1e-13)
