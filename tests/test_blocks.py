@@ -125,6 +125,19 @@ def test_blocks_that_read_params_require_them():
 # --------------------------------------------------------------------------
 
 
+def test_adam_direction_reads_the_first_moment_as_stored_in_mu_dtype():
+    # torch's Adam updates exp_avg in place in its own dtype and steps with it;
+    # gradlab likewise reads m back as stored (bfloat16 here). One step, g = 1:
+    # m = 0.1 is stored as bfloat16 0.10009765625, so the direction is
+    # 1.0009765625 / (1 + eps), not 1 (0.1% apart; the params are float32).
+    tx = gl.scale_by_adam(mu_dtype=jnp.bfloat16)
+    out, state = tx.update(jnp.ones(3), tx.init(jnp.zeros(3)))
+    m_stored = float(np.asarray(0.1, jnp.bfloat16))
+    want = (m_stored / 0.1) / (np.sqrt(0.001 / 0.001) + 1e-8)
+    np.testing.assert_allclose(out, np.full(3, want), rtol=1e-6)
+    assert float(state.mu[0]) == m_stored
+
+
 def test_adam_mu_dtype_bfloat16_stores_first_moment_in_bfloat16():
     params = unflatten(cases.BLOCK_PARAMS)
     updates = cases.BLOCK_UPDATES

@@ -42,6 +42,17 @@ CASES = {
         lambda: gl.adamw(0.01, weight_decay=0.1, mask=_not_bias),
         lambda: optax.adamw(0.01, weight_decay=0.1, mask=_not_bias),
     ),
+    # a static mask that is True (or False) on every packed leaf: no select at all
+    "adamw_mask_all_true": (
+        lambda: gl.adamw(0.01, weight_decay=0.1, mask=lambda p: jax.tree.map(lambda _: True, p)),
+        lambda: optax.adamw(0.01, weight_decay=0.1, mask=lambda p: jax.tree.map(lambda _: True, p)),
+    ),
+    "adamw_mask_all_false": (
+        lambda: gl.adamw(0.01, weight_decay=0.1, mask=lambda p: jax.tree.map(lambda _: False, p)),
+        lambda: optax.adamw(
+            0.01, weight_decay=0.1, mask=lambda p: jax.tree.map(lambda _: False, p)
+        ),
+    ),
     "clip_adamw": (
         lambda: gl.chain(gl.clip_by_global_norm(0.5), gl.adamw(0.01, weight_decay=1e-2)),
         lambda: optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(0.01, weight_decay=1e-2)),
@@ -81,6 +92,10 @@ def test_packed_state_is_packed_and_updates_keep_structure_and_dtype():
     adam_state = state.inner[0]
     # offsets: a tree like the params, None where a leaf stays loose
     assert state.offsets["big"] is None
+    # "at most max_leaf_size elements" are packed: 32 is, 33 is not
+    edge = {"at": jnp.ones(32), "over": jnp.ones(33), "small": jnp.ones(2)}
+    edge_offsets = gl.packed(gl.adam(0.1), max_leaf_size=32).init(edge).offsets
+    assert edge_offsets["at"] is not None and edge_offsets["over"] is None
     # flatten order: f32 (alone in float32), layers[0].b, .w, layers[1].b, .w, scale
     assert [int(o) for o in jax.tree.leaves(state.offsets)] == [0, 0, 3, 15, 17, 23]
     # small leaves live in one buffer per dtype; the 40-element leaf stays loose
