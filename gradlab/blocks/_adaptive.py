@@ -54,7 +54,10 @@ def scale_by_adam(
 
     ``nesterov=True`` uses Dozat's (2016) look-ahead first moment
     ``m̂ = b1 m/(1-b1^(t+1)) + (1-b1) g/(1-b1^t)`` (as ``optax.scale_by_adam``).
-    ``mu_dtype`` sets the storage dtype of ``m`` (default: the param's).
+    ``mu_dtype`` sets the storage dtype of ``m`` (default: the param's). The
+    direction reads ``m`` and ``v`` as stored, as torch's in-place update of
+    low-precision state does (Optax steps with the unrounded ``m`` and casts
+    it after: with ``mu_dtype=bfloat16`` the two differ by ~0.1%).
     Matches ``torch.optim.Adam`` / ``optax.scale_by_adam``.
     """
     _check_decay("b1", b1)
