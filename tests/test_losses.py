@@ -847,3 +847,22 @@ def test_integer_labels_of_any_integer_dtype(label_dtype):
     labels = np.array([0, 255, 299 if label_dtype != np.uint8 else 1]).astype(label_dtype)
     out = L.softmax_cross_entropy_with_integer_labels(logits, labels)
     np.testing.assert_allclose(out, [np.log(300)] * 3, rtol=1e-6)
+
+
+def test_absolute_error_and_l1_penalty_have_zero_gradient_at_zero():
+    # torch.nn.L1Loss backward is sign(pred - target), 0 at a zero residual, and
+    # the L1 penalty's subgradient sign(w) keeps a weight at 0 there. (jnp.abs
+    # has gradient 1 at 0: an L1 penalty would push zero weights away again.)
+    x = jnp.asarray([0.0, 2.0, -3.0])
+    np.testing.assert_array_equal(jax.grad(lambda p: jnp.sum(L.absolute_error(p, x)))(x), 0.0)
+    g = jax.grad(lambda p: jnp.sum(L.absolute_error(p, jnp.zeros(3))))(x)
+    np.testing.assert_array_equal(g, np.sign(np.asarray(x)))
+    g = jax.grad(L.l1_penalty)({"w": x, "b": jnp.zeros(())})
+    np.testing.assert_array_equal(g["w"], [0.0, 1.0, -1.0])
+    assert float(g["b"]) == 0.0
+    # ... and the values are still |x|, in the input's dtype
+    y = jnp.asarray([-0.5, 0.0, 1.5], jnp.bfloat16)
+    assert L.absolute_error(y, jnp.zeros(3, jnp.bfloat16)).dtype == jnp.bfloat16
+    np.testing.assert_array_equal(
+        np.asarray(L.absolute_error(y, jnp.zeros(3, jnp.bfloat16)), np.float32), [0.5, 0.0, 1.5]
+    )

@@ -84,6 +84,16 @@ def prob_eps(dtype: Any) -> float:
     return float(jnp.finfo(dtype).eps)
 
 
+def abs_(x: Array) -> Array:
+    """``|x|`` whose gradient is ``sign(x)``: 0 at ``x = 0`` (``jnp.abs`` gives 1 there).
+
+    ``x * sign(x)`` is exactly ``|x|``, and ``sign``'s derivative is 0, so the
+    gradient is ``sign(x)``: the subgradient torch's ``L1Loss`` and an L1
+    penalty's ``sign(w)`` use, and the one that lets a weight at 0 stay there.
+    """
+    return x * jnp.sign(x)
+
+
 def safe_log(x: Array) -> Array:
     """``log(x)`` with ``log(0) = -inf`` and a finite (zero) gradient at 0.
 

@@ -4,8 +4,9 @@ Each returns a scalar: the penalty summed over every leaf of ``params``.
 Convention: ``l2_penalty = 0.5 * sum(w**2)`` (as ``optax.l2_loss`` and
 scikit-learn's ``ElasticNet``), so its gradient is ``w`` itself and
 ``lam * l2_penalty(params)`` added to a loss is exactly the weight decay
-``add_decayed_weights(lam)`` does to plain SGD. (Keras' ``L2(lam)`` and
-PyTorch's ``weight_decay`` arguments use ``sum(w**2)``, i.e. twice this.)
+``add_decayed_weights(lam)`` does to plain SGD, and what PyTorch's
+``weight_decay=lam`` adds to the gradient (``lam * w``). Keras' ``L2(lam)``
+is ``lam * sum(w**2)``, i.e. twice this.
 
 The result's dtype is the leaves' common float dtype (standard promotion:
 bfloat16 and float32 leaves give float32); an empty tree gives 0.0.
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._checks import check_nonnegative
-from gradlab.losses._common import Array, ArrayLike, as_float, cast
+from gradlab.losses._common import Array, ArrayLike, abs_, as_float, cast
 
 __all__ = ["elastic_net_penalty", "l1_penalty", "l2_penalty"]
 
@@ -42,21 +43,23 @@ def l1_penalty(params: Any) -> Array:
     """L1 norm of all parameters: ``sum_leaves sum(|w|)`` (a scalar).
 
     The lasso penalty: its constant-size gradient ``sign(w)`` drives small
-    weights exactly to zero. Keras ``L1(1.0)`` computes the same.
+    weights towards zero, and is 0 for a weight at 0 (``jnp.abs`` alone would
+    push it away again). Keras ``L1(1.0)`` computes the same.
 
     >>> import jax.numpy as jnp
     >>> from gradlab import losses
     >>> print(losses.l1_penalty({"w": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}))
     3.5
     """
-    return _tree_sum(jnp.abs, params)
+    return _tree_sum(abs_, params)
 
 
 def l2_penalty(params: Any) -> Array:
     """Half the squared L2 norm of all parameters: ``0.5 * sum_leaves sum(w**2)``.
 
     The ridge penalty, with gradient ``w``. Same as ``optax.l2_loss`` summed
-    over the tree; half of Keras ``L2(1.0)`` (see the module notes).
+    over the tree, and PyTorch's ``weight_decay``; half of Keras ``L2(1.0)``
+    (see the module notes).
 
     >>> import jax.numpy as jnp
     >>> from gradlab import losses

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from gradlab._checks import check_positive
-from gradlab.losses._common import Array, ArrayLike, as_float, cast, check_same_shape
+from gradlab.losses._common import Array, ArrayLike, abs_, as_float, cast, check_same_shape
 
 __all__ = ["absolute_error", "huber", "squared_error"]
 
@@ -44,15 +44,15 @@ def squared_error(pred: ArrayLike, target: ArrayLike) -> Array:
 def absolute_error(pred: ArrayLike, target: ArrayLike) -> Array:
     """Absolute error ``|pred - target|``, elementwise; its mean is the MAE.
 
-    Same as ``torch.nn.L1Loss(reduction="none")``. The gradient at a zero
-    residual is 0 (the subgradient JAX picks for ``abs``).
+    Same as ``torch.nn.L1Loss(reduction="none")``, gradient included: it is
+    ``sign(pred - target)``, 0 at a zero residual (``jnp.abs`` alone gives 1).
 
     >>> import jax.numpy as jnp
     >>> from gradlab import losses
     >>> print(losses.absolute_error(jnp.array([98.0, 140.0]), jnp.array([100.0, 120.0])))
     [ 2. 20.]
     """
-    return jnp.abs(_residual(pred, target))
+    return abs_(_residual(pred, target))
 
 
 def huber(pred: ArrayLike, target: ArrayLike, delta: ArrayLike = 1.0) -> Array:
