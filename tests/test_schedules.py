@@ -1048,3 +1048,19 @@ def test_jitted_cyclic_peaks_exactly_at_max_and_never_above():
         values = np.asarray(jax.jit(S.cyclic(0.0, 1.0, n))(jnp.arange(0, 4 * n + 1)))
         assert values.max() == 1.0 and values[n] == 1.0 and values[3 * n] == 1.0
         assert values.min() == 0.0
+
+
+@pytest.mark.parametrize(("first", "mult"), [(7, 4), (10, 4), (50, 4), (50, 7), (3, 2)])
+def test_jitted_warm_restarts_restart_exactly_at_each_cycle_start(first, mult):
+    # Cycle i starts at first * (mult**i - 1) / (mult - 1), an integer for an
+    # integer mult (torch CosineAnnealingWarmRestarts); under jit that division
+    # by a constant came out a hair above the integer and the restart a step late.
+    starts, length = [0], first
+    while starts[-1] + length < 20_000:
+        starts.append(starts[-1] + length)
+        length *= mult
+    s = jax.jit(S.cosine_warm_restarts(1.0, first_period=first, period_mult=mult))
+    at = np.asarray(s(jnp.asarray(starts[1:])))
+    before = np.asarray(s(jnp.asarray(starts[1:]) - 1))
+    np.testing.assert_array_equal(at, 1.0)
+    assert np.all(before < 0.5), before

@@ -74,7 +74,12 @@ def _restart_position(t, first_period, period_mult):
     mg = jnp.where(m == 1.0, 2.0, m)
 
     def start(i):
-        return t0 * (jnp.power(mg, i) - 1.0) / (mg - 1.0)
+        s = t0 * (jnp.power(mg, i) - 1.0) / (mg - 1.0)
+        # With an integer m the starts are integers, but under jit XLA divides
+        # by the constant m - 1 as a multiplication by its reciprocal and can
+        # land a hair above one: the restart would come a step late. Snap.
+        r = jnp.round(s)
+        return jnp.where(jnp.abs(s - r) <= 1e-5 * jnp.maximum(r, 1.0), r, s)
 
     i = jnp.floor(jnp.log1p(t / t0 * (mg - 1.0)) / jnp.log(mg))
     i = jnp.where(t < start(i), i - 1.0, jnp.where(t >= start(i + 1.0), i + 1.0, i))
