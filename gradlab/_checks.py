@@ -23,6 +23,7 @@ __all__ = [
     "check_number",
     "check_positive",
     "check_same_structure",
+    "check_scalars",
     "check_transformation",
     "is_traced",
     "short_structure",
@@ -169,3 +170,23 @@ def check_transformation(name: str, value: Any) -> None:
     """``value`` looks like a GradientTransformation (an ``(init, update)`` tuple)."""
     if not (isinstance(value, tuple) and hasattr(value, "init") and hasattr(value, "update")):
         raise TypeError(f"{name} must be a GradientTransformation, got {type(value).__name__}")
+
+
+def check_scalars(**values: Any) -> None:
+    """Each value is a scalar (0-d), traced or not; callables (schedules) pass.
+
+    An optimizer's hyperparameter applies to every element: an array of them
+    would broadcast against a leaf of the same shape (a per-element learning
+    rate, silently) or fail deep inside ``update``. A sweep vmaps instead.
+    Traced values are checked too: their shape is static (under ``vmap`` each
+    one is a scalar).
+    """
+    for name, value in values.items():
+        if callable(value) or value is None:
+            continue
+        shape = np.shape(value) if not is_traced(value) else jax.numpy.shape(value)
+        if shape != ():
+            raise ValueError(
+                f"{name} must be a scalar, got an array of shape {shape}; to sweep over "
+                "several values, vmap over a function that builds the optimizer"
+            )

@@ -322,6 +322,20 @@ BAD_HYPERPARAMETERS: list[tuple[str, Callable[[], Any], tuple[str, ...]]] = [
         ("momentum", "nesterov", "0.0"),
     ),
     ("adam-int-mu-dtype", lambda: gl.adam(0.1, mu_dtype=jnp.int32), ("mu_dtype", "int32")),
+    # An array of hyperparameters would broadcast per element (or fail in update).
+    ("adam-vector-lr", lambda: gl.adam(jnp.array([0.1, 0.2])), ("learning_rate", "scalar", "(2,)")),
+    ("sgd-vector-momentum", lambda: gl.sgd(0.1, momentum=[0.9, 0.8]), ("momentum", "scalar")),
+    (
+        "adamw-vector-weight-decay",
+        lambda: gl.adamw(0.1, weight_decay=np.ones(3)),
+        ("weight_decay", "(3,)"),
+    ),
+    ("scale_by_adam-vector-b2", lambda: gl.scale_by_adam(b2=jnp.full((1,), 0.99)), ("b2", "(1,)")),
+    (
+        "clip_by_global_norm-vector",
+        lambda: gl.clip_by_global_norm(jnp.ones(2)),
+        ("max_norm", "scalar"),
+    ),
     (
         "trace-int-accumulator",
         lambda: gl.trace(0.9, accumulator_dtype="int8"),

@@ -214,6 +214,21 @@ def test_integer_bool_or_complex_gradient_leaf_raises_type_error_naming_it(name,
         run_mode(lambda g, s: tx.update(g, s, params))(grads, state)
 
 
+def test_traced_non_scalar_hyperparameter_is_refused_but_a_vmapped_one_works():
+    # The shape of a tracer is static: an array of learning rates passed to jit
+    # without vmap is caught; under vmap each learning rate is a scalar.
+    params = {"w": jnp.ones(2)}
+
+    def one_step(lr):
+        tx = gl.adam(lr)
+        return tx.update(params, tx.init(params), params)[0]
+
+    with pytest.raises(ValueError, match=r"learning_rate must be a scalar.*\(3,\).*vmap"):
+        jax.jit(one_step)(jnp.ones(3))
+    out = jax.jit(jax.vmap(one_step))(jnp.asarray([0.1, 0.2, 0.3]))
+    np.testing.assert_allclose(out["w"][:, 0], [-0.1, -0.2, -0.3], rtol=1e-6)
+
+
 def test_packed_refuses_gradients_in_another_dtype_than_the_params():
     params = {"b": jnp.ones(3, jnp.bfloat16), "w": jnp.ones(5, jnp.float32)}
     grads = {"b": jnp.ones(3, jnp.float32), "w": jnp.ones(5, jnp.float32)}

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_float_dtype, check_in_range, check_nonnegative
+from gradlab._checks import check_float_dtype, check_in_range, check_nonnegative, check_scalars
 from gradlab._core import GradientTransformation
 
 
@@ -60,6 +60,7 @@ def scale_by_adam(
     it after: with ``mu_dtype=bfloat16`` the two differ by ~0.1%).
     Matches ``torch.optim.Adam`` / ``optax.scale_by_adam``.
     """
+    check_scalars(b1=b1, b2=b2, eps=eps, eps_root=eps_root)
     _check_decay("b1", b1)
     _check_decay("b2", b2)
     check_nonnegative("eps", eps)
@@ -123,6 +124,7 @@ def scale_by_rms(
     ``torch.optim.RMSprop`` (Optax puts it inside). ``v`` starts at
     ``initial_scale``.
     """
+    check_scalars(decay=decay, eps=eps, initial_scale=initial_scale)
     _check_decay("decay", decay)
     check_nonnegative("eps", eps)
     check_nonnegative("initial_scale", initial_scale)
@@ -166,6 +168,7 @@ def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7) -> Gradi
     ``torch.optim.Adagrad`` (Optax: ``g / sqrt(G + eps)``; the two agree to
     ~eps).
     """
+    check_scalars(initial_accumulator_value=initial_accumulator_value, eps=eps)
     check_nonnegative("initial_accumulator_value", initial_accumulator_value)
     check_nonnegative("eps", eps)
 

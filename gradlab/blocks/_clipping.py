@@ -8,13 +8,14 @@ import jax
 import jax.numpy as jnp
 
 from gradlab import _tree
-from gradlab._checks import check_nonnegative, check_positive
+from gradlab._checks import check_nonnegative, check_positive, check_scalars
 from gradlab._core import EmptyState, GradientTransformation
 from gradlab.blocks._regularize import ZeroNansState
 
 
 def clip(max_delta: Any) -> GradientTransformation:
     """Clip each element to ``[-max_delta, max_delta]`` (``optax.clip``); ``max_delta >= 0``."""
+    check_scalars(max_delta=max_delta)
     check_nonnegative("max_delta", max_delta)
 
     def update(updates, state, params=None, **extra):
@@ -34,6 +35,7 @@ def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
     (``optax.clip_by_global_norm``; ``torch.nn.utils.clip_grad_norm_`` without
     its 1e-6). ``max_norm > 0`` — a negative one would flip the update's sign.
     """
+    check_scalars(max_norm=max_norm)
     check_positive("max_norm", max_norm)
 
     def update(updates, state, params=None, **extra):

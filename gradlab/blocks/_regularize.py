@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_int, check_nonnegative, short_structure
+from gradlab._checks import check_int, check_nonnegative, check_scalars, short_structure
 from gradlab._core import EmptyState, GradientTransformation
 
 
@@ -62,6 +62,7 @@ def add_decayed_weights(
     Followed by ``scale_by_learning_rate`` this is AdamW's
     ``p <- p - lr * wd * p`` (Loshchilov & Hutter 2019).
     """
+    check_scalars(weight_decay=weight_decay)
     check_nonnegative("weight_decay", weight_decay)
 
     def update(updates, state, params=None, **extra):
@@ -94,6 +95,7 @@ def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:
     ``u <- u + N(0, eta / (1 + t)**gamma)`` at 0-based step ``t``
     (``optax.add_noise``). ``eta >= 0``, ``gamma >= 0``; ``seed`` an int.
     """
+    check_scalars(eta=eta, gamma=gamma)
     check_nonnegative("eta", eta)
     check_nonnegative("gamma", gamma)
     check_int("seed", seed)

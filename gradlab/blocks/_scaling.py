@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 
 from gradlab import _tree
-from gradlab._checks import check_nonnegative, check_number
+from gradlab._checks import check_nonnegative, check_number, check_scalars
 from gradlab._core import EmptyState, GradientTransformation, as_schedule
 
 
@@ -26,6 +26,7 @@ def identity() -> GradientTransformation:
 
 def scale(factor: Any) -> GradientTransformation:
     """``u <- factor * u`` with a fixed (possibly traced) factor (``optax.scale``)."""
+    check_scalars(factor=factor)
     check_number("factor", factor)
 
     def update(updates, state, params=None, **extra):
@@ -62,6 +63,7 @@ def scale_by_learning_rate(learning_rate: Any, *, flip_sign: bool = True) -> Gra
     ``vmap`` over learning rates) or a schedule ``step -> lr``. Concrete
     negative values raise ``ValueError``.
     """
+    check_scalars(learning_rate=learning_rate)
     if not callable(learning_rate):
         check_nonnegative("learning_rate", learning_rate)
     fn = as_schedule(learning_rate)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gradlab._checks import check_in_range
+from gradlab._checks import check_in_range, check_scalars
 from gradlab._core import GradientTransformation, chain
 from gradlab.blocks import (
     add_decayed_weights,
@@ -30,6 +30,7 @@ def _momentum(momentum: Any, nesterov: bool) -> GradientTransformation:
         if nesterov:
             raise ValueError("nesterov=True requires a momentum, got momentum=None")
         return identity()
+    check_scalars(momentum=momentum)
     check_in_range("momentum", momentum, 0.0, 1.0)
     if nesterov:  # torch.optim.SGD: "Nesterov momentum requires a momentum"
         check_in_range("momentum (with nesterov=True)", momentum, 0.0, 1.0, lo_open=True)
