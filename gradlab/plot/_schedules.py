@@ -1,11 +1,4 @@
-"""Plots (matplotlib, the optional ``gradlab[plot]`` extra).
-
-matplotlib is imported inside each function, never at module import, so
-``import gradlab`` stays light and works without it. Figures are built with
-the object API (``matplotlib.figure.Figure``): no pyplot global state, no
-``show()``, safe under the Agg backend and in notebooks (a returned figure
-is displayed once).
-"""
+"""``gl.plot.schedules``: learning-rate schedules side by side."""
 
 from __future__ import annotations
 
@@ -15,27 +8,7 @@ from typing import Any
 import numpy as np
 
 from gradlab._checks import check_int
-
-__all__ = ["schedules"]
-
-
-def _figure_module() -> Any:
-    try:
-        import matplotlib.figure
-    except ImportError as e:  # pragma: no cover - exercised by monkeypatching
-        raise ImportError(
-            "gradlab.plot needs matplotlib, which is not installed. "
-            "Install it with: pip install gradlab[plot]"
-        ) from e
-    return matplotlib.figure
-
-
-def _axes(ax: Any, figsize: tuple[float, float]) -> Any:
-    """``ax`` itself, or the single axes of a new (pyplot-free) figure."""
-    figure = _figure_module()
-    if ax is not None:
-        return ax
-    return figure.Figure(figsize=figsize, layout="constrained").subplots()
+from gradlab.plot._common import axes as _axes
 
 
 def schedules(

@@ -1,0 +1,12 @@
+"""Plots (matplotlib, the optional ``gradlab[plot]`` extra).
+
+matplotlib is imported inside each function, never at module import, so
+``import gradlab`` stays light and works without it. Figures are built with
+the object API (``matplotlib.figure.Figure``): no pyplot global state, no
+``show()``, safe under the Agg backend and in notebooks (a returned figure
+is displayed once). One module per plot.
+"""
+
+from gradlab.plot._schedules import schedules
+
+__all__ = ["schedules"]
