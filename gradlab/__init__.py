@@ -9,7 +9,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from gradlab._core import EmptyState, GradientTransformation, apply_updates, chain
+from gradlab._core import (
+    ELEMENTWISE,
+    PER_LEAF,
+    EmptyState,
+    GradientTransformation,
+    apply_updates,
+    chain,
+    elementwise,
+    per_leaf,
+)
 from gradlab._packing import Packed, PackedState, packed
 from gradlab.blocks import (
     AddNoiseState,
@@ -43,6 +52,8 @@ __version__ = "0.1.0"
 _LAZY_SUBMODULES = ("schedules", "losses", "plot")
 
 __all__ = [
+    "ELEMENTWISE",
+    "PER_LEAF",
     "AddNoiseState",
     "EmaState",
     "EmptyState",
@@ -64,11 +75,13 @@ __all__ = [
     "chain",
     "clip",
     "clip_by_global_norm",
+    "elementwise",
     "ema",
     "identity",
     "keep_params_nonnegative",
     "losses",
     "packed",
+    "per_leaf",
     "plot",
     "rmsprop",
     "scale",

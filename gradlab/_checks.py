@@ -22,6 +22,7 @@ __all__ = [
     "check_nonnegative",
     "check_number",
     "check_positive",
+    "check_same_shapes",
     "check_same_structure",
     "check_scalars",
     "check_transformation",
@@ -45,7 +46,8 @@ def _concrete(name: str, value: Any) -> np.ndarray | None:
         arr = np.asarray(value)
     except Exception as e:  # pragma: no cover - exotic objects
         raise TypeError(f"{name} must be a number or an array, got {value!r}") from e
-    if arr.dtype.kind not in "biuf":
+    # bfloat16/float16 NumPy values (ml_dtypes) have kind 'V': ask JAX instead.
+    if arr.dtype.kind not in "biuf" and not jax.numpy.issubdtype(arr.dtype, jax.numpy.floating):
         raise TypeError(
             f"{name} must be a real number or a numeric array, got {value!r} (dtype {arr.dtype})"
         )
@@ -152,6 +154,24 @@ def check_same_structure(expected: Any, got: Any, expected_name: str, got_name: 
             f"  {got_name}: {short_structure(got)}\n"
             f"(Was the optimizer state initialised with different params?)"
         )
+
+
+def check_same_shapes(expected: Any, got: Any, expected_name: str, got_name: str) -> None:
+    """Raise a ValueError naming the first leaf whose shape differs between two
+    trees of the same structure. Shapes are static: this runs when tracing and
+    costs nothing at run time (it replaces a bare broadcasting error, or, where
+    the shapes happen to broadcast, params and state that silently change shape).
+    """
+    exp_leaves, got_leaves = jax.tree.leaves(expected), jax.tree.leaves(got)
+    if [np.shape(x) for x in exp_leaves] == [np.shape(x) for x in got_leaves]:
+        return
+    paths = jax.tree_util.tree_flatten_with_path(expected)[0]
+    for (path, a), b in zip(paths, got_leaves, strict=True):
+        if np.shape(a) != np.shape(b):
+            raise ValueError(
+                f"{got_name} leaf {jax.tree_util.keystr(path) or '(root)'} has shape "
+                f"{np.shape(b)} but the {expected_name} leaf has shape {np.shape(a)}"
+            )
 
 
 def check_float_dtype(name: str, value: Any) -> None:

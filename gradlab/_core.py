@@ -2,31 +2,67 @@
 
 ``init(params) -> state`` and ``update(updates, state, params=None, **extra)
 -> (updates, state)``. A :class:`GradientTransformation` is structurally an
-Optax one, so it drops into code written for Optax.
+Optax one (a NamedTuple of ``init`` and ``update``), so it drops into code
+written for Optax, and Optax transformations drop into gradlab's combinators.
+
+Two things a wrapper needs to know about a member are *declared*, never
+guessed from a keyword that one caller happens to send:
+
+* whether its ``update`` takes keyword extras (``value=``, ``grad=``, ...):
+  read off its signature, as Optax's ``with_extra_args_support`` rule does —
+  a member whose ``update`` has no ``**extra`` gets none (:func:`call_update`);
+* how it runs on packed buffers (:attr:`GradientTransformation.packing`,
+  read by :func:`gradlab.packed`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from gradlab._checks import check_same_structure, check_transformation
+from gradlab._checks import check_same_shapes, check_same_structure, check_transformation
+from gradlab._tree import as_param, is_float
 
 Params = Any
 Updates = Any
 State = Any
 Schedule = Callable[[Any], Any]
 
+# How a transformation runs under `gl.packed` (GradientTransformation.packing):
+ELEMENTWISE = "elementwise"
+"""Safe on concatenated buffers as it is: each output element depends only on the
+same element of the updates, state and params, and on scalars (hyperparameters,
+step counters, reductions over the whole tree such as the global norm); its
+state is scalars or trees shaped like the updates."""
+PER_LEAF = "per_leaf"
+"""Needs the real leaves (their shapes, their tree, one key or flag per leaf):
+under `packed` it runs on the unpacked leaves and keeps its state per leaf."""
 
-class GradientTransformation(NamedTuple):
+
+class _InitUpdate(NamedTuple):
+    init: Callable[[Params], State]
+    update: Callable[..., tuple[Updates, State]]
+
+
+class GradientTransformation(_InitUpdate):
     """A pure ``(init, update)`` pair.
 
     ``update(updates, state, params=None, **extra)`` returns
     ``(new_updates, new_state)``. ``extra`` carries keyword information such
     as ``value=`` (the current loss); transforms ignore what they don't use.
+
+    ``packing`` declares how :func:`gradlab.packed` may run it:
+    :data:`ELEMENTWISE` (on concatenated buffers as it is), :data:`PER_LEAF`
+    (on the unpacked leaves), a rule ``ctx -> GradientTransformation`` that
+    builds its buffer form (combinators, masks), or ``None``: undeclared, and
+    ``packed`` refuses it. The tuple itself stays ``(init, update)``, as in
+    Optax.
 
     Example::
 
@@ -36,41 +72,109 @@ class GradientTransformation(NamedTuple):
         params = gl.apply_updates(params, updates)
     """
 
-    init: Callable[[Params], State]
-    update: Callable[..., tuple[Updates, State]]
+    packing: Any = None  # instances set it in their __dict__; see __new__
+
+    def __new__(
+        cls,
+        init: Callable[[Params], State],
+        update: Callable[..., tuple[Updates, State]],
+        *,
+        packing: Any = None,
+    ) -> GradientTransformation:
+        self = super().__new__(cls, init, update)
+        if packing is not None:
+            self.packing = packing
+        return self
 
 
 class EmptyState(NamedTuple):
     """State of a stateless transformation."""
 
 
+def stateless(
+    update: Callable[..., tuple[Updates, State]], *, packing: Any = None
+) -> GradientTransformation:
+    """A transformation without state: ``init`` returns :class:`EmptyState`."""
+    return GradientTransformation(lambda params: EmptyState(), update, packing=packing)
+
+
+# ----------------------------------------------------------------- extras rule
+
+_TAKES_EXTRA: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def takes_extra(update: Callable[..., Any]) -> bool:
+    """Whether ``update`` accepts keyword extras (has a ``**extra`` parameter)."""
+    try:
+        return _TAKES_EXTRA[update]
+    except (KeyError, TypeError):
+        pass
+    try:
+        params = inspect.signature(update).parameters.values()
+        found = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    except (TypeError, ValueError):  # builtins without a signature: pass nothing extra
+        found = False
+    with contextlib.suppress(TypeError):  # not weak-referenceable: just don't cache
+        _TAKES_EXTRA[update] = found
+    return found
+
+
+def call_update(
+    tx: Any, updates: Updates, state: State, params: Params, extra: dict[str, Any]
+) -> tuple[Updates, State]:
+    """``tx.update(updates, state, params, **extra)``, Optax's extra-argument rule:
+    a member whose ``update`` takes no ``**extra`` is called without them."""
+    if extra and not takes_extra(tx.update):
+        return tx.update(updates, state, params)
+    return tx.update(updates, state, params, **extra)
+
+
+# ----------------------------------------------------------------- apply, chain
+
+
 def apply_updates(params: Params, updates: Updates) -> Params:
     """``params + updates`` leafwise, keeping each param's dtype.
 
-    The sum is formed in the wider of the two dtypes and rounded once to the
-    param's dtype (so float32 updates on bfloat16 params round only once).
+    When the dtypes differ the sum is formed in their promoted dtype (JAX's
+    rules: bfloat16 + float32 is float32) and rounded once to the param's
+    dtype. A floating-point update on an integer or boolean param is refused
+    (``TypeError`` naming the leaf): rounding it back to an integer would
+    silently lose it (``5 + 0.6`` stays 5). Integer updates on integer params
+    (counters kept in the params) add exactly. Python numbers are floats.
+    Shapes must match (``ValueError`` naming the leaf and both shapes),
+    checked when tracing, at no run-time cost.
     """
     check_same_structure(params, updates, "params", "updates")
+    check_same_shapes(params, updates, "params", "updates")
 
-    def add(p, u):
-        p = jnp.asarray(p)
+    def add(path, p, u):
+        p = as_param(p)
         if not isinstance(u, jax.Array):  # a Python number or a NumPy array
-            u = jnp.asarray(u)
-        if p.dtype == u.dtype and p.shape == u.shape:
+            u = as_param(u)
+        if p.dtype == u.dtype:
             # lax, not jnp: one primitive per leaf keeps tracing many-leaf trees cheap.
             return jax.lax.add(p, u)
-        wide = p.dtype if p.dtype.itemsize >= u.dtype.itemsize else u.dtype
-        return (p.astype(wide) + u.astype(wide)).astype(p.dtype)
+        if is_float(u.dtype) and not is_float(p.dtype):
+            raise TypeError(
+                f"apply_updates: param leaf {jax.tree_util.keystr(path) or '(root)'} has dtype "
+                f"{p.dtype} and its update is {u.dtype}: the sum would be rounded back to "
+                f"{p.dtype}, silently losing the update. Optimize floating-point params "
+                "(cast the leaf, e.g. x.astype(jnp.float32))."
+            )
+        with jax.numpy_dtype_promotion("standard"):  # JAX's rules, even under "strict"
+            wide = jnp.promote_types(p.dtype, u.dtype)
+        return jax.lax.add(p.astype(wide), u.astype(wide)).astype(p.dtype)
 
-    return jax.tree.map(add, params, updates)
+    return jax.tree_util.tree_map_with_path(add, params, updates)
 
 
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Compose transformations: each one's output updates feed the next.
 
-    The state is a tuple of the members' states; keyword extras
-    (``value=``, ...) are forwarded to every member.
-    Equivalent of ``optax.chain``.
+    The state is a tuple of the members' states. Keyword extras (``value=``,
+    ...) reach every member whose ``update`` takes ``**extra`` (Optax's rule:
+    an Optax member without it gets none). Equivalent of ``optax.chain``.
+    Under :func:`gradlab.packed` each member runs as it declares.
     """
     for i, t in enumerate(transforms):
         check_transformation(f"chain argument {i}", t)
@@ -87,11 +191,35 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
             )
         new_state = []
         for t, s in zip(transforms, state, strict=True):
-            updates, s = t.update(updates, s, params, **extra)
+            updates, s = call_update(t, updates, s, params, extra)
             new_state.append(s)
         return updates, tuple(new_state)
 
-    return GradientTransformation(init, update)
+    def packing(ctx):
+        return chain(*(ctx.form(t, f"chain member {i}") for i, t in enumerate(transforms)))
+
+    return GradientTransformation(init, update, packing=packing)
+
+
+def elementwise(transform: Any) -> GradientTransformation:
+    """Declare a (foreign) transformation elementwise, so :func:`gradlab.packed`
+    runs it on concatenated buffers. You vouch for it: each output element must
+    depend only on the same element of the updates, state and params and on
+    scalars, and its state must be scalars or trees shaped like the updates.
+
+    >>> tx = gl.packed(gl.chain(gl.elementwise(optax.scale_by_adam()), gl.scale(-1e-3)))
+    """
+    check_transformation("transform", transform)
+    return GradientTransformation(transform.init, transform.update, packing=ELEMENTWISE)
+
+
+def per_leaf(transform: Any) -> GradientTransformation:
+    """Declare that :func:`gradlab.packed` must run ``transform`` on the unpacked
+    leaves (always correct; it keeps its state per leaf). For foreign
+    transformations that are not elementwise (``optax.masked``, per-leaf norms).
+    """
+    check_transformation("transform", transform)
+    return GradientTransformation(transform.init, transform.update, packing=PER_LEAF)
 
 
 def as_schedule(value: Any) -> Schedule:

@@ -8,13 +8,26 @@ arithmetic into a handful of fused loops over long arrays, with the moments
 *stored* packed (so they are read and written once, not gathered every step).
 This is PyTorch's multi-tensor ("foreach"/fused) idea, done with pure JAX.
 
-How: :func:`packed` wraps any transformation built from gradlab's blocks
-(they are pytree-generic, so they run unchanged on the packed tree). Leaves
-larger than ``max_leaf_size`` stay separate ("loose"): they are
-bandwidth-bound already, and packing them would add a copy. The updates are
-unpacked once at the end, so the pytree-in/pytree-out contract and the
-numbers are unchanged (same arithmetic per element; global norms sum in a
-different order, i.e. equal to round-off).
+How, honestly: every member of the wrapped transformation says how it runs on
+buffers (its declared ``packing``, see :mod:`gradlab._core`):
+
+* elementwise members (Adam's moments, momentum, scaling, the global-norm
+  clip, weight decay) run on the buffers as they are;
+* per-leaf members (per-leaf flags or keys, and later per-matrix algorithms)
+  run on the unpacked leaves, their state kept per leaf;
+* combinators (``chain``, masks) build their buffer form from their members'
+  (:class:`PackContext`); masks are resolved against the *real* params tree
+  first (:mod:`gradlab._masks`), then packed like the params;
+* a member that declares nothing (an Optax transformation) is refused with a
+  ``TypeError`` naming it, unless wrapped in ``gl.elementwise`` or
+  ``gl.per_leaf``: never silently different numbers.
+
+Which leaves are packed: those of at most ``max_leaf_size`` elements that are
+not split over several devices (a property of each leaf's own sharding: a
+partitioned leaf stays loose, its state follows its sharding). Larger leaves
+stay loose too: they are bandwidth-bound already, and packing them would add
+a copy. The choice is recorded in the state (``offsets``: None for a loose
+leaf), so ``update`` -- where gradients are tracers -- repeats it exactly.
 
 Compile time: a slice at a constant offset is a distinct kernel per leaf, and
 XLA compiles each one (~5 ms on CPU), so 1000 leaves would cost seconds. The
@@ -24,28 +37,30 @@ the same shape then share one compiled kernel. Each packed leaf traces just
 two primitives (its ``dynamic_slice`` here, the add in ``apply_updates``),
 built with ``lax`` rather than ``jnp`` wrappers, because on many-leaf trees
 compile time follows the size of the traced program.
-
-Sharding: packing concatenates leaves, which would gather sharded params to
-one device. So when more than one device is visible, nothing is packed and
-every leaf keeps its own state, which follows the leaf's sharding.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab import _tree
+from gradlab import _masks, _tree
 from gradlab._checks import (
     check_int,
     check_same_structure,
     check_transformation,
     short_structure,
 )
-from gradlab._core import GradientTransformation
+from gradlab._core import (
+    ELEMENTWISE,
+    PER_LEAF,
+    GradientTransformation,
+    call_update,
+)
 
 # Break-even on CPU: a leaf's ~3 kernel launches (~2.5 us each) against the
 # ~20 extra bytes/param that packing moves (gather the gradient, cut the update).
@@ -72,21 +87,20 @@ class PackedState(NamedTuple):
 class Layout:
     """Where each leaf of a tree lives in its :class:`Packed` form (static metadata).
 
-    Computed from shapes and dtypes only, so ``init`` (concrete params) and
-    ``update`` (traced gradients) derive the same layout independently.
+    ``packable[i]`` says whether leaf ``i`` goes into its dtype's buffer; the
+    rest (shapes, dtypes, positions) follows from the tree's shapes and dtypes.
     """
 
-    def __init__(self, tree: Any, max_leaf_size: int):
+    def __init__(self, tree: Any, packable: list[bool]):
         leaves, self.treedef = jax.tree.flatten(tree)
         self.shapes = [tuple(jnp.shape(x)) for x in leaves]
         self.dtypes = [jnp.result_type(x) for x in leaves]
         self.slots: list[tuple[str, int, int] | tuple[None, int, None]] = []
         sizes: dict[str, int] = {}
         n_loose = 0
-        pack_all = jax.device_count() == 1
-        for shape, dtype in zip(self.shapes, self.dtypes, strict=True):
-            size = int(np.prod(shape, dtype=np.int64))
-            if pack_all and size <= max_leaf_size and jnp.issubdtype(dtype, jnp.inexact):
+        for shape, dtype, pack in zip(self.shapes, self.dtypes, packable, strict=True):
+            if pack:
+                size = int(np.prod(shape, dtype=np.int64))
                 key = np.dtype(dtype).name
                 self.slots.append((key, sizes.get(key, 0), size))
                 sizes[key] = sizes.get(key, 0) + size
@@ -94,6 +108,39 @@ class Layout:
                 self.slots.append((None, n_loose, None))
                 n_loose += 1
         self.group_sizes = sizes
+        self.group_dtypes = {np.dtype(d).name: d for d in self.dtypes}
+
+    @classmethod
+    def of_params(cls, params: Any, max_leaf_size: int) -> Layout:
+        """Pack the small float leaves that are not split over several devices."""
+        leaves = jax.tree.leaves(params)
+        packable = [
+            int(np.prod(jnp.shape(x), dtype=np.int64)) <= max_leaf_size
+            and jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+            and not _tree.is_partitioned(x)
+            for x in leaves
+        ]
+        return cls(params, packable)
+
+    @classmethod
+    def of_state(cls, updates: Any, offsets: Any) -> Layout:
+        """The layout ``init`` chose, read off the state's offsets (None = loose),
+        after checking that the gradient tree has the params' structure."""
+        treedef = jax.tree.structure(updates)
+        try:
+            flat = treedef.flatten_up_to(offsets)
+        except (ValueError, TypeError):
+            raise ValueError(
+                "gradient tree does not match the optimizer state tree.\n"
+                f"  optimizer state (offsets; None = unpacked leaf): {short_structure(offsets)}\n"
+                f"  gradient: {short_structure(updates)}\n"
+                "(Was the optimizer state initialised with different params?)"
+            ) from None
+        return cls(updates, [o is not None for o in flat])
+
+    @property
+    def packs_anything(self) -> bool:
+        return bool(self.group_sizes)
 
     def pack(self, tree: Any) -> Packed:
         """Concatenate the small leaves of each dtype group; keep the others."""
@@ -105,8 +152,11 @@ class Layout:
         for leaf, (key, _, size) in zip(leaves, self.slots, strict=True):
             if key is None:
                 loose.append(leaf)
-            else:
-                parts[key].append(jax.lax.reshape(jnp.asarray(leaf), (size,)))
+                continue
+            leaf = jnp.asarray(leaf)
+            if leaf.dtype != self.group_dtypes[key]:  # a per-leaf member's output
+                leaf = jax.lax.convert_element_type(leaf, self.group_dtypes[key])
+            parts[key].append(jax.lax.reshape(leaf, (size,)))
         buffers = {k: v[0] if len(v) == 1 else jax.lax.concatenate(v, 0) for k, v in parts.items()}
         return Packed(buffers, tuple(loose))
 
@@ -144,37 +194,31 @@ class Layout:
         return self.treedef.unflatten(starts)
 
     def packed_offsets(self, offsets: Any) -> tuple[jax.Array, ...]:
-        """The packed leaves' offsets from a state's offsets tree, checking that
-        the tree has this layout's structure (the gradient's)."""
-        try:
-            flat = self.treedef.flatten_up_to(offsets)
-        except (ValueError, TypeError):
-            gradient = self.treedef.unflatten([0] * self.treedef.num_leaves)
-            raise ValueError(
-                "gradient tree does not match the optimizer state tree.\n"
-                f"  optimizer state (offsets; None = unpacked leaf): {short_structure(offsets)}\n"
-                f"  gradient: {short_structure(gradient)}\n"
-                "(Was the optimizer state initialised with different params?)"
-            ) from None
-        return tuple(o for o in flat if o is not None)
+        """The packed leaves' offsets, in order, from a state's offsets tree."""
+        return tuple(o for o in self.treedef.flatten_up_to(offsets) if o is not None)
 
     def pack_mask(self, mask: Any) -> Packed:
-        """A tree of (Python or array) bools, broadcast and packed like the params."""
+        """A tree of (Python or array) bools with the params' structure,
+        broadcast to the leaves' shapes and packed like the params.
+
+        A buffer whose mask is static and uniform packs to a Python bool (no
+        select at all); static masks stay NumPy (no device work)."""
         leaves = self.treedef.flatten_up_to(mask)
         parts: dict[str, list[Any]] = {k: [] for k in self.group_sizes}
         loose = []
         for m, shape, (key, _, size) in zip(leaves, self.shapes, self.slots, strict=True):
+            static = _masks.static_bool(m)
             if key is None:
-                loose.append(m)
-            elif isinstance(m, bool | np.bool_):
-                parts[key].append(np.full(size, bool(m)))
+                loose.append(m if static is None else static)
+            elif static is not None:
+                parts[key].append(np.full(size, static))
             else:
                 parts[key].append(jnp.broadcast_to(jnp.asarray(m, bool), shape).ravel())
         buffers = {}
         for k, v in parts.items():
             static = all(isinstance(x, np.ndarray) for x in v)
             if static and all(x.all() for x in v):
-                buffers[k] = True  # decay everything: no select needed
+                buffers[k] = True
             elif static and not any(x.any() for x in v):
                 buffers[k] = False
             else:
@@ -184,24 +228,106 @@ class Layout:
         return Packed(buffers, tuple(loose))
 
 
-def _check_packs_like_params(layout: Layout, params: Any, max_leaf_size: int) -> None:
-    """Buffers are grouped by dtype: a gradient that packs unlike its param is refused.
+def _describe(tx: Any) -> str:
+    """A transformation, in words: its type and its update function's name."""
+    update = getattr(tx, "update", None)
+    name = getattr(update, "__qualname__", type(update).__name__)
+    return f"{type(tx).__module__}.{type(tx).__qualname__} with update {name}"
 
-    (Only the rare mixed-dtype case pays for a second layout.)
+
+class PackContext:
+    """What a combinator's packing rule may use to build its buffer form.
+
+    ``tree``: the real (unpacked) params tree -- at ``update``, the params if
+    given, else the gradient tree (masks are resolved against it).
     """
+
+    def __init__(self, layout: Layout, tree: Any, offsets: Any, path: tuple[str, ...] = ()):
+        self.layout, self.tree, self.offsets, self.path = layout, tree, offsets, path
+
+    def form(self, tx: Any, where: str) -> GradientTransformation:
+        """The buffer form of member ``tx`` (``where`` names it in errors)."""
+        here = PackContext(self.layout, self.tree, self.offsets, (*self.path, where))
+        packing = tx.packing if isinstance(tx, GradientTransformation) else None
+        if packing == ELEMENTWISE:
+            return tx
+        if packing == PER_LEAF:
+            return here.per_leaf(tx)
+        if callable(packing):
+            return packing(here)
+        raise TypeError(
+            f"packed cannot run {' > '.join(here.path)} ({_describe(tx)}): it does not "
+            "declare how it runs on packed buffers, and guessing could silently change its "
+            "numbers. If each output element depends only on the same element of the "
+            "updates, state and params (and on scalars), wrap it as gl.elementwise(tx); "
+            "otherwise gl.per_leaf(tx) runs it on the unpacked leaves."
+        )
+
+    def mask(self, spec: Any) -> Packed:
+        """A mask (tree, prefix or callable) resolved against the real params tree, packed."""
+        return self.layout.pack_mask(_masks.resolve(spec, self.tree))
+
+    def per_leaf(self, tx: Any) -> GradientTransformation:
+        """``tx`` run on the unpacked leaves; its state is kept per leaf."""
+        layout, real_tree, offsets = self.layout, self.tree, self.offsets
+
+        def init(packed_params):
+            return tx.init(real_tree)  # init only: `tree` is the real params
+
+        def update(updates, state, params=None, **extra):
+            tree_u = layout.unpack(updates, offsets)
+            tree_p = None if params is None else layout.unpack(params, offsets)
+            out, state = call_update(tx, tree_u, state, tree_p, extra)
+            return layout.pack(out), state
+
+        return GradientTransformation(init, update, packing=PER_LEAF)
+
+
+def _check_packs_like_params(layout: Layout, params: Any) -> None:
+    """Buffers are grouped by dtype: a gradient that packs unlike its param is refused."""
     leaves = jax.tree.leaves(params)
-    if all(getattr(p, "dtype", None) == dt for p, dt in zip(leaves, layout.dtypes, strict=True)):
-        return
-    params_layout = Layout(params, max_leaf_size)
-    flat = jax.tree_util.tree_flatten_with_path(params)[0]
-    for i, (path, p) in enumerate(flat):
-        if params_layout.slots[i][0] != layout.slots[i][0]:
-            u = layout.dtypes[i]
+    pairs = zip(leaves, layout.dtypes, layout.slots, strict=True)
+    for i, (p, dt, (key, _, _)) in enumerate(pairs):
+        if key is not None and jnp.result_type(p) != dt:
+            path = jax.tree_util.tree_flatten_with_path(params)[0][i][0]
             raise TypeError(
-                f"packed: the gradient at {jax.tree_util.keystr(path)} is {u} but the "
+                f"packed: the gradient at {jax.tree_util.keystr(path)} is {dt} but the "
                 f"param is {jnp.result_type(p)}; packed groups leaves by dtype, so pass "
                 "gradients in the params' dtypes (or use the transformation unpacked)"
             )
+
+
+def _state_buffers(state: Any) -> dict[str, tuple[int, ...]]:
+    """The packed buffers found in a state, by dtype: ``{dtype: shapes}``."""
+    found: dict[str, set] = {}
+    for leaf in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, Packed)):
+        if isinstance(leaf, Packed):
+            for k, b in leaf.buffers.items():
+                found.setdefault(k, set()).add(tuple(jnp.shape(b)))
+    return {k: tuple(sorted(v)) for k, v in found.items()}
+
+
+def _explain_dtype_mismatch(layout: Layout, inner: Any) -> None:
+    """Without params, the gradient's dtypes decide the buffers: if they differ
+    from the params' (the state's buffers), say so in the user's terms."""
+    state_groups = _state_buffers(inner)
+    grad_groups = {k: ((n,),) for k, n in layout.group_sizes.items()}
+    if state_groups and not set(grad_groups) <= set(state_groups):
+        raise TypeError(
+            "packed: the gradient's dtypes differ from the params' the state was built for: "
+            f"the gradient packs into {sorted(grad_groups)} buffers, the state holds "
+            f"{sorted(state_groups)} ones. Pass gradients in the params' dtypes (e.g. "
+            "float32 gradients of bfloat16 params: cast them), or pass params to update "
+            "to be told which leaf differs."
+        ) from None
+
+
+def _keeps_array_state(transform: GradientTransformation, params: Any) -> bool:
+    """Whether ``transform`` keeps per-element state (a state leaf with ndim >= 1):
+    without it (plain ``sgd``), packing would only add copies. Read off the
+    state's shapes (``eval_shape``), which depend on structure and shapes only."""
+    shapes = jax.eval_shape(transform.init, params)
+    return any(len(s.shape) > 0 for s in jax.tree.leaves(shapes))
 
 
 def packed(
@@ -212,46 +338,60 @@ def packed(
     Small leaves (at most ``max_leaf_size`` elements) of each dtype are packed
     into one contiguous buffer; ``transform``'s state is stored packed; the
     updates come back as a tree like the params. Same numbers as the plain
-    path (to round-off in global norms). Works with any chain of gradlab
-    blocks, including masks (``add_decayed_weights(mask=...)``).
+    path (to round-off in global norms). Every member runs as it declares
+    (``tx.packing``): elementwise ones on the buffers, per-leaf ones on the
+    unpacked leaves, masks resolved against the real params; a member that
+    declares nothing (an Optax transformation) raises ``TypeError`` naming it
+    -- wrap it in :func:`gradlab.elementwise` or :func:`gradlab.per_leaf`.
 
     >>> tx = packed(adamw(1e-3, weight_decay=1e-2))
 
-    Packing is skipped (every leaf loose) when more than one device is
-    visible, so sharded params keep their sharding and their state follows it,
-    and when ``transform`` keeps no per-param state (plain ``sgd``), where it
-    would only add copies. Buffers are grouped by dtype, so a gradient must
-    come in its param's dtype (``TypeError`` otherwise, when ``params`` are
-    passed to ``update``).
+    A leaf split over several devices stays loose (its state follows its
+    sharding); so does every leaf when ``transform`` keeps no per-element
+    state (plain ``sgd``), where packing would only add copies. Buffers are
+    grouped by dtype, so a gradient must come in its param's dtype. Under
+    ``jit`` in JAX's default (auto) sharding mode a traced leaf's placement is
+    unknown: call ``init`` eagerly on sharded params.
     """
     check_transformation("transform", transform)
     check_int("max_leaf_size", max_leaf_size, minimum=0)
 
     def init(params):
-        layout = Layout(params, max_leaf_size)
-        packed_params = layout.pack(params)
-        state = transform.init(packed_params)
-        buffer_shapes = {b.shape for b in packed_params.buffers.values()}
-        if not any(jnp.shape(x) in buffer_shapes for x in jax.tree.leaves(state)):
-            # No per-param state (e.g. plain sgd): packing would only add copies.
-            return PackedState(transform.init(params), jax.tree.map(lambda _: None, params))
-        return PackedState(state, layout.offsets())
+        layout = Layout.of_params(params, max_leaf_size)
+        # Built even when nothing ends up packed: an undeclared member is
+        # refused whatever the params.
+        form = PackContext(layout, params, None).form(transform, "transform")
+        if not (layout.packs_anything and _keeps_array_state(transform, params)):
+            loose = jax.tree.map(lambda _: None, params)
+            return PackedState(transform.init(params), loose)
+        return PackedState(form.init(layout.pack(params)), layout.offsets())
 
     def update(updates, state, params=None, **extra):
         updates = _tree.as_updates(updates)
         if params is not None:
             check_same_structure(params, updates, "params", "updates")
-        layout = Layout(updates, max_leaf_size)
-        if params is not None:
-            _check_packs_like_params(layout, params, max_leaf_size)
-        offsets = layout.packed_offsets(state.offsets)  # checks the gradient's structure
-        if not offsets:  # nothing was packed at init
-            new_updates, inner = transform.update(updates, state.inner, params, **extra)
+        layout = Layout.of_state(updates, state.offsets)
+        if not layout.packs_anything:  # nothing was packed at init
+            new_updates, inner = call_update(transform, updates, state.inner, params, extra)
             return new_updates, PackedState(inner, state.offsets)
-        p = layout.pack(params) if params is not None else None
-        new_updates, inner = transform.update(
-            layout.pack(updates), state.inner, p, **extra, _packing=layout
-        )
+        if params is not None:
+            _check_packs_like_params(layout, params)
+        offsets = layout.packed_offsets(state.offsets)
+        real = params if params is not None else updates
+        form = PackContext(layout, real, offsets).form(transform, "transform")
+        packed_params = layout.pack(params) if params is not None else None
+        try:
+            new_updates, inner = call_update(
+                form, layout.pack(updates), state.inner, packed_params, extra
+            )
+        except (ValueError, TypeError):
+            if params is None:
+                _explain_dtype_mismatch(layout, state.inner)
+            raise
         return layout.unpack(new_updates, offsets), PackedState(inner, state.offsets)
 
-    return GradientTransformation(init, update)
+    # Nested inside another `packed`, it runs on the real leaves (and packs them itself).
+    return GradientTransformation(init, update, packing=PER_LEAF)
+
+
+Rule = Callable[[PackContext], GradientTransformation]

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab._checks import check_same_structure
+from gradlab._checks import check_same_shapes, check_same_structure
 
 Tree = Any
 
@@ -49,7 +49,8 @@ def hp(value: Any, dtype: Any) -> jax.Array:
 
 
 @functools.cache
-def _is_float(dtype: Any) -> bool:
+def is_float(dtype: Any) -> bool:
+    """Whether ``dtype`` is a floating-point dtype (bfloat16 included)."""
     return bool(jnp.issubdtype(dtype, jnp.floating))
 
 
@@ -63,14 +64,14 @@ def as_updates(updates: Tree) -> Tree:
     """
     leaves, treedef = jax.tree.flatten(updates)
     # The common case (all float arrays) costs one attribute read per leaf.
-    if all(_is_float(getattr(x, "dtype", np.int8)) for x in leaves):
+    if all(is_float(getattr(x, "dtype", np.int8)) for x in leaves):
         return updates
     fixed = []
     for path, x in jax.tree_util.tree_flatten_with_path(updates)[0]:
         if isinstance(x, int | float) and not isinstance(x, bool):
             x = jnp.asarray(float(x))
         dtype = getattr(x, "dtype", None)
-        if dtype is None or not _is_float(dtype):
+        if dtype is None or not is_float(dtype):
             what = f"dtype {dtype}" if dtype is not None else type(x).__name__
             raise TypeError(
                 f"gradient leaf {jax.tree_util.keystr(path) or '(root)'} must be a "
@@ -83,14 +84,16 @@ def as_updates(updates: Tree) -> Tree:
 def map_like(
     fn: Callable[..., Any], updates: Tree, *trees: Tree, tree_name: str = "optimizer state"
 ) -> Tree:
-    """``jax.tree.map(fn, updates, *trees)`` after checking structures match.
+    """``jax.tree.map(fn, updates, *trees)`` after checking structures and shapes match.
 
-    ``trees`` mirror the updates (moments, masks, params). A mismatch raises
-    ``ValueError`` showing both structures, naming the other tree ``tree_name``;
-    a non-float gradient leaf raises ``TypeError`` (:func:`as_updates`).
+    ``trees`` mirror the updates leaf for leaf (moments, params). A mismatch
+    raises ``ValueError`` showing both structures, or naming the leaf and both
+    shapes, calling the other tree ``tree_name``; a non-float gradient leaf
+    raises ``TypeError`` (:func:`as_updates`).
     """
     for tree in trees:
         check_same_structure(tree, updates, tree_name, "gradient")
+        check_same_shapes(tree, updates, tree_name, "gradient")
     return jax.tree.map(fn, as_updates(updates), *trees)
 
 
@@ -101,23 +104,61 @@ def split_outputs(tree_of_tuples: Tree, like: Tree, n: int) -> tuple[Tree, ...]:
     return tuple(treedef.unflatten([leaf[i] for leaf in leaves]) for i in range(n))
 
 
-def zeros_like(tree: Tree, dtype: Any = None) -> Tree:
-    """Zeros shaped like each leaf, in ``dtype`` (default: the leaf's dtype).
+def check_float_params(params: Tree, where: str) -> None:
+    """Refuse integer and boolean param leaves with a ``TypeError`` naming the leaf.
 
-    ``jnp.zeros_like`` keeps each leaf's sharding: optimizer state lives where
-    its param lives, and nothing is gathered to one device.
+    An optimizer moves params by fractions: int32 state or an int32 sum would
+    silently round every update away. Python numbers are fine (taken as floats).
     """
-    return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
+    leaves = jax.tree.leaves(params)
+    if all(is_float(getattr(x, "dtype", np.float32)) for x in leaves):
+        return
+    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+        dtype = getattr(x, "dtype", None)
+        if dtype is not None and not is_float(dtype):
+            raise TypeError(
+                f"{where}: param leaf {jax.tree_util.keystr(path) or '(root)'} has dtype "
+                f"{dtype}; gradlab optimizes floating-point params only (cast it, e.g. "
+                "x.astype(jnp.float32), or keep it out of the optimized tree)"
+            )
+
+
+def as_param(x: Any) -> jax.Array:
+    """A param leaf as an array; a Python number becomes a float (as in Optax)."""
+    if isinstance(x, int | float) and not isinstance(x, bool):
+        return jnp.asarray(float(x))
+    return jnp.asarray(x)
+
+
+def _like(x: Any, value: Any, dtype: Any) -> jax.Array:
+    """``value`` broadcast to ``x``'s shape, in ``dtype``, placed like ``x``.
+
+    A select on ``x`` with an all-False predicate, not ``zeros_like``: under
+    ``jax.jit(init)`` the output of ``zeros_like`` depends on no input and
+    lands on ONE device (Optax's behaviour), while the select lets XLA
+    propagate ``x``'s sharding to it. The compiled program is still just a
+    broadcast (the select on a constant predicate is folded away after
+    partitioning); eagerly, it keeps the committed sharding as well.
+    """
+    x = as_param(x)
+    dt = np.dtype(dtype or x.dtype)
+    return jnp.where(jnp.zeros(x.shape, bool), x.astype(dt), hp(value, dt))
+
+
+def zeros_like(tree: Tree, dtype: Any = None) -> Tree:
+    """Zeros shaped like each param leaf, in ``dtype`` (default: the leaf's dtype).
+
+    Each state leaf follows its param's sharding, eagerly and under ``jit``:
+    optimizer state lives where its param lives, nothing is gathered to one
+    device. Integer params are refused (:func:`check_float_params`).
+    """
+    return full_like(tree, 0, dtype)
 
 
 def full_like(tree: Tree, value: Any, dtype: Any = None) -> Tree:
-    """``value`` broadcast like each leaf (keeping its sharding), in ``dtype``."""
-
-    def fill(x):
-        dt = dtype or jnp.result_type(x)
-        return jnp.full_like(x, hp(value, dt), dtype=dt)
-
-    return jax.tree.map(fill, tree)
+    """``value`` broadcast like each param leaf (following its sharding), in ``dtype``."""
+    check_float_params(tree, "init")
+    return jax.tree.map(lambda x: _like(x, value, dtype), tree)
 
 
 def per_dtype(fn: Callable[[np.dtype], Any]) -> Callable[[Any], Any]:
@@ -211,6 +252,20 @@ def _sum_of_squares(x: jax.Array, dt: Any) -> jax.Array:
     return jnp.sum(jnp.square(x.astype(dt)))
 
 
+def is_partitioned(x: Any) -> bool:
+    """Whether ``x`` is known to be split over several devices.
+
+    A property of the data, not of the host: a concrete array's sharding, or a
+    tracer's under explicit sharding. Under ``jit`` in JAX's default (auto)
+    sharding mode a tracer's placement is unknown, and it reads False.
+    """
+    if isinstance(x, jax.core.Tracer):
+        spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
+        return spec is not None and any(axis is not None for axis in spec)
+    sharding = getattr(x, "sharding", None)
+    return sharding is not None and not sharding.is_fully_replicated
+
+
 def global_norm(tree: Tree) -> jax.Array:
     """``sqrt(sum_i ||x_i||^2)`` over all leaves, accumulated in float32 (or float64)."""
     leaves = jax.tree.leaves(tree)
@@ -222,12 +277,11 @@ def global_norm(tree: Tree) -> jax.Array:
     # kernel whose compile time grows superlinearly (1000 leaves of 100: 3.7 s
     # to compile, 2000 leaves: 22 s; concatenated 0.4 s / 1.0 s, and half the
     # run time). The copy is cheap for small leaves; big ones are reduced in
-    # place. Not with several devices: the concatenation would gather shards.
+    # place. Not partitioned leaves: the concatenation would gather their shards.
     small: dict[Any, list[jax.Array]] = {}
     parts = []
-    one_device = jax.device_count() == 1
     for x in leaves:
-        if one_device and jnp.size(x) <= SMALL_LEAF:
+        if jnp.size(x) <= SMALL_LEAF and not is_partitioned(x):
             small.setdefault(jnp.result_type(x), []).append(jax.lax.reshape(x, (jnp.size(x),)))
         else:
             parts.append(x)

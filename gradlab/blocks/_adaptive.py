@@ -10,7 +10,7 @@ import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import check_float_dtype, check_in_range, check_nonnegative, check_scalars
-from gradlab._core import GradientTransformation
+from gradlab._core import ELEMENTWISE, GradientTransformation
 
 
 class ScaleByAdamState(NamedTuple):
@@ -110,7 +110,7 @@ def scale_by_adam(
         new_updates, mu, nu = _tree.split_outputs(out, updates, 3)
         return new_updates, ScaleByAdamState(count, mu, nu)
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, packing=ELEMENTWISE)
 
 
 def scale_by_rms(
@@ -157,7 +157,7 @@ def scale_by_rms(
         parts = _tree.split_outputs(out, updates, 3 if centered else 2)
         return parts[0], ScaleByRmsState(parts[1], parts[2] if centered else ())
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, packing=ELEMENTWISE)
 
 
 def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7) -> GradientTransformation:
@@ -189,4 +189,4 @@ def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7) -> Gradi
         new_updates, sos = _tree.split_outputs(out, updates, 2)
         return new_updates, ScaleByRssState(sos)
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, packing=ELEMENTWISE)

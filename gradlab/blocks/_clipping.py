@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from gradlab import _tree
-from gradlab._checks import check_nonnegative, check_positive, check_scalars
-from gradlab._core import EmptyState, GradientTransformation
+from gradlab._checks import check_nonnegative, check_positive, check_same_structure, check_scalars
+from gradlab._core import ELEMENTWISE, PER_LEAF, GradientTransformation, stateless
 from gradlab.blocks._regularize import ZeroNansState
 
 
@@ -25,7 +25,7 @@ def clip(max_delta: Any) -> GradientTransformation:
 
         return jax.tree.map(leaf, _tree.as_updates(updates)), state
 
-    return GradientTransformation(lambda params: EmptyState(), update)
+    return stateless(update, packing=ELEMENTWISE)
 
 
 def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
@@ -46,19 +46,25 @@ def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
         factor = jnp.where(norm > limit, limit / jnp.where(norm > limit, norm, 1), 1)
         return _tree.scale(updates, factor), state
 
-    return GradientTransformation(lambda params: EmptyState(), update)
+    # A whole-tree reduction gives the same norm over packed buffers (summed in
+    # another order: equal to round-off), so it counts as elementwise.
+    return stateless(update, packing=ELEMENTWISE)
 
 
 def zero_nans() -> GradientTransformation:
-    """Replace NaN entries of the updates by 0; record per leaf whether any was found."""
+    """Replace NaN entries of the updates by 0; record per leaf whether any was found.
+
+    The flags are per leaf, so under ``gl.packed`` it runs on the unpacked leaves.
+    """
 
     def init(params):
         return ZeroNansState(jax.tree.map(lambda _: jnp.zeros((), bool), params))
 
     def update(updates, state, params=None, **extra):
         updates = _tree.as_updates(updates)
-        found = _tree.map_like(lambda u, _: jnp.any(jnp.isnan(u)), updates, state.found_nan)
+        check_same_structure(state.found_nan, updates, "optimizer state", "gradient")
+        found = jax.tree.map(lambda u: jnp.any(jnp.isnan(u)), updates)
         clean = jax.tree.map(lambda u: jnp.where(jnp.isnan(u), jnp.zeros_like(u), u), updates)
         return clean, ZeroNansState(found)
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, packing=PER_LEAF)

@@ -9,7 +9,7 @@ import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import check_float_dtype, check_in_range, check_scalars
-from gradlab._core import GradientTransformation
+from gradlab._core import ELEMENTWISE, GradientTransformation
 
 
 class TraceState(NamedTuple):
@@ -55,7 +55,7 @@ def trace(
         new_updates, new_trace = _tree.split_outputs(out, updates, 2)
         return new_updates, TraceState(new_trace)
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, packing=ELEMENTWISE)
 
 
 def ema(decay: Any, debias: bool = True, accumulator_dtype: Any = None) -> GradientTransformation:
@@ -93,4 +93,4 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Any = None) -> Gradi
         new_updates, new_ema = _tree.split_outputs(out, updates, 2)
         return new_updates, EmaState(count, new_ema)
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, packing=ELEMENTWISE)

@@ -7,11 +7,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from gradlab import _tree
-from gradlab._checks import check_int, check_nonnegative, check_scalars, short_structure
-from gradlab._core import EmptyState, GradientTransformation
+from gradlab import _masks, _tree
+from gradlab._checks import check_int, check_nonnegative, check_scalars
+from gradlab._core import ELEMENTWISE, PER_LEAF, GradientTransformation, stateless
 
 
 class AddNoiseState(NamedTuple):
@@ -32,33 +31,14 @@ def _need_params(name: str, params: Any) -> None:
         raise ValueError(f"{name} uses the params: call update(updates, state, params)")
 
 
-def resolve_mask(mask: Any, params: Any) -> Any:
-    """The mask as a tree of bools shaped like ``params`` (callables are applied).
-
-    Leaves may be Python bools (decided when tracing) or boolean arrays. As in
-    Optax, the mask may be a *prefix* of the params: ``{"dense": True, "ln":
-    False}`` covers every leaf under ``dense`` and ``ln``.
-    """
-    tree = mask(params) if callable(mask) else mask
-    if jax.tree.structure(tree) == jax.tree.structure(params):
-        return tree
-    try:
-        return jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), tree, params)
-    except (ValueError, TypeError):
-        raise ValueError(
-            "mask tree is neither the params tree nor a prefix of it.\n"
-            f"  params: {short_structure(params)}\n"
-            f"  mask: {short_structure(tree)}"
-        ) from None
-
-
 def add_decayed_weights(
     weight_decay: Any = 0.0, mask: Any | Callable[[Any], Any] = None
 ) -> GradientTransformation:
     """Decoupled weight decay: ``u <- u + weight_decay * p`` (``optax.add_decayed_weights``).
 
-    ``mask`` (a tree of bools like the params, or ``params -> tree``) limits the
-    decay to leaves where it is True — e.g. skip biases and norm scales.
+    ``mask`` (a tree of bools like the params or a prefix of it, or
+    ``params -> tree``; leaves may be boolean arrays, elementwise) limits the
+    decay to where it is True — e.g. skip biases and norm scales.
     Followed by ``scale_by_learning_rate`` this is AdamW's
     ``p <- p - lr * wd * p`` (Loshchilov & Hutter 2019).
     """
@@ -67,26 +47,27 @@ def add_decayed_weights(
 
     def update(updates, state, params=None, **extra):
         _need_params("add_decayed_weights", params)
-        layout = extra.get("_packing")  # set by `packed`: params arrive packed
+        decayed = _tree.map_like(decay_leaf, updates, params, tree_name="params")
         if mask is None:
-            m = jax.tree.map(lambda _: True, params)
-        elif layout is None:
-            m = resolve_mask(mask, params)
-        else:
-            m = layout.pack_mask(resolve_mask(mask, layout.unpack(params)))
+            return decayed, state
+        on = _masks.resolve(mask, params)
+        return jax.tree.map(select, on, decayed, _tree.as_updates(updates)), state
 
-        def leaf(u, p, on):
-            if isinstance(on, bool | np.bool_) and not on:
-                return u
-            dt = _tree.compute_dtype(u.dtype)
-            decayed = u.astype(dt) + _tree.hp(weight_decay, dt) * p.astype(dt)
-            if not isinstance(on, bool | np.bool_):
-                decayed = jnp.where(on, decayed, u.astype(dt))
-            return decayed.astype(u.dtype)
+    def decay_leaf(u, p):
+        dt = _tree.compute_dtype(u.dtype)
+        return (u.astype(dt) + _tree.hp(weight_decay, dt) * p.astype(dt)).astype(u.dtype)
 
-        return _tree.map_like(leaf, updates, params, m, tree_name="params"), state
+    def select(on, decayed, u):
+        static = _masks.static_bool(on)
+        if static is not None:
+            return decayed if static else u  # XLA drops the unused decay
+        return jnp.where(jnp.asarray(on, bool), decayed, u)
 
-    return GradientTransformation(lambda params: EmptyState(), update)
+    if mask is None:
+        return stateless(update, packing=ELEMENTWISE)
+    # Packed, the mask is resolved against the real params tree and packed
+    # like them; then the block is elementwise on the buffers.
+    return stateless(update, packing=lambda ctx: add_decayed_weights(weight_decay, ctx.mask(mask)))
 
 
 def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:
@@ -105,35 +86,22 @@ def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:
 
     def update(updates, state, params=None, **extra):
         updates = _tree.as_updates(updates)
-        # Under `packed` the leaves are buffers: draw the noise per *param*
-        # leaf anyway (same keys, same numbers as unpacked), then pack it.
-        layout = extra.get("_packing")
-        if layout is None:
-            leaves = jax.tree.leaves(updates)
-            shapes, dtypes = [u.shape for u in leaves], [u.dtype for u in leaves]
-        else:
-            shapes, dtypes = layout.shapes, layout.dtypes
-        key, *keys = jax.random.split(jax.random.wrap_key_data(state.rng_key), len(shapes) + 1)
-        noise = [
-            jax.random.normal(k, s, _tree.compute_dtype(d))
-            for k, s, d in zip(keys, shapes, dtypes, strict=True)
-        ]
-        if layout is not None:
-            noise = layout.pack(layout.treedef.unflatten(noise))
-        else:
-            noise = jax.tree.structure(updates).unflatten(noise)
+        leaves, treedef = jax.tree.flatten(updates)
+        # One key per leaf: the noise depends on the leaves, so packed runs this per leaf.
+        key, *keys = jax.random.split(jax.random.wrap_key_data(state.rng_key), len(leaves) + 1)
         t = state.count.astype(jnp.float32)
         std = jnp.sqrt(jnp.asarray(eta, jnp.float32) / (1 + t) ** jnp.asarray(gamma, jnp.float32))
 
-        def noisy(u, z):
+        def noisy(u, k):
             dt = _tree.compute_dtype(u.dtype)
+            z = jax.random.normal(k, u.shape, dt)
             return (u.astype(dt) + std.astype(dt) * z).astype(u.dtype)
 
-        out = jax.tree.map(noisy, updates, noise)
+        out = treedef.unflatten([noisy(u, k) for u, k in zip(leaves, keys, strict=True)])
         new_state = AddNoiseState(_tree.safe_increment(state.count), jax.random.key_data(key))
         return out, new_state
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, packing=PER_LEAF)
 
 
 def keep_params_nonnegative() -> GradientTransformation:
@@ -150,4 +118,4 @@ def keep_params_nonnegative() -> GradientTransformation:
 
         return _tree.map_like(leaf, updates, params, tree_name="params"), state
 
-    return GradientTransformation(lambda params: EmptyState(), update)
+    return stateless(update, packing=ELEMENTWISE)

@@ -8,7 +8,7 @@ import jax
 
 from gradlab import _tree
 from gradlab._checks import check_nonnegative, check_number, check_scalars
-from gradlab._core import EmptyState, GradientTransformation, as_schedule
+from gradlab._core import ELEMENTWISE, GradientTransformation, as_schedule, stateless
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -19,8 +19,8 @@ class ScaleByScheduleState(NamedTuple):
 
 def identity() -> GradientTransformation:
     """Pass updates through unchanged (``optax.identity``)."""
-    return GradientTransformation(
-        lambda params: EmptyState(), lambda updates, state, params=None, **extra: (updates, state)
+    return stateless(
+        lambda updates, state, params=None, **extra: (updates, state), packing=ELEMENTWISE
     )
 
 
@@ -32,7 +32,7 @@ def scale(factor: Any) -> GradientTransformation:
     def update(updates, state, params=None, **extra):
         return _tree.scale(updates, factor), state
 
-    return GradientTransformation(lambda params: EmptyState(), update)
+    return stateless(update, packing=ELEMENTWISE)
 
 
 def scale_by_schedule(schedule: Any) -> GradientTransformation:
@@ -53,7 +53,7 @@ def scale_by_schedule(schedule: Any) -> GradientTransformation:
         factor = fn(state.count)
         return _tree.scale(updates, factor), ScaleByScheduleState(_tree.safe_increment(state.count))
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, packing=ELEMENTWISE)
 
 
 def scale_by_learning_rate(learning_rate: Any, *, flip_sign: bool = True) -> GradientTransformation:

@@ -1,0 +1,71 @@
+"""Masks and labels resolved against the params tree — in one place.
+
+``add_decayed_weights(mask=)``, ``masked``, ``freeze`` and ``partition`` all
+take a tree shaped like the params (or a prefix of it, as Optax accepts), or a
+function ``params -> tree``; :func:`resolve` turns any of these into a tree
+with exactly the params' structure, or raises a ``ValueError`` showing both
+structures. ``gl.packed`` resolves them here too, against the real params
+tree, before packing (so a callable mask never sees packed buffers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from gradlab._checks import short_structure
+
+Tree = Any
+
+
+def resolve(spec: Any, params: Tree, what: str = "mask") -> Tree:
+    """``spec`` (a tree, a prefix of ``params``, or ``params -> tree``) as a tree
+    with ``params``' structure, each prefix leaf broadcast over its subtree.
+
+    Leaves may be Python values (decided when tracing) or arrays.
+    """
+    tree = spec(params) if callable(spec) else spec
+    if jax.tree.structure(tree) == jax.tree.structure(params):
+        return tree
+    try:
+        return jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), tree, params)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"{what} tree is neither the params tree nor a prefix of it.\n"
+            f"  params: {short_structure(params)}\n"
+            f"  {what}: {short_structure(tree)}"
+        ) from None
+
+
+def static_bool(value: Any) -> bool | None:
+    """A mask leaf's value when it is known now (a Python/NumPy bool or a
+    concrete 0-d bool array), else None (a traced or elementwise mask)."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, jax.core.Tracer):
+        return None
+    if isinstance(value, jax.Array | np.ndarray) and value.shape == () and value.dtype == bool:
+        return bool(value)
+    return None
+
+
+def resolve_static(spec: Any, params: Tree, what: str = "mask") -> list[bool]:
+    """The mask resolved as one static bool per leaf (for combinators that choose
+    which leaves an inner transformation sees), or a ``TypeError`` naming the leaf."""
+    tree = resolve(spec, params, what)
+    out = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        value = static_bool(leaf)
+        if value is None:
+            raise TypeError(
+                f"{what} leaf {jax.tree_util.keystr(path) or '(root)'} must be a bool known "
+                f"when tracing (one per param leaf), got {leaf!r}"
+            )
+        out.append(value)
+    return out
+
+
+MaskSpec = Any | Callable[[Tree], Tree]
