@@ -45,6 +45,15 @@ from gradlab.blocks import (
     trace,
     zero_nans,
 )
+from gradlab.combinators import (
+    MaskedNode,
+    MaskedState,
+    PartitionState,
+    freeze,
+    masked,
+    named_chain,
+    partition,
+)
 from gradlab.optimizers import adagrad, adam, adamw, rmsprop, sgd
 
 __version__ = "0.1.0"
@@ -58,8 +67,11 @@ __all__ = [
     "EmaState",
     "EmptyState",
     "GradientTransformation",
+    "MaskedNode",
+    "MaskedState",
     "Packed",
     "PackedState",
+    "PartitionState",
     "ScaleByAdamState",
     "ScaleByRmsState",
     "ScaleByRssState",
@@ -77,10 +89,14 @@ __all__ = [
     "clip_by_global_norm",
     "elementwise",
     "ema",
+    "freeze",
     "identity",
     "keep_params_nonnegative",
     "losses",
+    "masked",
+    "named_chain",
     "packed",
+    "partition",
     "per_leaf",
     "plot",
     "rmsprop",
