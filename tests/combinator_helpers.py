@@ -25,10 +25,15 @@ def flax_params(dtype=jnp.float32):
 
 
 def grads_at(params, step):
-    """A deterministic, step-dependent gradient in the params' dtypes."""
-    return jax.tree.map(
-        lambda p: (jnp.sin(p * (step + 1.0) + 0.3) + 0.1 * p).astype(p.dtype), params
-    )
+    """A deterministic, step-dependent gradient in the params' dtypes (computed in
+    float32, or float64 for float64 params)."""
+
+    def leaf(p):
+        x = p.astype(jnp.float64 if p.dtype == jnp.float64 else jnp.float32)
+        k = jnp.asarray(step).astype(x.dtype)
+        return (jnp.sin(x * (k + 1) + 0.3) + 0.1 * x).astype(p.dtype)
+
+    return jax.tree.map(leaf, params)
 
 
 def run(tx, params, steps=STEPS, wrap=jax.jit, apply=gl.apply_updates, grads=grads_at, **extra):

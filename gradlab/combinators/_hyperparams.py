@@ -177,19 +177,17 @@ def _is_injected(x: Any) -> bool:
     )
 
 
-def _components(path: _walk.Path, level: int) -> list[str]:
-    """The path, qualified at ``level``: 0 nothing, 1 dict keys (named_chain names,
-    partition labels), 2 also sequence indices (chain positions), 3 everything."""
-    out = []
-    for key in path:
-        if isinstance(key, jax.tree_util.DictKey):
-            out.append(str(key.key))
-        elif isinstance(key, jax.tree_util.SequenceKey | jax.tree_util.FlattenedIndexKey):
-            if level >= 2:
-                out.append(str(getattr(key, "idx", getattr(key, "key", key))))
-        elif level >= 3:
-            out.append(str(getattr(key, "name", key)))
-    return out if level >= 1 else []
+def _qualifiers(path: _walk.Path, level: int, most_named: int) -> list[str]:
+    """The path components that qualify a name at ``level``: 0 none, 1 to
+    ``most_named`` the last that many dict keys (``named_chain`` names,
+    ``partition`` labels), then dict keys and sequence indices (chain
+    positions), then every component."""
+    named = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
+    if level <= most_named:
+        return named[len(named) - level :] if level else []
+    positional = jax.tree_util.DictKey | jax.tree_util.SequenceKey | jax.tree_util.FlattenedIndexKey
+    keep = [k for k in path if isinstance(k, positional)] if level == most_named + 1 else path
+    return [jax.tree_util.keystr((k,)).strip("[].'\"") for k in keep]
 
 
 def _entries(state: Any) -> dict[str, tuple[_walk.Path, str, Any]]:
@@ -201,14 +199,15 @@ def _entries(state: Any) -> dict[str, tuple[_walk.Path, str, Any]]:
             by_name.setdefault(name, []).append((path, node))
     entries = {}
     for name, places in by_name.items():
-        for level in range(4):
-            keys = ["/".join([*_components(path, level), name]) for path, _ in places]
+        most_named = max(len(_walk.names(path)) for path, _ in places)
+        for level in range(most_named + 3):
+            keys = ["/".join([*_qualifiers(path, level, most_named), name]) for path, _ in places]
             if len(set(keys)) == len(keys):
                 break
         entries.update(
             {k: (path, name, node) for k, (path, node) in zip(keys, places, strict=True)}
         )
-    return entries
+    return dict(sorted(entries.items()))
 
 
 def get_hyperparams(state: Any) -> dict[str, jax.Array]:

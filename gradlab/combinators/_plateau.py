@@ -48,8 +48,8 @@ def reduce_on_plateau(
     Pass the monitored value with each step: ``update(grads, state, params,
     value=loss)`` (chains forward it). Every ``accumulation_size`` values,
     their mean ``a`` is compared with the best so far: it improves when
-    ``a < best * (1 - rtol) - atol`` (mode ``"min"``; ``"max"``:
-    ``a > best * (1 + rtol) + atol``). After more than ``patience``
+    ``a + atol < best * (1 - rtol)`` (mode ``"min"``; ``"max"``:
+    ``a - atol > best * (1 + rtol)``). After more than ``patience``
     decisions without improvement, ``scale <- max(scale * factor, min_scale)``,
     then ``cooldown`` decisions are ignored. This step's updates already use
     the scale decided with this step's value.
@@ -91,14 +91,13 @@ def reduce_on_plateau(
         )
 
     def improves(value, best):
-        # A barrier keeps best * (1 -+ rtol) rounded on its own: XLA would fuse
-        # the multiply and the add into one FMA under jit (not eagerly), and a
-        # value at the threshold would be decided differently.
+        # value + atol < best * (1 - rtol), not value < best * (1 - rtol) - atol:
+        # under jit XLA fuses a multiply feeding an add into one FMA (one
+        # rounding, eagerly two), and a value at the threshold would be
+        # decided differently. Here no product feeds a sum.
         if mode == "min":
-            margin = jax.lax.optimization_barrier(best * (1 - jnp.asarray(rtol, f32)))
-            return value < margin - jnp.asarray(atol, f32)
-        margin = jax.lax.optimization_barrier(best * (1 + jnp.asarray(rtol, f32)))
-        return value > margin + jnp.asarray(atol, f32)
+            return value + jnp.asarray(atol, f32) < best * (1 - jnp.asarray(rtol, f32))
+        return value - jnp.asarray(atol, f32) > best * (1 + jnp.asarray(rtol, f32))
 
     def decide(state, value):
         """torch's ReduceLROnPlateau.step(value)."""
