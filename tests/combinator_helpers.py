@@ -9,7 +9,7 @@ import numpy as np
 
 import gradlab as gl
 
-STEPS = 6
+STEPS = 4
 # Optax is not strict-promotion clean: its runs use JAX's standard rules.
 OPTAX_PROMOTION = jax.numpy_dtype_promotion("standard")
 
@@ -36,8 +36,14 @@ def grads_at(params, step):
     return jax.tree.map(leaf, params)
 
 
-def run(tx, params, steps=STEPS, wrap=jax.jit, apply=gl.apply_updates, grads=grads_at, **extra):
-    """Params after each of ``steps`` steps (a list), the step function wrapped by ``wrap``."""
+def eager(f):
+    return f
+
+
+def run(tx, params, steps=STEPS, wrap=eager, apply=gl.apply_updates, grads=grads_at, **extra):
+    """Params after each of ``steps`` steps (a list), the step function wrapped by
+    ``wrap``. Eager by default: for a few steps on small trees that is much
+    cheaper than compiling (the run_mode tests cover jit)."""
 
     def step(p, s, k):
         u, s = tx.update(grads(p, k), s, p, **extra)

@@ -8,6 +8,8 @@ biases, a norm scale) with gradients that depend on the params and the step.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -309,19 +311,21 @@ def test_apply_if_finite_gives_up_after_max_consecutive_errors_and_resets_the_co
 def test_apply_if_finite_skips_like_optax_until_optax_gives_up_for_good():
     params = flax_params()
     bad = {1, 2, 5}  # never 3 in a row: Optax (max 2) and gradlab agree on every step
-    grads = lambda p, k: jax.lax.cond(  # noqa: E731
-        jnp.isin(k, jnp.asarray(sorted(bad), jnp.float32)),
-        lambda: _poison(grads_at(p, k), jnp.nan),
-        lambda: grads_at(p, k),
-    )
+
+    def grads(p, k):
+        g = grads_at(p, k)
+        return _poison(
+            g,
+            jnp.where(
+                jnp.isin(k, jnp.asarray(sorted(bad), jnp.float32)), jnp.nan, g["norm"]["scale"][1]
+            ),
+        )
+
     ours, state = run(gl.apply_if_finite(gl.adam(0.05), 2), params, steps=7, grads=grads)
-    with OPTAX_PROMOTION:
+    with OPTAX_PROMOTION:  # jitted: eagerly, Optax's lax.cond compiles at every step
+        ref_tx = optax.apply_if_finite(optax.adam(0.05), 2)
         ref, ref_state = run(
-            optax.apply_if_finite(optax.adam(0.05), 2),
-            params,
-            steps=7,
-            grads=grads,
-            apply=optax.apply_updates,
+            ref_tx, params, steps=7, grads=grads, wrap=jax.jit, apply=optax.apply_updates
         )
     assert_trees_close(ours, ref)
     assert int(state.total_notfinite) == int(ref_state.total_notfinite) == 3
@@ -381,12 +385,8 @@ def test_multisteps_with_a_schedule_follows_optax_and_a_static_1_is_the_inner_it
     every_k = lambda step: jnp.where(step < 2, 2, 3)  # noqa: E731
     ours, state = run(gl.MultiSteps(gl.adam(0.05), every_k), params, steps=10)
     with OPTAX_PROMOTION:
-        ref, _ = run(
-            optax.MultiSteps(optax.adam(0.05), every_k).gradient_transformation(),
-            params,
-            steps=10,
-            apply=optax.apply_updates,
-        )
+        ref_tx = optax.MultiSteps(optax.adam(0.05), every_k).gradient_transformation()
+        ref, _ = run(ref_tx, params, steps=10, wrap=jax.jit, apply=optax.apply_updates)
     assert_trees_close(ours, ref)
     # steps 2, 4, 7, 10 updated (k = 2, 2, 3, 3)
     assert int(state.gradient_step) == 4 and int(state.mini_step) == 0
@@ -396,6 +396,17 @@ def test_multisteps_with_a_schedule_follows_optax_and_a_static_1_is_the_inner_it
     assert gl.MultiSteps(gl.adam(0.05), 1).init(params).acc_grads == ()
     traced_one = gl.MultiSteps(gl.adam(0.05), jnp.asarray(1)).init(params)
     assert jax.tree.structure(traced_one.acc_grads) == jax.tree.structure(params)
+
+
+def test_multisteps_a_nan_mini_step_spoils_only_its_own_cycle():
+    """Optax's accumulator is reset as acc * 0 and stays NaN for ever after."""
+    tx = gl.MultiSteps(gl.sgd(0.1), 2)
+    params, state, updates = {"w": jnp.ones(2)}, None, []
+    state = tx.init(params)
+    for g in [np.nan, 1.0, 1.0, 3.0]:
+        u, state = tx.update({"w": jnp.full(2, g, jnp.float32)}, state, params)
+        updates.append(float(u["w"][0]))
+    np.testing.assert_equal(updates, [0.0, np.nan, 0.0, np.float32(-0.1) * 2])
 
 
 def test_multisteps_bad_k_raises():
@@ -438,3 +449,182 @@ def test_lookahead_params_found_inside_a_chain_and_errors():
         gl.lookahead(gl.sgd(0.1), 0, 0.5)
     with pytest.raises(ValueError, match="slow_step_size must be in"):
         gl.lookahead(gl.sgd(0.1), 2, 1.5)
+
+
+# ----------------------------------------------------------------- nesting
+
+
+def _kernel_bias_norm(learning_rate, weight_decay, lib):
+    """A masked chain inside a partition, in gradlab (lib=gl) or Optax (lib=optax)."""
+    decayed = lib.masked(
+        lib.chain(lib.clip_by_global_norm(1.0), lib.add_decayed_weights(weight_decay)), decay_mask
+    )
+    groups = {
+        "kernel": lib.chain(decayed, lib.sgd(learning_rate, momentum=0.9)),
+        "bias": lib.adam(learning_rate),
+        "norm": lib.set_to_zero() if lib is optax else gl.freeze(True),
+    }
+    return lib.partition(groups, labels_fn)
+
+
+def _nested_training(lib, steps=8, nan_at=7):
+    """``lr -> final params``: MultiSteps(2) of apply_if_finite(3) of
+    inject_hyperparams of the partition, trained in a lax.scan with a NaN
+    gradient at mini-step ``nan_at``: the last cycle is skipped (an earlier one
+    would stay NaN in Optax's accumulator, which it resets by multiplying by 0)."""
+    params = flax_params()
+
+    def train(lr):
+        make = functools.partial(_kernel_bias_norm, lib=lib)
+        if lib is gl:
+            inner = gl.inject_hyperparams(make)(learning_rate=0.01, weight_decay=0.1)
+        else:
+            inner = optax.inject_hyperparams(make, static_args="lib")(
+                learning_rate=lr, weight_decay=0.1
+            )
+        tx = lib.MultiSteps(lib.apply_if_finite(inner, 3), 2)
+        state = tx.init(params)
+        if lib is gl:  # set the vmapped learning rate into the state
+            state = gl.set_hyperparams(state, learning_rate=lr)
+
+        def body(carry, k):
+            p, s = carry
+            g = grads_at(p, k.astype(jnp.float32))
+            g = jax.tree.map(lambda x: jnp.where(k == nan_at, jnp.nan, x), g)
+            u, s = tx.update(g, s, p)
+            return (lib.apply_updates(p, u), s), None
+
+        return jax.lax.scan(body, (params, state), jnp.arange(steps))[0]
+
+    return jax.jit(jax.vmap(train))
+
+
+def test_nested_combinators_under_jit_vmap_and_scan_match_optax():
+    """A masked chain inside a partition inside inject_hyperparams inside
+    apply_if_finite inside MultiSteps, vmapped over the injected learning rate."""
+    lrs = jnp.asarray([0.02, 0.05])
+    ours, state = _nested_training(gl)(lrs)
+    with OPTAX_PROMOTION:
+        ref, ref_state = _nested_training(optax)(lrs)
+    assert_trees_close(ours, ref)
+    np.testing.assert_allclose(gl.get_hyperparams(state)["learning_rate"], lrs)
+    inner = state.inner_opt_state
+    assert inner.total_notfinite.tolist() == [1, 1]  # the NaN cycle was skipped
+    assert inner.total_notfinite.tolist() == ref_state.inner_opt_state.total_notfinite.tolist()
+    assert sorted(gl.get_hyperparams(state)) == ["learning_rate", "weight_decay"]
+
+
+# ----------------------------------------------------------------- packed
+
+PACKED_MASK = {"dense1": True, "norm": False, "dense2": True}
+PACKED_CASES = {
+    # inner elementwise: runs on the buffers, the unmasked elements zeroed
+    "masked_on_buffers": lambda: gl.masked(
+        gl.chain(gl.clip_by_global_norm(0.3), gl.adamw(0.05, weight_decay=0.1)), PACKED_MASK
+    ),
+    # a per-leaf member (one noise key per leaf it sees): the masked leaves, packed apart
+    "masked_per_leaf": lambda: gl.masked(
+        gl.chain(gl.add_noise(0.1, 0.5, 0), gl.sgd(0.1)), PACKED_MASK
+    ),
+    "freeze": lambda: gl.chain(gl.adam(0.05), gl.freeze(PACKED_MASK)),
+    "named_chain": lambda: gl.named_chain(
+        ("clip", gl.clip_by_global_norm(0.3)), ("adam", gl.adam(0.05))
+    ),
+    "apply_if_finite": lambda: gl.apply_if_finite(gl.adam(0.05), 1),
+    "MultiSteps": lambda: gl.MultiSteps(gl.adam(0.05), 2),
+    "lookahead": lambda: gl.lookahead(gl.adam(0.05), 2, 0.5),
+    "reduce_on_plateau": lambda: gl.chain(gl.adam(0.05), gl.reduce_on_plateau(0.5, patience=0)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PACKED_CASES))
+def test_packed_gives_the_same_numbers_as_unpacked(name):
+    """max_leaf_size 8: the 12-element kernel stays loose, the rest is packed; a
+    NaN gradient at step 1 (apply_if_finite gives up at step 2)."""
+    params = flax_params()
+
+    def grads(p, k):
+        return jax.tree.map(lambda x: x * jnp.nan if k == 1 else x, grads_at(p, k))
+
+    out = {}
+    for kind, tx in (
+        ("plain", PACKED_CASES[name]()),
+        ("packed", gl.packed(PACKED_CASES[name](), max_leaf_size=8)),
+    ):
+        out[kind] = run(tx, params, steps=3, grads=grads, value=jnp.float32(1.0))  # flat loss
+    (plain, plain_state), (packed, packed_state) = out["plain"], out["packed"]
+    np.testing.assert_equal(
+        [np.isnan(x).any() for x in jax.tree.leaves(plain)],
+        [np.isnan(x).any() for x in jax.tree.leaves(packed)],
+    )
+    assert_trees_close(packed, plain, rtol=1e-6, atol=1e-6)
+    if name == "lookahead":
+        assert_trees_close(gl.lookahead_params(packed_state), gl.lookahead_params(plain_state))
+
+
+@pytest.mark.parametrize(
+    "make, where",
+    [
+        (lambda t: gl.masked(t, PACKED_MASK), "masked inner"),
+        (lambda t: gl.apply_if_finite(t, 2), "apply_if_finite inner"),
+        (lambda t: gl.MultiSteps(t, 2), "MultiSteps inner"),
+        (lambda t: gl.named_chain(("opt", t)), "opt"),
+        (lambda t: gl.partition({"all": t}, "all"), "transform"),
+        (lambda t: gl.lookahead(t, 2, 0.5), "transform"),
+    ],
+)
+def test_packed_refuses_optax_members_inside_combinators(make, where):
+    with pytest.raises(TypeError, match=f"packed cannot run .*{where}.*gl.elementwise"):
+        gl.packed(make(optax.adam(0.1))).init(flax_params())
+
+
+# ----------------------------------------------------------------- Optax interop
+
+
+OPTAX_PAIRS = {
+    "masked": (lambda t: gl.masked(t, decay_mask), lambda t: optax.masked(t, decay_mask)),
+    "apply_if_finite": (lambda t: gl.apply_if_finite(t, 2), lambda t: optax.apply_if_finite(t, 2)),
+    "MultiSteps": (
+        lambda t: gl.MultiSteps(t, 2),
+        lambda t: optax.MultiSteps(t, 2).gradient_transformation(),
+    ),
+    "named_chain": (
+        lambda t: gl.named_chain(("clip", gl.clip(0.5)), ("opt", t)),
+        lambda t: optax.named_chain(("clip", optax.clip(0.5)), ("opt", t)),
+    ),
+    "inject_hyperparams": (
+        lambda t: gl.inject_hyperparams(optax.adam)(learning_rate=0.05),
+        lambda t: optax.inject_hyperparams(optax.adam)(learning_rate=0.05),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTAX_PAIRS))
+def test_optax_members_inside_gradlab_combinators_with_value_passed(name):
+    """value= reaches gradlab members and is not passed to Optax's (Optax's rule)."""
+    ours_make, ref_make = OPTAX_PAIRS[name]
+    params = flax_params()
+    with OPTAX_PROMOTION:
+        tx, ref_tx = ours_make(optax.adam(0.05)), ref_make(optax.adam(0.05))
+        state, ref_state, p, q = tx.init(params), ref_tx.init(params), params, params
+        ref_update = jax.jit(ref_tx.update)  # eagerly, Optax's lax.cond compiles at every step
+        for k in range(2):
+            u, state = tx.update(grads_at(p, np.float32(k)), state, p, value=jnp.float32(1.0))
+            v, ref_state = ref_update(grads_at(q, np.float32(k)), ref_state, q)
+            p, q = gl.apply_updates(p, u), optax.apply_updates(q, v)
+    assert_trees_close(p, q)
+
+
+def test_gradlab_combinators_inside_optax_chain_with_value_passed():
+    params = flax_params()
+    members = (
+        gl.masked(gl.adamw(0.05, weight_decay=0.1), decay_mask),
+        gl.apply_if_finite(gl.clip(1.0), 2),
+    )
+    with OPTAX_PROMOTION:
+        ours = optax.chain(*members)
+        state = ours.init(params)
+        u, _ = ours.update(grads_at(params, 0.0), state, params, value=jnp.float32(1.0))
+    ref = gl.chain(*members)
+    v, _ = ref.update(grads_at(params, 0.0), ref.init(params), params, value=jnp.float32(1.0))
+    assert_trees_close(u, v)
