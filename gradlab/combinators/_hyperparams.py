@@ -82,13 +82,15 @@ def inject_hyperparams(
                 numeric[name] = value
             elif kind == "schedule":
                 schedules[name] = value
-        factory(*bound.args, **bound.kwargs)  # bad values raise now, with the factory's message
 
         def build(values):
             arguments = {**bound.arguments, **values}
             call = inspect.BoundArguments(signature, arguments)  # type: ignore[arg-type]
             return factory(*call.args, **call.kwargs)
 
+        # Bad values raise now, with the factory's message (schedules by their
+        # first value: the factory itself may not take a schedule there).
+        build({k: fn(_tree.step_counter()) for k, fn in schedules.items()})
         return _injected(build, numeric, schedules, hyperparam_dtype, _name(factory))
 
     return wrapped
@@ -99,7 +101,7 @@ def _name(factory: Any) -> str:
 
 
 def _kind(value: Any) -> str:
-    """ "numeric", "schedule" or "static" (kept out of the state)."""
+    """The kind of an argument: numeric, schedule, or static (kept out of the state)."""
     if value is None or isinstance(value, bool | np.bool_ | str | type | np.dtype):
         return "static"
     if isinstance(value, int | float | np.integer | np.floating):
