@@ -12,6 +12,7 @@ import numpy as np
 from gradlab import _tree
 from gradlab._checks import check_float_dtype, check_int, check_transformation
 from gradlab._core import GradientTransformation, as_schedule, call_update
+from gradlab.combinators._control import branch, zeros_shaped_like
 from gradlab.combinators._walk import find_one
 
 
@@ -93,8 +94,8 @@ def _multi_steps(opt: Any, k: Any, acc_dtype: Any, declared: Any) -> GradientTra
 
     def init(params):
         acc = () if skip_accumulation else _tree.zeros_like(params, acc_dtype)
-        zero = _tree.step_counter()
-        return MultiStepsState(zero, zero, opt.init(params), acc)
+        # separate counters: one buffer twice in a state cannot be donated
+        return MultiStepsState(_tree.step_counter(), _tree.step_counter(), opt.init(params), acc)
 
     def update(updates, state, params=None, **extra):
         if skip_accumulation:  # k = 1: opt itself, nothing accumulated
@@ -114,21 +115,15 @@ def _multi_steps(opt: Any, k: Any, acc_dtype: Any, declared: Any) -> GradientTra
 
         grads = jax.tree.map(lambda m, g: m.astype(g.dtype), mean, updates)
 
-        def step(_):
+        def step():  # opt on the mean; the accumulator restarts from zeros
             out, inner = call_update(opt, grads, state.inner_opt_state, params, extra)
             return out, inner, jax.tree.map(jnp.zeros_like, state.acc_grads)
 
-        def accumulate(_):
-            # zeros shaped like opt's output (its dtype may differ from the gradient's)
-            shapes = jax.eval_shape(lambda: step(None)[0])
-            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        def accumulate():  # zero updates (shaped like opt's, whose dtype may differ)
             acc = jax.tree.map(lambda m, a: m.astype(a.dtype), mean, state.acc_grads)
-            return zeros, state.inner_opt_state, acc
+            return zeros_shaped_like(lambda: step()[0]), state.inner_opt_state, acc
 
-        if isinstance(emit, jax.core.Tracer):
-            out, inner, acc = jax.lax.cond(emit, step, accumulate, None)
-        else:  # eagerly, a lax.cond of new closures would be compiled at every call
-            out, inner, acc = step(None) if bool(emit) else accumulate(None)
+        out, inner, acc = branch(emit, step, accumulate)
         gradient_step = jnp.where(
             emit, _tree.safe_increment(state.gradient_step), state.gradient_step
         )

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from gradlab import _tree
 from gradlab._checks import check_int, check_scalars, check_transformation
 from gradlab._core import GradientTransformation, call_update
+from gradlab.combinators._control import branch, zeros_shaped_like
 
 
 class ApplyIfFiniteState(NamedTuple):
@@ -77,24 +78,27 @@ def _guard(inner: Any, max_errors: Any, declared: Any) -> GradientTransformation
     buffer form ``packed`` builds)."""
 
     def init(params):
-        zero = _tree.step_counter()
-        return ApplyIfFiniteState(zero, jnp.asarray(True), zero, inner.init(params))
+        # separate counters: one buffer twice in a state cannot be donated
+        count, total = _tree.step_counter(), _tree.step_counter()
+        return ApplyIfFiniteState(count, jnp.asarray(True), total, inner.init(params))
 
     def update(updates, state, params=None, **extra):
         updates = _tree.as_updates(updates)
         finite = all_finite(updates)
-        new_updates, new_inner = call_update(inner, updates, state.inner_state, params, extra)
         bad_run = jnp.where(finite, 0, _tree.safe_increment(state.notfinite_count))
         give_up = bad_run > jnp.asarray(max_errors, jnp.int32)
-        apply = finite | give_up
-        out = jax.tree.map(lambda u: jnp.where(apply, u, jnp.zeros_like(u)), new_updates)
-        kept = jax.tree.map(
-            lambda new, old: jnp.where(apply, new, old), new_inner, state.inner_state
-        )
+
+        def step():
+            return call_update(inner, updates, state.inner_state, params, extra)
+
+        def skip():  # zero updates, the inner state as it was
+            return zeros_shaped_like(lambda: step()[0]), state.inner_state
+
+        out, inner_state = branch(finite | give_up, step, skip)
         total = jnp.where(
             finite, state.total_notfinite, _tree.safe_increment(state.total_notfinite)
         )
-        return out, ApplyIfFiniteState(jnp.where(give_up, 0, bad_run), finite, total, kept)
+        return out, ApplyIfFiniteState(jnp.where(give_up, 0, bad_run), finite, total, inner_state)
 
     def packing(ctx):
         # Finiteness over the packed buffers is finiteness over the leaves.

@@ -125,10 +125,11 @@ def _float_dtype(params: Any, override: Any) -> np.dtype:
 
 
 def _store(value: Any, float_dtype: Any) -> jax.Array:
-    """A hyperparameter as stored: integers int32, the rest ``float_dtype``."""
+    """A hyperparameter as stored: integers int32, the rest ``float_dtype``; always a
+    new buffer (a state holding one buffer twice cannot be donated to a jitted step)."""
     value = jnp.asarray(value)
     dtype = jnp.int32 if jnp.issubdtype(value.dtype, jnp.integer) else float_dtype
-    return value.astype(dtype)
+    return jnp.array(value, dtype=dtype, copy=True)
 
 
 def _injected(
@@ -285,4 +286,5 @@ def _cast_like(name: str, value: Any, old: jax.Array) -> jax.Array:
         fits = False
     if not fits:
         raise ValueError(f"hyperparameter {name!r} has shape {shape}, got shape {jnp.shape(value)}")
-    return jnp.broadcast_to(value.astype(old.dtype), shape)
+    # a new buffer, even for a value already stored elsewhere (donation)
+    return jnp.array(jnp.broadcast_to(value.astype(old.dtype), shape), copy=True)

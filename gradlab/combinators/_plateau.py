@@ -85,9 +85,9 @@ def reduce_on_plateau(
 
     def init(params):
         worst = jnp.asarray(jnp.inf if mode == "min" else -jnp.inf, f32)
-        zero = _tree.step_counter()
+        counter = _tree.step_counter  # a buffer each: one buffer twice cannot be donated
         return ReduceLROnPlateauState(
-            jnp.ones((), f32), worst, zero, zero, zero, jnp.zeros((), f32)
+            jnp.ones((), f32), worst, counter(), counter(), counter(), jnp.zeros((), f32)
         )
 
     def improves(value, best):
