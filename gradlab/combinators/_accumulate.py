@@ -110,18 +110,21 @@ def _multi_steps(opt: Any, k: Any, acc_dtype: Any, declared: Any) -> GradientTra
             a = acc.astype(dt)
             return a + (g.astype(dt) - a) / n.astype(dt)
 
-        mean = _tree.map_like(running_mean, updates, state.acc_grads)
         emit = n >= jnp.asarray(every_k(state.gradient_step), jnp.int32)
 
-        grads = jax.tree.map(lambda m, g: m.astype(g.dtype), mean, updates)
+        # The mean is computed inside each branch, fused into its consumer (the
+        # accumulator written in place, or opt's first kernel), never materialised.
+        def mean(dtype_like):
+            out = _tree.map_like(running_mean, updates, state.acc_grads)
+            return jax.tree.map(lambda m, x: m.astype(x.dtype), out, dtype_like)
 
         def step():  # opt on the mean; the accumulator restarts from zeros
-            out, inner = call_update(opt, grads, state.inner_opt_state, params, extra)
+            out, inner = call_update(opt, mean(updates), state.inner_opt_state, params, extra)
             return out, inner, jax.tree.map(jnp.zeros_like, state.acc_grads)
 
         def accumulate():  # zero updates (shaped like opt's, whose dtype may differ)
-            acc = jax.tree.map(lambda m, a: m.astype(a.dtype), mean, state.acc_grads)
-            return zeros_shaped_like(lambda: step()[0]), state.inner_opt_state, acc
+            zeros = zeros_shaped_like(lambda: step()[0])
+            return zeros, state.inner_opt_state, mean(state.acc_grads)
 
         out, inner, acc = branch(emit, step, accumulate)
         gradient_step = jnp.where(
