@@ -558,6 +558,13 @@ def test_packed_gives_the_same_numbers_as_unpacked(name):
         [np.isnan(x).any() for x in jax.tree.leaves(packed)],
     )
     assert_trees_close(packed, plain, rtol=1e-6, atol=1e-6)
+    if name.startswith("masked"):  # on the buffers (Packed state) or packed apart (PackedState)
+        inner = packed_state.inner.inner_state
+        on_buffers = any(
+            isinstance(x, gl.Packed)
+            for x in jax.tree.leaves(inner, is_leaf=lambda x: isinstance(x, gl.Packed))
+        )
+        assert on_buffers == (name == "masked_on_buffers")
     if name == "lookahead":
         assert_trees_close(gl.lookahead_params(packed_state), gl.lookahead_params(plain_state))
 
@@ -628,3 +635,37 @@ def test_gradlab_combinators_inside_optax_chain_with_value_passed():
     ref = gl.chain(*members)
     v, _ = ref.update(grads_at(params, 0.0), ref.init(params), params, value=jnp.float32(1.0))
     assert_trees_close(u, v)
+
+
+# ----------------------------------------------------------------- state contract
+
+SHARED = jnp.asarray(0.1)
+STATEFUL = {
+    "partition": lambda: gl.partition({"a": gl.adam(0.1), "b": gl.sgd(0.1)}, labels_fn_ab),
+    "masked": lambda: gl.masked(gl.adam(0.1), decay_mask),
+    "named_chain": lambda: gl.named_chain(("a", gl.adam(0.1)), ("b", gl.trace(0.9))),
+    "apply_if_finite": lambda: gl.apply_if_finite(gl.adam(0.1), 2),
+    "MultiSteps": lambda: gl.MultiSteps(gl.adam(0.1), 2),
+    "lookahead": lambda: gl.lookahead(gl.adam(0.1), 2, 0.5),
+    "inject_hyperparams": lambda: gl.inject_hyperparams(gl.sgd)(SHARED, momentum=SHARED),
+    "reduce_on_plateau": lambda: gl.reduce_on_plateau(),
+}
+
+
+def labels_fn_ab(params):
+    return jax.tree.map(lambda x: "a" if x.ndim == 2 else "b", params)
+
+
+@pytest.mark.parametrize("name", sorted(STATEFUL))
+def test_state_is_arrays_with_a_buffer_each_so_it_can_be_donated(name):
+    """One buffer twice in a state makes a donating jitted step fail."""
+    state = STATEFUL[name]().init(flax_params())
+    leaves = jax.tree.leaves(state)
+    assert all(isinstance(x, jax.Array) for x in leaves)
+    pointers = [x.unsafe_buffer_pointer() for x in leaves]
+    assert len(set(pointers)) == len(pointers)
+    if name == "inject_hyperparams":
+        state = gl.set_hyperparams(state, learning_rate=SHARED, momentum=SHARED)
+        assert state.hyperparams["learning_rate"].unsafe_buffer_pointer() != (
+            state.hyperparams["momentum"].unsafe_buffer_pointer()
+        )
