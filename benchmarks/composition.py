@@ -85,12 +85,14 @@ def loop_step(tx, apply, n: int):
     return run
 
 
-def time_case(name: str, spec, rounds: int, loop: int) -> list[dict]:
+def time_case(name: str, spec, rounds: int, loop: int, only: list[str] | None) -> list[dict]:
     params0 = materialize(spec, 0, PARAM_SCALE)
     grads = materialize(spec, 1, PARAM_SCALE)
     dispatched, in_loop = {}, {}
     with jax.numpy_dtype_promotion("standard"):
         for label, (tx, apply) in variants().items():
+            if only and not any(word in label for word in only) and not label.endswith(" adamw"):
+                continue
             for _, fn, store in (
                 ("step", make_step(tx, apply), dispatched),
                 ("loop", loop_step(tx, apply, loop), in_loop),
@@ -156,24 +158,35 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="flat 4M and a 12-layer transformer")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--loop", type=int, default=10, help="steps per lax.scan")
+    parser.add_argument(
+        "--cases", default="flat,transformer,memory", help="any of flat, transformer, memory"
+    )
+    parser.add_argument(
+        "--impls", default=None, help="comma-separated words: time only the wrappers named so"
+    )
     args = parser.parse_args(argv)
     n, layers = (4_000_000, 12) if args.quick else (16_000_000, 48)
     rounds = args.rounds or (5 if args.quick else 9)
     info = machine_info()
     print(f"# {info['cpu']}, {info['usable_cores']} cores, jax {info['jax']}, optax {info['optax']}, "
           f"commit {info['commit']}, load {info['loadavg_start']}")  # fmt: skip
+    wanted = args.cases.split(",")
+    only = args.impls.split(",") if args.impls else None
     cases = {
         f"flat{n // 1_000_000}M-f32": _flat(n, jnp.float32),
         f"transformer{layers}L-f32": _transformer(jnp.float32, layers=layers),
     }
+    cases = {k: v for k, v in cases.items() if any(k.startswith(w) for w in wanted)}
     print(
         "\n| case | implementation | dispatched step (ms) | vs its adamw | in-loop step (ms) | vs its adamw |"
     )
     print("|---|---|---|---|---|---|")
     for name, spec in cases.items():
-        for r in time_case(name, spec, rounds, args.loop):
+        for r in time_case(name, spec, rounds, args.loop, only):
             print(f"| {r['case']} | {r['impl']} | {r['step_ms']:.2f} | {r['step_ratio']:.3f} | "
                   f"{r['loop_ms']:.2f} | {r['loop_ratio']:.3f} |")  # fmt: skip
+    if "memory" not in wanted:
+        return 0
     print("\n| params | implementation | params (MiB) | state (MiB) | step temporaries (MiB) |")
     print("|---|---|---|---|---|")
     for dtype in (jnp.float32, jnp.bfloat16):

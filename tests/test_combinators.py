@@ -576,8 +576,8 @@ def test_packed_gives_the_same_numbers_as_unpacked(name):
         (lambda t: gl.apply_if_finite(t, 2), "apply_if_finite inner"),
         (lambda t: gl.MultiSteps(t, 2), "MultiSteps inner"),
         (lambda t: gl.named_chain(("opt", t)), "opt"),
-        (lambda t: gl.partition({"all": t}, "all"), "transform"),
-        (lambda t: gl.lookahead(t, 2, 0.5), "transform"),
+        (lambda t: gl.partition({"all": t}, "all"), "partition group 'all'"),
+        (lambda t: gl.lookahead(t, 2, 0.5), "lookahead fast"),
     ],
 )
 def test_packed_refuses_optax_members_inside_combinators(make, where):

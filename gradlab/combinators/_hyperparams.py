@@ -48,7 +48,9 @@ def inject_hyperparams(
       params' dtype, its issue #1414); ints as int32;
     * callables (schedules): evaluated at the step count each step, the value
       stored — unless named in ``static_args`` (a callable that is not a
-      schedule, e.g. ``adamw``'s ``mask``);
+      schedule, e.g. ``adamw``'s ``mask``). Any numeric argument may be a
+      schedule here, even one ``factory`` takes as a number only (Adam's
+      ``b1`` following ``gl.schedules.one_cycle_momentum``);
     * anything else (bools, None, strings, dtypes): static, passed as given.
 
     ``hyperparam_dtype`` overrides the float dtype. The trajectory is

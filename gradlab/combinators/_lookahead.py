@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from gradlab import _tree
 from gradlab._checks import check_in_range, check_int, check_scalars, check_transformation
 from gradlab._core import GradientTransformation, call_update
-from gradlab._packing import packed
+from gradlab.combinators._masking import packed_apart
 from gradlab.combinators._walk import find_one
 
 
@@ -81,7 +81,8 @@ def lookahead(
     def packing(ctx):
         # The slow weights stay a tree like the params (lookahead_params reads
         # them); the fast optimizer is packed on its own.
-        return ctx.per_leaf(lookahead(packed(fast), sync_period, slow_step_size, reset_state))
+        fast_packed = packed_apart(ctx, fast, "lookahead fast")
+        return ctx.per_leaf(lookahead(fast_packed, sync_period, slow_step_size, reset_state))
 
     return GradientTransformation(init, update, packing=packing)
 

@@ -103,7 +103,7 @@ def masked(
         _masks.resolve_static(mask, ctx.tree)  # the same errors as unpacked
         form, on_buffers = elementwise_form(ctx, inner, "masked inner")
         if not on_buffers:
-            return ctx.per_leaf(masked(packed(inner), mask))
+            return ctx.per_leaf(masked(packed_apart(ctx, inner, "masked inner"), mask))
         return _masked_buffers(form, ctx.mask(mask))
 
     return GradientTransformation(init, update, packing=packing)
@@ -112,7 +112,10 @@ def masked(
 def _masked_buffers(form: GradientTransformation, on: Any) -> GradientTransformation:
     """``masked`` on packed buffers: ``form`` runs on every element, the unmasked
     ones zeroed on the way in and restored on the way out. ``on`` is the mask
-    packed like the updates."""
+    packed like the updates. Zeros leave the whole-tree reductions that
+    elementwise members may use (sums, norms, finiteness) as over the masked
+    leaves alone; what ``form`` outputs (and stores) for the unmasked elements
+    is never used."""
 
     def update(updates, state, params=None, **extra):
         zeroed = jax.tree.map(lambda m, u: where_mask(m, u, jnp.zeros_like(u)), on, updates)
@@ -183,6 +186,14 @@ class _Probe(PackContext):
     def per_leaf(self, tx: Any) -> GradientTransformation:
         self.ran_per_leaf.append(" > ".join(self.path))
         return super().per_leaf(tx)
+
+
+def packed_apart(ctx: PackContext, tx: Any, where: str) -> GradientTransformation:
+    """``gl.packed(tx)``, for a combinator that runs on the real leaves and packs
+    its member on its own; an undeclared member is refused here, named ``where``."""
+    if getattr(tx, "packing", None) is None:
+        ctx.form(tx, where)  # raises the core's refusal, naming the member
+    return packed(tx)
 
 
 def elementwise_form(ctx: PackContext, tx: Any, where: str) -> tuple[GradientTransformation, bool]:

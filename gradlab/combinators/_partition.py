@@ -8,8 +8,7 @@ from typing import Any, NamedTuple
 from gradlab import _masks
 from gradlab._checks import check_same_structure, check_transformation
 from gradlab._core import GradientTransformation, call_update
-from gradlab._packing import packed
-from gradlab.combinators._masking import merge, subtree
+from gradlab.combinators._masking import merge, packed_apart, subtree
 
 Tree = Any
 
@@ -83,7 +82,8 @@ def partition(
         return updates, PartitionState(new_states)
 
     def packing(ctx):
-        return ctx.per_leaf(partition({k: packed(t) for k, t in transforms.items()}, labels))
+        groups = {k: packed_apart(ctx, t, f"partition group {k!r}") for k, t in transforms.items()}
+        return ctx.per_leaf(partition(groups, labels))
 
     return GradientTransformation(init, update, packing=packing)
 
