@@ -51,6 +51,7 @@ import numpy as np
 from gradlab import _masks, _tree
 from gradlab._checks import (
     check_int,
+    check_same_shapes,
     check_same_structure,
     check_transformation,
     short_structure,
@@ -307,12 +308,14 @@ def _state_buffers(state: Any) -> dict[str, tuple[int, ...]]:
     return {k: tuple(sorted(v)) for k, v in found.items()}
 
 
-def _explain_dtype_mismatch(layout: Layout, inner: Any) -> None:
-    """Without params, the gradient's dtypes decide the buffers: if they differ
-    from the params' (the state's buffers), say so in the user's terms."""
+def _explain_mismatch(layout: Layout, inner: Any) -> None:
+    """Without params, the gradient alone decides the buffers: if they differ
+    from the state's (built from the params), say so in the user's terms."""
     state_groups = _state_buffers(inner)
     grad_groups = {k: ((n,),) for k, n in layout.group_sizes.items()}
-    if state_groups and not set(grad_groups) <= set(state_groups):
+    if not state_groups or grad_groups == state_groups:
+        return
+    if not set(grad_groups) <= set(state_groups):
         raise TypeError(
             "packed: the gradient's dtypes differ from the params' the state was built for: "
             f"the gradient packs into {sorted(grad_groups)} buffers, the state holds "
@@ -320,6 +323,11 @@ def _explain_dtype_mismatch(layout: Layout, inner: Any) -> None:
             "float32 gradients of bfloat16 params: cast them), or pass params to update "
             "to be told which leaf differs."
         ) from None
+    raise ValueError(
+        "packed: the gradient's leaves add up to other buffer sizes than the params' the "
+        f"state was built for (gradient: {grad_groups}, state: {state_groups}): a gradient "
+        "leaf has another shape than its param. Pass params to update to be told which."
+    ) from None
 
 
 def _keeps_array_state(transform: GradientTransformation, params: Any) -> bool:
@@ -369,7 +377,8 @@ def packed(
     def update(updates, state, params=None, **extra):
         updates = _tree.as_updates(updates)
         if params is not None:
-            check_same_structure(params, updates, "params", "updates")
+            check_same_structure(params, updates, "params", "gradient")
+            check_same_shapes(params, updates, "params", "gradient")
         layout = Layout.of_state(updates, state.offsets)
         if not layout.packs_anything:  # nothing was packed at init
             new_updates, inner = call_update(transform, updates, state.inner, params, extra)
@@ -386,7 +395,7 @@ def packed(
             )
         except (ValueError, TypeError):
             if params is None:
-                _explain_dtype_mismatch(layout, state.inner)
+                _explain_mismatch(layout, state.inner)
             raise
         return layout.unpack(new_updates, offsets), PackedState(inner, state.offsets)
 
