@@ -427,6 +427,6 @@ def test_every_public_transformation_declares_packing_and_packs_to_the_same_numb
     assert make().packing is not None, f"{name} does not declare its packing"
     params = jax.tree.map(jnp.abs, _tree())  # keep_params_nonnegative needs p >= 0
     plain, _ = _run_eager(make(), params)
-    packed_, state = _run_eager(gl.packed(make(), max_leaf_size=32), params)
+    packed_, _ = _run_eager(gl.packed(make(), max_leaf_size=32), params)
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(packed_), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)
