@@ -118,7 +118,7 @@ class Layout:
         packable = [
             int(np.prod(jnp.shape(x), dtype=np.int64)) <= max_leaf_size
             and jnp.issubdtype(jnp.result_type(x), jnp.inexact)
-            and not _tree.is_partitioned(x)
+            and not _tree.may_be_partitioned(x)
             for x in leaves
         ]
         return cls(params, packable)
