@@ -158,7 +158,7 @@ class Layout:
             if leaf.dtype != self.group_dtypes[key]:  # a per-leaf member's output
                 leaf = jax.lax.convert_element_type(leaf, self.group_dtypes[key])
             parts[key].append(jax.lax.reshape(leaf, (size,)))
-        buffers = {k: v[0] if len(v) == 1 else jax.lax.concatenate(v, 0) for k, v in parts.items()}
+        buffers = {k: _concatenate(v) for k, v in parts.items()}
         return Packed(buffers, tuple(loose))
 
     def unpack(self, packed: Packed, offsets: tuple[jax.Array, ...] | None = None) -> Any:
@@ -227,6 +227,29 @@ class Layout:
                     np.concatenate(v) if static else jnp.concatenate([jnp.asarray(x) for x in v])
                 )
         return Packed(buffers, tuple(loose))
+
+
+_CONCAT_FANIN = 32
+
+
+def _concatenate(parts: list[jax.Array]) -> jax.Array:
+    """``concatenate(parts)`` as a tree of concatenations of at most 32 parts.
+
+    XLA:CPU fuses one concatenation of a thousand operands (with their
+    producers) into a single loop that looks up each element's operand: in a
+    training loop, where the gradient is packed anew every step, that costs
+    more than the optimizer's arithmetic (and seconds of compile). Chunks of
+    32, kept apart by an optimization barrier so XLA does not fuse them back
+    into one, concatenate at memory speed.
+    """
+    while len(parts) > 1:
+        parts = [
+            chunk[0] if len(chunk) == 1 else jax.lax.concatenate(chunk, 0)
+            for chunk in (parts[i : i + _CONCAT_FANIN] for i in range(0, len(parts), _CONCAT_FANIN))
+        ]
+        if len(parts) > 1:
+            parts = list(jax.lax.optimization_barrier(parts))
+    return parts[0]
 
 
 def _describe(tx: Any) -> str:

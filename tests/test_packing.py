@@ -214,9 +214,11 @@ def test_packed_step_traces_two_primitives_per_packed_leaf(make):
     # (apply_updates), nothing per leaf for the optimizer's own arithmetic.
     # (A negative-index wrap on the offsets added 3 more per leaf, and XLA
     # compiled them into every leaf's kernel.)
+    # (Plus, per 32 leaves, one concatenation and one optimization barrier: the
+    # gradient is packed as a tree of 32-way concatenations.)
     tx = gl.packed(make())
     per_leaf = (_step_equations(tx, 200) - _step_equations(tx, 100)) / 100
-    assert per_leaf <= 2, per_leaf
+    assert per_leaf <= 2 + 2 / 32, per_leaf
 
 
 SHAPES = [(), (0,), (1,), (3,), (2, 3), (7,), (2, 0, 3), (4, 5)]
