@@ -152,14 +152,20 @@ def test_chain_forwards_keyword_extras_to_every_member(run_mode):
         np.testing.assert_allclose(out[k], first + 3.0, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", list(ALL_TRANSFORMS), ids=str)
-def test_transforms_ignore_extras_they_do_not_use(name):
+def first_step(name: str, **extra) -> tuple[Any, Any, Any]:
+    """``(state, updates, new_state)`` of one step of ``ALL_TRANSFORMS[name]``."""
     params, grads = params_and_grads()
     tx = ALL_TRANSFORMS[name]()
     state = tx.init(params)
-    plain, plain_state = tx.update(grads, state, params)
+    return (state, *tx.update(grads, state, params, **extra))
+
+
+@pytest.mark.parametrize("name", list(ALL_TRANSFORMS), ids=str)
+def test_transforms_ignore_extras_they_do_not_use(name):
+    _, plain, plain_state = first_step(name)
+    grads = params_and_grads()[1]
     extras = dict(value=jnp.float32(1.0), grad=grads, value_fn=lambda p: 0.0, unknown="x")
-    out, new_state = tx.update(grads, state, params, **extras)
+    _, out, new_state = first_step(name, **extras)
     chex.assert_trees_all_equal(out, plain)
     chex.assert_trees_all_equal(new_state, plain_state)
 
@@ -372,10 +378,7 @@ def test_gradient_tree_mismatch_raises_value_error_naming_both_structures(name, 
 
 @pytest.mark.parametrize("name", list(ALL_TRANSFORMS), ids=str)
 def test_state_is_a_pytree_of_arrays_only(name):
-    params, grads = params_and_grads()
-    tx = ALL_TRANSFORMS[name]()
-    state = tx.init(params)
-    _, new_state = tx.update(grads, state, params)
+    state, _, new_state = first_step(name)
     for s in (state, new_state):
         # Python scalars, callables and strings would show up as non-array leaves.
         for leaf in jax.tree.leaves(s):
