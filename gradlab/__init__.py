@@ -20,6 +20,7 @@ from gradlab._core import (
     per_leaf,
 )
 from gradlab._packing import Packed, PackedState, packed
+from gradlab._sharding import state_shardings
 from gradlab.blocks import (
     AddNoiseState,
     EmaState,
@@ -134,6 +135,7 @@ __all__ = [
     "schedules",
     "set_hyperparams",
     "sgd",
+    "state_shardings",
     "trace",
     "zero_nans",
 ]
