@@ -39,7 +39,7 @@ def all_finite(tree: Any) -> jax.Array:
     small: dict[Any, list[jax.Array]] = {}
     parts = []
     for x in leaves:
-        if jnp.size(x) <= _tree.SMALL_LEAF and not _tree.is_partitioned(x):
+        if jnp.size(x) <= _tree.SMALL_LEAF and not _tree.may_be_partitioned(x):
             small.setdefault(jnp.result_type(x), []).append(jax.lax.reshape(x, (jnp.size(x),)))
         else:
             parts.append(x)
