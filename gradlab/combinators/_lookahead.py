@@ -51,8 +51,8 @@ def lookahead(
     check_in_range("slow_step_size", slow_step_size, 0.0, 1.0)
 
     def init(params):
-        slow = jax.tree.map(lambda p: jnp.array(_tree.as_param(p)), params)  # a copy
         _tree.check_float_params(params, "lookahead init")
+        slow = jax.tree.map(lambda p: jnp.array(_tree.as_param(p)), params)  # a copy
         return LookaheadState(_tree.step_counter(), slow, fast.init(params))
 
     def update(updates, state, params=None, **extra):
