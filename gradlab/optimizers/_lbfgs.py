@@ -109,7 +109,9 @@ def scale_by_lbfgs(memory_size: int = 10, eps: Any = 1e-10) -> GradientTransform
                 "scale_by_lbfgs forms its memory from the params: call update(grads, state, params)"
             )
         g = _in_compute_dtype(_tree.map_like(lambda u, _: u, updates, state.grad))
-        x = _in_compute_dtype(_tree.map_like(lambda p, _: p, params, state.params, tree_name="state"))
+        x = _in_compute_dtype(
+            _tree.map_like(lambda p, _: p, params, state.params, tree_name="state")
+        )
         dt = state.rho.dtype
 
         # 1. The newest pair, kept if it has positive curvature.

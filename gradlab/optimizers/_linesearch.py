@@ -169,10 +169,7 @@ def _initial_step(strategy: str, previous: jax.Array, factor: Any, max_step: Any
     """``1`` (Newton-like directions), or the previous step times ``factor``
     (first-order directions; a failed previous search (0) restarts from 1)."""
     one = jnp.ones((), dt)
-    if strategy == "one":
-        t = one
-    else:
-        t = jnp.where(previous > 0, previous * _tree.hp(factor, dt), one)
+    t = one if strategy == "one" else jnp.where(previous > 0, previous * _tree.hp(factor, dt), one)
     return t if max_step is None else jnp.minimum(t, _tree.hp(max_step, dt))
 
 
@@ -197,37 +194,44 @@ class _Zoom(NamedTuple):
     hi: jax.Array
     hi_value: jax.Array
     hi_slope: jax.Array
+    widths: jax.Array  # the bracket's width after the last two zoom steps
 
 
-def _interpolate(lo, f_lo, df_lo, hi, f_hi, df_hi):
-    """A trial step strictly inside the bracket: the minimiser of the cubic through
-    ``(phi, phi')`` at both ends (N&W eq. 3.59); if that falls outside the middle
-    60% (or is not finite), the minimiser of the quadratic through ``phi(lo),
-    phi'(lo), phi(hi)`` within the middle 80%; else bisection (always when an end
-    value is not finite). Margins as in scipy's ``scalar_search_wolfe2``."""
+def _interpolate(lo, f_lo, df_lo, hi, f_hi, df_hi, bisect):
+    """The next trial inside the bracket ``[lo, hi]`` (either order).
+
+    The minimiser of the cubic through ``(phi, phi')`` at both ends (N&W eq.
+    3.59); if it does not exist, the minimiser of the quadratic through
+    ``phi(lo), phi'(lo), phi(hi)``; if neither, or when ``bisect``, the
+    midpoint. The result is kept at least 10% of the bracket away from its
+    ends (no wasted trial next to a known point; when the minimiser is
+    near ``lo``, the bracket shrinks 10x at once). Non-finite end values leave
+    only the midpoint: a search that left the domain of ``f`` halves its way back.
+    """
     width = hi - lo  # signed: zoom brackets may be reversed
     # Cubic: Hermite interpolation of phi on [lo, hi].
     d1 = df_lo + df_hi - 3 * (f_lo - f_hi) / (lo - hi)
     rad = d1 * d1 - df_lo * df_hi
     d2 = jnp.sign(width) * jnp.sqrt(jnp.maximum(rad, 0))
     cubic = hi - width * (df_hi + d2 - d1) / (df_hi - df_lo + 2 * d2)
-    cubic_ok = (rad >= 0) & _inside(cubic, lo, width, 0.2)
+    cubic_ok = (rad >= 0) & _inside(cubic, lo, width)
     # Quadratic: phi(lo) + phi'(lo) s + a s², through phi(hi).
     curv = (f_hi - f_lo - df_lo * width) / (width * width)
     quad = lo - df_lo / (2 * curv)
-    quad_ok = (curv > 0) & _inside(quad, lo, width, 0.1)
+    quad_ok = (curv > 0) & _inside(quad, lo, width)
     middle = lo + width / 2
-    return jnp.where(cubic_ok, cubic, jnp.where(quad_ok, quad, middle))
+    t = jnp.where(bisect, middle, jnp.where(cubic_ok, cubic, jnp.where(quad_ok, quad, middle)))
+    left, right = jnp.minimum(lo, hi), jnp.maximum(lo, hi)
+    margin = 0.1 * (right - left)
+    return jnp.clip(t, left + margin, right - margin)
 
 
-def _inside(t, lo, width, margin):
-    """``t`` finite and at least ``margin * |width|`` inside the bracket."""
-    a = jnp.minimum(lo, lo + width) + margin * jnp.abs(width)
-    b = jnp.maximum(lo, lo + width) - margin * jnp.abs(width)
-    return jnp.isfinite(t) & (t >= a) & (t <= b)
+def _inside(t, lo, width):
+    """``t`` finite and inside the bracket."""
+    return jnp.isfinite(t) & (t >= jnp.minimum(lo, lo + width)) & (t <= jnp.maximum(lo, lo + width))
 
 
-def _zoom_search(ray: _Ray, t0, max_steps, c1, c2, increase_factor, max_step):
+def _zoom_search(ray: _Ray, t0, max_steps, c1, c2, increase_factor, max_step, approx_rtol):
     """Run the strong-Wolfe search; returns the final carry (accepted step in ``lo``)."""
     dt = ray.dtype
     c1, c2 = _tree.hp(c1, dt), _tree.hp(c2, dt)
@@ -240,9 +244,18 @@ def _zoom_search(ray: _Ray, t0, max_steps, c1, c2, increase_factor, max_step):
     def body(s: _Zoom) -> _Zoom:
         t = s.trial
         value, slope, grad = ray.evaluate(t)
-        # Sufficient decrease (Armijo), and below the best point so far (Alg. 3.5
-        # "phi(a_i) >= phi(a_{i-1})", Alg. 3.6 "phi(a_j) >= phi(a_lo)").
-        decrease = (value <= ray.value + c1 * t * ray.slope) & (value < s.lo_value)
+        # Sufficient decrease (Armijo), and not above the best point so far (Alg.
+        # 3.5 "phi(a_i) >= phi(a_{i-1})", Alg. 3.6 "phi(a_j) >= phi(a_lo)"; a tie
+        # goes to lo here, so that in a bracket flat to rounding the slope's sign
+        # still decides where the minimum is).
+        decrease = (value <= ray.value + c1 * t * ray.slope) & (value <= s.lo_value)
+        if approx_rtol is not None:
+            # Hager & Zhang's (2005) approximate form, read off the slope: once
+            # phi(t) is within rounding of phi(0), differences of values are noise
+            # but phi' is still accurate (float32 values stop resolving a descent
+            # long before the gradient is small).
+            near = jnp.abs(value - ray.value) <= _tree.hp(approx_rtol, dt) * jnp.abs(ray.value)
+            decrease |= near & (slope <= (2 * c1 - 1) * ray.slope)
         curvature = jnp.abs(slope) <= -c2 * ray.slope
         accept = decrease & curvature
         # Where the bracket goes (N&W Alg. 3.5 in bracketing, 3.6 in zooming):
@@ -264,7 +277,12 @@ def _zoom_search(ray: _Ray, t0, max_steps, c1, c2, increase_factor, max_step):
         lo_grad = _select(decrease, grad, s.lo_grad)
         zooming = s.zooming | new_hi
         expand = jnp.minimum(t * inc, t_max)
-        zoomed = _interpolate(lo, lo_value, lo_slope, hi, hi_value, hi_slope)
+        # Moré & Thuente's (1994) rule: if two zoom steps did not shrink the
+        # bracket to 2/3, bisect (interpolation stuck near one end).
+        width = jnp.abs(hi - lo)
+        bisect = s.zooming & (width >= 0.66 * s.widths[1])
+        widths = jnp.where(s.zooming, jnp.stack([width, s.widths[0]]), jnp.stack([width, inf]))
+        zoomed = _interpolate(lo, lo_value, lo_slope, hi, hi_value, hi_slope, bisect)
         trial = jnp.where(zooming, zoomed, expand)
         count = s.count + 1
         # Stop: accepted; out of evaluations; at max_step with no bracket (the
@@ -273,7 +291,7 @@ def _zoom_search(ray: _Ray, t0, max_steps, c1, c2, increase_factor, max_step):
         done = accept | (count >= max_steps) | stuck
         return _Zoom(
             count, zooming, done, accept, trial, lo, lo_value, lo_slope, lo_grad,
-            hi, hi_value, hi_slope,
+            hi, hi_value, hi_slope, widths,
         )  # fmt: skip
 
     start = _Zoom(
@@ -289,6 +307,7 @@ def _zoom_search(ray: _Ray, t0, max_steps, c1, c2, increase_factor, max_step):
         hi=inf,
         hi_value=inf,
         hi_slope=inf,
+        widths=jnp.stack([inf, inf]),
     )
     return jax.lax.while_loop(lambda s: ~s.done, body, start)
 
@@ -301,6 +320,7 @@ def scale_by_zoom_linesearch(
     max_stepsize: Any = None,
     increase_factor: Any = 2.0,
     initial_guess: str = "keep",
+    approx_decrease_rtol: Any = 1e-6,
 ) -> GradientTransformation:
     """Strong-Wolfe line search (Nocedal & Wright 2006, Algorithms 3.5 and 3.6).
 
@@ -344,6 +364,9 @@ def scale_by_zoom_linesearch(
     if max_stepsize is not None:
         check_positive("max_stepsize", max_stepsize)
     check_choice("initial_guess", initial_guess, ("one", "keep"))
+    if approx_decrease_rtol is not None:
+        check_scalars(approx_decrease_rtol=approx_decrease_rtol)
+        check_in_range("approx_decrease_rtol", approx_decrease_rtol, 0.0)
 
     def init(params):
         return _initial_state(ZoomLinesearchState, params)
@@ -351,7 +374,10 @@ def scale_by_zoom_linesearch(
     def update(updates, state, params=None, **extra):
         ray = _ray("scale_by_zoom_linesearch", updates, params, extra)
         t0 = _initial_step(initial_guess, state.step_size, 1.0, max_stepsize, ray.dtype)
-        s = _zoom_search(ray, t0, max_linesearch_steps, c1, c2, increase_factor, max_stepsize)
+        s = _zoom_search(
+            ray, t0, max_linesearch_steps, c1, c2, increase_factor, max_stepsize,
+            approx_decrease_rtol,
+        )  # fmt: skip
         info = LinesearchInfo(s.count, s.succeeded)
         new_state = ZoomLinesearchState(s.lo, s.lo_value, s.lo_grad, info)
         return _tree.scale(ray.direction, s.lo), new_state
