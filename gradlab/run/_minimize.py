@@ -137,10 +137,11 @@ def minimize(
     check_nonnegative("tol", tol)
 
     value_fn = (lambda p: fun(p)[0]) if has_aux else fun
+    shape = jnp.shape(jax.eval_shape(value_fn, x0))
+    if shape != ():
+        raise ValueError(f"fun must return a scalar, got an array of shape {shape}")
     value, grad = jax.value_and_grad(value_fn)(x0)
     value = jnp.asarray(value)
-    if value.shape != ():
-        raise ValueError(f"fun must return a scalar, got an array of shape {value.shape}")
     state = optimizer.init(x0)
     step = stepper(value_fn, optimizer, state)
     norm_dtype = jnp.result_type(_tree.global_norm(grad))
