@@ -10,6 +10,7 @@ instead of evaluating the objective again.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -20,7 +21,12 @@ from gradlab import _tree
 from gradlab._checks import check_in_range, check_int, check_scalars, is_traced
 from gradlab._core import PER_LEAF, GradientTransformation, chain
 from gradlab.blocks import scale, scale_by_learning_rate
-from gradlab.optimizers._linesearch import _scalar_dtype, _vdot, scale_by_zoom_linesearch
+from gradlab.optimizers._linesearch import (
+    _scalar_dtype,
+    _vdot,
+    eager_jit,
+    scale_by_zoom_linesearch,
+)
 
 
 class ScaleByLbfgsState(NamedTuple):
@@ -56,6 +62,62 @@ def _axpy(a: jax.Array, x: Any, y: Any) -> Any:
 
 def _in_compute_dtype(tree: Any) -> Any:
     return jax.tree.map(lambda x: x.astype(_tree.compute_dtype(x.dtype)), tree)
+
+
+@functools.partial(eager_jit, static_argnames=())
+def _lbfgs_update(updates, state, params, eps):
+    """One step of :func:`scale_by_lbfgs` (module level: compiled once when eager)."""
+    m = state.rho.shape[0]
+    g = _in_compute_dtype(_tree.map_like(lambda u, _: u, updates, state.grad))
+    x = _in_compute_dtype(_tree.map_like(lambda p, _: p, params, state.params, tree_name="state"))
+    dt = state.rho.dtype
+
+    # 1. The newest pair, kept if it has positive curvature.
+    s = jax.tree.map(jnp.subtract, x, state.params)
+    y = jax.tree.map(jnp.subtract, g, state.grad)
+    sy, ss, yy = _vdot(s, y, dt), _vdot(s, s, dt), _vdot(y, y, dt)
+    keep = (state.count > 0) & (sy > _tree.hp(eps, dt) * jnp.sqrt(ss * yy))
+    slot = state.index
+
+    def write(memory, new):
+        old = jax.lax.dynamic_index_in_dim(memory, slot, keepdims=False)
+        return jax.lax.dynamic_update_index_in_dim(memory, jnp.where(keep, new, old), slot, 0)
+
+    diff_params = jax.tree.map(write, state.diff_params, s)
+    diff_grads = jax.tree.map(write, state.diff_grads, y)
+    rho = state.rho.at[slot].set(jnp.where(keep, 1 / sy, state.rho[slot]))
+    index = jnp.where(keep, (slot + 1) % m, slot)
+
+    # 2. The two-loop recursion over the slots, newest first (empty slots
+    # have rho = 0 and s = y = 0: they change nothing).
+    order = (index - 1 - jnp.arange(m, dtype=jnp.int32)) % m
+
+    def newest_to_oldest(q, j):
+        alpha = rho[j] * _vdot(_slot(diff_params, j), q, dt)
+        return _axpy(-alpha, _slot(diff_grads, j), q), alpha
+
+    q, alphas = jax.lax.scan(newest_to_oldest, g, order)
+    newest = order[0]
+    y_new = _slot(diff_grads, newest)
+    gamma = jnp.where(
+        rho[newest] > 0,
+        1 / (rho[newest] * _vdot(y_new, y_new, dt)),
+        1 / _tree.global_norm(g).astype(dt),
+    )
+    r = jax.tree.map(lambda v: gamma.astype(v.dtype) * v, q)
+
+    def oldest_to_newest(r, j_alpha):
+        j, alpha = j_alpha
+        beta = rho[j] * _vdot(_slot(diff_grads, j), r, dt)
+        return _axpy(alpha - beta, _slot(diff_params, j), r), None
+
+    r, _ = jax.lax.scan(oldest_to_newest, r, (order[::-1], alphas[::-1]))
+
+    out = jax.tree.map(lambda v, u: v.astype(u.dtype), r, _tree.as_updates(updates))
+    new_state = ScaleByLbfgsState(
+        _tree.safe_increment(state.count), x, g, diff_params, diff_grads, rho, index
+    )
+    return out, new_state
 
 
 def scale_by_lbfgs(memory_size: int = 10, eps: Any = 1e-10) -> GradientTransformation:
@@ -108,58 +170,7 @@ def scale_by_lbfgs(memory_size: int = 10, eps: Any = 1e-10) -> GradientTransform
             raise ValueError(
                 "scale_by_lbfgs forms its memory from the params: call update(grads, state, params)"
             )
-        g = _in_compute_dtype(_tree.map_like(lambda u, _: u, updates, state.grad))
-        x = _in_compute_dtype(
-            _tree.map_like(lambda p, _: p, params, state.params, tree_name="state")
-        )
-        dt = state.rho.dtype
-
-        # 1. The newest pair, kept if it has positive curvature.
-        s = jax.tree.map(jnp.subtract, x, state.params)
-        y = jax.tree.map(jnp.subtract, g, state.grad)
-        sy, ss, yy = _vdot(s, y, dt), _vdot(s, s, dt), _vdot(y, y, dt)
-        keep = (state.count > 0) & (sy > _tree.hp(eps, dt) * jnp.sqrt(ss * yy))
-        slot = state.index
-
-        def write(memory, new):
-            old = jax.lax.dynamic_index_in_dim(memory, slot, keepdims=False)
-            return jax.lax.dynamic_update_index_in_dim(memory, jnp.where(keep, new, old), slot, 0)
-
-        diff_params = jax.tree.map(write, state.diff_params, s)
-        diff_grads = jax.tree.map(write, state.diff_grads, y)
-        rho = state.rho.at[slot].set(jnp.where(keep, 1 / sy, state.rho[slot]))
-        index = jnp.where(keep, (slot + 1) % m, slot)
-
-        # 2. The two-loop recursion over the slots, newest first (empty slots
-        # have rho = 0 and s = y = 0: they change nothing).
-        order = (index - 1 - jnp.arange(m, dtype=jnp.int32)) % m
-
-        def newest_to_oldest(q, j):
-            alpha = rho[j] * _vdot(_slot(diff_params, j), q, dt)
-            return _axpy(-alpha, _slot(diff_grads, j), q), alpha
-
-        q, alphas = jax.lax.scan(newest_to_oldest, g, order)
-        newest = order[0]
-        y_new = _slot(diff_grads, newest)
-        gamma = jnp.where(
-            rho[newest] > 0,
-            1 / (rho[newest] * _vdot(y_new, y_new, dt)),
-            1 / _tree.global_norm(g).astype(dt),
-        )
-        r = jax.tree.map(lambda v: gamma.astype(v.dtype) * v, q)
-
-        def oldest_to_newest(r, j_alpha):
-            j, alpha = j_alpha
-            beta = rho[j] * _vdot(_slot(diff_grads, j), r, dt)
-            return _axpy(alpha - beta, _slot(diff_params, j), r), None
-
-        r, _ = jax.lax.scan(oldest_to_newest, r, (order[::-1], alphas[::-1]))
-
-        out = jax.tree.map(lambda v, u: v.astype(u.dtype), r, _tree.as_updates(updates))
-        new_state = ScaleByLbfgsState(
-            _tree.safe_increment(state.count), x, g, diff_params, diff_grads, rho, index
-        )
-        return out, new_state
+        return _lbfgs_update(updates, state, params, eps)
 
     # Its memory has a leading axis per leaf and its inner products span the
     # tree: it runs on the real leaves under `packed`.

@@ -26,6 +26,7 @@ the best point found with a sufficient decrease is taken, or no step at all
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -133,8 +134,9 @@ class _Ray(NamedTuple):
         return jnp.where(ok, value, inf), jnp.where(ok, slope, inf), grad
 
 
-def _ray(name: str, updates: Any, params: Any, extra: dict[str, Any]) -> _Ray:
-    """The line search's inputs from ``update``'s arguments, with clear errors."""
+def _search_inputs(name: str, updates: Any, params: Any, extra: dict[str, Any]) -> tuple:
+    """``(value_fn, updates, params, value, grad)`` from ``update``'s arguments,
+    with a clear error when the objective is missing."""
     value_fn = extra.get("value_fn")
     if params is None or value_fn is None:
         raise ValueError(
@@ -142,9 +144,30 @@ def _ray(name: str, updates: Any, params: Any, extra: dict[str, Any]) -> _Ray:
             "update(direction, state, params, value=f(params), grad=grad_f(params), "
             "value_fn=f) with f: params -> scalar"
         )
-    updates = _tree.as_updates(updates)
+    return value_fn, _tree.as_updates(updates), params, extra.get("value"), extra.get("grad")
+
+
+def eager_jit(fn: Callable[..., Any], static_argnames: tuple[str, ...]) -> Callable[..., Any]:
+    """``fn`` compiled with ``jax.jit`` when called on concrete values, ``fn`` itself
+    under a trace (inside the caller's ``jit``/``vmap``/``scan`` it is inlined anyway).
+
+    Why: an eager call of a function holding ``lax.while_loop``/``lax.scan``
+    compiles those loops anew every time (their bodies are fresh closures), a
+    second or so per L-BFGS step on a CPU; jitted, with the objective as a static
+    argument, the second and later steps reuse the compiled search.
+    """
+    jitted = jax.jit(fn, static_argnames=static_argnames)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        dynamic = (args, {k: v for k, v in kwargs.items() if k not in static_argnames})
+        return fn(*args, **kwargs) if is_traced(dynamic) else jitted(*args, **kwargs)
+
+    return call
+
+
+def _ray(value_fn, updates, params, value, grad) -> _Ray:
+    """The objective along the search direction, starting values included."""
     value_and_grad = jax.value_and_grad(value_fn)
-    value, grad = extra.get("value"), extra.get("grad")
     if value is None or grad is None:  # one extra evaluation, but a working search
         value, grad = value_and_grad(params)
     dt = _scalar_dtype(params)
@@ -312,6 +335,19 @@ def _zoom_search(ray: _Ray, t0, max_steps, c1, c2, increase_factor, max_step, ap
     return jax.lax.while_loop(lambda s: ~s.done, body, start)
 
 
+@functools.partial(eager_jit, static_argnames=("value_fn", "initial_guess"))
+def _zoom_update(updates, params, value, grad, state, hyper, *, value_fn, initial_guess):
+    ray = _ray(value_fn, updates, params, value, grad)
+    t0 = _initial_step(initial_guess, state.step_size, 1.0, hyper["max_stepsize"], ray.dtype)
+    s = _zoom_search(
+        ray, t0, hyper["max_steps"], hyper["c1"], hyper["c2"], hyper["increase_factor"],
+        hyper["max_stepsize"], hyper["approx_rtol"],
+    )  # fmt: skip
+    info = LinesearchInfo(s.count, s.succeeded)
+    new_state = ZoomLinesearchState(s.lo, s.lo_value, s.lo_grad, info)
+    return _tree.scale(ray.direction, s.lo), new_state
+
+
 def scale_by_zoom_linesearch(
     max_linesearch_steps: int = 20,
     c1: Any = 1e-4,
@@ -371,22 +407,56 @@ def scale_by_zoom_linesearch(
     def init(params):
         return _initial_state(ZoomLinesearchState, params)
 
+    hyper = {
+        "max_steps": max_linesearch_steps,
+        "c1": c1,
+        "c2": c2,
+        "increase_factor": increase_factor,
+        "max_stepsize": max_stepsize,
+        "approx_rtol": approx_decrease_rtol,
+    }
+
     def update(updates, state, params=None, **extra):
-        ray = _ray("scale_by_zoom_linesearch", updates, params, extra)
-        t0 = _initial_step(initial_guess, state.step_size, 1.0, max_stepsize, ray.dtype)
-        s = _zoom_search(
-            ray, t0, max_linesearch_steps, c1, c2, increase_factor, max_stepsize,
-            approx_decrease_rtol,
-        )  # fmt: skip
-        info = LinesearchInfo(s.count, s.succeeded)
-        new_state = ZoomLinesearchState(s.lo, s.lo_value, s.lo_grad, info)
-        return _tree.scale(ray.direction, s.lo), new_state
+        value_fn, *inputs = _search_inputs("scale_by_zoom_linesearch", updates, params, extra)
+        return _zoom_update(*inputs, state, hyper, value_fn=value_fn, initial_guess=initial_guess)
 
     # It calls the objective on the real params tree: never on packed buffers.
     return GradientTransformation(init, update, packing=PER_LEAF)
 
 
 # ----------------------------------------------------------------- backtracking (Armijo)
+
+
+@functools.partial(eager_jit, static_argnames=("value_fn", "initial_guess"))
+def _backtracking_update(updates, params, value, grad, state, hyper, *, value_fn, initial_guess):
+    ray = _ray(value_fn, updates, params, value, grad)
+    dt = ray.dtype
+    shrink, c = _tree.hp(hyper["decrease_factor"], dt), _tree.hp(hyper["c1"], dt)
+    t0 = _initial_step(
+        initial_guess, state.step_size, hyper["increase_factor"], hyper["max_stepsize"], dt
+    )
+    descent = jnp.isfinite(ray.value) & (ray.slope < 0)
+    max_steps = jnp.asarray(hyper["max_steps"]).astype(jnp.int32)
+
+    def body(carry):
+        count, _, t, *_ = carry
+        value, _, grad = ray.evaluate(t)
+        ok = value <= ray.value + c * t * ray.slope
+        t_next = jnp.where(ok, t, t * shrink)
+        return count + 1, ok, t_next, value, grad
+
+    def cond(carry):
+        count, ok, *_ = carry
+        return ~ok & (count < max_steps) & descent
+
+    start = (jnp.zeros((), jnp.int32), jnp.zeros((), bool), t0, ray.value, ray.grad)
+    count, ok, t, value, grad = jax.lax.while_loop(cond, body, start)
+    # No acceptable step: stay where we are (its value and gradient are known).
+    t = jnp.where(ok, t, jnp.zeros((), dt))
+    value = jnp.where(ok, value, ray.value)
+    grad = _select(ok, grad, ray.grad)
+    new_state = BacktrackingLinesearchState(t, value, grad, LinesearchInfo(count, ok))
+    return _tree.scale(ray.direction, t), new_state
 
 
 def scale_by_backtracking_linesearch(
@@ -424,33 +494,20 @@ def scale_by_backtracking_linesearch(
     def init(params):
         return _initial_state(BacktrackingLinesearchState, params)
 
+    hyper = {
+        "max_steps": max_backtracking_steps,
+        "c1": c1,
+        "decrease_factor": decrease_factor,
+        "increase_factor": increase_factor,
+        "max_stepsize": max_stepsize,
+    }
+
     def update(updates, state, params=None, **extra):
-        ray = _ray("scale_by_backtracking_linesearch", updates, params, extra)
-        dt = ray.dtype
-        shrink, c = _tree.hp(decrease_factor, dt), _tree.hp(c1, dt)
-        t0 = _initial_step(initial_guess, state.step_size, increase_factor, max_stepsize, dt)
-        descent = jnp.isfinite(ray.value) & (ray.slope < 0)
-        max_steps = jnp.asarray(max_backtracking_steps).astype(jnp.int32)
-
-        def body(carry):
-            count, _, t, *_ = carry
-            value, _, grad = ray.evaluate(t)
-            ok = value <= ray.value + c * t * ray.slope
-            t_next = jnp.where(ok, t, t * shrink)
-            return count + 1, ok, t_next, value, grad
-
-        def cond(carry):
-            count, ok, *_ = carry
-            return ~ok & (count < max_steps) & descent
-
-        start = (jnp.zeros((), jnp.int32), jnp.zeros((), bool), t0, ray.value, ray.grad)
-        count, ok, t, value, grad = jax.lax.while_loop(cond, body, start)
-        # No acceptable step: stay where we are (its value and gradient are known).
-        t = jnp.where(ok, t, jnp.zeros((), dt))
-        value = jnp.where(ok, value, ray.value)
-        grad = _select(ok, grad, ray.grad)
-        new_state = BacktrackingLinesearchState(t, value, grad, LinesearchInfo(count, ok))
-        return _tree.scale(ray.direction, t), new_state
+        name = "scale_by_backtracking_linesearch"
+        value_fn, *inputs = _search_inputs(name, updates, params, extra)
+        return _backtracking_update(
+            *inputs, state, hyper, value_fn=value_fn, initial_guess=initial_guess
+        )
 
     return GradientTransformation(init, update, packing=PER_LEAF)
 
@@ -487,7 +544,6 @@ def value_and_grad_from_state(
     ...     u, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=f)
     ...     x = gl.apply_updates(x, u)
     """
-    value_and_grad = jax.value_and_grad(value_fn)
 
     def fn(params: Any, *args: Any, state: Any, **kwargs: Any) -> tuple[jax.Array, Any]:
         found = find_linesearch_states(state)
@@ -498,13 +554,17 @@ def value_and_grad_from_state(
                 f"found {len(found)}"
             )
         (ls,) = found
-        return jax.lax.cond(
-            jnp.isfinite(ls.value),
-            lambda: (ls.value, ls.grad),
-            lambda: _cast_like(value_and_grad(params, *args, **kwargs), (ls.value, ls.grad)),
-        )
+        return _stored_or_computed(params, args, kwargs, ls.value, ls.grad, value_fn=value_fn)
 
     return fn
+
+
+@functools.partial(eager_jit, static_argnames=("value_fn",))
+def _stored_or_computed(params, args, kwargs, value, grad, *, value_fn):
+    def compute():
+        return _cast_like(jax.value_and_grad(value_fn)(params, *args, **kwargs), (value, grad))
+
+    return jax.lax.cond(jnp.isfinite(value), lambda: (value, grad), compute)
 
 
 def _cast_like(tree: Any, like: Any) -> Any:

@@ -113,6 +113,7 @@ def trajectories(
     ax: Any = None,
     figsize: tuple[float, float] = (6.0, 5.0),
     interval: int = 150,
+    num_frames: int | None = None,
 ) -> Any:
     """The paths of several optimizers over the contour plot of a 2-D loss surface.
 
@@ -139,6 +140,9 @@ def trajectories(
         ax: a matplotlib ``Axes`` to draw into (a new figure if None).
         figsize: size of a new figure.
         interval: milliseconds between animation frames.
+        num_frames: frames of the animation (evenly spaced steps, first and last
+            included); default one per step. Each frame redraws the figure, so
+            fewer frames make a smaller GIF, faster.
 
     Returns:
         The ``matplotlib.figure.Figure``, or a ``FuncAnimation`` with ``animate=True``.
@@ -159,6 +163,8 @@ def trajectories(
         raise ValueError(f"x0 must have shape (2,) (a point in the plane), got {np.shape(x0)}")
     check_int("num_steps", num_steps, minimum=1)
     check_int("resolution", resolution, minimum=2)
+    if num_frames is not None:
+        check_int("num_frames", num_frames, minimum=2)
     num_steps = int(num_steps)
 
     paths = optimizer_paths(fun, optimizers, x0, num_steps)
@@ -205,5 +211,8 @@ def trajectories(
         title.set_text(f"step {k}")
         return [*lines, *ends, title]
 
+    frames = np.arange(num_steps + 1)
+    if num_frames is not None:
+        frames = np.unique(np.linspace(0, num_steps, int(num_frames)).round().astype(int))
     draw(0)
-    return FuncAnimation(ax.figure, draw, frames=num_steps + 1, interval=interval, blit=False)
+    return FuncAnimation(ax.figure, draw, frames=frames, interval=interval, blit=False)
