@@ -547,3 +547,29 @@ def test_minimize_lbfgs_matches_scipy_lbfgsb(name, x64):
     # Work: iterations and evaluations of f (and its gradient) within 1.5x scipy's.
     assert int(result.num_steps) <= 1.5 * ref.nit, (int(result.num_steps), ref.nit)
     assert len(calls) <= 1.5 * ref.nfev, (len(calls), ref.nfev)
+
+
+def test_first_lbfgs_iterates_equal_scipys_on_rosenbrock(x64):
+    # Until the first step where t = 1 is rejected (there the two line searches
+    # interpolate differently), both run the same algorithm: unit-length first
+    # step, two-loop recursion with gamma = s'y / y'y, t = 1 accepted.
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    x0 = np.tile([-1.2, 1.0], 5)
+    theirs = []
+    scipy_optimize.minimize(
+        rosenbrock_np, x0, jac=True, method="L-BFGS-B",
+        callback=lambda xk: theirs.append(np.copy(xk)), options={"maxiter": 11, "maxcor": 10},
+    )  # fmt: skip
+    tx = gl.lbfgs()
+
+    def step(carry, _):
+        x, state = carry
+        value, grad = jax.value_and_grad(rosenbrock)(x)
+        u, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=rosenbrock)
+        x = gl.apply_updates(x, u)
+        return (x, state), x
+
+    x0 = jnp.asarray(x0)
+    _, ours = jax.jit(lambda x: jax.lax.scan(step, (x, tx.init(x)), length=11))(x0)
+    assert len(theirs) == 11
+    np.testing.assert_allclose(ours, np.array(theirs), rtol=0, atol=1e-12)

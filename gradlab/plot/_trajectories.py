@@ -86,7 +86,8 @@ def _surface(fun: Callable, bounds, resolution: int, dtype: Any):
     ys = np.linspace(*bounds[1], resolution)
     gx, gy = np.meshgrid(xs, ys)
     grid = jnp.asarray(np.stack([gx, gy], axis=-1), dtype)
-    z = np.asarray(jax.jit(jax.vmap(jax.vmap(fun)))(grid), np.float64)
+    # Eager: a few whole-grid operations, cheaper than compiling them.
+    z = np.asarray(jax.vmap(jax.vmap(fun))(grid), np.float64)
     return gx, gy, z
 
 
