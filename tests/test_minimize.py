@@ -72,10 +72,15 @@ def test_minimize_adam_stops_at_the_first_step_with_small_gradient_and_respects_
         np.testing.assert_allclose(float(r.value), float(quadratic(r.params)), rtol=1e-6)
 
 
-def test_minimize_vmapped_over_starting_points_equals_separate_runs():
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_minimize_vmapped_over_starting_points_equals_separate_runs(optimizer):
     starts = jnp.array([[1.0, 2.0], [-3.0, 0.5], [0.1, -0.1]])
-    f = lambda x: jnp.sum(jnp.array([1.0, 25.0]) * x**2) + jnp.sum(x**4)  # noqa: E731
-    solve = jax.jit(lambda x: gl.minimize(f, x, gl.lbfgs(), max_steps=100, tol=1e-4))
+    if optimizer == "adam":  # the convex quadratic
+        f, tx, tol = lambda x: jnp.sum(jnp.array([1.0, 25.0]) * x**2), gl.adam(0.05), 1e-2
+    else:  # nested loops (the line search's) under vmap
+        f = lambda x: jnp.sum(jnp.array([1.0, 25.0]) * x**2) + jnp.sum(x**4)  # noqa: E731
+        tx, tol = gl.lbfgs(), 1e-4
+    solve = jax.jit(lambda x: gl.minimize(f, x, tx, max_steps=500, tol=tol))
     batched = jax.jit(jax.vmap(solve))(starts)
     for i, x0 in enumerate(starts):
         single = solve(x0)

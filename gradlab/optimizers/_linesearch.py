@@ -160,9 +160,21 @@ def eager_jit(fn: Callable[..., Any], static_argnames: tuple[str, ...]) -> Calla
 
     def call(*args: Any, **kwargs: Any) -> Any:
         dynamic = (args, {k: v for k, v in kwargs.items() if k not in static_argnames})
-        return fn(*args, **kwargs) if is_traced(dynamic) else jitted(*args, **kwargs)
+        if is_traced(dynamic) or not _hashable(*(kwargs[k] for k in static_argnames)):
+            return fn(*args, **kwargs)
+        return jitted(*args, **kwargs)
 
     return call
+
+
+def _hashable(*values: Any) -> bool:
+    """Whether ``values`` can key ``jax.jit``'s cache (an objective defining
+    ``__eq__`` without ``__hash__`` cannot: it then runs uncompiled)."""
+    try:
+        hash(values)
+    except TypeError:
+        return False
+    return True
 
 
 def _ray(value_fn, updates, params, value, grad) -> _Ray:
@@ -367,11 +379,17 @@ def scale_by_zoom_linesearch(
 
     and returns ``t * d``. Bracketing tries ``t0, increase_factor * t0, ...``
     until a bracket is found; zooming picks trials by cubic interpolation of
-    ``phi`` and ``phi'`` at the bracket's ends, safeguarded by a quadratic and
-    by bisection (``scipy.optimize.line_search``'s safeguards). Trials where
-    ``f`` is not finite shrink the bracket; each trial costs one evaluation of
-    ``f`` and its gradient. Equivalent of ``optax.scale_by_zoom_linesearch``
-    (``slope_rtol=c1``, ``curv_rtol=c2``), without the approximate-Wolfe variant.
+    ``phi`` and ``phi'`` at the bracket's ends (a quadratic, or bisection, as
+    fallbacks), kept 10% inside the bracket, with Moré & Thuente's (1994) rule
+    of bisecting when two trials did not shrink the bracket to 2/3. Trials
+    where ``f`` or its slope is not finite count as failed (the bracket
+    shrinks); each trial costs one evaluation of ``f`` and its gradient. Once
+    ``phi(t)`` is within ``approx_decrease_rtol`` of ``phi(0)`` (differences of
+    values are rounding noise there), sufficient decrease is read off the slope,
+    ``phi'(t) <= (2 c1 - 1) phi'(0)`` (Hager & Zhang 2005's approximate Wolfe
+    condition): without it a float32 search cannot get the gradient small.
+    Equivalent of ``optax.scale_by_zoom_linesearch`` (``slope_rtol=c1``,
+    ``curv_rtol=c2``, ``approx_dec_rtol``).
 
     Args:
         max_linesearch_steps: most evaluations per search (a bounded ``lax.while_loop``).
@@ -381,6 +399,8 @@ def scale_by_zoom_linesearch(
         initial_guess: ``"one"``: start at ``t = 1`` (Newton-like directions,
             L-BFGS); ``"keep"``: start at the previous accepted step
             (first-order directions).
+        approx_decrease_rtol: where the approximate condition takes over (>= 0),
+            relative to ``|phi(0)|``; None: the exact Armijo condition only.
 
     Extras of ``update``: ``value_fn`` (required), ``value``, ``grad``.
 
