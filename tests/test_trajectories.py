@@ -85,13 +85,13 @@ def test_start_and_ends_are_marked_over_log_spaced_contours(figure):
 
 def test_animation_moves_the_optimizers_together_and_saves_as_gif(tmp_path):
     opts = {"sgd": gl.sgd(0.05), "adam": gl.adam(0.3)}
-    anim = gl.plot.trajectories(valley, opts, X0, 3, animate=True, resolution=20, figsize=(3, 2.5))
+    ax = matplotlib.figure.Figure(figsize=(3, 2.5)).subplots()
+    anim = gl.plot.trajectories(valley, opts, X0, 3, animate=True, resolution=20, ax=ax)
     assert isinstance(anim, FuncAnimation)
     path = tmp_path / "paths.gif"
     anim.save(path, writer="pillow", dpi=40)
     assert path.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
     # After the last frame, the drawn path is the whole path.
-    ax = anim._fig.axes[0]
     sgd = next(line for line in ax.lines if line.get_label() == "sgd")
     assert len(sgd.get_xdata()) == 4
 
