@@ -20,6 +20,7 @@ from gradlab._core import (
     per_leaf,
 )
 from gradlab._packing import Packed, PackedState, packed
+from gradlab._sharding import state_shardings
 from gradlab.blocks import (
     AddNoiseState,
     EmaState,
@@ -118,6 +119,7 @@ __all__ = [
     "scale_by_zoom_linesearch",
     "schedules",
     "sgd",
+    "state_shardings",
     "trace",
     "value_and_grad_from_state",
     "zero_nans",
