@@ -435,7 +435,36 @@ PUBLIC_TRANSFORMS = {
     "scale_by_backtracking_linesearch": lambda: _with_objective(
         gl.chain(gl.scale(-0.5), gl.scale_by_backtracking_linesearch(decrease_factor=0.3))
     ),
+    # combinators (tests/test_combinators.py has their own packed tests)
+    "named_chain": lambda: gl.named_chain(
+        ("clip", gl.clip_by_global_norm(1.0)), ("adam", gl.adam(0.01))
+    ),
+    "partition": lambda: gl.partition(
+        {"weight": gl.adam(0.01), "other": gl.sgd(0.05, momentum=0.9)},
+        lambda p: jax.tree.map(lambda keep: "weight" if keep else "other", _not_bias(p)),
+    ),
+    "masked": lambda: gl.masked(gl.chain(gl.clip_by_global_norm(0.5), gl.adam(0.01)), _not_bias),
+    "freeze": lambda: gl.chain(gl.adam(0.01), gl.freeze(_not_bias)),
+    "apply_if_finite": lambda: gl.apply_if_finite(gl.adam(0.01), 2),
+    "lookahead": lambda: gl.lookahead(gl.adam(0.01), 2, 0.5),
+    "inject_hyperparams": lambda: gl.inject_hyperparams(gl.adamw, static_args="mask")(
+        _SCHEDULE, weight_decay=0.1, mask=_not_bias
+    ),
+    "reduce_on_plateau": lambda: _with_value(
+        gl.chain(gl.adam(0.01), gl.reduce_on_plateau(0.5, patience=0))
+    ),
 }
+
+
+def _with_value(tx):
+    """``tx`` given ``value=1.0`` (a flat loss) at every step."""
+
+    def update(updates, state, params=None, **extra):
+        return tx.update(updates, state, params, value=jnp.float32(1.0))
+
+    return gl.GradientTransformation(
+        tx.init, update, packing=lambda ctx: _with_value(ctx.form(tx, "with value"))
+    )
 
 
 def _public_transformation_constructors() -> set[str]:
