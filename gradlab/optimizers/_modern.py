@@ -418,8 +418,9 @@ def signum(
 
 
 def _relative_step(count: Any) -> jax.Array:
-    """Adafactor's relative step size ``rho_t = min(1e-2, 1/sqrt(t))``, 1-based ``t``."""
-    return jnp.minimum(1e-2, jax.lax.rsqrt(jnp.asarray(count, jnp.float32) + 1))
+    """Adafactor's relative step size ``rho_t = min(1e-2, 1/sqrt(t))``, 1-based ``t``
+    (in the default float dtype: float64 under x64)."""
+    return jnp.minimum(1e-2, jax.lax.rsqrt(jnp.asarray(count, float) + 1))
 
 
 def adafactor(
