@@ -240,6 +240,8 @@ def test_bfloat16_params_keep_their_dtype_and_match_reference(case):
         updates.append(u)
     for leaf in jax.tree.leaves((params, updates)):
         assert leaf.dtype == dtype
+    if case.low_precision_tol is None:
+        return
     p0 = cm.split(np.asarray(jnp.asarray(cm.INITIAL_FLAT, dtype), np.float64))
     lrs = [case.lr] * n
     want = np.diff(
