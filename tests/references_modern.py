@@ -38,6 +38,11 @@ def trajectory(
 ) -> np.ndarray:
     """Params (flattened, keys sorted) after each step, starting with ``p0``:
     shape ``(len(lrs) + 1, n)``. ``grad_fn(params, k)`` gets 0-based ``k``."""
+    return run(rule, p0, grad_fn, lrs)[0]
+
+
+def run(rule, p0, grad_fn, lrs) -> tuple[np.ndarray, dict[str, State]]:
+    """:func:`trajectory` and the final state of every leaf."""
     keys = sorted(p0)
     p = {k: np.array(p0[k], np.float64) for k in keys}
     states = {k: rule.init(p[k], k) for k in keys}
@@ -46,7 +51,7 @@ def trajectory(
         g = grad_fn(p, k)
         p = {n: np.asarray(rule.step(states[n], p[n], g[n], lr, k + 1, n)) for n in keys}
         flat.append(np.concatenate([p[n].ravel() for n in keys]))
-    return np.stack(flat)
+    return np.stack(flat), states
 
 
 def _zeros(p: np.ndarray, *names: str) -> State:
@@ -511,11 +516,6 @@ def schedule_free(
         return (1 - b1) * s["z"] + b1 * s["x"]
 
     return Rule(init, step)
-
-
-def schedule_free_x(rule_state: State) -> np.ndarray:
-    """The evaluation point ``x`` of a :func:`schedule_free` leaf state."""
-    return rule_state["x"]
 
 
 # ------------------------------------------------------------------------ Muon
