@@ -5,7 +5,9 @@ take a tree shaped like the params (or a prefix of it, as Optax accepts), or a
 function ``params -> tree``; :func:`resolve` turns any of these into a tree
 with exactly the params' structure, or raises a ``ValueError`` showing both
 structures. ``gl.packed`` resolves them here too, against the real params
-tree, before packing (so a callable mask never sees packed buffers).
+tree, before packing (so a callable mask never sees packed buffers). Labels
+(``partition``) are the same mechanism with one hashable label per leaf
+instead of a bool (:func:`resolve_labels`).
 """
 
 from __future__ import annotations
@@ -66,6 +68,30 @@ def resolve_static(spec: Any, params: Tree, what: str = "mask") -> list[bool]:
             )
         out.append(value)
     return out
+
+
+def resolve_labels(spec: Any, params: Tree, what: str = "labels") -> list[Any]:
+    """The labels resolved as one static, hashable label per param leaf (in the
+    params' leaf order), or a ``TypeError`` naming the leaf whose label is an
+    array (labels choose which transformation sees a leaf, so they are static)."""
+    tree = resolve(spec, params, what)
+    out = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if isinstance(leaf, jax.Array | np.ndarray) or not _hashable(leaf):
+            raise TypeError(
+                f"{what} leaf {jax.tree_util.keystr(path) or '(root)'} must be a hashable "
+                f"label known when tracing (e.g. a string), got {leaf!r}"
+            )
+        out.append(leaf)
+    return out
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 MaskSpec = Any | Callable[[Tree], Tree]

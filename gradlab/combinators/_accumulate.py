@@ -1,0 +1,141 @@
+"""``MultiSteps``: gradient accumulation over mini-steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradlab import _tree
+from gradlab._checks import check_float_dtype, check_int, check_transformation
+from gradlab._core import GradientTransformation, as_schedule, call_update
+from gradlab.combinators._walk import find_one
+
+
+class MultiStepsState(NamedTuple):
+    """``mini_step``: int32 gradients accumulated since the last inner update;
+    ``gradient_step``: int32 inner updates so far; ``inner_opt_state``: the inner
+    transformation's state; ``acc_grads``: the running mean of this cycle's
+    gradients (ONE params-sized tree; ``()`` when ``every_k_schedule`` is the
+    Python int 1, where nothing is accumulated)."""
+
+    mini_step: jax.Array
+    gradient_step: jax.Array
+    inner_opt_state: Any
+    acc_grads: Any
+
+
+class MultiSteps:
+    """Gradient accumulation: ``opt`` steps once every ``k`` calls, on the mean gradient.
+
+    ``MultiSteps(opt, every_k_schedule)`` returns a
+    :class:`~gradlab.GradientTransformation`. Each call adds the gradient to
+    a running mean (``acc <- acc + (g - acc) / n`` at the ``n``-th mini-step)
+    and returns zero updates, except at the ``k``-th call, where ``opt`` runs
+    on the mean and its updates are returned; then the mean restarts.
+    ``every_k_schedule`` is an int or a schedule ``gradient_step -> k``
+    (evaluated at the number of inner updates so far, so the batch size can
+    grow during training). Keyword extras (``value=``) reach ``opt`` at its
+    update only (the last mini-step's ones).
+
+    Memory: one accumulator per param, stored in the param's dtype (or
+    ``accumulator_dtype``; the mean is computed in float32 at least), and
+    ``opt`` runs only on the steps it updates (a ``lax.cond``). With
+    ``every_k_schedule=1`` (a Python int) it is ``opt`` itself, without an
+    accumulator (``acc_grads=()``; a traced or array ``1`` keeps one, so that
+    the state structure stays that of other ``k``).
+    ``MultiSteps.has_updated(state)`` (also ``tx.has_updated(state)``) says
+    whether the last call updated. ``optax.MultiSteps``.
+
+    >>> tx = gl.MultiSteps(gl.adam(1e-3), every_k_schedule=4)
+    >>> updates, state = tx.update(grads, state, params)
+    >>> gl.MultiSteps.has_updated(state)  # True every 4th call
+    """
+
+    def __new__(
+        cls,
+        opt: GradientTransformation,
+        every_k_schedule: int | Callable[[Any], Any],
+        *,
+        accumulator_dtype: Any = None,
+    ) -> GradientTransformation:
+        check_transformation("opt", opt)
+        check_float_dtype("accumulator_dtype", accumulator_dtype)
+        if not callable(every_k_schedule):
+            check_int("every_k_schedule", every_k_schedule, minimum=1)
+        tx = _multi_steps(opt, every_k_schedule, accumulator_dtype, opt)
+        tx.has_updated = MultiSteps.has_updated  # Optax spells it opt.has_updated(state)
+        return tx
+
+    @staticmethod
+    def has_updated(state: Any) -> jax.Array:
+        """Whether the last ``update`` ran the inner optimizer (bool array).
+
+        ``state`` is a :class:`MultiStepsState` or any state holding exactly one.
+        """
+        state = find_one(state, MultiStepsState, "MultiSteps.has_updated")
+        return jnp.logical_and(state.mini_step == 0, state.gradient_step > 0)
+
+
+def _static_one(k: Any) -> bool:
+    """``k`` is the Python (or NumPy) integer 1: a structural choice, not a value."""
+    return isinstance(k, int | np.integer) and not isinstance(k, bool) and k == 1
+
+
+def _multi_steps(opt: Any, k: Any, acc_dtype: Any, declared: Any) -> GradientTransformation:
+    """``MultiSteps`` around ``opt`` (``declared``: the user's ``opt``, whose buffer
+    form ``packed`` builds)."""
+    every_k = as_schedule(k)
+    skip_accumulation = _static_one(k)
+
+    def init(params):
+        acc = () if skip_accumulation else _tree.zeros_like(params, acc_dtype)
+        zero = _tree.step_counter()
+        return MultiStepsState(zero, zero, opt.init(params), acc)
+
+    def update(updates, state, params=None, **extra):
+        if skip_accumulation:  # k = 1: opt itself, nothing accumulated
+            out, inner = call_update(opt, updates, state.inner_opt_state, params, extra)
+            step = _tree.safe_increment(state.gradient_step)
+            return out, MultiStepsState(state.mini_step, step, inner, ())
+        updates = _tree.as_updates(updates)
+        n = _tree.safe_increment(state.mini_step)
+
+        def running_mean(g, acc):
+            dt = np.result_type(_tree.compute_dtype(g.dtype), _tree.compute_dtype(acc.dtype))
+            a = acc.astype(dt)
+            return a + (g.astype(dt) - a) / n.astype(dt)
+
+        mean = _tree.map_like(running_mean, updates, state.acc_grads)
+        emit = n >= jnp.asarray(every_k(state.gradient_step), jnp.int32)
+
+        grads = jax.tree.map(lambda m, g: m.astype(g.dtype), mean, updates)
+
+        def step(_):
+            out, inner = call_update(opt, grads, state.inner_opt_state, params, extra)
+            return out, inner, jax.tree.map(jnp.zeros_like, state.acc_grads)
+
+        def accumulate(_):
+            # zeros shaped like opt's output (its dtype may differ from the gradient's)
+            shapes = jax.eval_shape(lambda: step(None)[0])
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            acc = jax.tree.map(lambda m, a: m.astype(a.dtype), mean, state.acc_grads)
+            return zeros, state.inner_opt_state, acc
+
+        if isinstance(emit, jax.core.Tracer):
+            out, inner, acc = jax.lax.cond(emit, step, accumulate, None)
+        else:  # eagerly, a lax.cond of new closures would be compiled at every call
+            out, inner, acc = step(None) if bool(emit) else accumulate(None)
+        gradient_step = jnp.where(
+            emit, _tree.safe_increment(state.gradient_step), state.gradient_step
+        )
+        return out, MultiStepsState(jnp.where(emit, 0, n), gradient_step, inner, acc)
+
+    def packing(ctx):
+        # The accumulator is elementwise: it runs on the buffers around opt's form.
+        return _multi_steps(ctx.form(declared, "MultiSteps inner"), k, acc_dtype, declared)
+
+    return GradientTransformation(init, update, packing=packing)

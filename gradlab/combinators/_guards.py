@@ -1,0 +1,103 @@
+"""``apply_if_finite``: skip the steps whose gradients hold NaN or Inf."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradlab import _tree
+from gradlab._checks import check_int, check_scalars, check_transformation
+from gradlab._core import GradientTransformation, call_update
+
+
+class ApplyIfFiniteState(NamedTuple):
+    """``notfinite_count``: int32 consecutive non-finite steps not applied yet (0
+    after a finite step and after giving up); ``last_finite``: bool, whether the
+    last step's gradients were all finite; ``total_notfinite``: int32 non-finite
+    steps so far (saturating); ``inner_state``: the guarded transformation's state."""
+
+    notfinite_count: jax.Array
+    last_finite: jax.Array
+    total_notfinite: jax.Array
+    inner_state: Any
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """Whether every element of every leaf is finite, as ONE reduction.
+
+    Small leaves are concatenated per dtype and reduced together (as in
+    :func:`gradlab._tree.global_norm`: a reduction per leaf costs kernels and,
+    fused, a compile time that grows superlinearly with the leaf count); big
+    leaves are reduced in place; the per-part flags are stacked and reduced once.
+    """
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.asarray(True)
+    small: dict[Any, list[jax.Array]] = {}
+    parts = []
+    for x in leaves:
+        if jnp.size(x) <= _tree.SMALL_LEAF and not _tree.is_partitioned(x):
+            small.setdefault(jnp.result_type(x), []).append(jax.lax.reshape(x, (jnp.size(x),)))
+        else:
+            parts.append(x)
+    parts += [v[0] if len(v) == 1 else jax.lax.concatenate(v, 0) for v in small.values()]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in parts]))
+
+
+def apply_if_finite(
+    inner: GradientTransformation, max_consecutive_errors: Any
+) -> GradientTransformation:
+    """Skip steps whose gradients hold NaN or Inf, counting them in the state.
+
+    On a step whose gradients are not all finite (one fused check over the
+    whole tree) the updates are zeros and ``inner``'s state is kept
+    bit-for-bit, so the params do not move; ``notfinite_count`` (consecutive),
+    ``total_notfinite`` and ``last_finite`` record it. After
+    ``max_consecutive_errors`` consecutive skipped steps, the next non-finite
+    step is *applied anyway*: ``inner`` updates its state with those
+    non-finite gradients and its (non-finite) updates are returned, so a
+    training that keeps producing NaN does not stall silently; the consecutive
+    count then restarts from 0 (Optax's ``apply_if_finite`` does not reset it
+    and applies every later bad step too, its PR #1746).
+    ``max_consecutive_errors=0`` applies every step (and only counts).
+    ``optax.apply_if_finite``.
+
+    >>> tx = gl.apply_if_finite(gl.adam(1e-3), max_consecutive_errors=5)
+    """
+    check_transformation("inner", inner)
+    check_scalars(max_consecutive_errors=max_consecutive_errors)
+    check_int("max_consecutive_errors", max_consecutive_errors, minimum=0)
+    return _guard(inner, max_consecutive_errors, inner)
+
+
+def _guard(inner: Any, max_errors: Any, declared: Any) -> GradientTransformation:
+    """``apply_if_finite`` around ``inner`` (``declared``: the user's inner, whose
+    buffer form ``packed`` builds)."""
+
+    def init(params):
+        zero = _tree.step_counter()
+        return ApplyIfFiniteState(zero, jnp.asarray(True), zero, inner.init(params))
+
+    def update(updates, state, params=None, **extra):
+        updates = _tree.as_updates(updates)
+        finite = all_finite(updates)
+        new_updates, new_inner = call_update(inner, updates, state.inner_state, params, extra)
+        bad_run = jnp.where(finite, 0, _tree.safe_increment(state.notfinite_count))
+        give_up = bad_run > jnp.asarray(max_errors, jnp.int32)
+        apply = finite | give_up
+        out = jax.tree.map(lambda u: jnp.where(apply, u, jnp.zeros_like(u)), new_updates)
+        kept = jax.tree.map(
+            lambda new, old: jnp.where(apply, new, old), new_inner, state.inner_state
+        )
+        total = jnp.where(
+            finite, state.total_notfinite, _tree.safe_increment(state.total_notfinite)
+        )
+        return out, ApplyIfFiniteState(jnp.where(give_up, 0, bad_run), finite, total, kept)
+
+    def packing(ctx):
+        # Finiteness over the packed buffers is finiteness over the leaves.
+        return _guard(ctx.form(declared, "apply_if_finite inner"), max_errors, declared)
+
+    return GradientTransformation(init, update, packing=packing)

@@ -1,0 +1,286 @@
+"""Hyperparameters kept in the state: ``inject_hyperparams``; reading and
+setting them anywhere in a nested state: ``get_hyperparams``, ``set_hyperparams``."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradlab import _tree
+from gradlab._core import GradientTransformation, call_update
+from gradlab.combinators import _walk
+
+
+class InjectHyperparamsState(NamedTuple):
+    """``count``: int32 steps so far; ``hyperparams``: ``{name: array}``, the values
+    used by the last step (before the first: the first step's); ``inner_state``:
+    the inner transformation's state."""
+
+    count: jax.Array
+    hyperparams: dict[str, jax.Array]
+    inner_state: Any
+
+
+def inject_hyperparams(
+    factory: Callable[..., GradientTransformation],
+    static_args: str | Iterable[str] = (),
+    hyperparam_dtype: Any = None,
+) -> Callable[..., GradientTransformation]:
+    """``factory`` with its numeric hyperparameters kept in the state.
+
+    ``inject_hyperparams(gl.adam)(learning_rate=sched, b1=0.9)`` is
+    ``gl.adam(sched, b1=0.9)`` whose hyperparameters (those given and the
+    defaults) live in ``state.hyperparams``, a dict of arrays: read them
+    (:func:`get_hyperparams`: the learning rate actually used), change them
+    between steps (:func:`set_hyperparams`: a new value is a new array of the
+    same dtype and shape, so a jitted step never recompiles), or vmap over
+    them. Which arguments are hyperparameters:
+
+    * numbers and numeric arrays: stored at ``init``; floats as float32 (or
+      float64 when a param is float64), whatever the params' dtype, so bfloat16
+      params never get a bfloat16 learning rate (Optax stores them in the
+      params' dtype, its issue #1414); ints as int32;
+    * callables (schedules): evaluated at the step count each step, the value
+      stored — unless named in ``static_args`` (a callable that is not a
+      schedule, e.g. ``adamw``'s ``mask``);
+    * anything else (bools, None, strings, dtypes): static, passed as given.
+
+    ``hyperparam_dtype`` overrides the float dtype. The trajectory is
+    bit-for-bit that of ``factory`` called with the same values: a float
+    hyperparameter reaches the inner transformation as the float32 (float64)
+    array that the inner one would have rounded it to anyway (Optax's injected
+    runs differ from plain ones, its issues #583 and #1532). A schedule's
+    stored value is overwritten at the next step: to override it, inject a
+    number instead. The state is :class:`InjectHyperparamsState`.
+
+    >>> tx = gl.inject_hyperparams(gl.adamw)(learning_rate=1e-3, weight_decay=0.01)
+    >>> state = gl.set_hyperparams(tx.init(params), learning_rate=3e-4)
+    """
+    static = {static_args} if isinstance(static_args, str) else set(static_args)
+    signature = inspect.signature(factory)
+    unknown = static - set(signature.parameters)
+    if unknown:
+        raise ValueError(
+            f"static_args {sorted(unknown)} are not parameters of {_name(factory)} "
+            f"(it has {list(signature.parameters)})"
+        )
+
+    @functools.wraps(factory)
+    def wrapped(*args: Any, **kwargs: Any) -> GradientTransformation:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        numeric, schedules = {}, {}
+        for name, value in bound.arguments.items():
+            kind = "static" if name in static else _kind(value)
+            if kind == "numeric":
+                numeric[name] = value
+            elif kind == "schedule":
+                schedules[name] = value
+        factory(*bound.args, **bound.kwargs)  # bad values raise now, with the factory's message
+
+        def build(values):
+            arguments = {**bound.arguments, **values}
+            call = inspect.BoundArguments(signature, arguments)  # type: ignore[arg-type]
+            return factory(*call.args, **call.kwargs)
+
+        return _injected(build, numeric, schedules, hyperparam_dtype, _name(factory))
+
+    return wrapped
+
+
+def _name(factory: Any) -> str:
+    return getattr(factory, "__qualname__", type(factory).__name__)
+
+
+def _kind(value: Any) -> str:
+    """ "numeric", "schedule" or "static" (kept out of the state)."""
+    if value is None or isinstance(value, bool | np.bool_ | str | type | np.dtype):
+        return "static"
+    if isinstance(value, int | float | np.integer | np.floating):
+        return "numeric"
+    if isinstance(value, jax.Array | np.ndarray):
+        dtype = value.dtype
+        numeric = jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
+        return "numeric" if numeric else "static"
+    return "schedule" if callable(value) else "static"
+
+
+def _float_dtype(params: Any, override: Any) -> np.dtype:
+    """float32, or float64 when a param computes in float64 (so the stored value is
+    the one the inner transformation would compute with: bit-identical runs)."""
+    if override is not None:
+        return np.dtype(override)
+    for x in jax.tree.leaves(params):
+        if _tree.compute_dtype(jnp.result_type(x)) == np.float64:
+            return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def _store(value: Any, float_dtype: Any) -> jax.Array:
+    """A hyperparameter as stored: integers int32, the rest ``float_dtype``."""
+    value = jnp.asarray(value)
+    dtype = jnp.int32 if jnp.issubdtype(value.dtype, jnp.integer) else float_dtype
+    return value.astype(dtype)
+
+
+def _injected(
+    build: Callable[[dict], Any],
+    numeric: dict[str, Any],
+    schedules: dict[str, Callable],
+    dtype_override: Any,
+    name: str,
+    form: Callable[[Any], Any] = lambda tx: tx,
+) -> GradientTransformation:
+    """The injected transformation; ``form`` maps each built inner transformation
+    to what runs (itself, or its buffer form under ``packed``)."""
+
+    def init(params):
+        count = _tree.step_counter()
+        dtype = _float_dtype(params, dtype_override)
+        values = {k: _store(v, dtype) for k, v in numeric.items()}
+        values |= {k: _store(fn(count), dtype) for k, fn in schedules.items()}
+        return InjectHyperparamsState(count, values, form(build(values)).init(params))
+
+    def update(updates, state, params=None, **extra):
+        values = dict(state.hyperparams)
+        for k, fn in schedules.items():
+            values[k] = jnp.asarray(fn(state.count)).astype(values[k].dtype)
+        out, inner = call_update(form(build(values)), updates, state.inner_state, params, extra)
+        return out, InjectHyperparamsState(_tree.safe_increment(state.count), values, inner)
+
+    def packing(ctx):
+        def buffer_form(tx):
+            return ctx.form(tx, f"inject_hyperparams({name})")
+
+        return _injected(build, numeric, schedules, dtype_override, name, buffer_form)
+
+    return GradientTransformation(init, update, packing=packing)
+
+
+# ----------------------------------------------------------- reading, setting
+
+
+def _is_injected(x: Any) -> bool:
+    """An injected-hyperparameters state: ours, or Optax's (same field names)."""
+    fields = getattr(x, "_fields", ())
+    return (
+        isinstance(x, tuple)
+        and "hyperparams" in fields
+        and "inner_state" in fields
+        and isinstance(x.hyperparams, dict)
+    )
+
+
+def _qualifiers(path: _walk.Path, level: int, most_named: int) -> list[str]:
+    """The path components that qualify a name at ``level``: 0 none, 1 to
+    ``most_named`` the last that many dict keys (``named_chain`` names,
+    ``partition`` labels), then dict keys and sequence indices (chain
+    positions), then every component."""
+    named = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
+    if level <= most_named:
+        return named[len(named) - level :] if level else []
+    positional = jax.tree_util.DictKey | jax.tree_util.SequenceKey | jax.tree_util.FlattenedIndexKey
+    keep = [k for k in path if isinstance(k, positional)] if level == most_named + 1 else path
+    return [jax.tree_util.keystr((k,)).strip("[].'\"") for k in keep]
+
+
+def _entries(state: Any) -> dict[str, tuple[_walk.Path, str, Any]]:
+    """``{key: (path, name, injected state)}``: the bare name where it is unique,
+    else the shortest qualification that tells its places apart."""
+    by_name: dict[str, list[tuple[_walk.Path, Any]]] = {}
+    for path, node in _walk.find(state, _is_injected):
+        for name in node.hyperparams:
+            by_name.setdefault(name, []).append((path, node))
+    entries = {}
+    for name, places in by_name.items():
+        most_named = max(len(_walk.names(path)) for path, _ in places)
+        for level in range(most_named + 3):
+            keys = ["/".join([*_qualifiers(path, level, most_named), name]) for path, _ in places]
+            if len(set(keys)) == len(keys):
+                break
+        entries.update(
+            {k: (path, name, node) for k, (path, node) in zip(keys, places, strict=True)}
+        )
+    return dict(sorted(entries.items()))
+
+
+def get_hyperparams(state: Any) -> dict[str, jax.Array]:
+    """Every injected hyperparameter anywhere in ``state``, by name.
+
+    Searches chains, :func:`named_chain` and :func:`partition` states,
+    wrappers (masked, apply_if_finite, MultiSteps, lookahead, packed) and
+    nested injections; Optax's ``inject_hyperparams`` states too. A name
+    injected in several places is qualified by the ``named_chain`` names and
+    ``partition`` labels on its way (``"head/learning_rate"``), or, where
+    these do not tell them apart, by chain positions (``"0/learning_rate"``).
+    The values are those the last step used.
+
+    >>> gl.get_hyperparams(state)["learning_rate"]
+    """
+    return {key: node.hyperparams[name] for key, (_, name, node) in _entries(state).items()}
+
+
+def set_hyperparams(state: Any, **values: Any) -> Any:
+    """``state`` with the named injected hyperparameters replaced (keys as in
+    :func:`get_hyperparams`; pass qualified keys as ``**{"head/learning_rate": 1e-3}``).
+
+    Each value is cast to the stored dtype and shape (a scalar broadcasts over
+    a vmapped batch), so a jitted step does not recompile; it takes effect at
+    the next ``update``. An unknown or ambiguous key raises ``KeyError``
+    listing the available keys; a float for an integer hyperparameter raises
+    ``TypeError``. Values are not validated here (the inner transformation
+    checks concrete ones when it runs eagerly).
+
+    >>> state = gl.set_hyperparams(state, learning_rate=1e-4)
+    """
+    keys = _entries(state)
+    wanted: dict[_walk.Path, dict[str, Any]] = {}
+    for key, value in values.items():
+        if key not in keys:
+            raise KeyError(_unknown(key, keys))
+        path, name, _ = keys[key]
+        wanted.setdefault(path, {})[name] = value
+
+    def replace(path, node):
+        if path not in wanted:
+            return node
+        new = dict(node.hyperparams)
+        for name, value in wanted[path].items():
+            new[name] = _cast_like(name, value, node.hyperparams[name])
+        return node._replace(hyperparams=new)
+
+    return _walk.rebuild(state, _is_injected, replace)
+
+
+def _unknown(key: str, keys: dict) -> str:
+    available = ", ".join(repr(k) for k in sorted(keys)) or "none: no injected hyperparameters"
+    if any(k.endswith("/" + key) for k in keys):
+        return (
+            f"hyperparameter {key!r} is ambiguous (injected in several places); "
+            f"use one of: {available}"
+        )
+    return f"no injected hyperparameter {key!r}; available: {available}"
+
+
+def _cast_like(name: str, value: Any, old: jax.Array) -> jax.Array:
+    value = jnp.asarray(value)
+    old_int = jnp.issubdtype(old.dtype, jnp.integer)
+    if old_int and not jnp.issubdtype(value.dtype, jnp.integer):
+        raise TypeError(
+            f"hyperparameter {name!r} is stored as {old.dtype} (it was given as an integer); "
+            f"got a {value.dtype} value. Inject it as a float to set float values."
+        )
+    shape = jnp.shape(old)
+    try:
+        fits = np.broadcast_shapes(jnp.shape(value), shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"hyperparameter {name!r} has shape {shape}, got shape {jnp.shape(value)}")
+    return jnp.broadcast_to(value.astype(old.dtype), shape)

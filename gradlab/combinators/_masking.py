@@ -1,0 +1,194 @@
+"""Masking: run a transformation on some leaves only (``masked``), or zero some (``freeze``).
+
+A masked transformation sees the params tree with every leaf outside the mask
+replaced by :class:`MaskedNode` (an empty node, as ``optax.MaskedNode``): its
+state holds the masked leaves only, and tree-wide reductions inside it (a
+global norm) run over those leaves. ``partition`` builds on the same two
+helpers, :func:`subtree` and :func:`merge`. Masks are resolved by
+:mod:`gradlab._masks` (a tree, a prefix of the params tree, or a callable),
+one static bool per leaf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradlab import _masks, _tree
+from gradlab._checks import check_same_structure, check_transformation
+from gradlab._core import (
+    ELEMENTWISE,
+    PER_LEAF,
+    GradientTransformation,
+    call_update,
+    stateless,
+)
+from gradlab._packing import PackContext, packed
+
+Tree = Any
+
+
+class MaskedNode(NamedTuple):
+    """Stands in for a param leaf a masked or partitioned transformation does not
+    see. It has no leaves, so the inner state holds nothing for it."""
+
+
+class MaskedState(NamedTuple):
+    """``inner_state``: the masked transformation's state (over the masked leaves)."""
+
+    inner_state: Any
+
+
+def subtree(tree: Tree, keep: list[bool]) -> Tree:
+    """``tree`` with each leaf whose ``keep`` is False replaced by a :class:`MaskedNode`."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef.unflatten([x if k else MaskedNode() for x, k in zip(leaves, keep, strict=True)])
+
+
+def merge(tree: Tree, keep: list[bool], sub: Tree) -> Tree:
+    """``tree`` with the kept leaves taken from ``sub`` (a :func:`subtree` of it)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    new = treedef.flatten_up_to(sub)
+    return treedef.unflatten([n if k else x for x, n, k in zip(leaves, new, keep, strict=True)])
+
+
+def where_mask(on: Any, a: Any, b: Any) -> Any:
+    """``a`` where the mask ``on`` is True, else ``b``; a static mask picks
+    without a select (so XLA drops the unused side)."""
+    static = _masks.static_bool(on)
+    if static is not None:
+        return a if static else b
+    return jnp.where(jnp.asarray(on, bool), a, b)
+
+
+def masked(
+    inner: GradientTransformation, mask: Any | Callable[[Tree], Tree]
+) -> GradientTransformation:
+    """Apply ``inner`` only to the leaves where ``mask`` is True; pass the others through.
+
+    ``mask``: a tree of bools like the params, a prefix of it (``{"encoder":
+    False, "head": True}``), or a function ``params -> tree`` (called on the
+    params, or on the updates when ``update`` gets no params). One bool per
+    leaf, known when tracing. ``inner`` sees the params tree with the other
+    leaves replaced by :class:`MaskedNode`, so its state covers the masked
+    leaves only (``optax.masked``). The state is :class:`MaskedState`.
+
+    Under :func:`gradlab.packed`, an ``inner`` that runs elementwise on the
+    buffers is run on them with the unmasked elements zeroed (so whole-tree
+    reductions such as a global norm see the masked leaves only) and its output
+    selected by the packed mask; its state then spans the packed buffers. Any
+    other ``inner`` runs on the masked leaves, packed on its own.
+
+    >>> decay_weights = gl.masked(gl.add_decayed_weights(1e-4), lambda p: {k: k != "b" for k in p})
+    """
+    check_transformation("inner", inner)
+
+    def init(params):
+        return MaskedState(inner.init(subtree(params, _masks.resolve_static(mask, params))))
+
+    def update(updates, state, params=None, **extra):
+        if params is not None:
+            check_same_structure(params, updates, "params", "updates")
+        keep = _masks.resolve_static(mask, updates if params is None else params)
+        sub_params = None if params is None else subtree(params, keep)
+        out, inner_state = call_update(
+            inner, subtree(updates, keep), state.inner_state, sub_params, extra
+        )
+        return merge(updates, keep, out), MaskedState(inner_state)
+
+    def packing(ctx):
+        _masks.resolve_static(mask, ctx.tree)  # the same errors as unpacked
+        form, on_buffers = elementwise_form(ctx, inner, "masked inner")
+        if not on_buffers:
+            return ctx.per_leaf(masked(packed(inner), mask))
+        return _masked_buffers(form, ctx.mask(mask))
+
+    return GradientTransformation(init, update, packing=packing)
+
+
+def _masked_buffers(form: GradientTransformation, on: Any) -> GradientTransformation:
+    """``masked`` on packed buffers: ``form`` runs on every element, the unmasked
+    ones zeroed on the way in and restored on the way out. ``on`` is the mask
+    packed like the updates."""
+
+    def update(updates, state, params=None, **extra):
+        zeroed = jax.tree.map(lambda m, u: where_mask(m, u, jnp.zeros_like(u)), on, updates)
+        out, inner_state = call_update(form, zeroed, state.inner_state, params, extra)
+        return jax.tree.map(where_mask, on, out, updates), MaskedState(inner_state)
+
+    return GradientTransformation(
+        lambda params: MaskedState(form.init(params)), update, packing=ELEMENTWISE
+    )
+
+
+def freeze(mask: Any | Callable[[Tree], Tree]) -> GradientTransformation:
+    """Zero the updates of the leaves where ``mask`` is True (a frozen backbone).
+
+    ``mask`` as in :func:`masked` (tree, prefix or callable; one bool per leaf).
+    Stateless. ``optax.freeze``. Put it after the optimizer in a chain —
+    ``chain(adam(1e-3), freeze(mask))`` — or, to keep no optimizer state for
+    the frozen leaves at all, use ``partition({"train": adam(1e-3), "frozen":
+    freeze(True)}, labels)``.
+
+    >>> tx = gl.chain(gl.adam(1e-3), gl.freeze({"backbone": True, "head": False}))
+    """
+
+    def update(updates, state, params=None, **extra):
+        updates = _tree.as_updates(updates)
+        frozen = _masks.resolve_static(mask, updates if params is None else params)
+        leaves, treedef = jax.tree.flatten(updates)
+        out = [jnp.zeros_like(u) if f else u for u, f in zip(leaves, frozen, strict=True)]
+        return treedef.unflatten(out), state
+
+    def packing(ctx):
+        _masks.resolve_static(mask, ctx.tree)  # the same errors as unpacked
+        on = ctx.mask(mask)
+
+        def update_buffers(updates, state, params=None, **extra):
+            return jax.tree.map(
+                lambda m, u: where_mask(m, jnp.zeros_like(u), u), on, updates
+            ), state
+
+        return stateless(update_buffers, packing=ELEMENTWISE)
+
+    return stateless(update, packing=packing)
+
+
+# ------------------------------------------------------------ packed forms
+
+
+class _Probe(PackContext):
+    """A :class:`PackContext` that records whether building a buffer form ran any
+    member per leaf (``ran_per_leaf``); nested rules get probes too."""
+
+    def __init__(self, ctx: PackContext, ran_per_leaf: list[str]):
+        super().__init__(ctx.layout, ctx.tree, ctx.offsets, ctx.path)
+        self.ran_per_leaf = ran_per_leaf
+
+    def form(self, tx: Any, where: str) -> GradientTransformation:
+        packing = tx.packing if isinstance(tx, GradientTransformation) else None
+        here = _Probe(
+            PackContext(self.layout, self.tree, self.offsets, (*self.path, where)),
+            self.ran_per_leaf,
+        )
+        if packing == PER_LEAF:
+            return here.per_leaf(tx)
+        if callable(packing):
+            return packing(here)
+        return super().form(tx, where)  # elementwise, or refused with the core's message
+
+    def per_leaf(self, tx: Any) -> GradientTransformation:
+        self.ran_per_leaf.append(" > ".join(self.path))
+        return super().per_leaf(tx)
+
+
+def elementwise_form(ctx: PackContext, tx: Any, where: str) -> tuple[GradientTransformation, bool]:
+    """``tx``'s buffer form, and whether all of it runs on the buffers (no member
+    per leaf). Masks need to know: a per-leaf member fed the whole tree would
+    see leaves it must not (``add_noise`` would draw its keys for them)."""
+    ran_per_leaf: list[str] = []
+    form = _Probe(ctx, ran_per_leaf).form(tx, where)
+    return form, not ran_per_leaf

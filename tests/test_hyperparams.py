@@ -1,0 +1,268 @@
+"""inject_hyperparams, get_hyperparams, set_hyperparams (API.md §4).
+
+Injected runs are compared with plain runs bit for bit (the contract is
+bit-identity, so the plain run is the reference), set values with the
+hand-computed SGD step, vmapped runs with Optax.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from combinator_helpers import (
+    OPTAX_PROMOTION,
+    assert_trees_close,
+    assert_trees_equal,
+    decay_mask,
+    flax_params,
+    grads_at,
+    labels_fn,
+    run,
+)
+
+import gradlab as gl
+
+SCHEDULE = gl.schedules.warmup_cosine_decay(0.0, 0.05, 3, 20)
+
+# (factory, hyperparameters, static_args)
+INJECTED = {
+    "sgd_momentum": (gl.sgd, {"learning_rate": 0.05, "momentum": 0.9, "nesterov": True}, ()),
+    "adam_schedule_b1": (gl.adam, {"learning_rate": SCHEDULE, "b1": 0.85}, ()),
+    "adamw_mask": (
+        gl.adamw,
+        {"learning_rate": 0.01, "weight_decay": 0.1, "mask": decay_mask},
+        ("mask",),
+    ),
+    "rmsprop_centered": (
+        gl.rmsprop,
+        {"learning_rate": 0.01, "centered": True, "momentum": 0.5},
+        (),
+    ),
+    "adagrad_array_lr": (gl.adagrad, {"learning_rate": jnp.asarray(0.1)}, ()),
+}
+
+
+@functools.cache
+def _scanned_pair(name, dtype_name, steps=12):
+    """Plain and injected trajectories of one case, in one compiled scan."""
+    factory, hps, static = INJECTED[name]
+    txs = (factory(**hps), gl.inject_hyperparams(factory, static_args=static)(**hps))
+
+    @jax.jit
+    def both(params):
+        out = []
+        for tx in txs:
+
+            def body(carry, k, tx=tx):
+                p, s = carry
+                u, s = tx.update(grads_at(p, k.astype(jnp.float32)), s, p)
+                p = gl.apply_updates(p, u)
+                return (p, s), p
+
+            out.append(jax.lax.scan(body, (params, tx.init(params)), jnp.arange(steps))[1])
+        return out
+
+    return both(flax_params(jnp.dtype(dtype_name)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", sorted(INJECTED))
+def test_injected_trajectory_is_bit_identical_to_the_plain_one(name, dtype):
+    plain, injected = _scanned_pair(name, dtype)
+    assert_trees_equal(injected, plain)
+
+
+def test_injected_trajectory_is_bit_identical_eagerly_and_in_float64(x64):
+    factory, hps, _ = INJECTED["adam_schedule_b1"]
+    for dtype, wrap in [(jnp.float32, lambda f: f), (jnp.float64, jax.jit)]:
+        params = flax_params(dtype)
+        plain, _ = run(factory(**hps), params, steps=3, wrap=wrap)
+        injected, state = run(gl.inject_hyperparams(factory)(**hps), params, steps=3, wrap=wrap)
+        assert_trees_equal(injected, plain)
+        assert state.hyperparams["learning_rate"].dtype == dtype  # float64 only for float64 params
+
+
+def test_hyperparameters_are_stored_as_float32_for_bfloat16_params():
+    state = gl.inject_hyperparams(gl.adam)(learning_rate=1e-3).init(flax_params(jnp.bfloat16))
+    assert {v.dtype for v in state.hyperparams.values()} == {jnp.dtype(jnp.float32)}
+    assert float(state.hyperparams["learning_rate"]) == np.float32(1e-3)  # not bfloat16's 0.000999
+
+
+def test_schedules_are_evaluated_at_the_step_and_the_value_stored(run_mode):
+    tx = gl.inject_hyperparams(gl.sgd)(learning_rate=lambda k: 0.5 ** k.astype(jnp.float32))
+    params = {"w": jnp.ones(2)}
+    state = tx.init(params)
+    seen = [float(gl.get_hyperparams(state)["learning_rate"])]
+    update = run_mode(tx.update)
+    for _ in range(3):
+        _, state = update({"w": jnp.ones(2)}, state, params)
+        seen.append(float(gl.get_hyperparams(state)["learning_rate"]))
+    # at init: the first step's value; after step k: the value step k used
+    assert seen == [1.0, 1.0, 0.5, 0.25]
+
+
+def test_set_hyperparams_takes_effect_at_the_next_step_without_recompiling():
+    tx = gl.inject_hyperparams(gl.sgd)(learning_rate=0.1)
+    traces = []
+
+    @jax.jit
+    def step(p, s):
+        traces.append(None)  # runs only when tracing
+        u, s = tx.update({"w": 2 * p["w"]}, s, p)
+        return gl.apply_updates(p, u), s
+
+    params = {"w": jnp.asarray([1.0, -2.0])}
+    state, expected = tx.init(params), np.asarray([1.0, -2.0], np.float32)
+    for lr in [0.1, 0.1, 0.01, 0.01, 0.3]:
+        state = gl.set_hyperparams(state, learning_rate=lr)
+        params, state = step(params, state)
+        expected = expected - np.float32(lr) * 2 * expected
+        np.testing.assert_allclose(params["w"], expected, rtol=1e-6)
+        assert float(gl.get_hyperparams(state)["learning_rate"]) == np.float32(lr)
+    assert len(traces) == 1
+
+
+def test_vmap_over_injected_hyperparameters_matches_separate_optax_runs():
+    tx = gl.inject_hyperparams(gl.adam)(learning_rate=1e-3, b1=0.9)
+    params = flax_params()
+    lrs, b1s = jnp.asarray([0.01, 0.03, 0.1]), jnp.asarray([0.8, 0.9, 0.95])
+
+    def train(lr, b1):
+        state = gl.set_hyperparams(tx.init(params), learning_rate=lr, b1=b1)
+
+        def body(carry, k):
+            p, s = carry
+            u, s = tx.update(grads_at(p, k.astype(jnp.float32)), s, p)
+            return (gl.apply_updates(p, u), s), None
+
+        return jax.lax.scan(body, (params, state), jnp.arange(5))[0][0]
+
+    ours = jax.jit(jax.vmap(train))(lrs, b1s)
+    with OPTAX_PROMOTION:
+        for i in range(3):
+            ref, _ = run(
+                optax.adam(float(lrs[i]), b1=float(b1s[i])),
+                params,
+                steps=5,
+                apply=optax.apply_updates,
+            )
+            assert_trees_close(jax.tree.map(lambda x, i=i: x[i], ours), ref[-1])
+
+
+def _nested(head_lr=0.1, body_lr=0.01):
+    """inject_hyperparams at two places, under partition, masked, named_chain,
+    apply_if_finite, MultiSteps and packed."""
+    groups = {
+        "kernel": gl.inject_hyperparams(gl.adam)(learning_rate=head_lr),
+        "bias": gl.masked(gl.inject_hyperparams(gl.sgd)(learning_rate=body_lr), True),
+        "norm": gl.sgd(0.01),
+    }
+    inner = gl.named_chain(
+        ("clip", gl.clip_by_global_norm(1.0)), ("opt", gl.partition(groups, labels_fn))
+    )
+    return gl.packed(gl.MultiSteps(gl.apply_if_finite(inner, 3), 2), max_leaf_size=8)
+
+
+def test_get_and_set_hyperparams_anywhere_in_a_nested_state():
+    params = flax_params()
+    tx = _nested()
+    state = tx.init(params)
+    found = gl.get_hyperparams(state)
+    assert sorted(found) == [
+        "b1",
+        "b2",
+        "bias/learning_rate",
+        "eps",
+        "eps_root",
+        "kernel/learning_rate",
+    ]
+    assert float(found["kernel/learning_rate"]) == np.float32(0.1)
+    new = gl.set_hyperparams(state, **{"bias/learning_rate": 0.5, "b1": 0.7})
+    found = gl.get_hyperparams(new)
+    assert float(found["bias/learning_rate"]) == 0.5 and float(found["b1"]) == np.float32(0.7)
+    assert float(found["kernel/learning_rate"]) == np.float32(0.1)
+    # running from the set state equals building with that value
+    ref, _ = run(_nested(body_lr=0.5), params, steps=4)
+    state, p, step = (
+        gl.set_hyperparams(state, **{"bias/learning_rate": 0.5}),
+        params,
+        jax.jit(tx.update),
+    )
+    for k in range(4):
+        u, state = step(grads_at(p, jnp.float32(k)), state, p)
+        p = gl.apply_updates(p, u)
+    assert_trees_close(p, ref[-1])
+
+
+def test_chain_positions_qualify_names_that_dict_keys_do_not_tell_apart():
+    tx = gl.chain(gl.inject_hyperparams(gl.sgd)(0.1), gl.inject_hyperparams(gl.sgd)(0.2))
+    assert sorted(gl.get_hyperparams(tx.init({"w": jnp.ones(2)}))) == [
+        "0/learning_rate",
+        "1/learning_rate",
+    ]
+
+
+def test_optax_injected_state_inside_a_gradlab_chain_is_found_and_set():
+    """optax.tree.get(state, "learning_rate") raises "Found multiple values" here."""
+    params = {"w": jnp.ones(2)}
+    with OPTAX_PROMOTION:
+        tx = gl.chain(
+            gl.clip(1.0),
+            optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(0.1, 0.0, 10)),
+        )
+        state = tx.init(params)
+        assert float(gl.get_hyperparams(state)["learning_rate"]) == np.float32(0.1)
+        _, state = tx.update({"w": jnp.ones(2)}, state, params)
+        state = gl.set_hyperparams(state, learning_rate=0.5)
+    assert float(gl.get_hyperparams(state)["learning_rate"]) == 0.5
+
+
+def test_unknown_or_ambiguous_names_raise_key_error_listing_the_names():
+    state = gl.partition(
+        {"a": gl.inject_hyperparams(gl.sgd)(0.1), "b": gl.inject_hyperparams(gl.sgd)(0.2)},
+        {"w": "a", "v": "b"},
+    ).init({"w": jnp.ones(2), "v": jnp.ones(2)})
+    with pytest.raises(
+        KeyError, match=r"'learning_rate' is ambiguous.*'a/learning_rate', 'b/learning_rate'"
+    ):
+        gl.set_hyperparams(state, learning_rate=0.1)
+    with pytest.raises(
+        KeyError, match=r"no injected hyperparameter 'lr'; available: 'a/learning_rate'"
+    ):
+        gl.set_hyperparams(state, lr=0.1)
+    with pytest.raises(KeyError, match="none: no injected hyperparameters"):
+        gl.set_hyperparams(gl.sgd(0.1).init({"w": jnp.ones(2)}), learning_rate=0.1)
+
+
+def test_set_hyperparams_refuses_floats_for_integers_and_wrong_shapes():
+    state = gl.inject_hyperparams(gl.lookahead, static_args=("fast",))(gl.sgd(0.1), 2, 0.5).init(
+        {"w": jnp.ones(2)}
+    )
+    assert state.hyperparams["sync_period"].dtype == jnp.int32
+    with pytest.raises(TypeError, match="'sync_period' is stored as int32"):
+        gl.set_hyperparams(state, sync_period=2.5)
+    with pytest.raises(ValueError, match=r"'slow_step_size' has shape \(\), got shape \(2,\)"):
+        gl.set_hyperparams(state, slow_step_size=jnp.ones(2))
+
+
+def test_inject_hyperparams_validates_at_construction():
+    with pytest.raises(ValueError, match="learning_rate must be >= 0, got -1"):
+        gl.inject_hyperparams(gl.adam)(learning_rate=-1.0)
+    with pytest.raises(ValueError, match=r"static_args \['masks'\] are not parameters of adamw"):
+        gl.inject_hyperparams(gl.adamw, static_args="masks")
+
+
+def test_injected_under_packed_equals_plain():
+    params = flax_params()
+    make = lambda: gl.inject_hyperparams(gl.adamw, static_args="mask")(  # noqa: E731
+        learning_rate=SCHEDULE, weight_decay=0.1, mask=decay_mask
+    )
+    plain, _ = run(make(), params)
+    fast, state = run(gl.packed(make(), max_leaf_size=8), params)
+    assert_trees_close(fast, plain, rtol=1e-6, atol=1e-7)
+    assert "learning_rate" in gl.get_hyperparams(state)
