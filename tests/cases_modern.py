@@ -350,6 +350,18 @@ CASES = [
     ),
 ]
 
+# Muon: the matrix "w" is orthogonalised, the vector, the scalar and the 3-D
+# leaf get (Nesterov) AdamW, as in optax.contrib.muon.
+CASES.append(
+    Case(
+        "muon",
+        lambda lr: gl.muon(lr, beta=0.9, weight_decay=0.1, adam_weight_decay=0.05),
+        ref.muon(beta=0.9, weight_decay=0.1, adam_weight_decay=0.05),
+        0.02,
+        lambda lr: optax.contrib.muon(lr, beta=0.9, weight_decay=0.1, adam_weight_decay=0.05),
+    )
+)
+
 CASES_BY_NAME = {c.name: c for c in CASES}
 OPTAX_CASES = [c for c in CASES if c.optax_make is not None]
 TORCH_CASES = [c for c in CASES if c.torch_make is not None]

@@ -358,6 +358,7 @@ DEFAULT_LEARNING_RATES = {
     "sm3": 0.1,
     "rprop": 1e-3,
     "noisy_sgd": 0.1,
+    "muon": 0.02,
     "schedule_free_sgd": None,
     "schedule_free_adamw": None,
 }

@@ -395,3 +395,41 @@ def test_noisy_sgd_adds_annealed_gaussian_noise_scaled_by_the_learning_rate():
         var = eta / (1 + k) ** gamma  # Neelakantan et al. 2015, at 0-based step k
         assert abs(noise.mean()) < 4 * np.sqrt(var / n)
         assert abs(noise.var() / var - 1) < 0.05
+
+
+# --------------------------------------------------------------------------
+# Muon's partition
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"w": jnp.ones((3, 4)), "v": jnp.ones((2, 5))}, {"b": jnp.ones(3), "s": jnp.ones(())}, {}],
+    ids=["matrices-only", "no-matrix", "empty"],
+)
+def test_muon_runs_when_one_group_is_empty(params, run_mode):
+    tx = gl.muon(0.02)
+    keys = iter(jax.random.split(jax.random.key(1), 8))
+    grads = jax.tree.map(lambda p: jax.random.normal(next(keys), jnp.shape(p)), params)
+    out, _ = run_mode(tx.update)(grads, tx.init(params), params)
+    assert jax.tree.structure(out) == jax.tree.structure(params)
+    for name, p in params.items():
+        if p.ndim == 2:  # orthogonalised: the singular values of the step are lr * ~1
+            sv = np.linalg.svd(np.asarray(out[name]), compute_uv=False)
+            assert np.all((sv > 0.6 * 0.02) & (sv < 1.25 * 0.02 * np.sqrt(5 / 2))), sv
+        else:  # NAdam's first step: -lr (1 + b1 (1-b1)/(1-b1²)) sign(g)
+            first = 1 + 0.9 * 0.1 / (1 - 0.81)
+            want = -0.02 * first * np.sign(np.asarray(grads[name]))
+            np.testing.assert_allclose(out[name], want, rtol=1e-5)
+
+
+def test_muon_mask_sends_the_chosen_leaves_to_adam():
+    params = {"embed": jnp.ones((4, 3)), "w": jnp.eye(3)}
+    grads = {"embed": jnp.full((4, 3), 0.5), "w": jnp.diag(jnp.asarray([1.0, 2.0, 3.0]))}
+    tx = gl.muon(0.1, muon_mask={"embed": False, "w": True})
+    out, state = tx.update(grads, tx.init(params), params)
+    first = 1 + 0.9 * 0.1 / (1 - 0.81)  # NAdam's first step, per element
+    np.testing.assert_allclose(out["embed"], np.full((4, 3), -0.1 * first), rtol=1e-5)
+    assert set(state.inner_states) == {"muon", "adam"}
+    with pytest.raises(ValueError, match="rank"):  # a vector cannot be orthogonalised
+        gl.muon(0.1, muon_mask=True).init({"b": jnp.ones(3)})

@@ -23,6 +23,7 @@ from gradlab.optimizers._modern import (
     sm3,
     yogi,
 )
+from gradlab.optimizers._muon import muon
 from gradlab.optimizers._schedule_free import (
     ScheduleFreeState,
     schedule_free,
@@ -46,6 +47,7 @@ __all__ = [
     "lamb",
     "lars",
     "lion",
+    "muon",
     "nadam",
     "nadamw",
     "noisy_sgd",
