@@ -317,6 +317,13 @@ def test_state_is_arrays_whose_structure_does_not_depend_on_the_learning_rate_fo
 
 
 @pytest.mark.parametrize("case", CASES, ids=repr)
+def test_state_arrays_are_distinct_so_a_jitted_step_can_donate_them(case):
+    # The same array twice in a state: "Attempt to donate the same buffer twice".
+    leaves = jax.tree.leaves(case.make(case.lr).init(initial_params()))
+    assert len({id(x) for x in leaves}) == len(leaves)
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
 def test_update_ignores_extras_and_names_a_mismatched_gradient_tree(case):
     params = initial_params()
     tx = case.make(case.lr)

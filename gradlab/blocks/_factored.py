@@ -81,14 +81,15 @@ def scale_by_factored_rms(
 
         def stats(p):
             p = _tree.as_param(p)
-            placeholder = jnp.zeros((), p.dtype)
+            # Distinct placeholder arrays: one array twice in a state cannot be donated.
+            placeholder = lambda: jnp.zeros((), p.dtype)  # noqa: E731
             d = dims(p)
             if d is None:
-                return placeholder, placeholder, _tree.zeros_like(p)
+                return placeholder(), placeholder(), _tree.zeros_like(p)
             d1, d0 = d
             row = jnp.zeros(p.shape[:d0] + p.shape[d0 + 1 :], p.dtype)
             col = jnp.zeros(p.shape[:d1] + p.shape[d1 + 1 :], p.dtype)
-            return row, col, placeholder
+            return row, col, placeholder()
 
         out = jax.tree.map(stats, params)
         v_row, v_col, v = _tree.split_outputs(out, params, 3)
