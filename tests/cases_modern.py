@@ -271,13 +271,16 @@ CASES = [
     ),
     # The default: relative steps rho_t = min(1e-2, 1/sqrt(t)) (the paper's; Optax
     # has no step size for learning_rate=None, so it is its twin with lr = 1e-2 here,
-    # where rho_t = 1e-2 from t = 1).
+    # where rho_t = 1e-2 from t = 1). torch.optim.Adafactor(lr=1e-2) has the same
+    # relative step; it factors every rank >= 2 leaf over its last two axes (here
+    # the same axes), clamps V̂ at eps² = 1.4e-14 instead of adding 1e-30 to g².
     Case(
         "adafactor_relative_step",
         lambda lr: gl.adafactor(min_dim_size_to_factor=2),
         ref.adafactor(relative_step=True, min_dim=2),
         0.01,
         lambda lr: optax.adafactor(1e-2, min_dim_size_to_factor=2),
+        _torch("Adafactor"),
         lr_kinds=("float",),
     ),
     Case("sm3", gl.sm3, ref.sm3(), 0.05),
@@ -408,26 +411,26 @@ BAD_HYPERPARAMETERS: list[tuple[str, Callable[[], Any], tuple[str, ...]]] = [
         lambda: gl.lars(0.1, trust_coefficient=-1.0),
         ("trust_coefficient", "-1.0"),
     ),
-    ("lars-momentum-above-1", lambda: gl.lars(0.1, momentum=1.5), ("decay", "1.5")),
+    ("lars-momentum-above-1", lambda: gl.lars(0.1, momentum=1.5), ("momentum", "1.5")),
     ("lars-negative-eps", lambda: gl.lars(0.1, eps=-1.0), ("eps", "-1.0")),
     ("lion-b1-above-1", lambda: gl.lion(0.1, b1=1.5), ("b1", "1.5")),
     ("lion-b2-negative", lambda: gl.lion(0.1, b2=-0.1), ("b2", "-0.1")),
     ("lion-vector-lr", lambda: gl.lion(jnp.ones(2)), ("learning_rate", "scalar")),
     ("sign_sgd-negative-lr", lambda: gl.sign_sgd(-1.0), ("learning_rate", "-1.0")),
-    ("signum-beta-above-1", lambda: gl.signum(0.1, beta=1.5), ("decay", "1.5")),
+    ("signum-beta-above-1", lambda: gl.signum(0.1, beta=1.5), ("beta", "1.5")),
     ("adafactor-negative-lr", lambda: gl.adafactor(-1.0), ("learning_rate", "-1.0")),
     ("adafactor-zero-clip", lambda: gl.adafactor(clipping_threshold=0.0), ("threshold", "0.0")),
     ("adafactor-negative-decay", lambda: gl.adafactor(decay_rate=-0.8), ("decay_rate", "-0.8")),
     ("adafactor-negative-eps", lambda: gl.adafactor(eps=-1.0), ("epsilon", "-1.0")),
-    ("adafactor-momentum-2", lambda: gl.adafactor(momentum=2.0), ("decay", "2.0")),
-    ("adafactor-offset-float", lambda: gl.adafactor(decay_offset=2.5), ("step_offset", "2.5")),
+    ("adafactor-momentum-2", lambda: gl.adafactor(momentum=2.0), ("momentum", "2.0")),
+    ("adafactor-offset-float", lambda: gl.adafactor(decay_offset=2.5), ("decay_offset", "2.5")),
     ("adafactor-min-dim-negative", lambda: gl.adafactor(min_dim_size_to_factor=-1), ("min_dim",)),
     (
         "adafactor-int-momentum-dtype",
         lambda: gl.adafactor(momentum=0.9, dtype_momentum=jnp.int8),
-        ("accumulator_dtype", "int8"),
+        ("dtype_momentum", "int8"),
     ),
-    ("sm3-momentum-above-1", lambda: gl.sm3(0.1, momentum=1.5), ("b1", "1.5")),
+    ("sm3-momentum-above-1", lambda: gl.sm3(0.1, momentum=1.5), ("momentum", "1.5")),
     ("sm3-negative-lr", lambda: gl.sm3(-0.1), ("learning_rate", "-0.1")),
     ("rprop-negative-lr", lambda: gl.rprop(-0.1), ("learning_rate", "-0.1")),
     ("rprop-eta-minus-1", lambda: gl.rprop(0.1, eta_minus=1.0), ("eta_minus", "1.0")),
@@ -451,7 +454,7 @@ BAD_HYPERPARAMETERS: list[tuple[str, Callable[[], Any], tuple[str, ...]]] = [
         lambda: gl.schedule_free_adamw(warmup_steps=-5),
         ("warmup_steps", "-5"),
     ),
-    ("schedule_free_adamw-b2-1", lambda: gl.schedule_free_adamw(b2=1.0), ("decay", "1.0")),
+    ("schedule_free_adamw-b2-1", lambda: gl.schedule_free_adamw(b2=1.0), ("b2", "1.0")),
     # blocks
     (
         "scale_by_trust_ratio-negative-min-norm",

@@ -186,18 +186,19 @@ def test_matches_optax(case):
 
 
 def torch_trajectory(case):
-    """``case.torch_make`` on the same problem, one flat float64 tensor (every
-    torch twin here is elementwise), ``NUM_STEPS`` steps."""
+    """``case.torch_make`` on the same problem in float64, one torch tensor per
+    leaf (Adafactor factors the matrices), ``NUM_STEPS`` steps, flattened."""
     torch = pytest.importorskip("torch")
-    p = torch.tensor(cm.INITIAL_FLAT.astype(np.float64), requires_grad=True)
-    opt = case.torch_make([p], case.lr)
-    c = torch.tensor(cm.CURVATURE.astype(np.float64))
+    p0, c = cm.split(cm.INITIAL_FLAT), cm.split(cm.CURVATURE)
+    tensors = {k: torch.tensor(p0[k], requires_grad=True) for k in cm.KEYS}
+    opt = case.torch_make(list(tensors.values()), case.lr)
     traj = []
     for k in range(cm.NUM_STEPS):
-        opt.zero_grad()
-        p.grad = c * p.detach() + torch.tensor(cm.NOISE[k].astype(np.float64))
+        noise = cm.split(cm.NOISE[k])
+        for n, t in tensors.items():
+            t.grad = torch.tensor(c[n]) * t.detach() + torch.tensor(noise[n])
         opt.step()
-        traj.append(p.detach().numpy().copy())
+        traj.append(np.concatenate([tensors[n].detach().numpy().ravel() for n in cm.KEYS]))
     return np.stack(traj)
 
 
@@ -210,16 +211,18 @@ def test_matches_torch(case):
 @pytest.mark.parametrize("case", CASES, ids=repr)
 def test_eager_array_and_schedule_learning_rates_and_packed_match_reference(case):
     """Eager (op by op): a 0-d array and a schedule as learning rate, and the
-    ``gl.packed`` form, which runs per-leaf members on the unpacked leaves:
-    the same numbers as the reference. (A float: the dtype tests below.)"""
+    ``gl.packed`` form (per-leaf members run on the unpacked leaves): the same
+    numbers as the reference, and packed the same as plain to round-off."""
     n = cm.EAGER_STEPS
     for kind in [k for k in ("array", "schedule") if k in case.lr_kinds]:
         traj = trajectory_loop(case.make(learning_rate(case, kind)), initial_params())
         want = reference_trajectory(case, cm.reference_lrs(case.lr, kind, n))
         assert_close(traj, want, case.rtol, case.atol, f"eager, learning rate as {kind}")
-    traj = trajectory_loop(gl.packed(case.make(case.lr)), initial_params())
+    plain = trajectory_loop(case.make(case.lr), initial_params())
+    packed = trajectory_loop(gl.packed(case.make(case.lr)), initial_params())
     want = reference_trajectory(case, cm.reference_lrs(case.lr, "float", n))
-    assert_close(traj, want, case.rtol, case.atol, "eager, packed")
+    assert_close(packed, want, case.rtol, case.atol, "eager, packed")
+    assert_close(packed, np.asarray(plain, np.float64), 1e-6, 1e-7, "packed vs plain")
 
 
 # --------------------------------------------------------------------------

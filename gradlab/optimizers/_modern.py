@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gradlab._checks import check_float_dtype, check_in_range, check_int, check_scalars
 from gradlab._core import GradientTransformation, chain
 from gradlab.blocks import (
     add_decayed_weights,
@@ -44,6 +45,12 @@ from gradlab.blocks import (
 
 ScalarOrSchedule = Any  # float | jax.Array | Callable[[step], float]
 Mask = Any | Callable[[Any], Any]
+
+
+def _check_rate(name: str, value: Any) -> None:
+    """A momentum-like rate in [0, 1], named as the optimizer's caller passed it."""
+    check_scalars(**{name: value})
+    check_in_range(name, value, 0.0, 1.0)
 
 
 # ------------------------------------------------------------------ Adam family
@@ -357,6 +364,7 @@ def lars(
 
     >>> tx = lars(0.1, weight_decay=1e-4, trust_ratio_mask=lambda p: {k: k != "b" for k in p})
     """
+    _check_rate("momentum", momentum)  # named as the caller knows it, not trace's "decay"
     return chain(
         add_decayed_weights(weight_decay, weight_decay_mask),
         scale_by_trust_ratio(trust_coefficient=trust_coefficient, eps=eps, mask=trust_ratio_mask),
@@ -407,6 +415,7 @@ def signum(
 
     >>> tx = signum(1e-3)
     """
+    _check_rate("beta", beta)
     return chain(
         ema(beta, debias=False, accumulator_dtype=mu_dtype),
         scale_by_sign(),
@@ -454,6 +463,11 @@ def adafactor(
 
     >>> tx = adafactor()  # relative steps
     """
+    if momentum is not None:
+        _check_rate("momentum", momentum)
+        check_float_dtype("dtype_momentum", dtype_momentum)
+    check_scalars(decay_offset=decay_offset)
+    check_int("decay_offset", decay_offset, minimum=0)
     lr = _relative_step if learning_rate is None else learning_rate
     return chain(
         scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor, eps),
@@ -482,6 +496,7 @@ def sm3(
 
     >>> tx = sm3(0.1)
     """
+    _check_rate("momentum", momentum)
     return chain(scale_by_sm3(momentum, eps), scale_by_learning_rate(learning_rate))
 
 

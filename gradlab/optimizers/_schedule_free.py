@@ -198,6 +198,8 @@ def schedule_free_adamw(
 
     >>> tx = schedule_free_adamw(2.5e-3, warmup_steps=100, weight_decay=1e-4)
     """
+    check_scalars(b2=b2)
+    check_in_range("b2", b2, 0.0, 1.0, hi_open=True)  # named b2, not the block's "decay"
     lr = _with_warmup(learning_rate, warmup_steps)
     base = chain(
         scale_by_debiased_rms(b2, eps),
