@@ -114,17 +114,16 @@ def _block_reference(ref_fn, us):
     ("make", "reference", "packing"), [b[1:] for b in BLOCKS], ids=[b[0] for b in BLOCKS]
 )
 def test_block_matches_reference_plain_and_packed_and_declares_its_packing(
-    make, reference, packing, run_mode
+    make, reference, packing
 ):
+    # Eager: every block also runs jitted inside the optimizers of test_modern.py.
     tx = make()
     assert tx.packing == packing
     params = {k: jnp.asarray(v) for k, v in PARAMS.items()}
     for form in (tx, gl.packed(tx)):
         state = form.init(params)
         for us in UPDATES:
-            out, state = run_mode(form.update)(
-                {k: jnp.asarray(v) for k, v in us.items()}, state, params
-            )
+            out, state = form.update({k: jnp.asarray(v) for k, v in us.items()}, state, params)
             want = _block_reference(reference, us)
             for n in KEYS:
                 np.testing.assert_allclose(
@@ -206,9 +205,9 @@ def test_blocks_that_read_params_require_them():
 
 
 @pytest.mark.parametrize("shape", [(4, 4), (3, 7), (9, 2), (2, 3, 5)])
-def test_orthogonalize_matches_the_numpy_iteration_and_flattens_the_spectrum(shape, run_mode):
+def test_orthogonalize_matches_the_numpy_iteration_and_flattens_the_spectrum(shape):
     x = np.random.default_rng(3).normal(0, 1, shape).astype(np.float32)
-    got = np.asarray(run_mode(gl.orthogonalize)(jnp.asarray(x)), np.float64)
+    got = np.asarray(jax.jit(gl.orthogonalize)(jnp.asarray(x)), np.float64)
     mats = x.reshape((-1, *shape[-2:])).astype(np.float64)
     want = np.stack([ref.newton_schulz(m) for m in mats]).reshape(shape)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
