@@ -20,6 +20,7 @@ from gradlab._core import (
     per_leaf,
 )
 from gradlab._packing import Packed, PackedState, packed
+from gradlab._sharding import state_shardings
 from gradlab.blocks import (
     AddNoiseState,
     EmaState,
@@ -257,6 +258,7 @@ __all__ = [
     "sign_sgd",
     "signum",
     "sm3",
+    "state_shardings",
     "trace",
     "yogi",
     "zero_nans",
