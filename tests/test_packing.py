@@ -378,6 +378,30 @@ def test_packed_explains_gradients_in_another_dtype_than_the_params_without_para
 # built from gradlab's blocks, including later ones: a new public constructor
 # fails `test_the_table_covers_every_public_transformation` until it is added.
 _SCHEDULE = gl.schedules.warmup_cosine_decay(0.0, 0.05, 2, 10)
+
+
+def _objective(params):
+    """Its gradient sin(p + 0.3) is _grads at step 0: the table's directions descend."""
+    return sum(-jnp.sum(jnp.cos(x + 0.3)) for x in jax.tree.leaves(params))
+
+
+def _with_objective(tx, real_params=None):
+    """``tx`` (holding a line search) given the extras a line search needs --
+    ``value=``, ``grad=``, ``value_fn=`` of ``_objective`` at the *real* params --
+    so the table runs it like the others. Packed, the real params are the
+    packing context's tree (the line search itself runs on the real leaves)."""
+
+    def update(updates, state, params=None, **extra):
+        real = params if real_params is None else real_params()
+        value, grad = jax.value_and_grad(_objective)(real)
+        return tx.update(updates, state, params, value=value, grad=grad, value_fn=_objective)
+
+    def packing(ctx):
+        return _with_objective(ctx.form(tx, "line search chain"), lambda: ctx.tree)
+
+    return gl.GradientTransformation(tx.init, update, packing=packing)
+
+
 PUBLIC_TRANSFORMS = {
     "identity": gl.identity,
     "scale": lambda: gl.scale(-0.1),
@@ -452,6 +476,14 @@ PUBLIC_TRANSFORMS = {
     "schedule_free_sgd": lambda: gl.schedule_free_sgd(0.05, warmup_steps=2),
     "schedule_free_adamw": lambda: gl.schedule_free_adamw(0.01, weight_decay=0.1),
     "muon": lambda: gl.muon(0.02, weight_decay=0.1),
+    "scale_by_lbfgs": lambda: gl.scale_by_lbfgs(2),
+    "lbfgs": lambda: gl.lbfgs(0.1, memory_size=2, linesearch=None),
+    "scale_by_zoom_linesearch": lambda: _with_objective(
+        gl.chain(gl.scale(-0.5), gl.scale_by_zoom_linesearch(initial_guess="one"))
+    ),
+    "scale_by_backtracking_linesearch": lambda: _with_objective(
+        gl.chain(gl.scale(-0.5), gl.scale_by_backtracking_linesearch(decrease_factor=0.3))
+    ),
 }
 
 

@@ -1,6 +1,15 @@
 """Optimizers: short chains of building blocks."""
 
 from gradlab.optimizers._classic import adagrad, adam, adamw, rmsprop, sgd
+from gradlab.optimizers._lbfgs import ScaleByLbfgsState, lbfgs, scale_by_lbfgs
+from gradlab.optimizers._linesearch import (
+    BacktrackingLinesearchState,
+    LinesearchInfo,
+    ZoomLinesearchState,
+    scale_by_backtracking_linesearch,
+    scale_by_zoom_linesearch,
+    value_and_grad_from_state,
+)
 from gradlab.optimizers._modern import (
     adabelief,
     adadelta,
@@ -33,7 +42,11 @@ from gradlab.optimizers._schedule_free import (
 )
 
 __all__ = [
+    "BacktrackingLinesearchState",
+    "LinesearchInfo",
+    "ScaleByLbfgsState",
     "ScheduleFreeState",
+    "ZoomLinesearchState",
     "adabelief",
     "adadelta",
     "adafactor",
@@ -46,6 +59,7 @@ __all__ = [
     "amsgrad",
     "lamb",
     "lars",
+    "lbfgs",
     "lion",
     "muon",
     "nadam",
@@ -55,6 +69,9 @@ __all__ = [
     "radam",
     "rmsprop",
     "rprop",
+    "scale_by_backtracking_linesearch",
+    "scale_by_lbfgs",
+    "scale_by_zoom_linesearch",
     "schedule_free",
     "schedule_free_adamw",
     "schedule_free_eval_params",
@@ -63,5 +80,6 @@ __all__ = [
     "sign_sgd",
     "signum",
     "sm3",
+    "value_and_grad_from_state",
     "yogi",
 ]

@@ -8,5 +8,6 @@ is displayed once). One module per plot.
 """
 
 from gradlab.plot._schedules import schedules
+from gradlab.plot._trajectories import trajectories
 
-__all__ = ["schedules"]
+__all__ = ["schedules", "trajectories"]

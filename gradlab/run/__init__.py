@@ -2,3 +2,7 @@
 
 One module per tool; each is re-exported at the top level (``gl.minimize``, ...).
 """
+
+from gradlab.run._minimize import MinimizeResult, minimize
+
+__all__ = ["MinimizeResult", "minimize"]
