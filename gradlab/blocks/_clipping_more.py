@@ -1,0 +1,122 @@
+"""More clipping and normalising blocks: per-leaf RMS clipping (Adafactor),
+adaptive gradient clipping (NFNets), normalisation by the update norm, and
+gradient centralisation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gradlab import _tree
+from gradlab._checks import check_nonnegative, check_number, check_positive, check_scalars
+from gradlab._core import ELEMENTWISE, PER_LEAF, GradientTransformation, stateless
+from gradlab.blocks._helpers import need_params, rms, widest
+
+
+def clip_by_block_rms(threshold: Any) -> GradientTransformation:
+    """Per leaf ``u <- u / max(1, RMS(u) / threshold)`` (Shazeer & Stern 2018,
+    Adafactor's update clipping, §6: ``d = threshold``). ``optax.clip_by_block_rms``.
+    ``threshold > 0``.
+    """
+    check_scalars(threshold=threshold)
+    check_positive("threshold", threshold)
+
+    def update(updates, state, params=None, **extra):
+        def leaf(u):
+            dt = widest(u)
+            denom = jnp.maximum(1, rms(u, dt) / _tree.hp(threshold, dt))
+            return (u.astype(dt) / denom).astype(u.dtype)
+
+        return jax.tree.map(leaf, _tree.as_updates(updates)), state
+
+    return stateless(update, packing=PER_LEAF)
+
+
+def _unit_axes(x: jax.Array, axis: Any) -> tuple[int, ...]:
+    """The axes a unit-wise norm reduces over (Optax's ``unitwise_norm``): the
+    whole leaf for scalars and vectors, the input axes of a dense (``in, out``)
+    or multi-head (``in, heads, out``) kernel, the spatial and input axes of a
+    conv kernel (``HWIO``, ``DHWIO``)."""
+    if axis is not None:
+        return (axis,) if isinstance(axis, int) else tuple(axis)
+    if sum(d != 1 for d in x.shape) <= 1:
+        return tuple(range(x.ndim))
+    if x.ndim in (2, 3):
+        return (0,)
+    if x.ndim in (4, 5):
+        return tuple(range(x.ndim - 1))
+    raise ValueError(
+        f"adaptive_grad_clip: no default unit for a leaf of shape {x.shape}; pass axis="
+    )
+
+
+def adaptive_grad_clip(clipping: Any, eps: Any = 1e-3, axis: Any = None) -> GradientTransformation:
+    """Adaptive gradient clipping (Brock et al. 2021, NFNets, eq. 3), unit-wise:
+
+    ``g <- g * clipping * max(||p||, eps) / ||g||`` where
+    ``||g|| > clipping * max(||p||, eps)``, norms taken per output unit (see
+    ``axis``; default as ``optax.adaptive_grad_clip``: per output column of a
+    ``(in, out)`` kernel, the whole leaf for vectors). ``clipping > 0``.
+    """
+    check_scalars(clipping=clipping, eps=eps)
+    check_positive("clipping", clipping)
+    check_nonnegative("eps", eps)
+
+    def update(updates, state, params=None, **extra):
+        need_params("adaptive_grad_clip", params)
+
+        def leaf(g, p):
+            dt = widest(g, p)
+            axes = _unit_axes(g, axis)
+            gx, px = g.astype(dt), p.astype(dt)
+            g_norm = jnp.sqrt(jnp.sum(gx * gx, axis=axes, keepdims=True))
+            p_norm = jnp.sqrt(jnp.sum(px * px, axis=axes, keepdims=True))
+            max_norm = _tree.hp(clipping, dt) * jnp.maximum(p_norm, _tree.hp(eps, dt))
+            # Only where g_norm > max_norm >= 0 is the division taken: no 0/0.
+            factor = max_norm / jnp.where(g_norm > max_norm, g_norm, 1)
+            return jnp.where(g_norm > max_norm, gx * factor, gx).astype(g.dtype)
+
+        return _tree.map_like(leaf, updates, params, tree_name="params"), state
+
+    return stateless(update, packing=PER_LEAF)
+
+
+def normalize_by_update_norm(scale_factor: Any = 1.0, eps: Any = 1e-6) -> GradientTransformation:
+    """``u <- scale_factor * u / (||u|| + eps)`` with the global norm over all
+    leaves (normalised gradient descent). ``optax.normalize_by_update_norm``.
+
+    A whole-tree reduction, so elementwise under ``gl.packed`` (like
+    ``clip_by_global_norm``).
+    """
+    check_scalars(scale_factor=scale_factor, eps=eps)
+    check_number("scale_factor", scale_factor)
+    check_nonnegative("eps", eps)
+
+    def update(updates, state, params=None, **extra):
+        updates = _tree.as_updates(updates)
+        n = _tree.global_norm(updates)
+        factor = jnp.asarray(scale_factor, n.dtype) / (n + jnp.asarray(eps, n.dtype))
+        return _tree.scale(updates, factor), state
+
+    return stateless(update, packing=ELEMENTWISE)
+
+
+def centralize() -> GradientTransformation:
+    """Gradient centralisation (Yong et al. 2020): for leaves of rank >= 2,
+    subtract the mean over all axes but the first, ``g - mean(g, axes 1..)``;
+    vectors and scalars pass unchanged. ``optax.centralize``. Per leaf.
+    """
+
+    def update(updates, state, params=None, **extra):
+        def leaf(g):
+            if g.ndim < 2:
+                return g
+            dt = widest(g)
+            gx = g.astype(dt)
+            return (gx - jnp.mean(gx, axis=tuple(range(1, g.ndim)), keepdims=True)).astype(g.dtype)
+
+        return jax.tree.map(leaf, _tree.as_updates(updates)), state
+
+    return stateless(update, packing=PER_LEAF)

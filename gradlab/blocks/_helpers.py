@@ -1,0 +1,99 @@
+"""Small helpers shared by the modern blocks (candidates for ``_tree.py``).
+
+Each block of ``_adaptive_variants``, ``_sign``, ``_trust``, ``_factored``,
+``_sm3``, ``_rprop``, ``_orthogonal`` and ``_clipping_more`` maps one fused
+per-leaf function over the updates and its state trees; these helpers keep
+that to one line and name the per-dtype constants (STYLE habit 16).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradlab import _masks, _tree
+from gradlab._checks import short_structure
+
+Tree = Any
+
+
+def widest(*xs: jax.Array) -> np.dtype:
+    """The dtype a leaf's arithmetic runs in: the widest compute dtype of ``xs``
+    (float32 for bfloat16/float16 leaves, float64 when any of them is)."""
+    return np.result_type(*(_tree.compute_dtype(x.dtype) for x in xs))
+
+
+def constants(fn: Callable[[np.dtype], dict[str, Any]]) -> Callable[[Any], SimpleNamespace]:
+    """``fn(dtype) -> {name: value}`` memoised per dtype, read as attributes.
+
+    Hyperparameter casts and scalar terms (``1 - b1``, bias corrections) are
+    then traced once per dtype, not once per leaf (see ``_tree.per_dtype``).
+    """
+    return _tree.per_dtype(lambda dt: SimpleNamespace(**fn(dt)))
+
+
+def leafwise(
+    fn: Callable[..., tuple[jax.Array, ...]],
+    updates: Tree,
+    *trees: Tree,
+    n_out: int,
+    tree_name: str = "optimizer state",
+) -> tuple[Tree, ...]:
+    """``fn(g, *state_leaves) -> n_out arrays`` over the leaves, as ``n_out``
+    trees shaped like ``updates``; structures and shapes checked first
+    (``_tree.map_like``: a mismatch names both trees)."""
+    out = _tree.map_like(fn, updates, *trees, tree_name=tree_name)
+    return _tree.split_outputs(out, updates, n_out)
+
+
+def leaf_subtrees(updates: Tree, tree: Tree, what: str = "optimizer state") -> list[Any]:
+    """The subtrees of ``tree`` at each leaf position of ``updates`` (per-leaf
+    state that is not shaped like the leaf: SM3's per-axis accumulators), or a
+    ``ValueError`` showing both structures."""
+    try:
+        return jax.tree.structure(updates).flatten_up_to(tree)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"gradient tree does not match the {what} tree.\n"
+            f"  {what}: {short_structure(tree)}\n"
+            f"  gradient: {short_structure(updates)}\n"
+            "(Was the optimizer state initialised with different params?)"
+        ) from None
+
+
+def need_params(name: str, params: Any) -> None:
+    """Blocks that read the params refuse to run without them."""
+    if params is None:
+        raise ValueError(f"{name} uses the params: call update(updates, state, params)")
+
+
+def norm(x: jax.Array, dt: Any) -> jax.Array:
+    """``||x||_2`` over the whole leaf, accumulated in ``dt``."""
+    x = x.astype(dt)
+    return jnp.sqrt(jnp.sum(x * x))
+
+
+def rms(x: jax.Array, dt: Any) -> jax.Array:
+    """``sqrt(mean(x²))`` over the whole leaf, in ``dt`` (0 for an empty leaf)."""
+    x = x.astype(dt)
+    return jnp.sqrt(jnp.mean(x * x)) if x.size else jnp.zeros((), dt)
+
+
+def select_where(mask: Any, params: Tree, on: Tree, off: Tree) -> Tree:
+    """``on`` where ``mask`` (resolved against ``params``: tree, prefix or
+    callable) is True, ``off`` elsewhere; static leaves choose without a select."""
+    if mask is None:
+        return on
+
+    def pick(m, a, b):
+        static = _masks.static_bool(m)
+        if static is not None:
+            return a if static else b
+        return jnp.where(jnp.asarray(m, bool), a, b)
+
+    return jax.tree.map(pick, _masks.resolve(mask, params), on, off)

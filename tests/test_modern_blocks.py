@@ -1,0 +1,434 @@
+"""The modern building blocks on their own: NumPy references per block, the
+declared packing (elementwise blocks give the same numbers on packed buffers,
+per-leaf ones are run per leaf), Newton-Schulz, Adafactor's memory, the
+schedule-free evaluation params and the gradient noise of ``noisy_sgd``."""
+
+from __future__ import annotations
+
+import cases_modern as cm
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import references_modern as ref
+
+import gradlab as gl
+from gradlab._core import ELEMENTWISE, PER_LEAF
+
+KEYS = cm.KEYS
+_rng = np.random.default_rng(11)
+PARAMS = {k: _rng.normal(0, 1, s).astype(np.float32) for k, s in cm.PARAM_SHAPES.items()}
+UPDATES = [
+    {k: _rng.normal(0, 2, s).astype(np.float32) for k, s in cm.PARAM_SHAPES.items()}
+    for _ in range(3)
+]
+
+
+def _rms(x):
+    return np.sqrt(np.mean(np.square(x)))
+
+
+def _norm(x):
+    return np.sqrt(np.sum(np.square(x)))
+
+
+def _unit_norm(x):
+    """The NFNets unit norm (Optax's default axes): whole leaf for rank <= 1,
+    over the input axis 0 for rank 2 and 3."""
+    if x.ndim <= 1:
+        return np.full(x.shape, _norm(x))
+    return np.broadcast_to(np.sqrt(np.sum(x * x, axis=0, keepdims=True)), x.shape)
+
+
+def _agc(u, p, clipping=0.1, eps=1e-3):
+    g_norm, max_norm = _unit_norm(u), clipping * np.maximum(_unit_norm(p), eps)
+    return np.where(g_norm > max_norm, u * max_norm / g_norm, u)
+
+
+def _centralize(u):
+    return u if u.ndim < 2 else u - u.mean(axis=tuple(range(1, u.ndim)), keepdims=True)
+
+
+def _global_normalize(us, scale=2.0, eps=1e-6):
+    n = np.sqrt(sum(np.sum(np.square(u)) for u in us.values()))
+    return {k: scale * u / (n + eps) for k, u in us.items()}
+
+
+def _trust(u, p, tc=0.5, eps=1e-3, min_norm=0.0):
+    pn, un = max(_norm(p), min_norm), max(_norm(u), min_norm)
+    return u if pn == 0 or un == 0 else u * tc * pn / (un + eps)
+
+
+TRUST_MASK = {"b": False, "k": True, "s": False, "w": True}
+
+# (id, block, per-leaf reference (u, p, name) -> out or whole-tree (us, ps) -> outs, packing)
+BLOCKS = [
+    ("scale_by_sign", gl.scale_by_sign, lambda u, p, n: np.sign(u), ELEMENTWISE),
+    (
+        "scale_by_trust_ratio",
+        lambda: gl.scale_by_trust_ratio(trust_coefficient=0.5, eps=1e-3),
+        lambda u, p, n: _trust(u, p),
+        PER_LEAF,
+    ),
+    (
+        "scale_by_trust_ratio_masked_min_norm",
+        lambda: gl.scale_by_trust_ratio(min_norm=1.5, trust_coefficient=0.5, mask=TRUST_MASK),
+        lambda u, p, n: _trust(u, p, eps=0.0, min_norm=1.5) if TRUST_MASK[n] else u,
+        PER_LEAF,
+    ),
+    (
+        "scale_by_param_block_rms",
+        lambda: gl.scale_by_param_block_rms(0.5),
+        lambda u, p, n: u * max(_rms(p), 0.5),
+        PER_LEAF,
+    ),
+    (
+        "clip_by_block_rms",
+        lambda: gl.clip_by_block_rms(1.5),
+        lambda u, p, n: u / max(1.0, _rms(u) / 1.5),
+        PER_LEAF,
+    ),
+    (
+        "adaptive_grad_clip",
+        lambda: gl.adaptive_grad_clip(0.1),
+        lambda u, p, n: _agc(u, p),
+        PER_LEAF,
+    ),
+    ("centralize", gl.centralize, lambda u, p, n: _centralize(u), PER_LEAF),
+    (
+        "normalize_by_update_norm",
+        lambda: gl.normalize_by_update_norm(2.0),
+        "tree",
+        ELEMENTWISE,
+    ),
+]
+
+
+def _block_reference(ref_fn, us):
+    if ref_fn == "tree":
+        return _global_normalize(us)
+    return {n: ref_fn(us[n].astype(np.float64), PARAMS[n].astype(np.float64), n) for n in KEYS}
+
+
+@pytest.mark.parametrize(
+    ("make", "reference", "packing"), [b[1:] for b in BLOCKS], ids=[b[0] for b in BLOCKS]
+)
+def test_block_matches_reference_plain_and_packed_and_declares_its_packing(
+    make, reference, packing
+):
+    # Eager: every block also runs jitted inside the optimizers of test_modern.py.
+    tx = make()
+    assert tx.packing == packing
+    params = {k: jnp.asarray(v) for k, v in PARAMS.items()}
+    for form in (tx, gl.packed(tx)):
+        state = form.init(params)
+        for us in UPDATES:
+            out, state = form.update({k: jnp.asarray(v) for k, v in us.items()}, state, params)
+            want = _block_reference(reference, us)
+            for n in KEYS:
+                np.testing.assert_allclose(
+                    np.asarray(out[n], np.float64), want[n], rtol=2e-6, atol=1e-6
+                )
+
+
+def test_every_new_block_and_optimizer_declares_its_packing_truthfully():
+    per_leaf = {
+        "scale_by_novograd": gl.scale_by_novograd(),
+        "scale_by_factored_rms": gl.scale_by_factored_rms(),
+        "scale_by_sm3": gl.scale_by_sm3(),
+        "scale_by_muon": gl.scale_by_muon(),
+    }
+    elementwise = {
+        "scale_by_amsgrad": gl.scale_by_amsgrad(),
+        "scale_by_adamax": gl.scale_by_adamax(),
+        "scale_by_radam": gl.scale_by_radam(),
+        "scale_by_belief": gl.scale_by_belief(),
+        "scale_by_yogi": gl.scale_by_yogi(),
+        "scale_by_adadelta": gl.scale_by_adadelta(),
+        "scale_by_adan": gl.scale_by_adan(),
+        "scale_by_lion": gl.scale_by_lion(),
+        "scale_by_rprop": gl.scale_by_rprop(0.1),
+        "scale_by_debiased_rms": gl.scale_by_debiased_rms(),
+    }
+    for name, tx in per_leaf.items():
+        assert tx.packing == PER_LEAF, name
+    for name, tx in elementwise.items():
+        assert tx.packing == ELEMENTWISE, name
+    # Every optimizer's members declare something: packed builds all of them.
+    for case in cm.CASES:
+        gl.packed(case.make(case.lr)).init({k: jnp.asarray(v) for k, v in PARAMS.items()})
+
+
+def test_per_leaf_blocks_would_differ_if_run_on_a_packed_buffer():
+    """The declarations matter: a trust ratio over the concatenated buffer
+    (what ELEMENTWISE would do) is not the per-leaf one. (A stateful member
+    makes packed pack at all.)"""
+    params = {k: jnp.asarray(v) for k, v in PARAMS.items()}
+    us = {k: jnp.asarray(v) for k, v in UPDATES[0].items()}
+    tx = gl.scale_by_trust_ratio(trust_coefficient=0.5, eps=1e-3)
+    outs = {}
+    for name, member in (("per_leaf", tx), ("as_one", gl.elementwise(tx))):
+        form = gl.packed(gl.chain(gl.ema(0.5), member))
+        outs[name], _ = form.update(us, form.init(params), params)
+    assert not np.allclose(np.asarray(outs["per_leaf"]["w"]), np.asarray(outs["as_one"]["w"]))
+    want = _trust(UPDATES[0]["w"].astype(np.float64), PARAMS["w"].astype(np.float64))
+    np.testing.assert_allclose(outs["per_leaf"]["w"], want, rtol=2e-6)
+
+
+def test_trust_ratio_is_one_for_a_zero_param_or_update(run_mode):
+    tx = gl.scale_by_trust_ratio(trust_coefficient=0.01)
+    params = {"zero": jnp.zeros(3), "p": jnp.ones(3)}
+    us = {"zero": jnp.ones(3), "p": jnp.zeros(3)}
+    out, _ = run_mode(tx.update)(us, tx.init(params), params)
+    np.testing.assert_array_equal(out["zero"], np.ones(3))
+    np.testing.assert_array_equal(out["p"], np.zeros(3))
+
+
+def test_blocks_that_read_params_require_them():
+    for tx in (
+        gl.scale_by_trust_ratio(),
+        gl.scale_by_param_block_rms(),
+        gl.adaptive_grad_clip(0.1),
+        gl.scale_by_novograd(weight_decay=0.1),
+        gl.schedule_free_sgd(),
+    ):
+        u = {"w": jnp.ones((2, 2))}
+        with pytest.raises(ValueError, match="params"):
+            tx.update(u, tx.init(u))
+    tx = gl.scale_by_novograd()  # no weight decay: no params needed
+    tx.update({"w": jnp.ones(2)}, tx.init({"w": jnp.ones(2)}))
+
+
+# --------------------------------------------------------------------------
+# Newton-Schulz and Muon's block
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (3, 7), (9, 2), (2, 3, 5)])
+def test_orthogonalize_matches_the_numpy_iteration_and_flattens_the_spectrum(shape):
+    x = np.random.default_rng(3).normal(0, 1, shape).astype(np.float32)
+    got = np.asarray(jax.jit(gl.orthogonalize)(jnp.asarray(x)), np.float64)
+    mats = x.reshape((-1, *shape[-2:])).astype(np.float64)
+    want = np.stack([ref.newton_schulz(m) for m in mats]).reshape(shape)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    for g, m in zip(got.reshape(mats.shape), mats, strict=True):
+        # The polar factor's singular vectors (Uᵀ g V diagonal), and every
+        # singular value near 1 (Keller Jordan's coefficients leave them in
+        # about [0.7, 1.2] after 5 steps, not exactly 1).
+        u, _, vt = np.linalg.svd(m, full_matrices=False)
+        inner = u.T @ g @ vt.T
+        assert np.all((np.diag(inner) > 0.6) & (np.diag(inner) < 1.25)), np.diag(inner)
+        off = inner - np.diag(np.diag(inner))
+        assert np.max(np.abs(off)) < 1e-4
+
+
+def test_orthogonalize_of_bfloat16_is_computed_in_float32_and_returned_in_bfloat16():
+    x = jnp.asarray(np.random.default_rng(0).normal(0, 1, (4, 6)), jnp.bfloat16)
+    out = gl.orthogonalize(x)
+    assert out.dtype == jnp.bfloat16
+    want = ref.newton_schulz(np.asarray(x, np.float64))
+    np.testing.assert_allclose(np.asarray(out, np.float64), want, rtol=2e-2, atol=2e-2)
+
+
+def test_orthogonalize_refuses_vectors():
+    with pytest.raises(ValueError, match="matrix"):
+        gl.orthogonalize(jnp.ones(3))
+
+
+def test_scale_by_muon_matches_reference_and_refuses_vectors(run_mode):
+    params = {"w": jnp.zeros((3, 5)), "v": jnp.zeros((6, 2))}
+    tx = gl.scale_by_muon(beta=0.9)
+    state = tx.init(params)
+    m = {k: np.zeros(np.shape(v)) for k, v in params.items()}
+    for t, us in enumerate(
+        [{k: _rng.normal(0, 1, np.shape(v)) for k, v in params.items()} for _ in range(3)], 1
+    ):
+        out, state = run_mode(tx.update)(
+            {k: jnp.asarray(v, jnp.float32) for k, v in us.items()}, state, params
+        )
+        for k, g in us.items():
+            m[k] = 0.9 * m[k] + 0.1 * g
+            m_hat = 0.9 * m[k] / (1 - 0.9 ** (t + 1)) + 0.1 * g / (1 - 0.9**t)
+            scale = np.sqrt(max(1.0, g.shape[1] / g.shape[0]))
+            np.testing.assert_allclose(
+                out[k], ref.newton_schulz(m_hat) * scale, rtol=1e-4, atol=1e-5
+            )
+    with pytest.raises(ValueError, match="rank"):
+        tx.init({"b": jnp.zeros(3)})
+
+
+# --------------------------------------------------------------------------
+# Adafactor's memory
+# --------------------------------------------------------------------------
+
+
+def _state_size(tx, params):
+    return sum(int(np.prod(s.shape)) for s in jax.tree.leaves(jax.eval_shape(tx.init, params)))
+
+
+def test_adafactor_keeps_n_plus_m_numbers_per_matrix_and_adam_two_n_m():
+    params = {
+        "w": jax.ShapeDtypeStruct((256, 512), jnp.float32),
+        "b": jax.ShapeDtypeStruct((512,), jnp.float32),
+    }
+    # rows + cols for the matrix, the full vector for the bias, three 0-d
+    # placeholders and two step counters (the moments' and the step size's)
+    assert _state_size(gl.adafactor(), params) == (256 + 512) + 512 + 3 + 2
+    assert _state_size(gl.adam(1e-3), params) == 2 * (256 * 512 + 512) + 2
+    assert _state_size(gl.lion(1e-4), params) == 256 * 512 + 512 + 1
+    # a leaf whose second largest axis is below min_dim_size_to_factor keeps a full V
+    small = {"w": jax.ShapeDtypeStruct((100, 512), jnp.float32)}
+    assert _state_size(gl.adafactor(), small) == 100 * 512 + 2 + 2
+
+
+def test_adafactor_momentum_is_float32_by_default_for_bfloat16_params():
+    params = {"w": jnp.zeros((4, 4), jnp.bfloat16)}
+    state = gl.adafactor(momentum=0.9, min_dim_size_to_factor=2).init(params)
+    dtypes = {x.dtype for x in jax.tree.leaves(state) if x.ndim == 2}
+    assert dtypes == {jnp.dtype(jnp.float32)}  # the momentum (the factored stats are 1-D)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        gl.nadam,
+        gl.amsgrad,
+        gl.adamax,
+        gl.radam,
+        gl.adabelief,
+        gl.yogi,
+        gl.lamb,
+        gl.lion,
+        gl.novograd,
+    ],
+)
+def test_mu_dtype_sets_the_first_moment_dtype(make):
+    params = {"w": jnp.zeros((3, 2), jnp.float32)}
+    state = make(1e-3, mu_dtype=jnp.bfloat16).init(params)
+    dtypes = [x.dtype for x in jax.tree.leaves(state) if x.ndim == 2]
+    assert jnp.dtype(jnp.bfloat16) in dtypes, dtypes
+    u, _ = make(1e-3, mu_dtype=jnp.bfloat16).update({"w": jnp.ones((3, 2))}, state, params)
+    assert u["w"].dtype == jnp.float32
+
+
+# --------------------------------------------------------------------------
+# Schedule-free: the evaluation params
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wrap", ["plain", "chain", "packed"])
+def test_schedule_free_eval_params_are_the_reference_average(wrap, run_mode):
+    case = cm.CASES_BY_NAME["schedule_free_adamw"]
+    tx = case.make(case.lr)
+    if wrap == "chain":
+        tx = gl.chain(gl.clip_by_global_norm(1e6), tx)
+    elif wrap == "packed":
+        tx = gl.packed(tx)
+    params = {k: jnp.asarray(v) for k, v in cm.split(cm.INITIAL_FLAT, np.float32).items()}
+    n = 4
+
+    def run(params):
+        state = tx.init(params)
+        for k in range(n):
+            g = {
+                name: jnp.asarray(c) * p + jnp.asarray(z)
+                for (name, p), c, z in zip(
+                    params.items(),
+                    cm.split(cm.CURVATURE, np.float32).values(),
+                    cm.split(cm.NOISE[k], np.float32).values(),
+                    strict=True,
+                )
+            }
+            u, state = tx.update(g, state, params)
+            params = gl.apply_updates(params, u)
+        return gl.schedule_free_eval_params(state, params)
+
+    got = run_mode(run)(params)
+    _, states = ref.run(
+        case.reference, cm.split(cm.INITIAL_FLAT), cm.reference_grad_fn(), [case.lr] * n
+    )
+    for name in KEYS:
+        np.testing.assert_allclose(
+            np.asarray(got[name], np.float64), states[name]["x"], rtol=2e-5, atol=2e-6
+        )
+
+
+def test_schedule_free_eval_params_needs_a_schedule_free_state():
+    with pytest.raises(ValueError, match="ScheduleFreeState"):
+        gl.schedule_free_eval_params(gl.adam(0.1).init({"w": jnp.ones(2)}), {"w": jnp.ones(2)})
+
+
+def test_schedule_free_uses_step_zero_of_its_schedule():
+    # lr(0) = 0 (the warm-up's first step): no move, and weight 0 (c = 0); at
+    # step 1 the first nonzero learning rate gets the whole weight (c = 1): x = z.
+    tx = gl.schedule_free_sgd(1.0, warmup_steps=4, b1=0.5)
+    params = {"w": jnp.asarray([1.0, -2.0])}
+    state = tx.init(params)
+    g = {"w": jnp.asarray([1.0, 1.0])}
+    u, state = tx.update(g, state, params)
+    np.testing.assert_array_equal(u["w"], [0.0, 0.0])
+    u, state = tx.update(g, state, params)
+    # z = p - 0.25 g; x = z; y = 0.5 z + 0.5 x = z: the update is -0.25 g
+    np.testing.assert_allclose(u["w"], [-0.25, -0.25], rtol=1e-6)
+    np.testing.assert_allclose(
+        gl.schedule_free_eval_params(state, gl.apply_updates(params, u))["w"],
+        [0.75, -2.25],
+        rtol=1e-6,
+    )
+
+
+# --------------------------------------------------------------------------
+# noisy_sgd: the noise
+# --------------------------------------------------------------------------
+
+
+def test_noisy_sgd_adds_annealed_gaussian_noise_scaled_by_the_learning_rate():
+    eta, gamma, lr, n = 0.5, 0.55, 0.1, 20_000
+    tx = gl.noisy_sgd(lr, eta=eta, gamma=gamma, seed=3)
+    params = {"w": jnp.zeros(n)}
+    state = tx.init(params)
+    g = {"w": jnp.full(n, 2.0)}
+    for k in range(3):
+        u, state = tx.update(g, state, params)
+        noise = -np.asarray(u["w"], np.float64) / lr - 2.0
+        var = eta / (1 + k) ** gamma  # Neelakantan et al. 2015, at 0-based step k
+        assert abs(noise.mean()) < 4 * np.sqrt(var / n)
+        assert abs(noise.var() / var - 1) < 0.05
+
+
+# --------------------------------------------------------------------------
+# Muon's partition
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"w": jnp.ones((3, 4)), "v": jnp.ones((2, 5))}, {"b": jnp.ones(3), "s": jnp.ones(())}, {}],
+    ids=["matrices-only", "no-matrix", "empty"],
+)
+def test_muon_runs_when_one_group_is_empty(params):
+    tx = gl.muon(0.02)
+    keys = iter(jax.random.split(jax.random.key(1), 8))
+    grads = jax.tree.map(lambda p: jax.random.normal(next(keys), jnp.shape(p)), params)
+    out, _ = tx.update(grads, tx.init(params), params)
+    assert jax.tree.structure(out) == jax.tree.structure(params)
+    for name, p in params.items():
+        if p.ndim == 2:  # orthogonalised: the singular values of the step are lr * ~1
+            sv = np.linalg.svd(np.asarray(out[name]), compute_uv=False)
+            assert np.all((sv > 0.6 * 0.02) & (sv < 1.25 * 0.02 * np.sqrt(5 / 2))), sv
+        else:  # NAdam's first step: -lr (1 + b1 (1-b1)/(1-b1²)) sign(g)
+            first = 1 + 0.9 * 0.1 / (1 - 0.81)
+            want = -0.02 * first * np.sign(np.asarray(grads[name]))
+            np.testing.assert_allclose(out[name], want, rtol=1e-5)
+
+
+def test_muon_mask_sends_the_chosen_leaves_to_adam():
+    params = {"embed": jnp.ones((4, 3)), "w": jnp.eye(3)}
+    grads = {"embed": jnp.full((4, 3), 0.5), "w": jnp.diag(jnp.asarray([1.0, 2.0, 3.0]))}
+    tx = gl.muon(0.1, muon_mask={"embed": False, "w": True})
+    out, state = tx.update(grads, tx.init(params), params)
+    first = 1 + 0.9 * 0.1 / (1 - 0.81)  # NAdam's first step, per element
+    np.testing.assert_allclose(out["embed"], np.full((4, 3), -0.1 * first), rtol=1e-5)
+    assert set(state.inner_states) == {"muon", "adam"}
+    with pytest.raises(ValueError, match="rank"):  # a vector cannot be orthogonalised
+        gl.muon(0.1, muon_mask=True).init({"b": jnp.ones(3)})
