@@ -46,6 +46,8 @@ from gradlab.blocks import (
     zero_nans,
 )
 from gradlab.optimizers import adagrad, adam, adamw, rmsprop, sgd
+from gradlab.run._lr_finder import LRFinderResult, lr_finder
+from gradlab.run._sweep import SweepBest, SweepResult, sweep
 
 __version__ = "0.1.0"
 
@@ -58,12 +60,15 @@ __all__ = [
     "EmaState",
     "EmptyState",
     "GradientTransformation",
+    "LRFinderResult",
     "Packed",
     "PackedState",
     "ScaleByAdamState",
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScaleByScheduleState",
+    "SweepBest",
+    "SweepResult",
     "TraceState",
     "ZeroNansState",
     "adagrad",
@@ -80,6 +85,7 @@ __all__ = [
     "identity",
     "keep_params_nonnegative",
     "losses",
+    "lr_finder",
     "packed",
     "per_leaf",
     "plot",
@@ -92,6 +98,7 @@ __all__ = [
     "scale_by_schedule",
     "schedules",
     "sgd",
+    "sweep",
     "trace",
     "zero_nans",
 ]

@@ -7,6 +7,8 @@ the object API (``matplotlib.figure.Figure``): no pyplot global state, no
 is displayed once). One module per plot.
 """
 
+from gradlab.plot._lr_finder import lr_finder
 from gradlab.plot._schedules import schedules
+from gradlab.plot._sweep import sweep
 
-__all__ = ["schedules"]
+__all__ = ["lr_finder", "schedules", "sweep"]
