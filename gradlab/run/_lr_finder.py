@@ -299,8 +299,9 @@ def lr_finder(
         lr = jnp.asarray(min_lr, jnp.result_type(float))
         tx = make_optimizer(lr, **static, **numeric)
         check_transformation("make_optimizer(learning_rate, ...)", tx)
-        loss, grads = jax.value_and_grad(loss_fn)(params, data.at(data.stacked, jnp.int32(0), key))
-        check_loss(loss)
+        batch = data.at(data.stacked, jnp.int32(0), key)
+        check_loss(loss_fn(params, batch))
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
         return tx.update(grads, tx.init(params), params, value=loss)
 
     if grid is None:
