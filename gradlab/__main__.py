@@ -539,7 +539,7 @@ def _parser() -> argparse.ArgumentParser:
         help="seed of the data split, the mini-batches and the initial params (default 0)",
     )
 
-    sub = parser.add_subparsers(dest="command", title="subcommands", metavar="")
+    sub = parser.add_subparsers(dest="command", title="subcommands", metavar="COMMAND")
     finder = sub.add_parser(
         "lr-find",
         prog="python -m gradlab lr-find",

@@ -139,10 +139,10 @@ def _suggestions(lrs, smoothed, stop_step, min_lr, max_lr) -> dict[str, jax.Arra
     slope = jnp.where(t[1:] < stop_step, slope, jnp.inf)
     steepest = lrs[jnp.where(stop_step >= 2, jnp.argmin(slope), 0)]
 
-    # valley: the longest (strictly) decreasing subsequence of s; with
-    # `end` its last point and `length` its length, the rate at
-    # start + floor(span/3) + floor(span/6)-ish, span = end - start, start = end - length
-    # (fastai's `valley`, from ESRI's arcgis.learn).
+    # valley (fastai's `valley`, from ESRI's arcgis.learn): the longest strictly
+    # decreasing subsequence of s, of `length` points ending at `end`; with
+    # start = end - length (clipped at 0) and span = end - start, the rate at
+    # start + floor(span/3) + floor(span/6), a little past the middle.
     def longest_ending_at(lds, i):
         earlier = (t < i) & valid & (smoothed > smoothed[i])
         best = jnp.max(jnp.where(earlier, lds, 0))
@@ -151,8 +151,8 @@ def _suggestions(lrs, smoothed, stop_step, min_lr, max_lr) -> dict[str, jax.Arra
     lds, _ = jax.lax.scan(longest_ending_at, jnp.zeros(n, jnp.int32), t)
     end = jnp.argmax(lds)
     start = jnp.maximum(end - lds[end], 0)
-    third = (end - start) / 3.0
-    index = start + jnp.floor(third).astype(jnp.int32) + jnp.floor(third / 2).astype(jnp.int32)
+    span = end - start
+    index = start + span // 3 + span // 6
     valley = lrs[jnp.clip(index, 0, n - 1)]
 
     lo, hi = jnp.asarray(min_lr, lrs.dtype), jnp.asarray(max_lr, lrs.dtype)
