@@ -83,7 +83,7 @@ def test_help_documents_every_option():
 
 
 def test_unknown_optimizer_is_refused_with_the_choices(capsys):
-    with pytest.raises(SystemExit, match="unknown.*choose from sgd"):
+    with pytest.raises(SystemExit, match=r"unknown.*choose from sgd"):
         showcase.main(["--optimizers", "sgd,lion", "--no-plots"])
 
 
