@@ -547,7 +547,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Leslie Smith's learning-rate range test (gl.lr_finder) on the digits MLP "
         "for several optimizers in one call: the rate grows exponentially from --min-lr to "
         "--max-lr, the test stops once the smoothed loss explodes, and the suggestion of "
-        "each rule (valley, steepest, minimum/10) is printed and plotted.",
+        "each rule (steepest, minimum/10, valley) is printed and plotted.",
     )
     add = finder.add_argument
     add(
@@ -560,9 +560,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--steps", type=int, default=200, help="steps of the test (default 200)")
     add(
         "--rule",
-        default="valley",
-        choices=["valley", "steepest", "minimum"],
-        help="the suggestion printed as chosen (default valley)",
+        default="steepest",
+        choices=["steepest", "minimum", "valley"],
+        help="the suggestion printed as chosen (default steepest)",
     )
     add("--hidden", type=int, default=64, help="hidden units of the MLP (default 64)")
     add("--batch-size", type=int, default=128, help="mini-batch size (default 128)")

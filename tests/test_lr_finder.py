@@ -46,7 +46,8 @@ def np_range_test(lrs, smoothing=0.98, threshold=4.0, momentum=0.0):
 def np_suggestions(lrs, s, stop, lo, hi):
     """The three rules, written from their descriptions (fastai's steep/minimum/valley)."""
     s, lrs_v = s[:stop], lrs[:stop]
-    slope = np.diff(s) / np.diff(np.log(lrs_v))
+    down = np.argmin(s) + 1  # the descent: up to the minimum
+    slope = np.diff(s[:down]) / np.diff(np.log(lrs_v[:down]))
     steepest = lrs_v[np.argmin(slope)] if len(slope) else lrs[0]
     minimum = lrs_v[np.argmin(s)] / 10
     lds = [1] * len(s)  # longest strictly decreasing subsequence ending at i
@@ -93,7 +94,7 @@ def test_range_test_matches_numpy_and_stops_early_on_divergence(sgd_test):
     for rule, value in result.suggestions.items():
         assert 1e-4 <= float(value) <= 10.0
         np.testing.assert_allclose(float(value), want[rule], rtol=1e-5, err_msg=rule)
-    assert float(result.suggestion) == float(result.suggestions["valley"])
+    assert float(result.suggestion) == float(result.suggestions["steepest"])
     # Every rule lands below the rate at which the test stopped, where it diverged.
     assert all(float(v) < lrs[stop] for v in result.suggestions.values())
 
@@ -161,14 +162,14 @@ def test_jax_vmap_over_a_hyperparameter_equals_separate_calls():
 
 def test_linear_mode_and_other_rules():
     result = gl.lr_finder(gl.sgd, loss_fn, jnp.zeros(3), BATCHES, min_lr=0.01, max_lr=1.0,
-                          num_steps=30, mode="linear", rule="steepest", smoothing=0.5)  # fmt: skip
+                          num_steps=30, mode="linear", rule="valley", smoothing=0.5)  # fmt: skip
     lrs = np.linspace(0.01, 1.0, 30)
     losses, smoothed, stop = np_range_test(lrs, smoothing=0.5)
     assert int(result.stop_step) == stop
     np.testing.assert_allclose(result.losses[: stop + 1], losses[: stop + 1], rtol=1e-4)
     np.testing.assert_allclose(result.smoothed[: stop + 1], smoothed[: stop + 1], rtol=1e-4)
-    assert float(result.suggestion) == float(result.suggestions["steepest"])
-    assert "steepest" in str(result) and "(chosen)" in str(result)
+    assert float(result.suggestion) == float(result.suggestions["valley"])
+    assert "valley" in str(result) and "valley " in str(result).split("(chosen)")[0][-20:]
 
 
 def test_lr_finder_plot_marks_the_suggestion(sgd_test):

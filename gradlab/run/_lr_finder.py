@@ -40,7 +40,7 @@ from gradlab.run import _grid
 from gradlab.run._common import as_batches, check_loss, check_params
 
 Params = Any
-RULES = ("valley", "steepest", "minimum")
+RULES = ("steepest", "minimum", "valley")
 MODES = ("exp", "linear")
 
 
@@ -57,11 +57,12 @@ class LRFinderResult:
         stop_step: the step at which the smoothed loss exceeded the threshold
             (or the loss turned non-finite); ``num_steps`` if it never did.
             The suggestions use steps ``[0, stop_step)``.
-        suggestions: ``{"valley", "steepest", "minimum"}`` -> learning rate:
+        suggestions: ``{"steepest", "minimum", "valley"}`` -> learning rate:
             ``steepest``: where the smoothed loss falls fastest against
-            ``log(lr)``; ``minimum``: the rate of the lowest smoothed loss,
-            divided by 10; ``valley``: a little past the middle of the longest
-            stretch over which the smoothed loss keeps falling. All within
+            ``log(lr)`` on its way down to its minimum; ``minimum``: the rate
+            of the lowest smoothed loss, divided by 10; ``valley``: a little
+            past the middle of the longest stretch over which the smoothed
+            loss keeps falling. All within
             ``[min_lr, max_lr]``.
         suggestion: the rate of the chosen ``rule``.
         rule: which suggestion is the default (static).
@@ -74,7 +75,7 @@ class LRFinderResult:
     stop_step: jax.Array
     suggestions: dict[str, jax.Array]
     suggestion: jax.Array
-    rule: str = dataclasses.field(default="valley", metadata={"static": True})
+    rule: str = dataclasses.field(default="steepest", metadata={"static": True})
     configs: tuple[tuple[tuple[str, Any], ...], ...] | None = dataclasses.field(
         default=None, metadata={"static": True}
     )
@@ -133,11 +134,13 @@ def _suggestions(lrs, smoothed, stop_step, min_lr, max_lr) -> dict[str, jax.Arra
     # minimum: lr at the lowest smoothed loss, / 10 (fastai's `minimum`).
     minimum = lrs[jnp.argmin(s)] / 10.0
 
-    # steepest: most negative d s / d log(lr), forward differences (fastai's `steep`).
+    # steepest: the most negative forward difference d s / d log(lr) (fastai's
+    # `steep`) on the way down, before the minimum: past it the curve is the
+    # explosion, whose noise can hold steeper drops.
     log_lr = jnp.log(lrs)
     slope = (smoothed[1:] - smoothed[:-1]) / (log_lr[1:] - log_lr[:-1])
-    slope = jnp.where(t[1:] < stop_step, slope, jnp.inf)
-    steepest = lrs[jnp.where(stop_step >= 2, jnp.argmin(slope), 0)]
+    slope = jnp.where(t[1:] <= jnp.argmin(s), slope, jnp.inf)
+    steepest = lrs[jnp.where(jnp.argmin(s) >= 1, jnp.argmin(slope), 0)]
 
     # valley (fastai's `valley`, from ESRI's arcgis.learn): the longest strictly
     # decreasing subsequence of s, of `length` points ending at `end`; with
@@ -214,7 +217,7 @@ def lr_finder(
     mode: str = "exp",
     smoothing: float = 0.98,
     diverge_threshold: float = 4.0,
-    rule: str = "valley",
+    rule: str = "steepest",
     grid: Mapping[str | tuple[str, ...], Sequence[Any]] | Sequence[Mapping[str, Any]] | None = None,
     seed: int = 0,
 ) -> LRFinderResult:
@@ -256,8 +259,13 @@ def lr_finder(
         smoothing: the EMA's ``beta`` in ``[0, 1)``.
         diverge_threshold: stop when the smoothed loss exceeds its minimum by
             this factor (> 1).
-        rule: the default suggestion: ``"valley"`` (fastai's default),
-            ``"steepest"`` or ``"minimum"``.
+        rule: the default suggestion: ``"steepest"`` (Smith's "where the loss
+            falls fastest"), ``"minimum"`` or ``"valley"`` (fastai's default).
+            On the digits MLP of ``python -m gradlab`` (200-step tests) the
+            steepest rule landed within 2x of the best constant rate of a full
+            sweep for SGD, momentum, Adam and RMSprop; minimum/10 within 6x;
+            valley 5-30x below it (the noisy plateau at tiny rates lengthens
+            the decreasing subsequence leftwards).
         grid: optional configurations (see above).
         seed: the data key's seed for ``(step, key) -> batch``.
 
