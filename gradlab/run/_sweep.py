@@ -498,6 +498,8 @@ def sweep(
         hp = {k: v for k, v in hp.items() if k != "seed"}
         return make_optimizer(**{k: v for k, v in static.items() if k != "seed"}, **hp)
 
+    metric_names: list[str] = []  # in eval_fn's order (pytrees sort dict keys)
+
     def probe(static, hp):
         key = jax.random.key(0)
         p = init(key) if init is not None else shared_params
@@ -507,7 +509,7 @@ def sweep(
         loss, grads = jax.value_and_grad(loss_fn)(p, batch)
         tx.update(grads, tx.init(p), p, value=loss)
         if eval_fn is not None:
-            _check_eval(eval_fn(p))
+            metric_names[:] = _check_eval(eval_fn(p))
         return loss
 
     groups = _grid.traceable_groups(configs, probe, "make_optimizer")
@@ -579,6 +581,8 @@ def sweep(
     inverse = np.argsort(np.asarray(order))
     stacked = jax.tree.map(lambda *xs: np.concatenate(xs)[inverse], *pieces)
     final_params, losses, diverged_at, evals = stacked
+    if evals is not None:
+        evals = {k: evals[k] for k in metric_names}
     eval_steps = None
     if eval_fn is not None:
         eval_steps = np.asarray(
@@ -598,14 +602,16 @@ def sweep(
     )
 
 
-def _check_eval(values: Any) -> None:
-    items = values.items() if isinstance(values, Mapping) else [("eval_fn", values)]
+def _check_eval(values: Any) -> list[str]:
+    """The metric names of an ``eval_fn`` output (a scalar is ``"eval"``)."""
+    items = values.items() if isinstance(values, Mapping) else [("eval", values)]
     for name, v in items:
         if jnp.shape(v) != ():
             raise ValueError(
                 f"eval_fn must return a scalar or a dict of scalars, got {name!r} of shape "
                 f"{jnp.shape(v)}"
             )
+    return [name for name, _ in items]
 
 
 def _fit_memory(
