@@ -125,8 +125,8 @@ def sweep(
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
     ax.set_title(f"{n} configurations")
-    if n <= MAX_LEGEND:
-        ax.legend(fontsize="small")
+    if n <= MAX_LEGEND:  # below the panels: labels name every varied hyperparameter
+        fig.legend(loc="outside lower center", ncols=1 if n < 4 else 2, fontsize="small")
 
     diverged = np.asarray(result.diverged) | ~np.isfinite(final)
     finite = final[~diverged]
