@@ -238,16 +238,19 @@ def test_seed_ensemble_varies_init_and_data_order():
 def test_chunks_equal_one_run_and_reuse_one_compiled_program():
     traces = []
 
-    def counted_loss(p, b):
-        traces.append(1)
-        return lsq_loss(p, b)
+    def counted():  # a fresh loss function per sweep, counting its traces
+        def loss(p, b):
+            traces.append(1)
+            return lsq_loss(p, b)
+
+        return loss
 
     make = lambda learning_rate: gl.sgd(learning_rate, momentum=0.5)  # noqa: E731
     grid = {"learning_rate": [0.01, 0.02, 0.05, 0.1, 0.2]}
-    whole = gl.sweep(make, counted_loss, jnp.zeros(5), LSQ_BATCHES, grid, num_steps=STEPS)
+    whole = gl.sweep(make, counted(), jnp.zeros(5), LSQ_BATCHES, grid, num_steps=STEPS)
     traced_whole = len(traces)
     traces.clear()
-    chunked = gl.sweep(make, counted_loss, jnp.zeros(5), LSQ_BATCHES, grid, num_steps=STEPS,
+    chunked = gl.sweep(make, counted(), jnp.zeros(5), LSQ_BATCHES, grid, num_steps=STEPS,
                        chunk_size=2)  # fmt: skip
     np.testing.assert_allclose(chunked.losses, whole.losses, rtol=1e-6)
     np.testing.assert_allclose(chunked.params, whole.params, rtol=1e-5, atol=1e-7)

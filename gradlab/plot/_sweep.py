@@ -28,7 +28,7 @@ def _ema(curves: np.ndarray, beta: float) -> np.ndarray:
 
 def _spans_decades(values: np.ndarray) -> bool:
     finite = values[np.isfinite(values)]
-    return finite.size > 1 and bool(np.all(finite > 0)) and finite.max() / finite.min() >= 100
+    return finite.size > 1 and bool(np.all(finite > 0)) and finite.max() / finite.min() >= 10
 
 
 def _is_numeric(values: list[Any]) -> bool:
@@ -59,10 +59,10 @@ def sweep(
     The first panel draws each configuration's loss history (or the history of
     the eval metric ``metric``); a curve of a diverged configuration ends where
     it diverged. Each further panel puts the final value against one swept
-    hyperparameter (numbers on a log axis when they span two decades or more;
+    hyperparameter (numbers on a log axis when they span a decade or more;
     strings and bools as categories), each point in its configuration's
     colour, with thin lines joining configurations that differ only in that
-    hyperparameter; diverged configurations are marked ``x`` at the top.
+    (numeric) hyperparameter; diverged configurations are marked ``x`` at the top.
 
     Args:
         result: what :func:`gradlab.sweep` returned (``result.where(...)`` or
@@ -70,8 +70,8 @@ def sweep(
         metric: ``"loss"`` or the name of an ``eval_fn`` metric.
         smoothing: EMA factor in ``[0, 1)`` for the curves (bias-corrected;
             mini-batch losses are noisy), 0 for none.
-        log_scale: log value axis; ``None`` picks it when the values span two
-            decades or more.
+        log_scale: log value axis; ``None`` picks it when the values span a
+            decade or more.
 
     Returns:
         The ``matplotlib.figure.Figure``.
@@ -139,14 +139,18 @@ def sweep(
         else:
             categories = list(dict.fromkeys(repr(v) for v in values))
             x = np.asarray([categories.index(repr(v)) for v in values], np.float64)
-            ax.set_xticks(range(len(categories)), [c.strip("'") for c in categories])
+            labels = [c.strip("'") for c in categories]
+            crowded = len(labels) > 4 or max(map(len, labels)) > 10
+            ax.set_xticks(range(len(labels)), labels, rotation=30 if crowded else 0,
+                          ha="right" if crowded else "center")  # fmt: skip
             log_x = False
-        # Thin lines join configurations equal in every other hyperparameter.
+        # Thin lines join configurations equal in every other hyperparameter
+        # (along a numeric axis only: categories have no order to follow).
         others = [k for k in names if k != name]
         lines: dict[str, list[int]] = {}
         for i, c in enumerate(result.configs):
             lines.setdefault(repr([c[k] for k in others]), []).append(i)
-        for members in lines.values():
+        for members in lines.values() if _is_numeric(values) else ():
             ok = [i for i in members if not diverged[i]]
             ok.sort(key=lambda i: x[i])
             if len(ok) > 1:

@@ -194,37 +194,45 @@ def split(configs: list[Config], static_names: frozenset[str] = frozenset()) -> 
     ]
 
 
-def traceable_groups(
-    configs: list[Config], probe: Callable[[Config, Config], Any], what: str
-) -> list[Group]:
-    """Split ``configs`` into groups whose numbers ``probe`` can trace.
+def build_groups(
+    configs: list[Config],
+    build: Callable[[Group], Any],
+    probe: Callable[[Config, Config], Any],
+    what: str,
+) -> list[tuple[Group, Any]]:
+    """Split ``configs`` into groups and ``build(group)`` each (trace and compile).
 
-    ``probe(static, numeric)`` builds and runs one configuration (under
-    ``jax.eval_shape``: nothing is computed). A name whose tracing fails with
-    a concretization error — ``make_optimizer`` needs its value in Python —
-    becomes static, with a warning (each of its values is then compiled
-    separately).
+    Building traces the group's numbers. When that fails with a concretization
+    error — ``make_optimizer`` needs a value in Python — each number of the group
+    is traced alone through ``probe(static, numeric)`` (under ``jax.eval_shape``:
+    nothing is computed) to find the culprits; they become static, with a
+    warning (each of their values is then compiled separately), and the group
+    is split and built again. The common case costs no extra trace.
     """
-    static_names: frozenset[str] = frozenset()
-    while True:
-        groups = split(configs, static_names)
-        needs_value: set[str] = set()
-        for g in groups:
-            try:
-                jax.eval_shape(lambda num, g=g: probe(g.static, num), g.numeric_row(0))
-            except TRACER_ERRORS:
-                needs_value |= _names_needing_values(g, probe)
-                if not needs_value:
-                    raise  # not a hyperparameter's fault: the loss or the data
-        if not needs_value:
-            return groups
+    built: list[tuple[Group, Any]] = []
+    queue = split(configs)
+    while queue:
+        group = queue.pop(0)
+        try:
+            built.append((group, build(group)))
+            continue
+        except TRACER_ERRORS:
+            names = _names_needing_values(group, probe)
+            if not names:
+                raise  # not a hyperparameter's fault: the loss or the data
         warnings.warn(
-            f"{what} needs concrete values of {sorted(needs_value)} (it branches on them in "
+            f"{what} needs concrete values of {sorted(names)} (it branches on them in "
             "Python), so each of their values is compiled separately; write the optimizer "
             "with jnp.where/lax.cond to sweep them in one vmap",
             stacklevel=3,
         )
-        static_names |= needs_value
+        members = [configs[i] for i in group.indices]
+        statics = frozenset(names) | {k for k in group.static}
+        queue = [
+            Group([group.indices[j] for j in sub.indices], sub.static, sub.numeric)
+            for sub in split(members, statics)
+        ] + queue
+    return built
 
 
 def _names_needing_values(group: Group, probe: Callable[[Config, Config], Any]) -> set[str]:

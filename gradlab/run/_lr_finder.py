@@ -168,7 +168,10 @@ def _range_test(
 ):
     """One range test as traceable JAX: ``(losses, smoothed, stop_step)``."""
     grad_fn = jax.value_and_grad(loss_fn)
-    state = make_optimizer(lrs[0], **extra).init(params)
+    tx = make_optimizer(lrs[0], **extra)
+    check_transformation("make_optimizer(learning_rate, ...)", tx)
+    check_loss(jax.eval_shape(loss_fn, params, batches.at(stacked, jnp.int32(0), key)))
+    state = tx.init(params)
     dtype = lrs.dtype
     beta = jnp.asarray(smoothing, dtype)
 
@@ -303,19 +306,14 @@ def lr_finder(
             lrs, losses, smoothed, stop_step, suggestions, suggestions[rule], rule
         )
 
-    def probe(static, numeric):
-        lr = jnp.asarray(min_lr, jnp.result_type(float))
-        tx = make_optimizer(lr, **static, **numeric)
-        check_transformation("make_optimizer(learning_rate, ...)", tx)
+    def probe(static, numeric):  # one step of one configuration, to find untraceable names
+        tx = make_optimizer(jnp.asarray(min_lr, jnp.result_type(float)), **static, **numeric)
         batch = data.at(data.stacked, jnp.int32(0), key)
-        check_loss(loss_fn(params, batch))
         loss, grads = jax.value_and_grad(loss_fn)(params, batch)
         return tx.update(grads, tx.init(params), params, value=loss)
 
     if grid is None:
         _grid.check_names(make_optimizer, "make_optimizer", [], fixed=1)
-        if not is_traced((min_lr, max_lr, params, data.stacked)):
-            jax.eval_shape(lambda: probe({}, {}))  # clear errors before compiling
         return jax.jit(one)({}, min_lr, max_lr, params, data.stacked, key)
 
     configs = _grid.expand(grid)
@@ -327,19 +325,21 @@ def lr_finder(
             )
         except (ValueError, TypeError) as e:
             raise type(e)(f"grid configuration {i} {config}: {e}") from e
-    groups = _grid.traceable_groups(configs, probe, "make_optimizer")
-    pieces, order = [], []
-    for g in groups:
+
+    def run_group(g):
         run = jax.jit(
             jax.vmap(
-                lambda numeric, g=g: one(
+                lambda numeric: one(
                     {**g.static, **numeric}, min_lr, max_lr, params, data.stacked, key
                 ),
                 axis_size=len(g.indices),
             )
         )
-        pieces.append(run({k: jnp.asarray(v) for k, v in g.numeric.items()}))
-        order += g.indices
+        return run({k: jnp.asarray(v) for k, v in g.numeric.items()})
+
+    done = _grid.build_groups(configs, run_group, probe, "make_optimizer")
+    pieces = [result for _, result in done]
+    order = [i for g, _ in done for i in g.indices]
     inverse = np.argsort(np.asarray(order))
     stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs)[inverse], *pieces)
     frozen = tuple(tuple(c.items()) for c in configs)

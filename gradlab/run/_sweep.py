@@ -272,17 +272,21 @@ def _group_program(
     num_steps: int,
     eval_fn: Callable | None,
     eval_every: int,
+    metric_names: list[str],
     notify: Callable | None,
     notify_every: int | None,
 ) -> Callable:
-    """``run(hps, keys, params, data)`` for one group: every argument and output
-    has the configuration axis first (``params`` and ``data`` are shared)."""
+    """``run(hps, seeds, params, data)`` for one group: every argument and output
+    has the configuration axis first (``params`` and ``data`` are shared).
+    Tracing it checks ``loss_fn`` and ``eval_fn`` (scalars) and records the
+    metric names in ``metric_names``."""
     grad_fn = jax.value_and_grad(loss_fn)
     eval_rows = sorted({*range(eval_every - 1, num_steps, eval_every), num_steps - 1})
 
     def step_one(hp, data_key, params, state, alive, step, data, batch):
         if batch is None:  # per-configuration data order (seeds)
             batch = batches.at(data, step, data_key)
+        check_loss(jax.eval_shape(loss_fn, params, batch))  # at trace time: a clear error
         loss, grads = grad_fn(params, batch)
         updates, state = build(hp).update(grads, state, params, value=loss)
         # A non-finite loss ends the configuration: from this step on its params
@@ -297,16 +301,19 @@ def _group_program(
         params = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_params, params)
         return params, state, ok, jnp.where(ok, loss.astype(jnp.float32), jnp.float32(jnp.nan))
 
+    def eval_one(params):
+        values = eval_fn(params)
+        metric_names[:] = _check_eval(values)
+        return values if isinstance(values, Mapping) else {"eval": values}
+
     def evaluate(params, alive):
-        values = jax.vmap(eval_fn)(params)
-        if not isinstance(values, Mapping):
-            values = {"eval": values}
+        values = jax.vmap(eval_one)(params)
         return {
             k: jnp.where(alive, jnp.asarray(v, jnp.float32), jnp.nan) for k, v in values.items()
         }
 
-    def run(hps, keys, params, data):
-        keys = jax.vmap(jax.random.split)(keys)
+    def run(hps, seeds, params, data):
+        keys = jax.vmap(lambda seed: jax.random.split(jax.random.key(seed)))(seeds)
         init_keys, data_keys = keys[:, 0], keys[:, 1]
         size = data_keys.shape[0]
         if init is not None:
@@ -486,45 +493,37 @@ def sweep(
         for s in seeds:
             if isinstance(s, bool) or not isinstance(s, int | np.integer):
                 raise TypeError(f"seeds must be integers, got {s!r}")
+            if not -(2**31) <= s < 2**31:
+                raise ValueError(f"seeds must fit in int32, got {s}")
         configs = [{**c, "seed": int(s)} for c in configs for s in seeds]
     data = as_batches(batches)
     check_params(params)
     init = params if callable(params) else None
     shared_params = None if init is not None else jax.tree.map(jnp.asarray, params)
     per_config_data = seeds is not None and data.takes_key
-    key_seeds = np.asarray([c.get("seed", 0) for c in configs], np.uint32)
+    config_seeds = np.asarray([c.get("seed", 0) for c in configs], np.int32)
 
     def build(static, hp):
         hp = {k: v for k, v in hp.items() if k != "seed"}
         return make_optimizer(**{k: v for k, v in static.items() if k != "seed"}, **hp)
 
-    metric_names: list[str] = []  # in eval_fn's order (pytrees sort dict keys)
-
-    def probe(static, hp):
+    def probe(static, hp):  # one step of one configuration, to find untraceable names
         key = jax.random.key(0)
         p = init(key) if init is not None else shared_params
         tx = build(static, hp)
-        batch = data.at(data.stacked, jnp.int32(0), key)
-        check_loss(loss_fn(p, batch))
-        loss, grads = jax.value_and_grad(loss_fn)(p, batch)
-        tx.update(grads, tx.init(p), p, value=loss)
-        if eval_fn is not None:
-            metric_names[:] = _check_eval(eval_fn(p))
-        return loss
+        loss, grads = jax.value_and_grad(loss_fn)(p, data.at(data.stacked, jnp.int32(0), key))
+        return tx.update(grads, tx.init(p), p, value=loss)
 
-    groups = _grid.traceable_groups(configs, probe, "make_optimizer")
-
-    # Compile every group first: the chunk sizes (and so the progress total)
-    # come from the compiled programs' memory.
-    compile_total = 0.0
-    key_dtype = jax.random.key(0).dtype
+    # Compile every group before running any: the chunk sizes (and so the
+    # progress total) come from the compiled programs' memory.
     report = Progress(progress, num_steps=num_steps, what="sweep")
-    plans = []
-    for g in groups:
+    metric_names: list[str] = []  # in eval_fn's order (pytrees sort dict keys)
+
+    def compile_group(g):
         t0 = time.perf_counter()
         numeric = {k: v for k, v in g.numeric.items() if k != "seed"}
         run = _group_program(
-            build=lambda hp, g=g: build(g.static, hp),
+            build=lambda hp: build(g.static, hp),
             loss_fn=loss_fn,
             init=init,
             batches=data,
@@ -532,15 +531,16 @@ def sweep(
             num_steps=num_steps,
             eval_fn=eval_fn,
             eval_every=eval_every,
+            metric_names=metric_names,
             notify=report.steps_done,
             notify_every=report.block_every,
         )
         jitted = jax.jit(run)
 
-        def compile_for(size, numeric=numeric, jitted=jitted):
+        def compile_for(size):
             hps = {k: jax.ShapeDtypeStruct((size,), v.dtype) for k, v in numeric.items()}
-            keys = jax.ShapeDtypeStruct((size,), key_dtype)
-            return jitted.lower(hps, keys, shared_params, data.stacked).compile()
+            seeds = jax.ShapeDtypeStruct((size,), np.int32)
+            return jitted.lower(hps, seeds, shared_params, data.stacked).compile()
 
         n = len(g.indices)
         if chunk_size is not None:
@@ -548,16 +548,17 @@ def sweep(
             compiled = compile_for(size)
         else:
             size, compiled = _fit_memory(compile_for, compile_for(n), n, memory_limit)
-        seconds = time.perf_counter() - t0
-        compile_total += seconds
-        plans.append((g, numeric, size, compiled, seconds))
+        return numeric, size, compiled, time.perf_counter() - t0
+
+    plans = _grid.build_groups(configs, compile_group, probe, "make_optimizer")
+    compile_total = sum(seconds for _, (_, _, _, seconds) in plans)
 
     order: list[int] = []
     pieces: list[Any] = []
     config_seconds = np.zeros(len(configs))
-    report.start(sum(-(-len(g.indices) // size) for g, _, size, _, _ in plans), compile_total)
+    report.start(sum(-(-len(g.indices) // size) for g, (_, size, _, _) in plans), compile_total)
     try:
-        for g, numeric, size, compiled, group_compile in plans:
+        for g, (numeric, size, compiled, group_compile) in plans:
             n = len(g.indices)
             indices = np.asarray(g.indices)
             for start in range(0, n, size):
@@ -566,9 +567,11 @@ def sweep(
                 rows += [rows[-1]] * (size - count)  # pad: repeat the last configuration
                 report.start_chunk(g.label())
                 t0 = time.perf_counter()
-                hps = {k: jnp.asarray(v[rows]) for k, v in numeric.items()}
-                keys = jax.vmap(jax.random.key)(jnp.asarray(key_seeds[indices[rows]]))
-                out = jax.device_get(compiled(hps, keys, shared_params, data.stacked))
+                # NumPy in, NumPy out: no eager JAX operations (each would compile).
+                hps = {k: v[rows] for k, v in numeric.items()}
+                out = jax.device_get(
+                    compiled(hps, config_seeds[indices[rows]], shared_params, data.stacked)
+                )
                 run_seconds = time.perf_counter() - t0
                 report.end_chunk(f"{count} configs ({g.label()})")
                 pieces.append(jax.tree.map(lambda x, count=count: np.asarray(x)[:count], out))
@@ -598,7 +601,7 @@ def sweep(
         seconds=config_seconds,
         wall_time=time.perf_counter() - t_start,
         compile_time=compile_total,
-        num_groups=len(groups),
+        num_groups=len(plans),
     )
 
 
