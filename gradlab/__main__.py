@@ -2,13 +2,14 @@
 
 Trains a small MLP on scikit-learn's handwritten digits (bundled with
 scikit-learn: no download) across optimizers x learning-rate schedules x
-learning rates with :func:`gradlab.sweep` — configurations that differ only
-in numbers train in one ``vmap``, each optimizer/schedule pair is one
-compiled program. It prints a leaderboard, what the same sweep would cost as
-a loop of single runs (measured on a few, extrapolated), and the lecture's
-"comparison of optimization algorithms" table measured on the sweep instead
-of asserted, and writes PNG plots. ``python -m gradlab lr-find`` runs the
-learning-rate range test on the same model.
+learning rates with :func:`gradlab.sweep`. Configurations that differ only in
+numbers train in one ``vmap`` — the schedules too, whose shapes are numbers
+(warm-up length, final value) — so each optimizer is one compiled program.
+It prints a leaderboard, what the same sweep would cost as a loop of single
+runs (measured on a few, extrapolated), and the lecture's "comparison of
+optimization algorithms" table measured on the sweep instead of asserted,
+and writes PNG plots. ``python -m gradlab lr-find`` runs the learning-rate
+range test on the same model.
 
 Needs the ``examples`` extra: ``pip install -e ".[examples]"`` (scikit-learn,
 tqdm, matplotlib).
@@ -45,11 +46,13 @@ OPTIMIZERS: dict[str, Callable[[Any], gl.GradientTransformation]] = {
     "adamw": lambda lr: gl.adamw(lr, weight_decay=1e-2),
 }
 
-# name -> (peak learning rate, training steps) -> schedule.
-SCHEDULES: dict[str, Callable[[Any, int], Callable]] = {
-    "constant": lambda lr, n: gl.schedules.constant(lr),
-    "cosine": lambda lr, n: gl.schedules.cosine_decay(lr, n),
-    "warmup-cosine": lambda lr, n: gl.schedules.warmup_cosine_decay(0.0, lr, max(n // 10, 1), n),
+# name -> shape of warmup_cosine_decay: (warm-up as a fraction of the steps, final
+# rate as a fraction of the peak). One family, so a schedule is two *numbers*: all
+# schedules of an optimizer train in the same vmap as its learning rates.
+SCHEDULES: dict[str, tuple[float, float]] = {
+    "constant": (0.0, 1.0),  # no warm-up, "decays" from the peak to the peak
+    "cosine": (0.0, 0.0),
+    "warmup-cosine": (0.1, 0.0),
 }
 
 # The lecture's table ("Lecture 8: Loss, Optimization and Scheduling",
@@ -145,10 +148,26 @@ def minibatches(x: jax.Array, y: jax.Array, batch_size: int, seed: int = 0) -> C
     return batch
 
 
-def make_optimizer(optimizer: str, schedule: str, learning_rate: Any, *, num_steps: int):
-    """The optimizer of one configuration: ``OPTIMIZERS[optimizer]`` driven by
-    ``SCHEDULES[schedule]`` peaking at ``learning_rate``."""
-    return OPTIMIZERS[optimizer](SCHEDULES[schedule](learning_rate, num_steps))
+def schedule(
+    learning_rate: Any, warmup_steps: Any, end_factor: Any, num_steps: int
+) -> Callable[[Any], Any]:
+    """Warm-up to ``learning_rate``, then cosine decay to ``end_factor * learning_rate``."""
+    end = end_factor * learning_rate
+    return gl.schedules.warmup_cosine_decay(0.0, learning_rate, warmup_steps, num_steps, end)
+
+
+def schedule_shape(name: str, num_steps: int) -> tuple[int, float]:
+    """``(warmup_steps, end_factor)`` of a named schedule."""
+    warmup, end = SCHEDULES[name]
+    return round(warmup * num_steps), end
+
+
+def make_optimizer(
+    optimizer: str, learning_rate: Any, warmup_steps: Any, end_factor: Any, *, num_steps: int
+) -> gl.GradientTransformation:
+    """The optimizer of one configuration: ``OPTIMIZERS[optimizer]`` driven by a
+    warm-up + cosine schedule peaking at ``learning_rate`` (every number traceable)."""
+    return OPTIMIZERS[optimizer](schedule(learning_rate, warmup_steps, end_factor, num_steps))
 
 
 def train_one(tx: gl.GradientTransformation, params: Any, batches: Callable, num_steps: int):
@@ -213,7 +232,12 @@ def showcase(args: argparse.Namespace) -> None:
     n_params = sum(x.size for x in jax.tree.leaves(params))
     batches = minibatches(data.x_train, data.y_train, args.batch_size, args.seed)
     lrs = np.geomspace(args.lr_min, args.lr_max, args.lrs).tolist()
-    grid = {"optimizer": args.optimizers, "schedule": args.schedules, "learning_rate": lrs}
+    shapes = [schedule_shape(s, args.steps) for s in args.schedules]
+    grid = {
+        "optimizer": args.optimizers,
+        ("warmup_steps", "end_factor"): shapes,  # zipped: one entry per schedule
+        "learning_rate": lrs,
+    }
     n_configs = len(args.optimizers) * len(args.schedules) * len(lrs)
     device = jax.devices()[0]
     print(f"gradlab {gl.__version__} showcase on {device.platform.upper()} ({device.device_kind})")
@@ -228,8 +252,8 @@ def showcase(args: argparse.Namespace) -> None:
     print(
         f"grid:  {len(args.optimizers)} optimizers x {len(args.schedules)} schedules x "
         f"{len(lrs)} learning rates ({lrs[0]:g} .. {lrs[-1]:g}) = {n_configs} configurations, "
-        f"{len(args.optimizers) * len(args.schedules)} compiled groups (one per optimizer and "
-        "schedule; the learning rates of a group train in one vmap)\n"
+        f"{len(args.optimizers)} compiled groups (one per optimizer: its schedules and learning "
+        "rates are numbers, and train in one vmap)\n"
     )
 
     def evaluate(p):
@@ -284,12 +308,18 @@ def _loop_estimate(result, make, params, batches, args, n_configs: int) -> None:
     )
 
 
+def _part(result, args, optimizer: str, schedule_name: str):
+    """The configurations of one optimizer and schedule."""
+    warmup_steps, end_factor = schedule_shape(schedule_name, args.steps)
+    return result.where(optimizer=optimizer, warmup_steps=warmup_steps, end_factor=end_factor)
+
+
 def _leaderboard(result, args) -> None:
     """Best learning rate of each optimizer and schedule (by validation accuracy)."""
     rows = []
     for opt in args.optimizers:
         for sched in args.schedules:
-            part = result.where(optimizer=opt, schedule=sched)
+            part = _part(result, args, opt, sched)
             if not np.any(np.isfinite(part.evals["val_acc"][:, -1])):
                 rows.append((-1.0, [opt, sched, "-", "diverged", "-", "-", "-"]))
                 continue
@@ -314,7 +344,8 @@ def _leaderboard(result, args) -> None:
     header = ["optimizer", "schedule", "best lr", "train loss", "val acc %", "test acc %"]
     header.append("wall s")
     print("\nLeaderboard: the best learning rate of each optimizer and schedule (by validation")
-    print("accuracy); wall s = its group's compile + training time, all its learning rates:")
+    print("accuracy); wall s = compile + training time of that optimizer and schedule, all its")
+    print("learning rates (its share of the optimizer's one compiled program):")
     print(_table(["#", *header], [[str(k), *r] for k, (_, r) in enumerate(rows, 1)]))
 
 
@@ -329,7 +360,7 @@ def _comparison(result, params, args, initial_loss: float) -> None:
     steps = result.eval_steps
     cols, speed, general, memory, spread = [], [], [], [], []
     for opt in args.optimizers:
-        part = result.where(optimizer=opt, schedule=sched)
+        part = _part(result, args, opt, sched)
         train = part.evals["train_loss"]
         cols.append(opt)
         fastest = min(_steps_to(train[i], steps, args.target_loss) for i in range(len(train)))
@@ -359,7 +390,7 @@ def _comparison(result, params, args, initial_loss: float) -> None:
     ]
     print(
         "\nComparison of optimization algorithms (the lecture's table, measured on this sweep: "
-        f"schedule '{sched}', {len(result.where(optimizer=cols[0], schedule=sched).configs)} "
+        f"schedule '{sched}', {len(_part(result, args, cols[0], sched).configs)} "
         "learning rates each; lower is better except accuracy):"
     )
     print(_table(["metric", *cols], rows))
@@ -379,16 +410,17 @@ def _plots(result, make, args, lrs) -> None:
     written = []
 
     sched = args.schedules[0]
-    best = [
-        result.where(optimizer=o, schedule=sched).best("val_acc", mode="max")
-        for o in args.optimizers
-    ]
-    idx = [next(i for i, c in enumerate(result.configs) if c == b.config) for b in best]
+    best = [_part(result, args, o, sched).best("val_acc", mode="max") for o in args.optimizers]
+    # best() indexes its own (sliced) result: find each configuration in the whole one.
+    idx = [next(i for i, c in enumerate(result.configs) if c is b.config or c == b.config)
+           for b in best]  # fmt: skip
     fig = gl.plot.sweep(result.subset(idx), metric="train_loss")
     fig.suptitle(f"training loss of each optimizer at its best learning rate ({sched})")
     written.append(_save(fig, out / "loss_curves.png"))
 
-    fig = gl.plot.sweep(result, metric="test_acc")
+    fig = gl.plot.sweep(
+        result, metric="test_acc", by=["optimizer", "learning_rate"], log_scale=False
+    )
     fig.suptitle("test accuracy: every configuration")
     written.append(_save(fig, out / "sweep_overview.png"))
 
@@ -398,7 +430,7 @@ def _plots(result, make, args, lrs) -> None:
     axes = np.atleast_1d(fig.subplots(1, len(args.schedules), sharey=True))
     for ax, s in zip(axes, args.schedules, strict=True):
         for o in args.optimizers:
-            part = result.where(optimizer=o, schedule=s)
+            part = _part(result, args, o, s)
             acc = part.evals["test_acc"][:, -1]
             ax.plot([c["learning_rate"] for c in part.configs], 100 * acc, "o-", label=o, ms=4)
         ax.set_xscale("log")
@@ -409,7 +441,8 @@ def _plots(result, make, args, lrs) -> None:
     axes[-1].legend(fontsize="small")
     written.append(_save(fig, out / "accuracy_vs_lr.png"))
 
-    fig = gl.plot.schedules({s: SCHEDULES[s](1.0, args.steps) for s in args.schedules}, args.steps)
+    shapes = {s: schedule(1.0, *schedule_shape(s, args.steps), args.steps) for s in args.schedules}
+    fig = gl.plot.schedules(shapes, args.steps)
     fig.axes[0].set_ylabel("learning rate / peak")
     fig.axes[0].set_title("the schedules of the sweep (scaled by each learning rate)")
     written.append(_save(fig, out / "schedules.png"))
@@ -464,8 +497,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "The gradlab showcase: trains a small MLP on scikit-learn's handwritten digits "
             "(bundled with scikit-learn, no download) for every optimizer x learning-rate "
-            "schedule x learning rate with gl.sweep: the learning rates of each optimizer and "
-            "schedule train in one vmapped, compiled computation. Prints a leaderboard, what "
+            "schedule x learning rate with gl.sweep: the schedules and learning rates of each "
+            "optimizer train in one vmapped, compiled computation. Prints a leaderboard, what "
             "the same sweep would cost as a loop of single runs (measured on a few, "
             "extrapolated), and the lecture's 'comparison of optimization algorithms' table "
             "measured on the sweep; writes PNG plots to --out."

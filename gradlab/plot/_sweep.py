@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,7 @@ def sweep(
     metric: str = "loss",
     smoothing: float = 0.0,
     log_scale: bool | None = None,
+    by: Sequence[str] | None = None,
 ) -> Any:
     """Plot a :class:`gradlab.SweepResult`: training curves, one colour per
     configuration, and the final value against each swept hyperparameter.
@@ -72,6 +74,8 @@ def sweep(
             mini-batch losses are noisy), 0 for none.
         log_scale: log value axis; ``None`` picks it when the values span a
             decade or more.
+        by: the hyperparameters to put the final values against, one panel
+            each (default: every swept one that takes more than one value).
 
     Returns:
         The ``matplotlib.figure.Figure``.
@@ -100,7 +104,14 @@ def sweep(
     curves = _ema(curves, float(smoothing))
     n = curves.shape[0]
     names = result.names
-    varied = [k for k in names if len({repr(c[k]) for c in result.configs}) > 1] or names[:1]
+    differ = [k for k in names if len({repr(c[k]) for c in result.configs}) > 1] or names[:1]
+    if by is None:
+        varied = differ
+    else:
+        varied = list(by)
+        unknown = [k for k in varied if k not in names]
+        if unknown:
+            raise ValueError(f"by: {unknown} are not swept names; these are {names}")
     if log_scale is None:
         log_scale = _spans_decades(curves.ravel())
 
@@ -118,7 +129,7 @@ def sweep(
     colors = [cmap(i / max(n - 1, 1)) for i in range(n)]
     ax = axes[0]
     for i in range(n):
-        ax.plot(steps, curves[i], color=colors[i], lw=1.2, label=_label(result.configs[i], varied))
+        ax.plot(steps, curves[i], color=colors[i], lw=1.2, label=_label(result.configs[i], differ))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel + (f" (EMA {smoothing:g})" if smoothing else ""))
     if log_scale:

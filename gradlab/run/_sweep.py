@@ -446,7 +446,7 @@ def sweep(
         ...     num_steps=100,
         ... )
         >>> print(result)          # sorted by final loss
-        >>> result.best().config   # {'learning_rate': 0.1, 'b1': 0.9}
+        >>> result.best().config   # here {'learning_rate': 0.1, 'b1': 0.8}
     """
     t_start = time.perf_counter()
     if not callable(loss_fn):
