@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 
+import jax
 import pytest
 
 import gradlab.__main__ as showcase
@@ -22,24 +23,25 @@ pytest.importorskip("sklearn")
 def test_showcase_sweeps_prints_its_tables_and_writes_plots(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "plots"
+    # One optimizer, two schedules (numbers: one compiled program), two rates.
     showcase.main([
-        "--quick", "--steps", "30", "--optimizers", "sgd,adam", "--schedules", "constant",
+        "--quick", "--steps", "30", "--optimizers", "adam", "--schedules", "constant,cosine",
         "--lrs", "2", "--loop-sample", "1", "--out", str(out), "--no-progress",
     ])  # fmt: skip
     text = capsys.readouterr().out
-    assert "= 4 configurations, 2 compiled groups" in text  # 2 optimizers x 1 schedule x 2 lrs
+    assert "= 4 configurations, 1 compiled groups" in text  # 1 optimizer x 2 schedules x 2 lrs
     assert re.search(r"sweep: 4 configurations x 30 steps in [0-9.]+ s wall", text)
     assert "ESTIMATE: 1 runs measured" in text  # the loop time is labelled as extrapolated
     board = text[text.index("Leaderboard") : text.index("Comparison")]
-    rows = re.findall(r"^\d+\s+(sgd|adam)\s+constant\s+([0-9.e-]+)\s+([0-9.]+)", board, re.M)
-    assert sorted(r[0] for r in rows) == ["adam", "sgd"]
+    rows = re.findall(r"^\d+\s+adam\s+(constant|cosine)\s+([0-9.e-]+)\s+([0-9.]+)", board, re.M)
+    assert sorted(r[0] for r in rows) == ["constant", "cosine"]
     assert all(float(r[1]) in (1e-3, 1.0) for r in rows)
     table = text[text.index("Comparison") :]
     for metric in ("training speed", "generalization", "memory", "lr sensitivity"):
         assert metric in table
-    # State bytes per parameter: plain SGD keeps nothing, Adam two float32 moments.
-    memory = re.search(r"memory: optimizer state, bytes per parameter\s+(\d+)\s+(\d+)", table)
-    assert memory.groups() == ("0", "8")
+    # State bytes per parameter: Adam keeps two float32 moments per parameter.
+    memory = re.search(r"memory: optimizer state, bytes per parameter\s+(\d+)", table)
+    assert memory.group(1) == "8"
     assert "lecture says" in table and "Fastest" in table
     names = {"loss_curves.png", "sweep_overview.png", "accuracy_vs_lr.png", "schedules.png"}
     assert {p.name for p in out.iterdir()} == names
@@ -47,16 +49,24 @@ def test_showcase_sweeps_prints_its_tables_and_writes_plots(tmp_path, capsys):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
 
 
+def test_state_memory_per_parameter_of_each_optimizer():
+    params = showcase.init_mlp(jax.random.key(0), (64, 8, 10))
+    floats = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adam": 2,
+              "adamw": 2}  # fmt: skip
+    for name, n in floats.items():
+        assert showcase.state_bytes_per_param(name, params) == 4 * n, name
+
+
 def test_lr_find_subcommand_prints_every_rule_and_plots(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     showcase.main([
-        "lr-find", "--optimizers", "momentum,adam", "--steps", "40", "--hidden", "16",
+        "lr-find", "--optimizers", "adam", "--steps", "40", "--hidden", "16",
         "--out", str(tmp_path),
     ])  # fmt: skip
     text = capsys.readouterr().out
-    for name in ("optimizer='momentum'", "optimizer='adam'", "valley", "steepest", "minimum"):
+    for name in ("optimizer='adam'", "valley", "steepest", "minimum"):
         assert name in text
-    assert text.count("(chosen)") == 2
+    assert text.count("(chosen)") == 1
     png = tmp_path / "lr_finder.png"
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000
 
