@@ -49,6 +49,8 @@ from jax.flatten_util import ravel_pytree
 
 import gradlab as gl
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/training.py
+
 LR = 1e-3
 PARAM_SCALE = 0.02  # params ~ N(0, 0.02^2): bfloat16 can still resolve a 1e-3 step
 SCHEDULE_ARGS = (0.0, 1e-3, 100, 1000)  # init, peak, warmup_steps, decay_steps
@@ -263,6 +265,34 @@ def make_step(tx, apply_updates, flat: bool = False) -> Callable:
     return step
 
 
+LOOP_STEPS = 50  # steps per scanned call for the in-loop figure
+
+
+def make_loop(tx, apply_updates, flat: bool = False) -> Callable:
+    """``LOOP_STEPS`` steps inside one ``lax.scan``: how ``gl.sweep``, ``minimize``,
+    ``lr_finder`` and scanned training loops run the step. Inside a loop no
+    buffer is passed in or out per step, so this is the step's own cost.
+
+    The gradient changes every step (scaled by ``1 + 1e-4 k``), as in training,
+    so nothing derived from it (a packed copy, a norm) can be hoisted out of
+    the loop; every implementation pays the same one multiply per element.
+    """
+
+    def loop(params, state, grads):
+        def body(carry, k):
+            params, state = carry
+            g = jax.tree.map(lambda x: x * (1.0 + 1e-4 * k).astype(x.dtype), grads)
+            if flat:
+                g = ravel_pytree(g)[0]
+            updates, state = tx.update(g, state, params)
+            return (apply_updates(params, updates), state), None
+
+        steps = jnp.arange(LOOP_STEPS, dtype=jnp.float32)
+        return jax.lax.scan(body, (params, state), steps)[0]
+
+    return loop
+
+
 def min_bytes(opt: Opt, params, state_struct) -> int:
     """Minimal traffic: read+write params and every state buffer, read grads."""
     p = tree_bytes(params)
@@ -293,6 +323,13 @@ class Runner:
         dt = time.perf_counter() - t0
         self.carry = out
         return dt
+
+
+class LoopRunner(Runner):
+    """A jitted scanned loop of ``LOOP_STEPS`` steps; ``step()`` returns seconds per step."""
+
+    def step(self) -> float:
+        return super().step() / LOOP_STEPS
 
 
 def timed_compile(fn: Callable, donate: tuple[int, ...], args: tuple):
@@ -436,6 +473,14 @@ def compile_all(opt: Opt, impls: list[str], params0, grads, cfg: Config, start: 
         compiles[impl].append(seconds)
         notes[impl] = caught
         runners[impl] = Runner(jitted, (params, state), (grads,))
+    for impl in impls[k:] + impls[:k]:
+        tx, apply = transformation(impl, opt)
+        params = as_impl_params(impl, jax.tree.map(jnp.copy, params0))
+        state = tx.init(params)
+        loop = make_loop(tx, apply, impl == "gradlab+flat")
+        jitted, seconds, caught = timed_compile(loop, (0, 1), (params, state, grads))
+        compiles[f"{impl} loop"] = [seconds]
+        runners[f"{impl} loop"] = LoopRunner(jitted, (params, state), (grads,))
     for rep in range(1, cfg.compile_reps):
         k = (start + rep) % len(impls)
         for impl in impls[k:] + impls[:k]:
@@ -443,7 +488,7 @@ def compile_all(opt: Opt, impls: list[str], params0, grads, cfg: Config, start: 
             args = (*runners[impl].carry, grads)
             step = make_step(tx, apply, impl == "gradlab+flat")
             compiles[impl].append(timed_compile(step, (0, 1), args)[1])
-    return {impl: runners[impl] for impl in impls}, compiles, notes
+    return runners, compiles, notes
 
 
 def run_opt(
@@ -453,6 +498,9 @@ def run_opt(
     runners, compiles, notes = compile_all(opt, impls, params0, grads, cfg, start)
     # The first call (warm-up) is step 1 of the numerical check.
     estimate = {name: [r.step() for _ in range(cfg.check_steps)][-1] for name, r in runners.items()}
+    for name in runners:  # a scanned call is LOOP_STEPS steps: fewer calls per round
+        if name.endswith(" loop"):
+            estimate[name] *= LOOP_STEPS
     reference = "optax" if "optax" in runners else impls[0]
     ref_params = as_tree(reference, runners[reference].carry[0], params0)
     checks = {
@@ -481,6 +529,7 @@ def run_opt(
             transformation(impl if impl == "optax" else "gradlab", opt)[0].init, params0
         )
         t = times[impl]
+        loop_t = times[f"{impl} loop"]
         q1, _, q3 = statistics.quantiles(t, n=4) if len(t) > 1 else (t[0], t[0], t[0])
         rows.append(
             {
@@ -491,6 +540,9 @@ def run_opt(
                 "n_leaves": case.n_leaves,
                 "dtype": case.dtype_name,
                 "step_ms": 1e3 * statistics.median(t),
+                "loop_ms": 1e3 * statistics.median(loop_t),
+                "loop_min_ms": 1e3 * min(loop_t),
+                "loop_compile_s": compiles[f"{impl} loop"][0],
                 "iqr_pct": 100 * (q3 - q1) / statistics.median(t),
                 "min_ms": 1e3 * min(t),
                 "n_samples": len(t),
@@ -521,6 +573,7 @@ def finish_rows(rows: list[dict], ceiling_s: float, n: int) -> None:
         base = by_key.get((r["opt"], "optax"))
         if base is not None and r["impl"] != "optax":
             r["step_ratio"] = r["step_ms"] / base["step_ms"]
+            r["loop_ratio"] = r["loop_ms"] / base["loop_ms"]
             r["compile_ratio"] = r["compile_s"] / base["compile_s"]
 
 
@@ -611,6 +664,8 @@ COLUMNS = (
     ("%ceil", ">6", lambda r: f"{r['pct_ceiling']:.0f}%"),
     ("compile s", ">9", lambda r: f"{r['compile_s']:.2f}"),
     ("step x", ">6", lambda r: f"{r['step_ratio']:.2f}" if "step_ratio" in r else ""),
+    ("loop ms", ">8", lambda r: f"{r['loop_ms']:.3f}"),
+    ("loop x", ">6", lambda r: f"{r['loop_ratio']:.2f}" if "loop_ratio" in r else ""),
     ("compile x", ">9", lambda r: f"{r['compile_ratio']:.2f}" if "compile_ratio" in r else ""),
     ("max|diff|", ">10", lambda r: "" if r["impl"] == r["reference"] else _diff(r)),
 )
@@ -647,11 +702,15 @@ def summary(rows: list[dict]) -> list[str]:
         if not mine:
             continue
         step = math.exp(statistics.fmean(math.log(r["step_ratio"]) for r in mine))
+        loop = math.exp(statistics.fmean(math.log(r["loop_ratio"]) for r in mine))
         comp = math.exp(statistics.fmean(math.log(r["compile_ratio"]) for r in mine))
         slow = max(mine, key=lambda r: r["step_ratio"])
+        slow_loop = max(mine, key=lambda r: r["loop_ratio"])
         lines.append(
-            f"{impl}/optax geometric mean over {len(mine)} rows: step {step:.2f}, compile {comp:.2f}; "
-            f"worst step ratio {slow['step_ratio']:.2f} ({slow['case']} {slow['opt']})"
+            f"{impl}/optax geometric mean over {len(mine)} rows: step {step:.2f}, in-loop {loop:.2f}, "
+            f"compile {comp:.2f}; worst step ratio {slow['step_ratio']:.2f} ({slow['case']} "
+            f"{slow['opt']}), worst in-loop ratio {slow_loop['loop_ratio']:.2f} "
+            f"({slow_loop['case']} {slow_loop['opt']})"
         )
     return lines
 
@@ -691,6 +750,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="override the number of interleaved rounds")
     parser.add_argument(
         "--compile-reps", type=int, help="override the number of cold compiles per implementation"
+    )
+    parser.add_argument(
+        "--no-training",
+        action="store_true",
+        help="skip the last table: a full training step of two small models (benchmarks/training.py)",
     )
     parser.add_argument("--json", metavar="PATH", help="write machine info and all rows to PATH")
     return parser.parse_args(argv)
@@ -750,6 +814,18 @@ def main(argv: list[str] | None = None) -> int:
         infos.append(info)
         print(format_case(info, rows), flush=True)
 
+    training_rows = []
+    if not args.no_training:
+        import training  # benchmarks/training.py, next to this file
+
+        print()
+        print(
+            f"full training step (dispatched; in-loop = lax.scan over {training.LOOP} batches, "
+            "per step; grad-only = forward+backward without the optimizer, in-loop):"
+        )
+        training_rows = training.run(quick=args.quick)
+        print(training.format_rows(training_rows), flush=True)
+
     elapsed = time.perf_counter() - started
     print()
     for line in summary(all_rows):
@@ -774,6 +850,7 @@ def main(argv: list[str] | None = None) -> int:
             "impls": impls,
             "cases": infos,
             "rows": all_rows,
+            "training_rows": training_rows,
             "elapsed_s": elapsed,
         }
         Path(args.json).write_text(json.dumps(payload, indent=1))

@@ -20,6 +20,7 @@ from gradlab._core import (
     per_leaf,
 )
 from gradlab._packing import Packed, PackedState, packed
+from gradlab._sharding import state_shardings
 from gradlab.blocks import (
     AddNoiseState,
     EmaState,
@@ -45,9 +46,31 @@ from gradlab.blocks import (
     trace,
     zero_nans,
 )
-from gradlab.optimizers import adagrad, adam, adamw, rmsprop, sgd
-from gradlab.run._lr_finder import LRFinderResult, lr_finder
-from gradlab.run._sweep import SweepBest, SweepResult, sweep
+from gradlab.optimizers import (
+    BacktrackingLinesearchState,
+    LinesearchInfo,
+    ScaleByLbfgsState,
+    ZoomLinesearchState,
+    adagrad,
+    adam,
+    adamw,
+    lbfgs,
+    rmsprop,
+    scale_by_backtracking_linesearch,
+    scale_by_lbfgs,
+    scale_by_zoom_linesearch,
+    sgd,
+    value_and_grad_from_state,
+)
+from gradlab.run import (
+    LRFinderResult,
+    MinimizeResult,
+    SweepBest,
+    SweepResult,
+    lr_finder,
+    minimize,
+    sweep,
+)
 
 __version__ = "0.1.0"
 
@@ -57,13 +80,17 @@ __all__ = [
     "ELEMENTWISE",
     "PER_LEAF",
     "AddNoiseState",
+    "BacktrackingLinesearchState",
     "EmaState",
     "EmptyState",
     "GradientTransformation",
     "LRFinderResult",
+    "LinesearchInfo",
+    "MinimizeResult",
     "Packed",
     "PackedState",
     "ScaleByAdamState",
+    "ScaleByLbfgsState",
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScaleByScheduleState",
@@ -71,6 +98,7 @@ __all__ = [
     "SweepResult",
     "TraceState",
     "ZeroNansState",
+    "ZoomLinesearchState",
     "adagrad",
     "adam",
     "adamw",
@@ -84,22 +112,29 @@ __all__ = [
     "ema",
     "identity",
     "keep_params_nonnegative",
+    "lbfgs",
     "losses",
     "lr_finder",
+    "minimize",
     "packed",
     "per_leaf",
     "plot",
     "rmsprop",
     "scale",
     "scale_by_adam",
+    "scale_by_backtracking_linesearch",
+    "scale_by_lbfgs",
     "scale_by_learning_rate",
     "scale_by_rms",
     "scale_by_rss",
     "scale_by_schedule",
+    "scale_by_zoom_linesearch",
     "schedules",
     "sgd",
+    "state_shardings",
     "sweep",
     "trace",
+    "value_and_grad_from_state",
     "zero_nans",
 ]
 

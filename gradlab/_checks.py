@@ -1,6 +1,6 @@
 """Argument validation shared by every gradlab constructor.
 
-The rule (../shared/API.md §1): *concrete* bad hyperparameters raise at
+The rule: *concrete* bad hyperparameters raise at
 construction with the argument's name and value; *traced* values (inside
 ``jit``/``vmap``) are never inspected, so sweeps over hyperparameters work.
 Schedules (callables) are validated by the schedule itself, not here.

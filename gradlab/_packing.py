@@ -51,6 +51,7 @@ import numpy as np
 from gradlab import _masks, _tree
 from gradlab._checks import (
     check_int,
+    check_same_shapes,
     check_same_structure,
     check_transformation,
     short_structure,
@@ -117,7 +118,7 @@ class Layout:
         packable = [
             int(np.prod(jnp.shape(x), dtype=np.int64)) <= max_leaf_size
             and jnp.issubdtype(jnp.result_type(x), jnp.inexact)
-            and not _tree.is_partitioned(x)
+            and not _tree.may_be_partitioned(x)
             for x in leaves
         ]
         return cls(params, packable)
@@ -157,7 +158,7 @@ class Layout:
             if leaf.dtype != self.group_dtypes[key]:  # a per-leaf member's output
                 leaf = jax.lax.convert_element_type(leaf, self.group_dtypes[key])
             parts[key].append(jax.lax.reshape(leaf, (size,)))
-        buffers = {k: v[0] if len(v) == 1 else jax.lax.concatenate(v, 0) for k, v in parts.items()}
+        buffers = {k: _concatenate(v) for k, v in parts.items()}
         return Packed(buffers, tuple(loose))
 
     def unpack(self, packed: Packed, offsets: tuple[jax.Array, ...] | None = None) -> Any:
@@ -226,6 +227,29 @@ class Layout:
                     np.concatenate(v) if static else jnp.concatenate([jnp.asarray(x) for x in v])
                 )
         return Packed(buffers, tuple(loose))
+
+
+_CONCAT_FANIN = 32
+
+
+def _concatenate(parts: list[jax.Array]) -> jax.Array:
+    """``concatenate(parts)`` as a tree of concatenations of at most 32 parts.
+
+    XLA:CPU fuses one concatenation of a thousand operands (with their
+    producers) into a single loop that looks up each element's operand: in a
+    training loop, where the gradient is packed anew every step, that costs
+    more than the optimizer's arithmetic (and seconds of compile). Chunks of
+    32, kept apart by an optimization barrier so XLA does not fuse them back
+    into one, concatenate at memory speed.
+    """
+    while len(parts) > 1:
+        parts = [
+            chunk[0] if len(chunk) == 1 else jax.lax.concatenate(chunk, 0)
+            for chunk in (parts[i : i + _CONCAT_FANIN] for i in range(0, len(parts), _CONCAT_FANIN))
+        ]
+        if len(parts) > 1:
+            parts = list(jax.lax.optimization_barrier(parts))
+    return parts[0]
 
 
 def _describe(tx: Any) -> str:
@@ -307,12 +331,14 @@ def _state_buffers(state: Any) -> dict[str, tuple[int, ...]]:
     return {k: tuple(sorted(v)) for k, v in found.items()}
 
 
-def _explain_dtype_mismatch(layout: Layout, inner: Any) -> None:
-    """Without params, the gradient's dtypes decide the buffers: if they differ
-    from the params' (the state's buffers), say so in the user's terms."""
+def _explain_mismatch(layout: Layout, inner: Any) -> None:
+    """Without params, the gradient alone decides the buffers: if they differ
+    from the state's (built from the params), say so in the user's terms."""
     state_groups = _state_buffers(inner)
     grad_groups = {k: ((n,),) for k, n in layout.group_sizes.items()}
-    if state_groups and not set(grad_groups) <= set(state_groups):
+    if not state_groups or grad_groups == state_groups:
+        return
+    if not set(grad_groups) <= set(state_groups):
         raise TypeError(
             "packed: the gradient's dtypes differ from the params' the state was built for: "
             f"the gradient packs into {sorted(grad_groups)} buffers, the state holds "
@@ -320,6 +346,11 @@ def _explain_dtype_mismatch(layout: Layout, inner: Any) -> None:
             "float32 gradients of bfloat16 params: cast them), or pass params to update "
             "to be told which leaf differs."
         ) from None
+    raise ValueError(
+        "packed: the gradient's leaves add up to other buffer sizes than the params' the "
+        f"state was built for (gradient: {grad_groups}, state: {state_groups}): a gradient "
+        "leaf has another shape than its param. Pass params to update to be told which."
+    ) from None
 
 
 def _keeps_array_state(transform: GradientTransformation, params: Any) -> bool:
@@ -369,7 +400,8 @@ def packed(
     def update(updates, state, params=None, **extra):
         updates = _tree.as_updates(updates)
         if params is not None:
-            check_same_structure(params, updates, "params", "updates")
+            check_same_structure(params, updates, "params", "gradient")
+            check_same_shapes(params, updates, "params", "gradient")
         layout = Layout.of_state(updates, state.offsets)
         if not layout.packs_anything:  # nothing was packed at init
             new_updates, inner = call_update(transform, updates, state.inner, params, extra)
@@ -386,7 +418,7 @@ def packed(
             )
         except (ValueError, TypeError):
             if params is None:
-                _explain_dtype_mismatch(layout, state.inner)
+                _explain_mismatch(layout, state.inner)
             raise
         return layout.unpack(new_updates, offsets), PackedState(inner, state.offsets)
 

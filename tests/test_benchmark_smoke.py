@@ -24,11 +24,21 @@ def test_benchmark_runs_one_small_case_and_every_impl_matches_optax(tmp_path, ca
     spec.loader.exec_module(run)
     out = tmp_path / "bench.json"
     args = ["--quick", "--cases", "small250-f32", "--opts", "adam,chain"]
-    args += ["--rounds", "1", "--compile-reps", "1", "--json", str(out)]
+    args += ["--rounds", "1", "--compile-reps", "1", "--no-training", "--json", str(out)]
     with jax.numpy_dtype_promotion("standard"):  # Optax is not strict-promotion clean
         assert run.main(args) == 0, capsys.readouterr().out
     rows = json.loads(out.read_text())["rows"]
     impls = {r["impl"] for r in rows}
     assert {"gradlab", "gradlab+packed", "gradlab+flat", "optax"} <= impls
     assert all(r["check_ok"] for r in rows)
-    assert all(r["step_ms"] > 0 for r in rows)
+    assert all(r["step_ms"] > 0 and r["loop_ms"] > 0 for r in rows)
+
+
+def test_training_benchmark_times_every_implementation_on_the_digits_mlp():
+    sys.path.insert(0, str(RUN.parent))
+    import training
+
+    with jax.numpy_dtype_promotion("standard"):
+        rows = training.time_problem("digits-mlp", calls=1, opts=("adam",))
+    assert {r["impl"] for r in rows} == {"gradlab", "gradlab+packed", "optax"}
+    assert all(r["step_ms"] > 0 and r["loop_ms"] > 0 and 0 <= r["opt_share"] < 1 for r in rows)

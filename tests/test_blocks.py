@@ -157,6 +157,92 @@ def test_adam_mu_dtype_bfloat16_stores_first_moment_in_bfloat16():
         np.testing.assert_allclose(np.stack(outs), want, rtol=2e-2, atol=2e-2 * abs(scale))
 
 
+def _bf16(x):
+    """Round to bfloat16 and back: what a bfloat16 state leaf stores."""
+    return np.asarray(np.asarray(x, np.float64).astype(jnp.bfloat16), np.float64)
+
+
+def _stored_state_reference(name, gs, stored):
+    """Outputs of ``name`` for gradients ``gs`` (float64), the state rounded by
+    ``stored`` after each step (``_bf16``: as stored; identity: unrounded)."""
+    outs = []
+    v = m = np.zeros_like(gs[0])
+    if name == "rss":
+        v = stored(np.full_like(gs[0], 0.1))
+    for t, g in enumerate(gs, start=1):
+        if name == "trace":
+            v = stored(0.9 * v + g)
+            outs.append(v)
+        elif name == "ema":
+            v = stored(0.8 * v + 0.2 * g)
+            outs.append(v / (1 - 0.8**t))
+        elif name in ("adam", "adam_mu"):
+            m = stored(0.9 * m + 0.1 * g)
+            v = (stored if name == "adam" else (lambda x: x))(0.99 * v + 0.01 * g * g)
+            outs.append((m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.99**t)) + 1e-8))
+        elif name == "rms":
+            v = stored(0.9 * v + 0.1 * g * g)
+            outs.append(g / (np.sqrt(v) + 1e-8))
+        elif name == "rms_centered":
+            v, m = stored(0.9 * v + 0.1 * g * g), stored(0.9 * m + 0.1 * g)
+            outs.append(g / (np.sqrt(np.maximum(v - m * m, 0)) + 1e-8))
+        elif name == "rss":
+            v = stored(v + g * g)
+            outs.append(g / (np.sqrt(v) + 1e-7))
+    return np.stack(outs)
+
+
+# name: (block, dtype of the params it is initialised with)
+STORED_STATE_BLOCKS = {
+    "trace": (lambda: gl.trace(0.9, accumulator_dtype=jnp.bfloat16), jnp.float32),
+    "ema": (lambda: gl.ema(0.8, accumulator_dtype=jnp.bfloat16), jnp.float32),
+    "adam": (lambda: gl.scale_by_adam(0.9, 0.99), jnp.bfloat16),  # m and v in bfloat16
+    "adam_mu": (lambda: gl.scale_by_adam(0.9, 0.99, mu_dtype=jnp.bfloat16), jnp.float32),
+    "rms": (lambda: gl.scale_by_rms(0.9), jnp.bfloat16),
+    "rms_centered": (lambda: gl.scale_by_rms(0.9, centered=True), jnp.bfloat16),
+    "rss": (lambda: gl.scale_by_rss(0.1), jnp.bfloat16),
+}
+
+
+@pytest.mark.parametrize("name", STORED_STATE_BLOCKS)
+def test_every_stateful_block_reads_its_state_as_stored(name, run_mode):
+    # torch updates low-precision state in place and steps with it; gradlab's
+    # blocks compute their output from the state as stored (rounded), not from
+    # the unrounded float32 value. float32 gradients, bfloat16 state.
+    make, param_dtype = STORED_STATE_BLOCKS[name]
+    gs = np.random.default_rng(5).normal(0, 1, (4, 6)).astype(np.float32)
+    tx = make()
+
+    def run(gs):
+        state, outs = tx.init(jnp.zeros(6, param_dtype)), []
+        for g in gs:
+            out, state = tx.update(g, state)
+            outs.append(out)
+        return jnp.stack(outs)
+
+    got = np.asarray(run_mode(run)(jnp.asarray(gs)), np.float64)
+    as_stored = _stored_state_reference(name, gs.astype(np.float64), _bf16)
+    unrounded = _stored_state_reference(name, gs.astype(np.float64), lambda x: x)
+    np.testing.assert_allclose(got, as_stored, rtol=2e-6, atol=1e-6)
+    # ... and the test can tell the two apart:
+    assert not np.allclose(as_stored, unrounded, rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("max_norm", [2.6, 3.0, 4.9])
+def test_clip_by_global_norm_between_max_norm_and_twice_max_norm(max_norm, run_mode):
+    # norm 5: every max_norm here lies in (norm/2, norm), where a factor of
+    # max/(2 norm), or a clip only above 2*max_norm, would go unnoticed by the
+    # cases far above or below the limit.
+    updates = {"a": jnp.array([3.0, 0.0]), "b": jnp.array([[0.0, 4.0]])}
+    tx = gl.clip_by_global_norm(max_norm)
+    out, _ = run_mode(tx.update)(updates, tx.init(updates))
+    want = ref.clip_by_global_norm([np.array([3.0, 0.0]), np.array([[0.0, 4.0]])], max_norm)
+    np.testing.assert_allclose(out["a"], want[0], rtol=1e-6)
+    np.testing.assert_allclose(out["b"], want[1], rtol=1e-6)
+    norm = np.sqrt(sum(np.sum(np.square(x)) for x in jax.tree.leaves(out)))
+    np.testing.assert_allclose(norm, max_norm, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "make",
     [lambda d: gl.trace(0.9, accumulator_dtype=d), lambda d: gl.ema(0.9, accumulator_dtype=d)],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, NamedTuple
 
 import cases
@@ -151,14 +152,20 @@ def test_chain_forwards_keyword_extras_to_every_member(run_mode):
         np.testing.assert_allclose(out[k], first + 3.0, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", list(ALL_TRANSFORMS), ids=str)
-def test_transforms_ignore_extras_they_do_not_use(name):
+def first_step(name: str, **extra) -> tuple[Any, Any, Any]:
+    """``(state, updates, new_state)`` of one step of ``ALL_TRANSFORMS[name]``."""
     params, grads = params_and_grads()
     tx = ALL_TRANSFORMS[name]()
     state = tx.init(params)
-    plain, plain_state = tx.update(grads, state, params)
+    return (state, *tx.update(grads, state, params, **extra))
+
+
+@pytest.mark.parametrize("name", list(ALL_TRANSFORMS), ids=str)
+def test_transforms_ignore_extras_they_do_not_use(name):
+    _, plain, plain_state = first_step(name)
+    grads = params_and_grads()[1]
     extras = dict(value=jnp.float32(1.0), grad=grads, value_fn=lambda p: 0.0, unknown="x")
-    out, new_state = tx.update(grads, state, params, **extras)
+    _, out, new_state = first_step(name, **extras)
     chex.assert_trees_all_equal(out, plain)
     chex.assert_trees_all_equal(new_state, plain_state)
 
@@ -371,10 +378,7 @@ def test_gradient_tree_mismatch_raises_value_error_naming_both_structures(name, 
 
 @pytest.mark.parametrize("name", list(ALL_TRANSFORMS), ids=str)
 def test_state_is_a_pytree_of_arrays_only(name):
-    params, grads = params_and_grads()
-    tx = ALL_TRANSFORMS[name]()
-    state = tx.init(params)
-    _, new_state = tx.update(grads, state, params)
+    state, _, new_state = first_step(name)
     for s in (state, new_state):
         # Python scalars, callables and strings would show up as non-array leaves.
         for leaf in jax.tree.leaves(s):
@@ -598,10 +602,87 @@ def test_traced_hyperparameters_are_not_validated(build, valid, invalid):
     assert all(x.shape[0] == 2 and np.all(np.isfinite(x)) for x in jax.tree.leaves(out))
 
 
-def test_apply_updates_handles_integer_params_and_keeps_their_dtype():
+def test_apply_updates_adds_integer_updates_to_integer_params_exactly():
     params = {"steps": jnp.arange(3, dtype=jnp.int32), "w": jnp.ones(2, jnp.bfloat16)}
     updates = {"steps": jnp.ones(3, jnp.int32), "w": jnp.full(2, 0.25, jnp.float32)}
     out = gl.apply_updates(params, updates)
     np.testing.assert_array_equal(out["steps"], np.array([1, 2, 3]))
     assert out["steps"].dtype == jnp.int32 and out["w"].dtype == jnp.bfloat16
     np.testing.assert_array_equal(np.asarray(out["w"], np.float32), np.full(2, 1.25))
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.int8, jnp.uint8, jnp.bool_])
+def test_apply_updates_refuses_a_float_update_on_an_integer_param(dtype, run_mode):
+    # [0, 5, 5] + [0.6, -0.4, 1.9] used to give [0, 5, 6] (int32: "wider" chosen
+    # by item size) or [0, 4, 6] (int8): updates silently lost either way.
+    params = {"ok": jnp.zeros(2), "n": jnp.array([0, 5, 5]).astype(dtype)}
+    updates = {"ok": jnp.ones(2), "n": jnp.array([0.6, -0.4, 1.9])}
+    with pytest.raises(TypeError, match=r"\['n'\].*" + jnp.dtype(dtype).name):
+        run_mode(gl.apply_updates)(params, updates)
+
+
+def test_apply_updates_follows_jax_promotion_for_mixed_float_dtypes():
+    # float16 + bfloat16 promote to float32 (JAX's lattice), not to float16 by item size:
+    # a bfloat16 update of 1e5 would be inf in float16 before the add.
+    params = {"p": jnp.array([-60_000.0], jnp.float16)}
+    updates = {"p": jnp.array([1e5], jnp.bfloat16)}
+    out = gl.apply_updates(params, updates)["p"]
+    want = np.float16(np.float32(np.float16(-60_000.0)) + np.float32(jnp.bfloat16(1e5)))
+    assert out.dtype == jnp.float16 and out[0] == want
+
+
+@pytest.mark.parametrize("make", [lambda: gl.adam(0.1), lambda: gl.sgd(0.1, momentum=0.9),
+                                  lambda: gl.rmsprop(0.1), lambda: gl.adagrad(0.1)],
+                         ids=["adam", "sgd_momentum", "rmsprop", "adagrad"])  # fmt: skip
+def test_integer_params_are_refused_at_init_and_python_numbers_are_floats(make):
+    with pytest.raises(TypeError, match=r"\['b'\].*int32"):
+        make().init({"a": jnp.ones(2), "b": jnp.arange(3)})
+    # Python numbers are taken as floats, as Optax does: float state, a float step.
+    params = {"a": 1, "b": 2}
+    tx = make()
+    state = tx.init(params)
+    assert all(jnp.issubdtype(x.dtype, jnp.floating) for x in jax.tree.leaves(state)
+               if jnp.ndim(x) == 0 and x.dtype != jnp.int32)  # fmt: skip
+    updates, _ = tx.update({"a": 1.0, "b": -1.0}, state, params)
+    new = gl.apply_updates(params, updates)
+    assert new["a"] < 1 and new["b"] > 2 and jnp.issubdtype(new["a"].dtype, jnp.floating)
+
+
+WRONG_SHAPE = {
+    "sgd": lambda: gl.sgd(0.1),
+    "sgd_momentum": lambda: gl.sgd(0.1, momentum=0.9),
+    "adam": lambda: gl.adam(0.1),
+    "adamw": lambda: gl.adamw(0.1),
+    "packed_adam": lambda: gl.packed(gl.adam(0.1)),
+}
+
+
+@pytest.mark.parametrize("name", WRONG_SHAPE)
+@pytest.mark.parametrize("bad", [(3,), (4,)], ids=["broadcasts", "incompatible"])
+def test_a_gradient_leaf_of_the_wrong_shape_names_the_leaf_and_both_shapes(name, bad, run_mode):
+    # (3,) for a scalar bias used to broadcast silently, changing the shapes of
+    # params and state; (4,) for a (3,) weight gave an unlabelled JAX error.
+    params = {"w": jnp.ones(3), "bias": jnp.zeros(())}
+    grads = {"w": jnp.ones(3), "bias": jnp.ones(bad)}
+    tx = WRONG_SHAPE[name]()
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return gl.apply_updates(params, updates), state
+
+    with pytest.raises(ValueError, match=rf"\['bias'\].*{re.escape(str(bad))}.*\(\)"):
+        run_mode(step)(params, tx.init(params), grads)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_concrete_16_bit_hyperparameters_are_accepted_like_traced_ones(dtype):
+    lr = jnp.array(0.125, dtype)  # exact in both formats
+    params = {"w": jnp.ones(3)}
+    grads = {"w": jnp.full(3, 2.0)}
+    tx = gl.sgd(lr, momentum=np.asarray(0.5, dtype))
+    concrete, _ = tx.update(grads, tx.init(params))
+    traced = jax.jit(lambda lr: gl.sgd(lr).update(grads, gl.sgd(0.1).init(params))[0])(lr)
+    np.testing.assert_array_equal(concrete["w"], traced["w"])
+    np.testing.assert_array_equal(traced["w"], np.full(3, -0.25))
+    with pytest.raises(ValueError, match="learning_rate"):
+        gl.sgd(jnp.array(-0.125, dtype))

@@ -866,3 +866,43 @@ def test_absolute_error_and_l1_penalty_have_zero_gradient_at_zero():
     np.testing.assert_array_equal(
         np.asarray(L.absolute_error(y, jnp.zeros(3, jnp.bfloat16)), np.float32), [0.5, 0.0, 1.5]
     )
+
+
+# ============================================================================ label gradients
+
+# Soft labels, learned label smoothing and distillation differentiate the loss
+# with respect to the labels: d/dy [-sum y log p] = -log p, zero labels
+# included (a `where(y == 0, 0, ...)` used to give 0 there). References: the
+# formula, Optax and torch.
+_LOGITS = np.array([[1.0, -2.0, 0.5, 3.0], [0.2, 0.1, -0.3, 0.0]], np.float32)
+_SOFT = np.array([[0.0, 0.2, 0.0, 0.8], [0.5, 0.0, 0.5, 0.0]], np.float32)
+
+
+def test_softmax_cross_entropy_gradient_wrt_labels_is_minus_log_softmax():
+    grad = jax.grad(lambda y: L.softmax_cross_entropy(_LOGITS, y).sum())(jnp.asarray(_SOFT))
+    want = -scipy.special.log_softmax(_LOGITS.astype(np.float64), axis=-1)
+    np.testing.assert_allclose(grad, want, rtol=1e-6)
+    with jax.numpy_dtype_promotion("standard"):
+        theirs = jax.grad(lambda y: optax.losses.softmax_cross_entropy(_LOGITS, y).sum())(_SOFT)
+    np.testing.assert_allclose(grad, theirs, rtol=1e-6)
+    torch = pytest.importorskip("torch")
+    y = torch.tensor(_SOFT, requires_grad=True)
+    torch.nn.functional.cross_entropy(torch.tensor(_LOGITS), y, reduction="sum").backward()
+    np.testing.assert_allclose(grad, y.grad.numpy(), rtol=1e-6)
+
+
+def test_categorical_cross_entropy_gradient_wrt_labels_is_minus_log_p():
+    probs = scipy.special.softmax(_LOGITS.astype(np.float64), axis=-1).astype(np.float32)
+    grad = jax.grad(lambda y: L.categorical_cross_entropy(probs, y).sum())(jnp.asarray(_SOFT))
+    np.testing.assert_allclose(grad, -np.log(probs.astype(np.float64)), rtol=1e-6)
+
+
+def test_masked_logits_keep_a_finite_loss_and_logit_gradient_with_zero_labels():
+    logits = jnp.array([1.0, -jnp.inf, 3.0])
+    labels = jnp.array([0.0, 0.0, 1.0])
+    value, grad = jax.value_and_grad(L.softmax_cross_entropy)(logits, labels)
+    np.testing.assert_allclose(value, np.log1p(np.exp(-2.0)), rtol=1e-6)
+    assert np.all(np.isfinite(grad)) and grad[1] == 0
+    label_grad = jax.grad(lambda y: L.softmax_cross_entropy(logits, y))(labels)
+    lse = np.log1p(np.exp(-2.0))  # -log p of the two live classes: 2 + lse, lse
+    np.testing.assert_allclose(np.asarray(label_grad)[[0, 2]], [2 + lse, lse], rtol=1e-6)

@@ -580,6 +580,43 @@ def test_step_2_31_minus_1_gives_the_final_value(c):
     assert_close(jax.jit(sched)(BIG), want, rtol=1e-5, atol=1e-7)
 
 
+# Step counts and boundaries are any non-negative integer a user can write:
+# beyond int32 they used to raise OverflowError (jnp.asarray of a Python int).
+# Each case: (gradlab schedule, its Optax twin or None, a closed form).
+HUGE = 10**10
+HUGE_STEP_CASES = [
+    pytest.param(lambda: S.cosine_decay(1000.0, HUGE),
+                 lambda: optax.cosine_decay_schedule(1000.0, HUGE),
+                 lambda t: 500.0 * (1 + np.cos(np.pi * min(t, HUGE) / HUGE)), id="cosine_decay"),
+    pytest.param(lambda: S.linear(1.0, 0.0, HUGE), None,  # Optax overflows here
+                 lambda t: 1.0 - min(t, HUGE) / HUGE, id="linear"),
+    pytest.param(lambda: S.step_decay(1.0, HUGE, 0.5), None,
+                 lambda t: 0.5 ** (t // HUGE), id="step_decay"),
+    pytest.param(lambda: S.multistep_decay(1.0, [HUGE, 3 * HUGE], 0.1), None,
+                 lambda t: 0.1 ** ((t >= HUGE) + (t >= 3 * HUGE)), id="multistep_decay"),
+    # (Optax's piecewise_constant_schedule overflows on this boundary itself.)
+    pytest.param(lambda: S.piecewise_constant(1.0, {HUGE: 0.5}), None,
+                 lambda t: 0.5 if t >= HUGE else 1.0, id="piecewise_constant"),
+    pytest.param(lambda: S.warmup_cosine_decay(0.0, 1.0, HUGE, 4 * HUGE), None,
+                 lambda t: t / HUGE if t < HUGE
+                 else 0.5 * (1 + np.cos(np.pi * (min(t, 4 * HUGE) - HUGE) / (3 * HUGE))),
+                 id="warmup_cosine_decay"),
+    pytest.param(lambda: S.join([S.constant(1.0), S.constant(2.0)], [HUGE]), None,
+                 lambda t: 2.0 if t >= HUGE else 1.0, id="join"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("make, make_optax, closed_form", HUGE_STEP_CASES)
+def test_step_counts_and_steps_beyond_int32_are_accepted(make, make_optax, closed_form):
+    sched = make()
+    # (float32 steps are exact to 2**24 only: HUGE - 1 would round to HUGE.)
+    for t in (0, 10**9, HUGE, 2 * HUGE, 10**12):
+        assert_close(sched(t), closed_form(t), rtol=1e-5, atol=1e-6)
+    if make_optax is not None:  # Optax itself: cosine_decay(1000, 1e10)(1e9) = 975.53
+        with jax.numpy_dtype_promotion("standard"):
+            assert_close(sched(10**9), make_optax()(10**9), rtol=1e-6, atol=1e-6)
+
+
 def test_negative_steps_count_as_step_zero():
     s = S.warmup_cosine_decay(0.1, 1.0, 10, 100)
     assert_close(s(np.array([-5, -1])), [0.1, 0.1], rtol=1e-7)
@@ -698,8 +735,14 @@ def test_non_numbers_raise_type_error(call):
 
 
 def test_traced_arguments_are_not_validated():
-    # A traced negative decay_steps cannot be checked; it must not raise at build time.
-    jax.jit(lambda n: S.cosine_decay(1.0, n)(3))(jnp.int32(-4))
+    # Concrete, a negative decay_steps is refused; traced, its value is unknown
+    # when the schedule is built, so it must not be inspected (nor raise), and
+    # a valid traced value gives exactly the concrete schedule's numbers.
+    with pytest.raises(ValueError, match="decay_steps"):
+        S.cosine_decay(1.0, -4)
+    traced = jax.jit(lambda n: S.cosine_decay(1.0, n)(3))
+    assert np.isfinite(traced(jnp.int32(-4)))
+    assert traced(jnp.int32(10)) == S.cosine_decay(1.0, 10)(3)
 
 
 def test_piecewise_constant_dict_form_is_sorted_by_boundary():

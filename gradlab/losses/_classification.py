@@ -127,8 +127,15 @@ def _multiclass_inputs(x: ArrayLike, labels: ArrayLike, x_name: str) -> tuple[Ar
 
 
 def _xlogy_sum(y: Array, log_p: Array) -> Array:
-    """``sum(y * log_p, -1)`` with ``0 * log 0 = 0`` (masked ``-inf`` logits)."""
-    return jnp.sum(jnp.where(y == 0, 0, y * log_p), axis=-1)
+    """``sum(y * log_p, -1)`` with ``0 * log 0 = 0`` (masked ``-inf`` logits).
+
+    Only a ``-inf`` log-probability under a zero label is replaced (by 0), so
+    the gradient with respect to the labels is ``log_p`` everywhere else --
+    zero labels included, as soft labels, learned label smoothing and
+    distillation need (Optax and torch give the same).
+    """
+    masked = (y == 0) & jnp.isneginf(log_p)
+    return jnp.sum(y * jnp.where(masked, 0, log_p), axis=-1)
 
 
 def categorical_cross_entropy(probs: ArrayLike, one_hot: ArrayLike) -> Array:

@@ -1,6 +1,6 @@
 """Helpers shared by the loss modules: dtypes, shape checks, label checks.
 
-Conventions every loss follows (../../shared/API.md §6):
+Conventions every loss follows:
 
 * The output has the floating dtype of the *first* argument (predictions,
   logits, probabilities, distances, anchors). Integer or boolean first

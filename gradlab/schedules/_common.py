@@ -37,7 +37,14 @@ def float_dtype() -> jnp.dtype:
 
 def as_float(value: ArrayLike) -> jax.Array:
     """A parameter as an array of the default float dtype (an explicit cast, so
-    a float32 tracer under x64, or a float64 NumPy value without it, is fine)."""
+    a float32 tracer under x64, or a float64 NumPy value without it, is fine).
+
+    Concrete values go through NumPy's float64 first: a step count or boundary
+    beyond int32 (``10**10``) is a valid Python int that ``jnp.asarray`` would
+    refuse with an ``OverflowError`` when x64 is off.
+    """
+    if not isinstance(value, jax.Array) and not is_traced(value):
+        value = np.asarray(value, np.float64)
     return jnp.asarray(value).astype(float_dtype())
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
+from gradlab._checks import is_traced
 from gradlab.schedules._common import Schedule, as_float, as_sequence, float_dtype
 
 
@@ -42,8 +45,18 @@ def join(schedules: Sequence[Callable], boundaries: Sequence[int] | ArrayLike) -
             f"boundaries must have len(schedules) - 1 = {len(schedules) - 1} entries, got {n}"
         )
 
+    # Steps and boundaries beyond int32 (valid Python ints) are counted in floats.
+    huge = np.iinfo(np.int32).max
+    big_bounds = not is_traced(boundaries) and n > 0 and np.max(np.asarray(boundaries)) > huge
+
     def schedule(step: ArrayLike):
+        if not isinstance(step, jax.Array) and not is_traced(step):
+            concrete = np.asarray(step)
+            if concrete.dtype.kind in "iu" and concrete.size and np.max(concrete) > huge:
+                step = as_float(concrete)
         step = jnp.asarray(step)
+        if big_bounds and jnp.issubdtype(step.dtype, jnp.integer):
+            step = as_float(step)
         if jnp.issubdtype(step.dtype, jnp.integer) and step.dtype.itemsize < 4:
             step = step.astype(jnp.int32)  # a boundary of 300 must not wrap in uint8
         bounds = jnp.asarray(boundaries).astype(step.dtype)

@@ -1,0 +1,208 @@
+"""L-BFGS: a quasi-Newton direction from the last few steps, then a line search.
+
+``lbfgs`` is a short chain: :func:`scale_by_lbfgs` (the two-loop recursion,
+``H g``), a sign flip (or ``-learning_rate``), and a line search choosing the
+step along that direction. The line search comes last so that the value and
+gradient it computes are those at ``params + updates`` (the next iterate), and
+:func:`gradlab.value_and_grad_from_state` / :func:`gradlab.minimize` reuse them
+instead of evaluating the objective again.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradlab import _tree
+from gradlab._checks import check_in_range, check_int, check_scalars, is_traced
+from gradlab._core import PER_LEAF, GradientTransformation, chain
+from gradlab.blocks import scale, scale_by_learning_rate
+from gradlab.optimizers._linesearch import (
+    _scalar_dtype,
+    _vdot,
+    eager_jit,
+    scale_by_zoom_linesearch,
+)
+
+
+class ScaleByLbfgsState(NamedTuple):
+    """State of :func:`scale_by_lbfgs`.
+
+    ``count``: int32 updates so far; ``params``, ``grad``: the previous
+    iterate and its gradient (to form the next pair); ``diff_params``,
+    ``diff_grads``: the memory ``s_i = x_{i+1} - x_i`` and
+    ``y_i = g_{i+1} - g_i``, one array per leaf with a leading axis of
+    ``memory_size`` (a circular buffer); ``rho``: ``1 / <s_i, y_i>`` per slot
+    (0 for an empty slot, which makes it a no-op in the recursion);
+    ``index``: int32 slot the next pair goes to.
+    """
+
+    count: jax.Array
+    params: Any
+    grad: Any
+    diff_params: Any
+    diff_grads: Any
+    rho: jax.Array
+    index: jax.Array
+
+
+def _slot(memory: Any, j: jax.Array) -> Any:
+    """Slot ``j`` of every leaf's memory."""
+    return jax.tree.map(lambda m: jax.lax.dynamic_index_in_dim(m, j, keepdims=False), memory)
+
+
+def _axpy(a: jax.Array, x: Any, y: Any) -> Any:
+    """``y + a x`` leafwise, in each leaf's dtype."""
+    return jax.tree.map(lambda u, v: v + a.astype(v.dtype) * u.astype(v.dtype), x, y)
+
+
+def _in_compute_dtype(tree: Any) -> Any:
+    return jax.tree.map(lambda x: x.astype(_tree.compute_dtype(x.dtype)), tree)
+
+
+@functools.partial(eager_jit, static_argnames=())
+def _lbfgs_update(updates, state, params, eps):
+    """One step of :func:`scale_by_lbfgs` (module level: compiled once when eager)."""
+    m = state.rho.shape[0]
+    g = _in_compute_dtype(_tree.map_like(lambda u, _: u, updates, state.grad))
+    x = _in_compute_dtype(_tree.map_like(lambda p, _: p, params, state.params, tree_name="state"))
+    dt = state.rho.dtype
+
+    # 1. The newest pair, kept if it has positive curvature.
+    s = jax.tree.map(jnp.subtract, x, state.params)
+    y = jax.tree.map(jnp.subtract, g, state.grad)
+    sy, ss, yy = _vdot(s, y, dt), _vdot(s, s, dt), _vdot(y, y, dt)
+    keep = (state.count > 0) & (sy > _tree.hp(eps, dt) * jnp.sqrt(ss * yy))
+    slot = state.index
+
+    def write(memory, new):
+        old = jax.lax.dynamic_index_in_dim(memory, slot, keepdims=False)
+        return jax.lax.dynamic_update_index_in_dim(memory, jnp.where(keep, new, old), slot, 0)
+
+    diff_params = jax.tree.map(write, state.diff_params, s)
+    diff_grads = jax.tree.map(write, state.diff_grads, y)
+    rho = state.rho.at[slot].set(jnp.where(keep, 1 / sy, state.rho[slot]))
+    index = jnp.where(keep, (slot + 1) % m, slot)
+
+    # 2. The two-loop recursion over the slots, newest first (empty slots
+    # have rho = 0 and s = y = 0: they change nothing).
+    order = (index - 1 - jnp.arange(m, dtype=jnp.int32)) % m
+
+    def newest_to_oldest(q, j):
+        alpha = rho[j] * _vdot(_slot(diff_params, j), q, dt)
+        return _axpy(-alpha, _slot(diff_grads, j), q), alpha
+
+    q, alphas = jax.lax.scan(newest_to_oldest, g, order)
+    newest = order[0]
+    y_new = _slot(diff_grads, newest)
+    gamma = jnp.where(
+        rho[newest] > 0,
+        1 / (rho[newest] * _vdot(y_new, y_new, dt)),
+        1 / _tree.global_norm(g).astype(dt),
+    )
+    r = jax.tree.map(lambda v: gamma.astype(v.dtype) * v, q)
+
+    def oldest_to_newest(r, j_alpha):
+        j, alpha = j_alpha
+        beta = rho[j] * _vdot(_slot(diff_grads, j), r, dt)
+        return _axpy(alpha - beta, _slot(diff_params, j), r), None
+
+    r, _ = jax.lax.scan(oldest_to_newest, r, (order[::-1], alphas[::-1]))
+
+    out = jax.tree.map(lambda v, u: v.astype(u.dtype), r, _tree.as_updates(updates))
+    new_state = ScaleByLbfgsState(
+        _tree.safe_increment(state.count), x, g, diff_params, diff_grads, rho, index
+    )
+    return out, new_state
+
+
+def scale_by_lbfgs(memory_size: int = 10, eps: Any = 1e-10) -> GradientTransformation:
+    """The L-BFGS direction ``H_k g_k`` (Nocedal & Wright 2006, Algorithm 7.4).
+
+    With the last ``m = memory_size`` pairs ``s_i = x_{i+1} - x_i``,
+    ``y_i = g_{i+1} - g_i`` and ``rho_i = 1 / <s_i, y_i>``, the two-loop
+    recursion applies the inverse-Hessian approximation to ``g``::
+
+        q = g
+        for i = newest .. oldest:  a_i = rho_i <s_i, q>;  q -= a_i y_i
+        r = gamma q,  gamma = <s, y> / <y, y> of the newest pair (eq. 7.20)
+        for i = oldest .. newest:  b = rho_i <y_i, r>;    r += (a_i - b) s_i
+
+    and returns ``r`` (a preconditioned gradient: follow it with a negative
+    scale, as :func:`lbfgs` does). With an empty memory ``gamma = 1 / |g|``:
+    the first step has unit length, as in scipy's L-BFGS-B. A pair is stored
+    only when ``<s, y> > eps |s| |y|`` (the curvature condition; otherwise the
+    update could lose positive definiteness). Inner products run over the whole
+    pytree; the memory is kept per leaf. Equivalent of ``optax.scale_by_lbfgs``.
+
+    Args:
+        memory_size: number of pairs kept (a Python int: it sets the state's shape).
+        eps: relative tolerance of the curvature safeguard (>= 0).
+
+    >>> tx = gl.chain(gl.scale_by_lbfgs(5), gl.scale(-1.0))   # no line search
+    """
+    if is_traced(memory_size) or not isinstance(memory_size, int | np.integer):
+        raise TypeError(f"memory_size must be a Python int, got {memory_size!r}")
+    check_int("memory_size", memory_size, minimum=1)
+    check_scalars(eps=eps)
+    check_in_range("eps", eps, 0.0)
+    m = int(memory_size)
+
+    def init(params):
+        zeros = _in_compute_dtype(_tree.zeros_like(params))
+        memory = jax.tree.map(lambda z: jnp.broadcast_to(z, (m, *z.shape)), zeros)
+        return ScaleByLbfgsState(
+            count=_tree.step_counter(),
+            params=zeros,
+            grad=zeros,
+            diff_params=memory,
+            diff_grads=memory,
+            rho=jnp.zeros((m,), _scalar_dtype(params)),
+            index=jnp.zeros((), jnp.int32),
+        )
+
+    def update(updates, state, params=None, **extra):
+        if params is None:
+            raise ValueError(
+                "scale_by_lbfgs forms its memory from the params: call update(grads, state, params)"
+            )
+        return _lbfgs_update(updates, state, params, eps)
+
+    # Its memory has a leading axis per leaf and its inner products span the
+    # tree: it runs on the real leaves under `packed`.
+    return GradientTransformation(init, update, packing=PER_LEAF)
+
+
+_DEFAULT_LINESEARCH = scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess="one")
+
+
+def lbfgs(
+    learning_rate: Any = None,
+    memory_size: int = 10,
+    linesearch: GradientTransformation | None = _DEFAULT_LINESEARCH,
+) -> GradientTransformation:
+    """L-BFGS (Liu & Nocedal 1989; Nocedal & Wright 2006, Algorithm 7.5).
+
+    ``d = -lr * H g`` with ``H g`` from :func:`scale_by_lbfgs` (``lr = 1``
+    when ``learning_rate`` is None), then ``x <- x + t d`` with ``t`` from the
+    line search (default: strong Wolfe, ``c1 = 1e-4, c2 = 0.9``, trying
+    ``t = 1`` first; ``linesearch=None`` takes ``t = 1``). The line search needs
+    the objective: pass ``value=``, ``grad=`` and ``value_fn=`` to ``update``
+    (:func:`gradlab.minimize` does). Equivalent of ``optax.lbfgs``; iterates
+    like ``scipy.optimize.minimize(method="L-BFGS-B")`` without bounds.
+
+    >>> f = lambda x: jnp.sum((x - 1.0) ** 2) + jnp.sum(x**4)
+    >>> result = gl.minimize(f, jnp.zeros(3), gl.lbfgs(), max_steps=50, tol=1e-5)
+    >>> bool(result.converged)
+    True
+    """
+    check_scalars(learning_rate=learning_rate)
+    steps = [scale_by_lbfgs(memory_size)]
+    steps.append(scale(-1.0) if learning_rate is None else scale_by_learning_rate(learning_rate))
+    if linesearch is not None:
+        steps.append(linesearch)
+    return chain(*steps)

@@ -1,0 +1,592 @@
+"""Line searches as transformations: the step size along the incoming direction.
+
+A line search receives a *direction* ``d`` as its updates (already a descent
+direction: ``-g``, ``-H g``, ...) and returns ``t * d``, with the step ``t``
+chosen by evaluating the objective along the ray ``x + t d``. It needs three
+keyword extras (Optax's convention):
+
+* ``value_fn``: ``params -> scalar``, the objective (close over any data);
+* ``value``, ``grad``: the objective and its gradient at ``params`` (computed
+  from ``value_fn`` when missing, at the cost of one evaluation).
+
+Each trial evaluates the value *and* gradient at the trial point (the zoom
+search needs the slope; the backtracking search keeps the gradient so that
+nobody has to recompute it). The value and gradient at the accepted point are
+kept in the state; :func:`value_and_grad_from_state` reads them back, so a loop
+evaluates the objective only inside the line search. This holds when the line
+search is the last member of a chain that changes the updates (as in
+:func:`gradlab.lbfgs`): then ``params + updates`` is the accepted point.
+
+Trials whose value or slope is not finite (a function that is ``+inf`` outside
+its domain, an overflow) count as failed trials: the step shrinks, and the
+search never returns a NaN. If no acceptable step is found within the budget,
+the best point found with a sufficient decrease is taken, or no step at all
+(``t = 0``, ``info.succeeded`` False).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradlab import _tree
+from gradlab._checks import (
+    check_choice,
+    check_in_range,
+    check_int,
+    check_positive,
+    check_scalars,
+    is_traced,
+)
+from gradlab._core import PER_LEAF, GradientTransformation, apply_updates
+
+
+class LinesearchInfo(NamedTuple):
+    """What the last search did: ``num_evaluations`` (int32: calls of ``value_fn``'s
+    value and gradient) and ``succeeded`` (bool: the accepted step satisfies the
+    search's conditions; False when it fell back to the best point or to no step)."""
+
+    num_evaluations: jax.Array
+    succeeded: jax.Array
+
+
+class ZoomLinesearchState(NamedTuple):
+    """``step_size``: the accepted step ``t``; ``value``, ``grad``: objective and
+    gradient at ``params + t d`` (``value`` is +inf before the first search);
+    ``info``: a :class:`LinesearchInfo`."""
+
+    step_size: jax.Array
+    value: jax.Array
+    grad: Any
+    info: LinesearchInfo
+
+
+class BacktrackingLinesearchState(NamedTuple):
+    """As :class:`ZoomLinesearchState`, for the backtracking (Armijo) search."""
+
+    step_size: jax.Array
+    value: jax.Array
+    grad: Any
+    info: LinesearchInfo
+
+
+LINESEARCH_STATES = (ZoomLinesearchState, BacktrackingLinesearchState)
+
+
+# ----------------------------------------------------------------- shared parts
+
+
+def _scalar_dtype(tree: Any) -> np.dtype:
+    """The dtype of step sizes and values: the widest compute dtype of the leaves."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return np.dtype(jnp.float32)
+    return np.result_type(*(_tree.compute_dtype(jnp.result_type(x)) for x in leaves))
+
+
+def _vdot(a: Any, b: Any, dtype: Any) -> jax.Array:
+    """``<a, b>`` summed over all leaves, in ``dtype``."""
+    parts = [
+        jnp.sum(x.astype(dtype) * y.astype(dtype))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    ]
+    return jnp.sum(jnp.stack(parts)) if parts else jnp.zeros((), dtype)
+
+
+def _select(pred: jax.Array, a: Any, b: Any) -> Any:
+    """``a`` where ``pred`` (a scalar) else ``b``, leafwise."""
+    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+def _initial_state(cls: type, params: Any) -> Any:
+    dt = _scalar_dtype(params)
+    info = LinesearchInfo(jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    return cls(jnp.ones((), dt), jnp.full((), jnp.inf, dt), _tree.zeros_like(params), info)
+
+
+class _Ray(NamedTuple):
+    """The objective along ``x + t d``: ``phi(t)`` and ``phi'(t) = <grad, d>``."""
+
+    params: Any
+    direction: Any
+    value: jax.Array  # phi(0)
+    slope: jax.Array  # phi'(0)
+    grad: Any  # the gradient at t = 0
+    dtype: np.dtype
+    value_and_grad: Callable[[Any], tuple[jax.Array, Any]]
+
+    def point(self, t: jax.Array) -> Any:
+        # Exactly what the caller will compute: params + the returned update.
+        return apply_updates(self.params, _tree.scale(self.direction, t))
+
+    def evaluate(self, t: jax.Array) -> tuple[jax.Array, jax.Array, Any]:
+        """``(phi(t), phi'(t), gradient)``; phi is +inf where not finite (a failed trial)."""
+        value, grad = self.value_and_grad(self.point(t))
+        value = jnp.asarray(value).astype(self.dtype)
+        slope = _vdot(grad, self.direction, self.dtype)
+        ok = jnp.isfinite(value) & jnp.isfinite(slope)
+        inf = jnp.asarray(jnp.inf, self.dtype)
+        return jnp.where(ok, value, inf), jnp.where(ok, slope, inf), grad
+
+
+def _search_inputs(name: str, updates: Any, params: Any, extra: dict[str, Any]) -> tuple:
+    """``(value_fn, updates, params, value, grad)`` from ``update``'s arguments,
+    with a clear error when the objective is missing."""
+    value_fn = extra.get("value_fn")
+    if params is None or value_fn is None:
+        raise ValueError(
+            f"{name} evaluates the objective along the update: call "
+            "update(direction, state, params, value=f(params), grad=grad_f(params), "
+            "value_fn=f) with f: params -> scalar"
+        )
+    return value_fn, _tree.as_updates(updates), params, extra.get("value"), extra.get("grad")
+
+
+def eager_jit(fn: Callable[..., Any], static_argnames: tuple[str, ...]) -> Callable[..., Any]:
+    """``fn`` compiled with ``jax.jit`` when called on concrete values, ``fn`` itself
+    under a trace (inside the caller's ``jit``/``vmap``/``scan`` it is inlined anyway).
+
+    Why: an eager call of a function holding ``lax.while_loop``/``lax.scan``
+    compiles those loops anew every time (their bodies are fresh closures), a
+    second or so per L-BFGS step on a CPU; jitted, with the objective as a static
+    argument, the second and later steps reuse the compiled search.
+    """
+    jitted = jax.jit(fn, static_argnames=static_argnames)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        dynamic = (args, {k: v for k, v in kwargs.items() if k not in static_argnames})
+        if is_traced(dynamic) or not _hashable(*(kwargs[k] for k in static_argnames)):
+            return fn(*args, **kwargs)
+        return jitted(*args, **kwargs)
+
+    return call
+
+
+def _hashable(*values: Any) -> bool:
+    """Whether ``values`` can key ``jax.jit``'s cache (an objective defining
+    ``__eq__`` without ``__hash__`` cannot: it then runs uncompiled)."""
+    try:
+        hash(values)
+    except TypeError:
+        return False
+    return True
+
+
+def _ray(value_fn, updates, params, value, grad) -> _Ray:
+    """The objective along the search direction, starting values included."""
+    value_and_grad = jax.value_and_grad(value_fn)
+    if value is None or grad is None:  # one extra evaluation, but a working search
+        value, grad = value_and_grad(params)
+    dt = _scalar_dtype(params)
+    return _Ray(
+        params,
+        updates,
+        jnp.asarray(value).astype(dt),
+        _vdot(grad, updates, dt),
+        grad,
+        dt,
+        value_and_grad,
+    )
+
+
+def _check_common(max_steps_name: str, max_steps: Any, c1: Any) -> None:
+    check_scalars(**{max_steps_name: max_steps}, c1=c1)
+    check_int(max_steps_name, max_steps, minimum=1)
+    check_in_range("c1", c1, 0.0, 1.0, lo_open=True, hi_open=True)
+
+
+def _initial_step(strategy: str, previous: jax.Array, factor: Any, max_step: Any, dt: Any):
+    """``1`` (Newton-like directions), or the previous step times ``factor``
+    (first-order directions; a failed previous search (0) restarts from 1)."""
+    one = jnp.ones((), dt)
+    t = one if strategy == "one" else jnp.where(previous > 0, previous * _tree.hp(factor, dt), one)
+    return t if max_step is None else jnp.minimum(t, _tree.hp(max_step, dt))
+
+
+# ----------------------------------------------------------------- zoom (strong Wolfe)
+
+
+class _Zoom(NamedTuple):
+    """The loop carry of the zoom search (Nocedal & Wright, Alg. 3.5/3.6).
+
+    ``lo`` is the best step so far with a sufficient decrease (0 at first):
+    every bracket [lo, hi] holds a strong-Wolfe step."""
+
+    count: jax.Array  # evaluations done
+    zooming: jax.Array  # False: bracketing (Alg. 3.5); True: zooming (Alg. 3.6)
+    done: jax.Array
+    succeeded: jax.Array
+    trial: jax.Array
+    lo: jax.Array
+    lo_value: jax.Array
+    lo_slope: jax.Array
+    lo_grad: Any
+    hi: jax.Array
+    hi_value: jax.Array
+    hi_slope: jax.Array
+    widths: jax.Array  # the bracket's width after the last two zoom steps
+
+
+def _interpolate(lo, f_lo, df_lo, hi, f_hi, df_hi, bisect):
+    """The next trial inside the bracket ``[lo, hi]`` (either order).
+
+    The minimiser of the cubic through ``(phi, phi')`` at both ends (N&W eq.
+    3.59); if it does not exist, the minimiser of the quadratic through
+    ``phi(lo), phi'(lo), phi(hi)``; if neither, or when ``bisect``, the
+    midpoint. The result is kept at least 10% of the bracket away from its
+    ends (no wasted trial next to a known point; when the minimiser is
+    near ``lo``, the bracket shrinks 10x at once). Non-finite end values leave
+    only the midpoint: a search that left the domain of ``f`` halves its way back.
+    """
+    width = hi - lo  # signed: zoom brackets may be reversed
+    # Cubic: Hermite interpolation of phi on [lo, hi].
+    d1 = df_lo + df_hi - 3 * (f_lo - f_hi) / (lo - hi)
+    rad = d1 * d1 - df_lo * df_hi
+    d2 = jnp.sign(width) * jnp.sqrt(jnp.maximum(rad, 0))
+    cubic = hi - width * (df_hi + d2 - d1) / (df_hi - df_lo + 2 * d2)
+    cubic_ok = (rad >= 0) & _inside(cubic, lo, width)
+    # Quadratic: phi(lo) + phi'(lo) s + a s², through phi(hi).
+    curv = (f_hi - f_lo - df_lo * width) / (width * width)
+    quad = lo - df_lo / (2 * curv)
+    quad_ok = (curv > 0) & _inside(quad, lo, width)
+    middle = lo + width / 2
+    t = jnp.where(bisect, middle, jnp.where(cubic_ok, cubic, jnp.where(quad_ok, quad, middle)))
+    left, right = jnp.minimum(lo, hi), jnp.maximum(lo, hi)
+    margin = 0.1 * (right - left)
+    return jnp.clip(t, left + margin, right - margin)
+
+
+def _inside(t, lo, width):
+    """``t`` finite and inside the bracket."""
+    return jnp.isfinite(t) & (t >= jnp.minimum(lo, lo + width)) & (t <= jnp.maximum(lo, lo + width))
+
+
+def _zoom_search(ray: _Ray, t0, max_steps, c1, c2, increase_factor, max_step, approx_rtol):
+    """Run the strong-Wolfe search; returns the final carry (accepted step in ``lo``)."""
+    dt = ray.dtype
+    c1, c2 = _tree.hp(c1, dt), _tree.hp(c2, dt)
+    inc = _tree.hp(increase_factor, dt)
+    t_max = jnp.asarray(jnp.inf, dt) if max_step is None else _tree.hp(max_step, dt)
+    zero, inf = jnp.zeros((), dt), jnp.asarray(jnp.inf, dt)
+    max_steps = jnp.asarray(max_steps).astype(jnp.int32)
+    descent = jnp.isfinite(ray.value) & (ray.slope < 0)
+
+    def body(s: _Zoom) -> _Zoom:
+        t = s.trial
+        value, slope, grad = ray.evaluate(t)
+        # Sufficient decrease (Armijo), and not above the best point so far (Alg.
+        # 3.5 "phi(a_i) >= phi(a_{i-1})", Alg. 3.6 "phi(a_j) >= phi(a_lo)"; a tie
+        # goes to lo here, so that in a bracket flat to rounding the slope's sign
+        # still decides where the minimum is).
+        decrease = (value <= ray.value + c1 * t * ray.slope) & (value <= s.lo_value)
+        if approx_rtol is not None:
+            # Hager & Zhang's (2005) approximate form, read off the slope: once
+            # phi(t) is within rounding of phi(0), differences of values are noise
+            # but phi' is still accurate (float32 values stop resolving a descent
+            # long before the gradient is small).
+            near = jnp.abs(value - ray.value) <= _tree.hp(approx_rtol, dt) * jnp.abs(ray.value)
+            decrease |= near & (slope <= (2 * c1 - 1) * ray.slope)
+        curvature = jnp.abs(slope) <= -c2 * ray.slope
+        accept = decrease & curvature
+        # Where the bracket goes (N&W Alg. 3.5 in bracketing, 3.6 in zooming):
+        # no decrease -> t is the new hi; decrease and slope pointing back toward
+        # lo (slope * (hi - lo) >= 0; while bracketing: slope >= 0) -> hi = lo;
+        # then lo = t. Bracketing with a decrease and a negative slope: go further.
+        flip = jnp.where(s.zooming, slope * (s.hi - s.lo) >= 0, slope >= 0)
+        new_hi = ~decrease | flip
+        hi, hi_value, hi_slope = (
+            jnp.where(~decrease, t, jnp.where(flip, s.lo, s.hi)),
+            jnp.where(~decrease, value, jnp.where(flip, s.lo_value, s.hi_value)),
+            jnp.where(~decrease, slope, jnp.where(flip, s.lo_slope, s.hi_slope)),
+        )
+        lo, lo_value, lo_slope = (
+            jnp.where(decrease, t, s.lo),
+            jnp.where(decrease, value, s.lo_value),
+            jnp.where(decrease, slope, s.lo_slope),
+        )
+        lo_grad = _select(decrease, grad, s.lo_grad)
+        zooming = s.zooming | new_hi
+        expand = jnp.minimum(t * inc, t_max)
+        # Moré & Thuente's (1994) rule: if two zoom steps did not shrink the
+        # bracket to 2/3, bisect (interpolation stuck near one end).
+        width = jnp.abs(hi - lo)
+        bisect = s.zooming & (width >= 0.66 * s.widths[1])
+        widths = jnp.where(s.zooming, jnp.stack([width, s.widths[0]]), jnp.stack([width, inf]))
+        zoomed = _interpolate(lo, lo_value, lo_slope, hi, hi_value, hi_slope, bisect)
+        trial = jnp.where(zooming, zoomed, expand)
+        count = s.count + 1
+        # Stop: accepted; out of evaluations; at max_step with no bracket (the
+        # best we may do); or a bracket too narrow to hold a new float.
+        stuck = jnp.where(zooming, (trial == lo) | (trial == hi), t >= t_max)
+        done = accept | (count >= max_steps) | stuck
+        return _Zoom(
+            count, zooming, done, accept, trial, lo, lo_value, lo_slope, lo_grad,
+            hi, hi_value, hi_slope, widths,
+        )  # fmt: skip
+
+    start = _Zoom(
+        count=jnp.zeros((), jnp.int32),
+        zooming=jnp.zeros((), bool),
+        done=~descent,
+        succeeded=jnp.zeros((), bool),
+        trial=t0,
+        lo=zero,
+        lo_value=ray.value,
+        lo_slope=ray.slope,
+        lo_grad=ray.grad,
+        hi=inf,
+        hi_value=inf,
+        hi_slope=inf,
+        widths=jnp.stack([inf, inf]),
+    )
+    return jax.lax.while_loop(lambda s: ~s.done, body, start)
+
+
+@functools.partial(eager_jit, static_argnames=("value_fn", "initial_guess"))
+def _zoom_update(updates, params, value, grad, state, hyper, *, value_fn, initial_guess):
+    ray = _ray(value_fn, updates, params, value, grad)
+    t0 = _initial_step(initial_guess, state.step_size, 1.0, hyper["max_stepsize"], ray.dtype)
+    s = _zoom_search(
+        ray, t0, hyper["max_steps"], hyper["c1"], hyper["c2"], hyper["increase_factor"],
+        hyper["max_stepsize"], hyper["approx_rtol"],
+    )  # fmt: skip
+    info = LinesearchInfo(s.count, s.succeeded)
+    new_state = ZoomLinesearchState(s.lo, s.lo_value, s.lo_grad, info)
+    return _tree.scale(ray.direction, s.lo), new_state
+
+
+def scale_by_zoom_linesearch(
+    max_linesearch_steps: int = 20,
+    c1: Any = 1e-4,
+    c2: Any = 0.9,
+    *,
+    max_stepsize: Any = None,
+    increase_factor: Any = 2.0,
+    initial_guess: str = "keep",
+    approx_decrease_rtol: Any = 1e-6,
+) -> GradientTransformation:
+    """Strong-Wolfe line search (Nocedal & Wright 2006, Algorithms 3.5 and 3.6).
+
+    Finds ``t`` with, for ``phi(t) = f(x + t d)``:
+
+    * sufficient decrease: ``phi(t) <= phi(0) + c1 t phi'(0)``;
+    * curvature (strong Wolfe): ``|phi'(t)| <= c2 |phi'(0)|``;
+
+    and returns ``t * d``. Bracketing tries ``t0, increase_factor * t0, ...``
+    until a bracket is found; zooming picks trials by cubic interpolation of
+    ``phi`` and ``phi'`` at the bracket's ends (a quadratic, or bisection, as
+    fallbacks), kept 10% inside the bracket, with Moré & Thuente's (1994) rule
+    of bisecting when two trials did not shrink the bracket to 2/3. Trials
+    where ``f`` or its slope is not finite count as failed (the bracket
+    shrinks); each trial costs one evaluation of ``f`` and its gradient. Once
+    ``phi(t)`` is within ``approx_decrease_rtol`` of ``phi(0)`` (differences of
+    values are rounding noise there), sufficient decrease is read off the slope,
+    ``phi'(t) <= (2 c1 - 1) phi'(0)`` (Hager & Zhang 2005's approximate Wolfe
+    condition): without it a float32 search cannot get the gradient small.
+    Equivalent of ``optax.scale_by_zoom_linesearch`` (``slope_rtol=c1``,
+    ``curv_rtol=c2``, ``approx_dec_rtol``).
+
+    Args:
+        max_linesearch_steps: most evaluations per search (a bounded ``lax.while_loop``).
+        c1, c2: the conditions' constants, ``0 < c1 < c2 < 1``.
+        max_stepsize: an upper bound on ``t`` (None: none).
+        increase_factor: growth of the step while bracketing (> 1).
+        initial_guess: ``"one"``: start at ``t = 1`` (Newton-like directions,
+            L-BFGS); ``"keep"``: start at the previous accepted step
+            (first-order directions).
+        approx_decrease_rtol: where the approximate condition takes over (>= 0),
+            relative to ``|phi(0)|``; None: the exact Armijo condition only.
+
+    Extras of ``update``: ``value_fn`` (required), ``value``, ``grad``.
+
+    >>> tx = gl.chain(gl.sgd(1.0), gl.scale_by_zoom_linesearch())
+    >>> f = lambda x: jnp.sum((x - 3.0) ** 2)
+    >>> x = jnp.zeros(2); state = tx.init(x)
+    >>> u, state = tx.update(jax.grad(f)(x), state, x, value=f(x), grad=jax.grad(f)(x), value_fn=f)
+    >>> gl.apply_updates(x, u)   # the exact minimiser along -grad
+    Array([3., 3.], dtype=float32)
+    """
+    _check_common("max_linesearch_steps", max_linesearch_steps, c1)
+    check_scalars(c2=c2, increase_factor=increase_factor, max_stepsize=max_stepsize)
+    check_in_range("c2", c2, 0.0, 1.0, lo_open=True, hi_open=True)
+    if not (is_traced(c1) or is_traced(c2)) and float(np.asarray(c1)) >= float(np.asarray(c2)):
+        raise ValueError(f"c1 must be < c2, got c1={c1!r} and c2={c2!r}")
+    check_in_range("increase_factor", increase_factor, 1.0, lo_open=True)
+    if max_stepsize is not None:
+        check_positive("max_stepsize", max_stepsize)
+    check_choice("initial_guess", initial_guess, ("one", "keep"))
+    if approx_decrease_rtol is not None:
+        check_scalars(approx_decrease_rtol=approx_decrease_rtol)
+        check_in_range("approx_decrease_rtol", approx_decrease_rtol, 0.0)
+
+    def init(params):
+        return _initial_state(ZoomLinesearchState, params)
+
+    hyper = {
+        "max_steps": max_linesearch_steps,
+        "c1": c1,
+        "c2": c2,
+        "increase_factor": increase_factor,
+        "max_stepsize": max_stepsize,
+        "approx_rtol": approx_decrease_rtol,
+    }
+
+    def update(updates, state, params=None, **extra):
+        value_fn, *inputs = _search_inputs("scale_by_zoom_linesearch", updates, params, extra)
+        return _zoom_update(*inputs, state, hyper, value_fn=value_fn, initial_guess=initial_guess)
+
+    # It calls the objective on the real params tree: never on packed buffers.
+    return GradientTransformation(init, update, packing=PER_LEAF)
+
+
+# ----------------------------------------------------------------- backtracking (Armijo)
+
+
+@functools.partial(eager_jit, static_argnames=("value_fn", "initial_guess"))
+def _backtracking_update(updates, params, value, grad, state, hyper, *, value_fn, initial_guess):
+    ray = _ray(value_fn, updates, params, value, grad)
+    dt = ray.dtype
+    shrink, c = _tree.hp(hyper["decrease_factor"], dt), _tree.hp(hyper["c1"], dt)
+    t0 = _initial_step(
+        initial_guess, state.step_size, hyper["increase_factor"], hyper["max_stepsize"], dt
+    )
+    descent = jnp.isfinite(ray.value) & (ray.slope < 0)
+    max_steps = jnp.asarray(hyper["max_steps"]).astype(jnp.int32)
+
+    def body(carry):
+        count, _, t, *_ = carry
+        value, _, grad = ray.evaluate(t)
+        ok = value <= ray.value + c * t * ray.slope
+        t_next = jnp.where(ok, t, t * shrink)
+        return count + 1, ok, t_next, value, grad
+
+    def cond(carry):
+        count, ok, *_ = carry
+        return ~ok & (count < max_steps) & descent
+
+    start = (jnp.zeros((), jnp.int32), jnp.zeros((), bool), t0, ray.value, ray.grad)
+    count, ok, t, value, grad = jax.lax.while_loop(cond, body, start)
+    # No acceptable step: stay where we are (its value and gradient are known).
+    t = jnp.where(ok, t, jnp.zeros((), dt))
+    value = jnp.where(ok, value, ray.value)
+    grad = _select(ok, grad, ray.grad)
+    new_state = BacktrackingLinesearchState(t, value, grad, LinesearchInfo(count, ok))
+    return _tree.scale(ray.direction, t), new_state
+
+
+def scale_by_backtracking_linesearch(
+    max_backtracking_steps: int = 20,
+    c1: Any = 1e-4,
+    decrease_factor: Any = 0.5,
+    *,
+    increase_factor: Any = 1.0,
+    max_stepsize: Any = 1.0,
+    initial_guess: str = "keep",
+) -> GradientTransformation:
+    """Backtracking line search with the Armijo condition (Nocedal & Wright, Alg. 3.1).
+
+    Tries ``t0, decrease_factor * t0, decrease_factor² * t0, ...`` and returns
+    ``t * d`` for the first ``t`` with ``f(x + t d) <= f(x) + c1 t <grad f(x), d>``
+    (a non-finite ``f`` counts as failing it). The search starts from the
+    previous step times ``increase_factor`` (``initial_guess="keep"``, capped at
+    ``max_stepsize``) or from ``t0 = 1`` (``"one"``). Equivalent of
+    ``optax.scale_by_backtracking_linesearch(slope_rtol=c1, store_grad=True)``.
+
+    Extras of ``update``: ``value_fn`` (required), ``value``, ``grad``.
+
+    >>> tx = gl.chain(gl.sgd(1.0), gl.scale_by_backtracking_linesearch())
+    """
+    _check_common("max_backtracking_steps", max_backtracking_steps, c1)
+    check_scalars(
+        decrease_factor=decrease_factor, increase_factor=increase_factor, max_stepsize=max_stepsize
+    )
+    check_in_range("decrease_factor", decrease_factor, 0.0, 1.0, lo_open=True, hi_open=True)
+    check_in_range("increase_factor", increase_factor, 1.0)
+    if max_stepsize is not None:
+        check_positive("max_stepsize", max_stepsize)
+    check_choice("initial_guess", initial_guess, ("one", "keep"))
+
+    def init(params):
+        return _initial_state(BacktrackingLinesearchState, params)
+
+    hyper = {
+        "max_steps": max_backtracking_steps,
+        "c1": c1,
+        "decrease_factor": decrease_factor,
+        "increase_factor": increase_factor,
+        "max_stepsize": max_stepsize,
+    }
+
+    def update(updates, state, params=None, **extra):
+        name = "scale_by_backtracking_linesearch"
+        value_fn, *inputs = _search_inputs(name, updates, params, extra)
+        return _backtracking_update(
+            *inputs, state, hyper, value_fn=value_fn, initial_guess=initial_guess
+        )
+
+    return GradientTransformation(init, update, packing=PER_LEAF)
+
+
+# ----------------------------------------------------------------- reuse
+
+
+def find_linesearch_states(state: Any) -> list[Any]:
+    """Every line-search state inside a (nested) optimizer state, in tree order."""
+    is_ls = lambda x: isinstance(x, LINESEARCH_STATES)  # noqa: E731
+    return [x for x in jax.tree.leaves(state, is_leaf=is_ls) if is_ls(x)]
+
+
+def value_and_grad_from_state(
+    value_fn: Callable[..., Any],
+) -> Callable[..., tuple[jax.Array, Any]]:
+    """``jax.value_and_grad(value_fn)``, but reading the value and gradient the
+    line search already computed at the current params from the optimizer state
+    (``optax.value_and_grad_from_state``).
+
+    The returned function is called as ``fn(params, *args, state=opt_state, **kwargs)``.
+    It evaluates ``value_fn`` only when the state holds no value yet (before
+    the first update, or after a search where the objective was not finite).
+    The state must hold exactly one line search, and it must be the last
+    member that changes the updates (true of :func:`gradlab.lbfgs`), so that
+    the stored point is ``params``.
+
+    >>> tx = gl.lbfgs()
+    >>> f = lambda x: jnp.sum((x - 1.0) ** 2) + jnp.sum(x**4)
+    >>> value_and_grad = gl.value_and_grad_from_state(f)
+    >>> x = jnp.zeros(3); state = tx.init(x)
+    >>> for _ in range(10):
+    ...     value, grad = value_and_grad(x, state=state)
+    ...     u, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=f)
+    ...     x = gl.apply_updates(x, u)
+    """
+
+    def fn(params: Any, *args: Any, state: Any, **kwargs: Any) -> tuple[jax.Array, Any]:
+        found = find_linesearch_states(state)
+        if len(found) != 1:
+            raise ValueError(
+                "value_and_grad_from_state needs an optimizer state holding exactly one "
+                f"line search (scale_by_zoom_linesearch or scale_by_backtracking_linesearch); "
+                f"found {len(found)}"
+            )
+        (ls,) = found
+        return _stored_or_computed(params, args, kwargs, ls.value, ls.grad, value_fn=value_fn)
+
+    return fn
+
+
+@functools.partial(eager_jit, static_argnames=("value_fn",))
+def _stored_or_computed(params, args, kwargs, value, grad, *, value_fn):
+    def compute():
+        return _cast_like(jax.value_and_grad(value_fn)(params, *args, **kwargs), (value, grad))
+
+    return jax.lax.cond(jnp.isfinite(value), lambda: (value, grad), compute)
+
+
+def _cast_like(tree: Any, like: Any) -> Any:
+    """``tree`` with each leaf cast to the dtype of ``like``'s leaf (lax.cond branches agree)."""
+    return jax.tree.map(lambda x, y: jnp.asarray(x).astype(y.dtype), tree, like)

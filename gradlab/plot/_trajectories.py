@@ -1,0 +1,219 @@
+"""``gl.plot.trajectories``: optimizers moving over a 2-D loss surface."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradlab._checks import check_int, check_transformation
+from gradlab.plot._common import axes as _axes
+from gradlab.run._minimize import stepper
+
+
+def _signature(optimizer: Any, x0: jax.Array) -> tuple:
+    """What must agree for optimizers to share one vmapped scan: the state's
+    tree structure and its leaves' shapes and dtypes."""
+    shapes = jax.eval_shape(optimizer.init, x0)
+    leaves, treedef = jax.tree.flatten(shapes)
+    return treedef, tuple((s.shape, s.dtype) for s in leaves)
+
+
+def _scan_fn(fun: Callable, optimizers: list[Any], x0: jax.Array, num_steps: int) -> Callable:
+    """``run(index, state) -> path``: ``num_steps`` updates of optimizer ``index``
+    from ``x0`` in one ``lax.scan`` (a ``lax.switch`` picks the update, so
+    optimizers whose states share a structure run under one ``vmap``)."""
+    value_and_grad = jax.value_and_grad(fun)
+    steps = [stepper(fun, opt, opt.init(x0)) for opt in optimizers]
+
+    def run(index, state):
+        def body(carry, _):
+            carry = steps[0](*carry) if len(steps) == 1 else jax.lax.switch(index, steps, *carry)
+            return carry, carry[0]
+
+        value, grad = value_and_grad(x0)
+        _, path = jax.lax.scan(body, (x0, state, value, grad), length=num_steps)
+        return jnp.concatenate([x0[None], path])
+
+    return run
+
+
+def optimizer_paths(
+    fun: Callable, optimizers: Mapping[str, Any], x0: Any, num_steps: int
+) -> dict[str, np.ndarray]:
+    """``{name: (num_steps + 1, 2) array}``: each optimizer's iterates from ``x0``.
+
+    Each step is ``update(grad, state, x, value=, grad=, value_fn=fun)`` (so
+    line searches and :func:`gradlab.lbfgs` work); optimizers whose states
+    share a structure (``sgd`` at several learning rates, ``sgd`` with and
+    without Nesterov) run as one compiled, vmapped scan; the others get one
+    scan each.
+    """
+    x0 = jnp.asarray(x0)
+    if not jnp.issubdtype(x0.dtype, jnp.floating):
+        x0 = x0.astype(jnp.float32)
+    groups: dict[tuple, list[str]] = {}
+    for name, opt in optimizers.items():
+        groups.setdefault(_signature(opt, x0), []).append(name)
+    paths = {}
+    for names in groups.values():
+        members = [optimizers[n] for n in names]
+        run = _scan_fn(fun, members, x0, num_steps)
+        states = [opt.init(x0) for opt in members]
+        if len(members) == 1:
+            out = jax.jit(run)(0, states[0])[None]
+        else:
+            stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+            out = jax.jit(jax.vmap(run))(jnp.arange(len(members)), stacked)
+        for name, path in zip(names, np.asarray(out, np.float64), strict=True):
+            paths[name] = path
+    return {name: paths[name] for name in optimizers}
+
+
+def _default_bounds(paths: dict[str, np.ndarray]) -> tuple[tuple[float, float], ...]:
+    points = np.concatenate(list(paths.values()))
+    points = points[np.all(np.isfinite(points), axis=1)]
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    pad = 0.15 * np.maximum(hi - lo, 1e-3)
+    return tuple((float(a), float(b)) for a, b in zip(lo - pad, hi + pad, strict=True))
+
+
+def _surface(fun: Callable, bounds, resolution: int, dtype: Any):
+    xs = np.linspace(*bounds[0], resolution)
+    ys = np.linspace(*bounds[1], resolution)
+    gx, gy = np.meshgrid(xs, ys)
+    grid = jnp.asarray(np.stack([gx, gy], axis=-1), dtype)
+    # Eager: a few whole-grid operations, cheaper than compiling them.
+    z = np.asarray(jax.vmap(jax.vmap(fun))(grid), np.float64)
+    return gx, gy, z
+
+
+def _log_levels(z: np.ndarray, num_levels: int, decades: float) -> np.ndarray:
+    """Contour levels geometrically spaced above the surface's minimum, so the
+    flat valley floor and the steep walls both get lines."""
+    finite = z[np.isfinite(z)]
+    lo, hi = finite.min(), finite.max()
+    span = max(hi - lo, np.finfo(np.float64).tiny)
+    return lo + np.geomspace(span * 10.0**-decades, span, num_levels)
+
+
+def trajectories(
+    fun: Callable,
+    optimizers: Mapping[str, Any],
+    x0: Any,
+    num_steps: int,
+    *,
+    animate: bool = False,
+    bounds: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    levels: int | Any = 20,
+    decades: float = 4.0,
+    resolution: int = 120,
+    ax: Any = None,
+    figsize: tuple[float, float] = (6.0, 5.0),
+    interval: int = 150,
+    num_frames: int | None = None,
+) -> Any:
+    """The paths of several optimizers over the contour plot of a 2-D loss surface.
+
+    Every optimizer starts at ``x0`` (shape ``(2,)``) and takes ``num_steps``
+    updates of ``fun`` (see :func:`optimizer_paths`: line searches and
+    ``lbfgs`` get the value and gradient they need). The surface is drawn with
+    contour levels spaced logarithmically above its minimum; the start is a
+    black star, each path's end a cross in its colour.
+
+    Args:
+        fun: ``x -> scalar`` for ``x`` of shape ``(2,)`` (jnp operations).
+        optimizers: ``{label: GradientTransformation}``.
+        x0: the common starting point.
+        num_steps: updates per optimizer.
+        animate: return a ``matplotlib.animation.FuncAnimation`` of the
+            optimizers moving together (one frame per step) instead of a figure;
+            save it with ``anim.save("paths.gif", writer="pillow")`` or show it in
+            a notebook with ``HTML(anim.to_jshtml())``.
+        bounds: ``((xmin, xmax), (ymin, ymax))`` of the plot; default: the
+            paths' extent plus a margin (pass it when a path diverges).
+        levels: number of log-spaced contour levels, or the levels themselves.
+        decades: the log-spaced levels span this many decades above the minimum.
+        resolution: grid points per axis for the surface.
+        ax: a matplotlib ``Axes`` to draw into (a new figure if None).
+        figsize: size of a new figure.
+        interval: milliseconds between animation frames.
+        num_frames: frames of the animation (evenly spaced steps, first and last
+            included); default one per step. Each frame redraws the figure, so
+            fewer frames make a smaller GIF, faster.
+
+    Returns:
+        The ``matplotlib.figure.Figure``, or a ``FuncAnimation`` with ``animate=True``.
+
+    Example:
+        >>> rosen = lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+        >>> fig = gl.plot.trajectories(
+        ...     rosen, {"adam": gl.adam(0.05), "lbfgs": gl.lbfgs()}, jnp.array([-1.5, 2.0]), 50
+        ... )
+    """
+    if not isinstance(optimizers, Mapping) or not optimizers:
+        raise TypeError(
+            f"optimizers must be a non-empty dict {{label: optimizer}}, got {optimizers!r}"
+        )
+    for name, opt in optimizers.items():
+        check_transformation(f"optimizers[{name!r}]", opt)
+    if np.shape(x0) != (2,):
+        raise ValueError(f"x0 must have shape (2,) (a point in the plane), got {np.shape(x0)}")
+    check_int("num_steps", num_steps, minimum=1)
+    check_int("resolution", resolution, minimum=2)
+    if num_frames is not None:
+        check_int("num_frames", num_frames, minimum=2)
+    num_steps = int(num_steps)
+
+    paths = optimizer_paths(fun, optimizers, x0, num_steps)
+    if bounds is None:
+        bounds = _default_bounds(paths)
+    dtype = jnp.result_type(jnp.asarray(x0).dtype, jnp.float32)
+    gx, gy, z = _surface(fun, bounds, int(resolution), dtype)
+    if np.ndim(levels) == 0:
+        levels = _log_levels(z, int(levels), decades)
+
+    ax = _axes(ax, figsize=figsize)
+    import matplotlib  # available: _axes imported it
+
+    # One colour per level (not per value): log-spaced levels would otherwise
+    # all take the colormap's low end.
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.9, len(levels)))
+    ax.contour(gx, gy, z, levels=levels, colors=colors, linewidths=0.7)
+    start = np.asarray(x0, np.float64)
+    ax.plot(*start, marker="*", color="black", markersize=12, linestyle="none", label="start")
+    lines, ends = [], []
+    for name, path in paths.items():
+        (line,) = ax.plot(path[:, 0], path[:, 1], "o-", markersize=2.5, linewidth=1.2, label=name)
+        (end,) = ax.plot(
+            path[-1:, 0], path[-1:, 1], marker="X", markersize=9, color=line.get_color()
+        )
+        lines.append(line)
+        ends.append(end)
+    ax.set_xlim(*bounds[0])
+    ax.set_ylim(*bounds[1])
+    ax.set_xlabel("$x_0$")
+    ax.set_ylabel("$x_1$")
+    ax.legend(loc="best", fontsize="small")
+    if not animate:
+        return ax.figure
+
+    from matplotlib.animation import FuncAnimation
+
+    title = ax.set_title("step 0")
+
+    def draw(k):
+        for line, end, path in zip(lines, ends, paths.values(), strict=True):
+            line.set_data(path[: k + 1, 0], path[: k + 1, 1])
+            end.set_data(path[k : k + 1, 0], path[k : k + 1, 1])
+        title.set_text(f"step {k}")
+        return [*lines, *ends, title]
+
+    frames = np.arange(num_steps + 1)
+    if num_frames is not None:
+        frames = np.unique(np.linspace(0, num_steps, int(num_frames)).round().astype(int))
+    draw(0)
+    return FuncAnimation(ax.figure, draw, frames=frames, interval=interval, blit=False)

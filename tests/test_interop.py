@@ -1,0 +1,81 @@
+"""gradlab inside Optax code and Optax inside gradlab code, with ``value=`` passed.
+
+The extra-argument rule is Optax's (``optax.with_extra_args_support``): a
+member whose ``update`` takes ``**extra`` receives every keyword extra; one
+whose ``update`` does not (most Optax transformations) is called without them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradlab as gl
+
+PARAMS = {"w": jnp.array([0.5, -1.0, 2.0]), "b": jnp.array(0.3)}
+
+
+def _grads(params, k):
+    return jax.tree.map(lambda p: jnp.cos(p * (k + 1.0)), params)
+
+
+def _train(tx, apply, steps=5, **extra):
+    params, state = PARAMS, tx.init(PARAMS)
+    for k in range(steps):
+        updates, state = tx.update(_grads(params, k), state, params, **extra)
+        params = apply(params, updates)
+    return params
+
+
+def _close(a, b):
+    # Adam in float32: 1 - b2**t rounds differently (see tests/cases.py), ~1e-5 of a step
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-5), a, b)
+
+
+@pytest.mark.parametrize("extra", [{}, {"value": jnp.float32(1.5)}], ids=["plain", "value"])
+def test_optax_members_inside_gl_chain(extra):
+    with jax.numpy_dtype_promotion("standard"):  # Optax is not strict-promotion clean
+        ours = _train(gl.chain(optax.clip(0.5), gl.adam(0.1)), gl.apply_updates, **extra)
+        ref = _train(optax.chain(optax.clip(0.5), optax.adam(0.1)), optax.apply_updates)
+    _close(ours, ref)
+
+
+@pytest.mark.parametrize("extra", [{}, {"value": jnp.float32(1.5)}], ids=["plain", "value"])
+def test_gl_members_inside_optax_chain(extra):
+    with jax.numpy_dtype_promotion("standard"):
+        ours = _train(optax.chain(gl.clip(0.5), gl.adam(0.1)), optax.apply_updates, **extra)
+        ref = _train(optax.chain(optax.clip(0.5), optax.adam(0.1)), optax.apply_updates)
+    _close(ours, ref)
+
+
+def _spy(seen):
+    """A transformation recording the extras it receives."""
+
+    def update(updates, state, params=None, **extra):
+        seen.append(sorted(extra))
+        return updates, state
+
+    return gl.GradientTransformation(lambda p: gl.EmptyState(), update, packing=gl.ELEMENTWISE)
+
+
+def test_gl_chain_forwards_extras_to_members_that_take_them():
+    seen = []
+    optax_extra = optax.GradientTransformationExtraArgs(
+        lambda p: optax.EmptyState(),
+        lambda u, s, p=None, **extra: seen.append(("optax", sorted(extra))) or (u, s),
+    )
+    tx = gl.chain(optax.scale(1.0), _spy(seen), optax_extra, gl.sgd(0.1))
+    tx.update(PARAMS, tx.init(PARAMS), PARAMS, value=1.0, grad=PARAMS)
+    assert seen == [["grad", "value"], ("optax", ["grad", "value"])]
+
+
+def test_optax_chain_drops_extras_for_gl_members_as_optax_does():
+    # Optax wraps members that are not its GradientTransformationExtraArgs so
+    # that they get no extras: gradlab cannot change that from inside.
+    seen = []
+    tx = optax.chain(_spy(seen), optax.scale(1.0))
+    tx.update(PARAMS, tx.init(PARAMS), PARAMS, value=1.0)
+    assert seen == [[]]

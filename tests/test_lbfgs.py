@@ -1,0 +1,575 @@
+"""L-BFGS and the line searches, against references gradlab did not compute.
+
+* ``scale_by_lbfgs``: the BFGS inverse-Hessian matrix update (Nocedal &
+  Wright eq. 6.17, applied over the memory pairs from ``gamma I``) written in
+  NumPy -- a different formula from the two-loop recursion under test -- and
+  ``optax.scale_by_lbfgs``.
+* Line searches: the strong Wolfe / Armijo conditions checked in NumPy float64
+  at the accepted step, on Moré & Thuente's (1994) line-search test functions
+  and on functions with known minimisers, including ones that are +inf (or NaN)
+  outside their domain.
+* ``minimize(fun, x0, lbfgs())`` against ``scipy.optimize.minimize(method="L-BFGS-B")``
+  on Rosenbrock (2-D, 10-D), an ill-conditioned quadratic and L2-regularised
+  logistic regression on scikit-learn's breast-cancer data: same minimum,
+  gradient norm below tol, at most 1.5x scipy's iterations and function
+  evaluations (ours counted by a host callback in the objective: every call
+  inside the line search counts).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradlab as gl
+
+# --------------------------------------------------------------------------
+# scale_by_lbfgs: the direction against the BFGS matrix formula
+# --------------------------------------------------------------------------
+
+SHAPES = {"a": (2,), "b": (2, 2)}  # a pytree of 6 parameters
+_rng = np.random.default_rng(7)
+_M = _rng.normal(size=(6, 6))
+HESSIAN = _M @ _M.T + 0.5 * np.eye(6)  # convex: every pair has <s, y> > 0
+CENTER = _rng.normal(size=6)
+ITERATES = _rng.normal(size=(6, 6))  # the params at 6 successive steps
+
+
+def _tree(flat, dtype=jnp.float32):
+    return {"a": jnp.asarray(flat[:2], dtype), "b": jnp.asarray(flat[2:], dtype).reshape(2, 2)}
+
+
+def _flat(tree):
+    return np.concatenate([np.ravel(tree["a"]), np.ravel(tree["b"])]).astype(np.float64)
+
+
+def _quadratic_grad(x):
+    return HESSIAN @ (x - CENTER)
+
+
+def bfgs_direction(pairs, g):
+    """H g with H from the BFGS update (N&W eq. 6.17) over ``pairs`` (oldest
+    first) starting from gamma I (eq. 7.20; 1/|g| with no pairs)."""
+    if not pairs:
+        return g / np.linalg.norm(g)
+    s, y = pairs[-1]
+    h = (s @ y) / (y @ y) * np.eye(len(g))
+    for s, y in pairs:
+        rho = 1.0 / (s @ y)
+        v = np.eye(len(g)) - rho * np.outer(y, s)
+        h = v.T @ h @ v + rho * np.outer(s, s)
+    return h @ g
+
+
+@pytest.mark.parametrize("memory_size", [1, 3, 10])
+def test_scale_by_lbfgs_matches_the_bfgs_matrix_update(memory_size):
+    # (Eager, op by op, it runs in test_lbfgs_eager_equals_jit_...: each eager
+    # call compiles its scans anew, seconds per step on this CPU.)
+    tx = gl.scale_by_lbfgs(memory_size)
+    update = jax.jit(tx.update)
+    state = tx.init(_tree(ITERATES[0]))
+    pairs = []
+    for k, x in enumerate(ITERATES):
+        g = _quadratic_grad(x)
+        out, state = update(_tree(g), state, _tree(x))
+        if k > 0:
+            pairs = [*pairs, (x - ITERATES[k - 1], g - _quadratic_grad(ITERATES[k - 1]))]
+        expected = bfgs_direction(pairs[-memory_size:], g)
+        np.testing.assert_allclose(_flat(out), expected, rtol=2e-4, atol=1e-5)
+        assert out["b"].shape == (2, 2) and out["a"].dtype == jnp.float32
+
+
+def test_scale_by_lbfgs_matches_optax():
+    # Optax caps the first step's 1/|g| at 1: start where |g| > 1, so they agree.
+    ours, theirs = gl.scale_by_lbfgs(4), optax.scale_by_lbfgs(4)
+    x0 = _tree(ITERATES[0])
+    s_ours, s_theirs = ours.init(x0), theirs.init(x0)
+    update_ours, update_theirs = jax.jit(ours.update), jax.jit(theirs.update)
+    for x in ITERATES:
+        params, g = _tree(x), _tree(_quadratic_grad(x))
+        assert np.linalg.norm(_flat(g)) > 1
+        u_ours, s_ours = update_ours(g, s_ours, params)
+        u_theirs, s_theirs = update_theirs(g, s_theirs, params)
+        np.testing.assert_allclose(_flat(u_ours), _flat(u_theirs), rtol=1e-4, atol=1e-6)
+
+
+def test_scale_by_lbfgs_skips_pairs_without_positive_curvature():
+    # On a concave function <s, y> < 0: the pair is not stored, and the
+    # direction stays the scaled gradient g / |g|.
+    tx = gl.scale_by_lbfgs(3)
+    state = tx.init(jnp.zeros(2))
+    update = jax.jit(tx.update)
+    for x in ([1.0, 2.0], [0.5, -1.0], [2.0, 0.0]):
+        x = jnp.asarray(x)
+        g = -2.0 * x  # gradient of -|x|^2
+        out, state = update(g, state, x)
+        np.testing.assert_allclose(out, g / jnp.linalg.norm(g), rtol=1e-6)
+    np.testing.assert_array_equal(state.rho, 0.0)
+    assert int(state.index) == 0 and int(state.count) == 3
+
+
+def test_lbfgs_memory_is_a_circular_buffer_per_leaf():
+    tx = gl.scale_by_lbfgs(2)
+    state = tx.init(_tree(ITERATES[0]))
+    assert state.diff_params["b"].shape == (2, 2, 2)  # leading memory axis
+    update = jax.jit(tx.update)
+    for x in ITERATES[:4]:
+        _, state = update(_tree(_quadratic_grad(x)), state, _tree(x))
+    # Pairs 1, 2, 3 were stored in slots 0, 1, 0: slot 0 holds the third pair.
+    np.testing.assert_allclose(
+        _flat(jax.tree.map(lambda m: m[0], state.diff_params)), ITERATES[3] - ITERATES[2], rtol=1e-6
+    )
+    assert int(state.index) == 1
+
+
+# --------------------------------------------------------------------------
+# Line searches: the conditions at the accepted step, checked in NumPy
+# --------------------------------------------------------------------------
+
+
+# Moré & Thuente (1994), section 5: the six line-search test functions phi(t)
+# (phi'(0) < 0), as objectives of a scalar param x searched along d = 1 from 0,
+# with the paper's constants (c1 just below c2 where the paper has them equal:
+# we require c1 < c2).
+def _mt3(t, beta=0.01, l=39):
+    smooth = jnp.where(
+        t <= 1 - beta,
+        1 - t,
+        jnp.where(t >= 1 + beta, t - 1, (t - 1) ** 2 / (2 * beta) + beta / 2),
+    )
+    return smooth + 2 * (1 - beta) / (l * np.pi) * jnp.sin(l * np.pi * t / 2)
+
+
+def _mt456(b1, b2):
+    g1, g2 = np.sqrt(1 + b1**2) - b1, np.sqrt(1 + b2**2) - b2
+    return lambda t: g1 * jnp.sqrt((1 - t) ** 2 + b2**2) + g2 * jnp.sqrt(t**2 + b1**2)
+
+
+MORE_THUENTE = {  # name: (phi, c1, c2)
+    "mt1": (lambda t: -t / (t * t + 2.0), 1e-3, 0.1),
+    "mt2": (lambda t: (t + 0.004) ** 5 - 2.0 * (t + 0.004) ** 4, 0.09, 0.1),
+    "mt3": (_mt3, 0.09, 0.1),
+    "mt4": (_mt456(0.001, 0.001), 0.0009, 0.001),
+    "mt5": (_mt456(0.01, 0.001), 0.0009, 0.001),
+    "mt6": (_mt456(0.001, 0.01), 0.0009, 0.001),
+}
+
+
+def _search(tx, f, x, d, state=None, **kw):
+    """One line-search update along ``d`` from ``x``: (step, new params, state)."""
+    state = tx.init(x) if state is None else state
+    value, grad = jax.value_and_grad(f)(x)
+    u, state = tx.update(d, state, x, value=value, grad=grad, value_fn=f, **kw)
+    return state.step_size, gl.apply_updates(x, u), state
+
+
+_search_jit = jax.jit(_search, static_argnums=(0, 1))
+
+
+def test_zoom_step_satisfies_strong_wolfe_on_more_thuente_functions(x64):
+    # All 6 functions x the paper's 4 starting steps in one compiled vmap: the
+    # function is picked by lax.switch, c1/c2 and the start are traced.
+    names = sorted(MORE_THUENTE)
+    phis = [MORE_THUENTE[n][0] for n in names]
+    index = np.repeat(np.arange(len(names)), 4)
+    t0s = np.tile([1e-3, 1e-1, 1e1, 1e3], len(names))
+    c1s = np.array([MORE_THUENTE[names[i]][1] for i in index])
+    c2s = np.array([MORE_THUENTE[names[i]][2] for i in index])
+
+    def search(i, t0, c1, c2):
+        tx = gl.scale_by_zoom_linesearch(40, c1, c2)  # "keep": starts at the state's step
+        state = tx.init(jnp.zeros(()))._replace(step_size=t0)
+        return _search(tx, lambda x: jax.lax.switch(i, phis, x), jnp.zeros(()), jnp.ones(()), state)
+
+    def phi_and_slope(i, t):  # jax.value_and_grad of the test function itself
+        return jax.value_and_grad(lambda x: jax.lax.switch(i, phis, x))(t)
+
+    @jax.jit
+    def run(index, t0s, c1s, c2s):
+        ts, _, states = jax.vmap(search)(index, t0s, c1s, c2s)
+        at_t = jax.vmap(phi_and_slope)(index, ts)
+        at_0 = jax.vmap(phi_and_slope)(index, jnp.zeros_like(ts))
+        return ts, states.info.succeeded, at_t, at_0
+
+    ts, ok, (phi_t, dphi_t), (phi_0, dphi_0) = run(index, t0s, c1s, c2s)
+    assert np.all(ok) and np.all(ts > 0)
+    labels = [f"{names[i]} from t0={t0:g}" for i, t0 in zip(index, t0s, strict=True)]
+    decrease = np.asarray(phi_t) <= np.asarray(phi_0 + c1s * ts * dphi_0)
+    curvature = np.abs(np.asarray(dphi_t)) <= c2s * np.abs(np.asarray(dphi_0))
+    assert decrease.all(), np.array(labels)[~decrease]
+    assert curvature.all(), np.array(labels)[~curvature]
+
+
+def rosenbrock(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def rosenbrock_np(x):
+    f = np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+    g = np.zeros_like(x)
+    g[:-1] = -400.0 * x[:-1] * (x[1:] - x[:-1] ** 2) - 2.0 * (1.0 - x[:-1])
+    g[1:] += 200.0 * (x[1:] - x[:-1] ** 2)
+    return f, g
+
+
+def quadratic_np(x):
+    c = np.array([1.0, 10.0, 100.0])
+    return 0.5 * np.sum(c * (x - 1.0) ** 2), c * (x - 1.0)
+
+
+SEARCH_PROBLEMS = {
+    # (jnp objective, NumPy (f, grad), x, direction scale): d = scale * -grad
+    "rosenbrock": (rosenbrock, rosenbrock_np, np.array([-1.2, 1.0]), 1.0),
+    "rosenbrock_short": (rosenbrock, rosenbrock_np, np.array([-1.2, 1.0]), 1e-5),  # must expand
+    "quadratic": (
+        lambda x: 0.5 * jnp.sum(jnp.array([1.0, 10.0, 100.0]) * (x - 1.0) ** 2),
+        quadratic_np,
+        np.array([3.0, -2.0, 0.5]),
+        0.1,
+    ),
+}
+
+
+SEARCH_CASES = [(p, k, "jit") for p in sorted(SEARCH_PROBLEMS) for k in ("zoom", "backtracking")]
+SEARCH_CASES += [("rosenbrock", "zoom", "eager"), ("quadratic", "backtracking", "eager")]
+
+
+@pytest.mark.parametrize(("problem", "kind", "mode"), SEARCH_CASES)
+def test_accepted_step_satisfies_the_search_conditions(problem, kind, mode):
+    f, f_np, x, scale = SEARCH_PROBLEMS[problem]
+    c1, c2 = 1e-4, 0.9
+    if kind == "zoom":
+        tx = gl.scale_by_zoom_linesearch(30, c1, c2, initial_guess="one")
+    else:
+        tx = gl.scale_by_backtracking_linesearch(30, c1, max_stepsize=1.0, initial_guess="one")
+    x = jnp.asarray(x, jnp.float32)
+    d = -scale * jax.grad(f)(x)
+    search = _search_jit if mode == "jit" else _search
+    t, new_x, state = search(tx, f, x, d)
+    t = float(t)
+    x64, d64 = np.asarray(x, np.float64), np.asarray(d, np.float64)
+    f0, g0 = f_np(x64)
+    f1, g1 = f_np(x64 + t * d64)
+    slope0 = g0 @ d64
+    assert t > 0 and bool(state.info.succeeded)
+    assert f1 <= f0 + c1 * t * slope0 + 1e-6 * abs(f0)  # float32 rounding of f
+    if kind == "zoom":
+        assert abs(g1 @ d64) <= c2 * abs(slope0) * (1 + 1e-4)
+    # The state holds the value and gradient at the new params.
+    new_x64 = np.asarray(new_x, np.float64)
+    np.testing.assert_allclose(float(state.value), f_np(new_x64)[0], rtol=1e-5)
+    # (To float32 rounding: XLA may fuse x + t*d differently in the two places.)
+    np.testing.assert_allclose(state.grad, jax.grad(f)(new_x), rtol=1e-4)
+
+
+def test_backtracking_takes_the_first_armijo_step_of_the_sequence(x64):
+    # f = |x|^2 / 2 along d = -4 grad, t = 1, 1/2, 1/4, ...: the first t with
+    # phi(t) <= phi(0) + c1 t phi'(0), found here in NumPy, is the one taken.
+    f = lambda x: 0.5 * jnp.sum(x**2)  # noqa: E731
+    c1 = 0.4
+    tx = gl.scale_by_backtracking_linesearch(10, c1=c1, decrease_factor=0.5, initial_guess="one")
+    x = np.array([1.0, -2.0])
+    t, _, state = _search_jit(tx, f, jnp.asarray(x), jnp.asarray(-4.0 * x))
+    ts = 0.5 ** np.arange(10)
+    phi = np.array([0.5 * np.sum((x - 4.0 * t * x) ** 2) for t in ts])
+    ok = phi <= 0.5 * np.sum(x**2) + c1 * ts * (-4.0 * np.sum(x**2))
+    first = int(np.argmax(ok))
+    assert first == 2  # t = 1/4: the test exercises two rejections
+    assert float(t) == ts[first] and bool(state.info.succeeded)
+    assert int(state.info.num_evaluations) == first + 1
+
+
+def barrier_inf(x):
+    """sum(x - log x): minimum at x = 1, +inf for x <= 0."""
+    safe = jnp.where(x > 0, x, 1.0)
+    return jnp.where(jnp.all(x > 0), jnp.sum(safe - jnp.log(safe)), jnp.inf)
+
+
+def barrier_nan(x):
+    """The same function written naively: NaN for x < 0."""
+    return jnp.sum(x - jnp.log(x))
+
+
+@pytest.mark.parametrize("f", [barrier_inf, barrier_nan], ids=["inf_outside", "nan_outside"])
+@pytest.mark.parametrize("kind", ["zoom", "backtracking"])
+def test_line_search_stays_finite_outside_the_domain(f, kind):
+    # A long first trial (t = 1 along -50 grad) leaves the domain x > 0.
+    tx = (
+        gl.scale_by_zoom_linesearch(30, initial_guess="one")
+        if kind == "zoom"
+        else gl.scale_by_backtracking_linesearch(30, max_stepsize=1.0, initial_guess="one")
+    )
+    x = jnp.array([0.2, 3.0])
+    d = -50.0 * jax.grad(f)(x)
+    _, new_x, state = _search_jit(tx, f, x, d)
+    assert np.all(np.isfinite(new_x)) and np.all(np.asarray(new_x) > 0)
+    assert np.isfinite(float(state.value)) and float(state.value) < float(f(x))
+    assert np.all(np.isfinite(state.grad)) and bool(state.info.succeeded)
+
+
+def test_lbfgs_stays_finite_on_a_barrier_and_reaches_its_minimum():
+    r = jax.jit(lambda x: gl.minimize(barrier_nan, x, gl.lbfgs(), max_steps=50, tol=1e-5))(
+        jnp.array([0.01, 40.0])
+    )
+    assert bool(r.converged) and not bool(r.failed)
+    np.testing.assert_allclose(r.params, 1.0, rtol=1e-4)
+
+
+def test_line_search_on_an_ascent_direction_takes_no_step():
+    f = lambda x: jnp.sum(x**2)  # noqa: E731
+    x = jnp.array([1.0, 2.0])
+    for tx in (gl.scale_by_zoom_linesearch(), gl.scale_by_backtracking_linesearch()):
+        t, new_x, state = _search_jit(tx, f, x, jax.grad(f)(x))
+        assert float(t) == 0.0 and not bool(state.info.succeeded)
+        np.testing.assert_array_equal(new_x, x)
+        assert float(state.value) == float(f(x))
+
+
+def test_line_search_without_value_and_grad_computes_them():
+    f = lambda x: jnp.sum((x - 3.0) ** 2)  # noqa: E731
+    tx = gl.chain(gl.sgd(1.0), gl.scale_by_zoom_linesearch())
+    x = jnp.zeros(2)
+    u, _ = tx.update(jax.grad(f)(x), tx.init(x), x, value_fn=f)
+    np.testing.assert_allclose(gl.apply_updates(x, u), [3.0, 3.0], rtol=1e-6)
+
+
+def test_line_search_without_value_fn_says_what_it_needs():
+    tx = gl.scale_by_zoom_linesearch()
+    with pytest.raises(ValueError, match="value_fn"):
+        tx.update(jnp.ones(2), tx.init(jnp.ones(2)), jnp.ones(2))
+
+
+# --------------------------------------------------------------------------
+# lbfgs as an optimizer: eager and jit, value_and_grad_from_state, packed
+# --------------------------------------------------------------------------
+
+
+def _lbfgs_steps(tx, f, x, num_steps):
+    state = tx.init(x)
+    for _ in range(num_steps):
+        value, grad = jax.value_and_grad(f)(x)
+        u, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=f)
+        x = gl.apply_updates(x, u)
+    return x, state
+
+
+def test_lbfgs_eager_equals_jit_on_a_pytree():
+    # Two steps: the second uses the memory pair formed by the first. (Eager
+    # is op by op: each call compiles its loops anew, so this is kept short.)
+    f = lambda p: rosenbrock(jnp.concatenate([p["a"], p["b"]]))  # noqa: E731
+    x0 = {"a": jnp.array([-1.2]), "b": jnp.array([1.0, 0.5])}
+    tx = gl.lbfgs()
+    eager, state = _lbfgs_steps(tx, f, x0, 2)
+    jitted, _ = jax.jit(lambda x: _lbfgs_steps(tx, f, x, 2))(x0)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), eager, jitted)
+    assert float(f(eager)) < float(f(x0)) and int(state[0].count) == 2
+    # The line search's state holds the value at the new params.
+    np.testing.assert_allclose(float(state[2].value), float(f(eager)), rtol=1e-6)
+
+
+def test_value_and_grad_from_state_evaluates_only_before_the_first_search():
+    calls = []
+
+    def f(x):
+        jax.debug.callback(lambda: calls.append(1))
+        return jnp.sum((x - 1.0) ** 2)
+
+    tx = gl.lbfgs()
+    x = jnp.zeros(3)
+    state = tx.init(x)
+    value_and_grad = gl.value_and_grad_from_state(f)
+    jax.effects_barrier()
+    value, grad = value_and_grad(x, state=state)
+    jax.effects_barrier()
+    assert len(calls) == 1
+    step = jax.jit(lambda g, s, x, v: tx.update(g, s, x, value=v, grad=g, value_fn=f))
+    u, state = step(grad, state, x, value)
+    x = gl.apply_updates(x, u)
+    jax.effects_barrier()
+    before = len(calls)
+    value, grad = value_and_grad(x, state=state)
+    jax.effects_barrier()
+    assert len(calls) == before  # read from the state
+    np.testing.assert_allclose(float(value), float(jnp.sum((x - 1.0) ** 2)), rtol=1e-6)
+    with pytest.raises(ValueError, match="exactly one line search"):
+        value_and_grad(x, state=gl.adam(0.1).init(x))
+
+
+def test_packed_lbfgs_runs_on_the_real_leaves():
+    f = lambda p: rosenbrock(jnp.concatenate([p["a"], p["b"]]))  # noqa: E731
+    x0 = {"a": jnp.array([-1.2]), "b": jnp.array([1.0, 0.5])}
+    solve = lambda tx: gl.minimize(f, x0, tx, max_steps=100, tol=1e-4)  # noqa: E731
+    plain, packed = jax.jit(lambda: (solve(gl.lbfgs()), solve(gl.packed(gl.lbfgs()))))()
+    assert bool(packed.converged) and int(packed.num_steps) == int(plain.num_steps)
+    for a, b in zip(jax.tree.leaves(packed.params), jax.tree.leaves(plain.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: gl.lbfgs(memory_size=0), "memory_size"),
+        (lambda: gl.scale_by_lbfgs(-3), "memory_size"),
+        (lambda: gl.scale_by_lbfgs(2, eps=-1.0), "eps"),
+        (lambda: gl.lbfgs(learning_rate=-1.0), "learning_rate"),
+        (lambda: gl.scale_by_zoom_linesearch(0), "max_linesearch_steps"),
+        (lambda: gl.scale_by_zoom_linesearch(c1=0.0), "c1"),
+        (lambda: gl.scale_by_zoom_linesearch(c1=1.0), "c1"),
+        (lambda: gl.scale_by_zoom_linesearch(c2=1.0), "c2"),
+        (lambda: gl.scale_by_zoom_linesearch(c1=0.5, c2=0.4), "c1 must be < c2"),
+        (lambda: gl.scale_by_zoom_linesearch(increase_factor=1.0), "increase_factor"),
+        (lambda: gl.scale_by_zoom_linesearch(max_stepsize=0.0), "max_stepsize"),
+        (lambda: gl.scale_by_zoom_linesearch(initial_guess="two"), "initial_guess"),
+        (lambda: gl.scale_by_backtracking_linesearch(0), "max_backtracking_steps"),
+        (lambda: gl.scale_by_backtracking_linesearch(decrease_factor=1.0), "decrease_factor"),
+        (lambda: gl.scale_by_backtracking_linesearch(c1=2.0), "c1"),
+        (lambda: gl.scale_by_backtracking_linesearch(increase_factor=0.5), "increase_factor"),
+    ],
+)
+def test_bad_arguments_raise_naming_the_argument_and_value(make, name):
+    with pytest.raises(ValueError, match=name) as info:
+        make()
+    assert "got" in str(info.value)
+
+
+def test_memory_size_must_be_a_python_int():
+    with pytest.raises(TypeError, match="memory_size"):
+        gl.scale_by_lbfgs(2.5)
+
+
+# --------------------------------------------------------------------------
+# minimize(lbfgs) against scipy's L-BFGS-B
+# --------------------------------------------------------------------------
+
+
+def _quadratic_problem():
+    """0.5 (x - c)' A (x - c), A random with eigenvalues 1 .. 1e4 (condition 1e4).
+    Written around its minimiser so that values near it keep full precision."""
+    rng = np.random.default_rng(3)
+    n = 20
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    a = (q * np.logspace(0, 4, n)) @ q.T
+    c = rng.normal(size=n)
+
+    def f_np(x):
+        r = x - c
+        return 0.5 * r @ a @ r, a @ r
+
+    def f(x):
+        r = x - jnp.asarray(c)
+        return 0.5 * r @ (jnp.asarray(a) @ r)
+
+    return f, f_np, np.zeros(n), c
+
+
+def _rosenbrock_problem(n):
+    x0 = np.tile([-1.2, 1.0], n // 2)
+    return rosenbrock, rosenbrock_np, x0, np.ones(n)
+
+
+def _logistic_problem():
+    """L2-regularised logistic regression on the breast-cancer data (569 x 30,
+    standardised), params as a pytree {w, b}; scipy sees them as one vector."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    x, y = datasets.load_breast_cancer(return_X_y=True)
+    x = (x - x.mean(0)) / x.std(0)
+    lam = 1e-2
+
+    def f_np(v):
+        w, b = v[:-1], v[-1]
+        z = x @ w + b
+        p = 1 / (1 + np.exp(-z))
+        value = np.mean(np.logaddexp(0, z) - y * z) + 0.5 * lam * w @ w
+        grad_w = x.T @ (p - y) / len(y) + lam * w
+        return value, np.append(grad_w, np.mean(p - y))
+
+    xj, yj = jnp.asarray(x), jnp.asarray(y, jnp.float64)
+
+    def f(p):
+        z = xj @ p["w"] + p["b"]
+        return jnp.mean(jnp.logaddexp(0.0, z) - yj * z) + 0.5 * lam * jnp.sum(p["w"] ** 2)
+
+    return f, f_np, np.zeros(31), lam  # no closed-form minimiser: strongly convex with mu >= lam
+
+
+SCIPY_PROBLEMS = {
+    "rosenbrock_2d": lambda: _rosenbrock_problem(2),
+    "rosenbrock_10d": lambda: _rosenbrock_problem(10),
+    "ill_conditioned_quadratic": _quadratic_problem,
+    "logistic_breast_cancer": _logistic_problem,
+}
+TOL = 1e-6
+
+
+@pytest.mark.parametrize("name", sorted(SCIPY_PROBLEMS))
+def test_minimize_lbfgs_matches_scipy_lbfgsb(name, x64):
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    f, f_np, x0, known_minimiser = SCIPY_PROBLEMS[name]()  # (or mu, see below)
+    # scipy stops on the largest |gradient component| <= TOL (ftol=0: no other
+    # test); we stop on the 2-norm <= TOL, a stricter test.
+    ref = scipy_optimize.minimize(
+        f_np, x0, jac=True, method="L-BFGS-B",
+        options={"gtol": TOL, "ftol": 0.0, "maxiter": 2000, "maxcor": 10},
+    )  # fmt: skip
+    assert ref.success, ref.message
+
+    calls = []
+
+    def counted(p):  # every evaluation, inside the line search or not
+        jax.debug.callback(lambda: calls.append(1))
+        return f(p)
+
+    if name == "logistic_breast_cancer":
+        params0 = {"w": jnp.zeros(30), "b": jnp.zeros(())}
+        as_vector = lambda p: np.append(np.asarray(p["w"]), np.asarray(p["b"]))  # noqa: E731
+    else:
+        params0, as_vector = jnp.asarray(x0), np.asarray
+    solve = jax.jit(lambda p: gl.minimize(counted, p, gl.lbfgs(), max_steps=2000, tol=TOL))
+    result = solve(params0)
+    jax.effects_barrier()
+    x = as_vector(result.params)
+
+    assert bool(result.converged) and not bool(result.failed)
+    assert float(result.grad_norm) <= TOL
+    np.testing.assert_allclose(np.linalg.norm(f_np(x)[1]), float(result.grad_norm), rtol=1e-6)
+    # Same minimum: the value (relative, or absolute where it is 0) and the minimiser.
+    np.testing.assert_allclose(float(result.value), ref.fun, rtol=1e-5, atol=1e-12)
+    # Minimisers: the known one where there is one; else both within |grad| / mu
+    # of the true one (mu: a lower bound on the Hessian's eigenvalues, L2 term).
+    if isinstance(known_minimiser, np.ndarray):
+        np.testing.assert_allclose(x, known_minimiser, rtol=1e-5)
+    else:
+        bound = (float(result.grad_norm) + np.linalg.norm(ref.jac)) / known_minimiser
+        assert np.linalg.norm(x - ref.x) <= bound, (np.linalg.norm(x - ref.x), bound)
+    # Work: iterations and evaluations of f (and its gradient) within 1.5x scipy's.
+    assert int(result.num_steps) <= 1.5 * ref.nit, (int(result.num_steps), ref.nit)
+    assert len(calls) <= 1.5 * ref.nfev, (len(calls), ref.nfev)
+
+
+def test_first_lbfgs_iterates_equal_scipys_on_rosenbrock(x64):
+    # Until the first step where t = 1 is rejected (there the two line searches
+    # interpolate differently), both run the same algorithm: unit-length first
+    # step, two-loop recursion with gamma = s'y / y'y, t = 1 accepted.
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    x0 = np.tile([-1.2, 1.0], 5)
+    theirs = []
+    scipy_optimize.minimize(
+        rosenbrock_np, x0, jac=True, method="L-BFGS-B",
+        callback=lambda xk: theirs.append(np.copy(xk)), options={"maxiter": 11, "maxcor": 10},
+    )  # fmt: skip
+    tx = gl.lbfgs()
+
+    def step(carry, _):
+        x, state = carry
+        value, grad = jax.value_and_grad(rosenbrock)(x)
+        u, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=rosenbrock)
+        x = gl.apply_updates(x, u)
+        return (x, state), x
+
+    x0 = jnp.asarray(x0)
+    _, ours = jax.jit(lambda x: jax.lax.scan(step, (x, tx.init(x)), length=11))(x0)
+    assert len(theirs) == 11
+    np.testing.assert_allclose(ours, np.array(theirs), rtol=0, atol=1e-12)

@@ -1,0 +1,176 @@
+"""``gl.minimize``: the seeds' "is the gradient near zero? -> stop" loop, compiled.
+
+References: Optax's Adam run step by step (its gradient norms tell where the
+loop must stop), NumPy for the failing cases, and separate runs for jit/vmap.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradlab as gl
+
+CURVATURE = {"a": np.array([1.0, 4.0]), "b": np.array(10.0)}  # a pytree of 3 params
+X0 = {"a": np.array([1.0, -2.0], np.float32), "b": np.array(0.5, np.float32)}
+LR, TOL = 0.05, 1e-2
+
+
+def quadratic(p):
+    """Convex: 0.5 * sum(c * p**2) over the pytree; its gradient is c * p."""
+    return sum(0.5 * jnp.sum(c * x**2) for c, x in zip(CURVATURE.values(), p.values(), strict=True))
+
+
+def optax_adam_iterates(num_steps):
+    """Optax's Adam on the quadratic: every iterate and its gradient's global norm."""
+    tx = optax.adam(LR)
+    params = jax.tree.map(jnp.asarray, X0)
+
+    def step(carry, _):
+        params, state = carry
+        grad = jax.grad(quadratic)(params)
+        updates, state = tx.update(grad, state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, state), params
+
+    with jax.numpy_dtype_promotion("standard"):  # Optax's own code is not strict-clean
+        _, iterates = jax.lax.scan(step, (params, tx.init(params)), length=num_steps)
+    iterates = jax.tree.map(lambda x0, xs: np.concatenate([x0[None], xs]), X0, iterates)
+    norms = np.sqrt(
+        sum(np.sum((c * x) ** 2, axis=tuple(range(1, x.ndim))) for c, x in
+            zip(CURVATURE.values(), iterates.values(), strict=True))
+    )  # fmt: skip
+    return iterates, norms
+
+
+@jax.jit
+def _adam_runs(max_steps):
+    """minimize(adam) for each of several max_steps, vmapped (max_steps traced)."""
+    run = lambda m: gl.minimize(quadratic, X0, gl.adam(LR), max_steps=m, tol=TOL)  # noqa: E731
+    return jax.vmap(run)(max_steps)
+
+
+def test_minimize_adam_stops_at_the_first_step_with_small_gradient_and_respects_max_steps():
+    iterates, norms = optax_adam_iterates(400)
+    first = int(np.argmax(norms <= TOL))  # where the loop must stop
+    assert 10 < first < 400 and norms[first] <= TOL < norms[first - 1]
+    short = first // 2
+    results = _adam_runs(jnp.array([400, short, first]))
+    for i, (max_steps, stop) in enumerate([(400, first), (short, short), (first, first)]):
+        r = jax.tree.map(lambda x: x[i], results)
+        assert int(r.num_steps) == stop <= max_steps
+        # converged exactly when the gradient norm is at most tol
+        assert bool(r.converged) == (stop == first) == bool(r.grad_norm <= TOL)
+        assert not bool(r.failed)
+        # (float32: Adam's rounding differs between the two libraries at ~1e-4.)
+        np.testing.assert_allclose(float(r.grad_norm), norms[stop], rtol=1e-3)
+        for k in X0:
+            np.testing.assert_allclose(r.params[k], iterates[k][stop], rtol=1e-3, atol=1e-6)
+        np.testing.assert_allclose(float(r.value), float(quadratic(r.params)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_minimize_vmapped_over_starting_points_equals_separate_runs(optimizer):
+    starts = jnp.array([[1.0, 2.0], [-3.0, 0.5], [0.1, -0.1]])
+    if optimizer == "adam":  # the convex quadratic
+        f, tx, tol = lambda x: jnp.sum(jnp.array([1.0, 25.0]) * x**2), gl.adam(0.05), 1e-2
+    else:  # nested loops (the line search's) under vmap
+        f = lambda x: jnp.sum(jnp.array([1.0, 25.0]) * x**2) + jnp.sum(x**4)  # noqa: E731
+        tx, tol = gl.lbfgs(), 1e-4
+    solve = jax.jit(lambda x: gl.minimize(f, x, tx, max_steps=500, tol=tol))
+    batched = jax.jit(jax.vmap(solve))(starts)
+    for i, x0 in enumerate(starts):
+        single = solve(x0)
+        assert int(batched.num_steps[i]) == int(single.num_steps)
+        np.testing.assert_allclose(batched.params[i], single.params, rtol=1e-6, atol=1e-7)
+        assert bool(batched.converged[i]) and bool(single.converged)
+    assert len(set(np.asarray(batched.num_steps).tolist())) > 1  # they stopped at different steps
+
+
+def test_minimize_vmapped_over_learning_rates_equals_separate_runs():
+    lrs = jnp.array([0.002, 0.05, 0.2])
+    solve = jax.jit(
+        lambda lr: gl.minimize(quadratic, X0, gl.sgd(lr, momentum=0.5), max_steps=300, tol=TOL)
+    )
+    batched = jax.jit(jax.vmap(solve))(lrs)
+    for i, lr in enumerate(lrs):
+        single = solve(lr)
+        assert int(batched.num_steps[i]) == int(single.num_steps)
+        np.testing.assert_allclose(batched.params["a"][i], single.params["a"], rtol=1e-6)
+        assert bool(batched.converged[i]) == bool(single.converged)
+    assert int(batched.num_steps[0]) == 300 and not bool(batched.converged[0])  # too small
+
+
+def test_a_nan_value_stops_the_loop_with_the_failed_flag():
+    # sum(x - log x) from x = 3 with sgd(10): x1 = 3 - 10 * (1 - 1/3) < 0 and log(x1) is NaN.
+    f = lambda x: jnp.sum(x - jnp.log(x))  # noqa: E731
+    r = jax.jit(lambda x: gl.minimize(f, x, gl.sgd(10.0), max_steps=50, tol=1e-6))(jnp.array([3.0]))
+    assert bool(r.failed) and not bool(r.converged)
+    assert int(r.num_steps) == 1  # not spinning to max_steps
+    np.testing.assert_allclose(r.params, [3.0 - 10.0 * (1 - 1 / 3)], rtol=1e-6)
+
+
+def test_an_overflowing_run_stops_with_the_failed_flag():
+    # sgd(1.5) on x**2: x <- -2 x, |x| doubles each step until x**2 overflows float32.
+    r = gl.minimize(lambda x: jnp.sum(x**2), jnp.array([1.0]), gl.sgd(1.5), max_steps=500, tol=1e-3)
+    # x_k = (-2)**k: the gradient's squared norm (2 x_k)**2 = 2**(2k+2) is inf
+    # in float32 from 2k + 2 = 128 on, one step before the value 2**(2k).
+    assert bool(r.failed) and not bool(r.converged) and int(r.num_steps) == 63
+    assert not np.isfinite(float(r.grad_norm)) and np.isfinite(float(r.value))
+
+
+def test_minimize_with_aux_a_chain_and_an_optax_optimizer():
+    def loss_with_aux(p):
+        return quadratic(p), {"b_squared": p["b"] ** 2}
+
+    tx = gl.chain(gl.clip_by_global_norm(1.0), gl.adam(gl.schedules.cosine_decay(LR, 400, 0.1)))
+    r = gl.minimize(loss_with_aux, X0, tx, max_steps=400, tol=TOL, has_aux=True)
+    assert bool(r.converged)
+    np.testing.assert_allclose(r.aux["b_squared"], r.params["b"] ** 2, rtol=1e-6)
+    # Optax's adam in the loop (it takes no extras) equals gradlab's.
+    ours = gl.minimize(quadratic, X0, gl.adam(LR), max_steps=50, tol=TOL)
+    with jax.numpy_dtype_promotion("standard"):  # Optax's own code is not strict-clean
+        theirs = gl.minimize(quadratic, X0, optax.adam(LR), max_steps=50, tol=TOL)
+    np.testing.assert_allclose(theirs.params["a"], ours.params["a"], rtol=1e-3)
+    assert theirs.aux is None
+
+
+def test_minimize_with_a_first_order_line_search_reads_its_values():
+    calls = []
+
+    def f(p):
+        jax.debug.callback(lambda: calls.append(1))
+        return quadratic(p)
+
+    tx = gl.chain(gl.sgd(1.0), gl.scale_by_backtracking_linesearch(max_stepsize=1.0))
+    r = jax.jit(lambda x: gl.minimize(f, x, tx, max_steps=200, tol=TOL))(X0)
+    jax.effects_barrier()
+    assert bool(r.converged)
+    # One evaluation to start, then only the line search's trials (>= 1 per step).
+    assert int(r.num_steps) + 1 <= len(calls) <= 3 * int(r.num_steps) + 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_steps": 0, "tol": 1e-3}, "max_steps must be >= 1, got 0"),
+        ({"max_steps": 2.5, "tol": 1e-3}, "max_steps must be an integer, got 2.5"),
+        ({"max_steps": 10, "tol": -1.0}, "tol must be >= 0, got -1.0"),
+        ({"max_steps": 10, "tol": float("nan")}, "tol must be finite"),
+    ],
+)
+def test_bad_arguments_raise_naming_the_argument_and_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gl.minimize(quadratic, X0, gl.adam(LR), **kwargs)
+
+
+def test_bad_fun_and_optimizer_are_refused():
+    with pytest.raises(TypeError, match="fun must be a callable"):
+        gl.minimize(3.0, X0, gl.adam(LR), max_steps=5, tol=0.0)
+    with pytest.raises(TypeError, match="optimizer must be a GradientTransformation"):
+        gl.minimize(quadratic, X0, "adam", max_steps=5, tol=0.0)
+    with pytest.raises(ValueError, match="fun must return a scalar"):
+        gl.minimize(lambda x: x**2, jnp.ones(2), gl.adam(LR), max_steps=5, tol=0.0)
