@@ -493,3 +493,25 @@ def test_bad_arguments_raise_naming_the_argument(change, error, match):
 def test_a_missing_required_name_is_reported():
     with pytest.raises(ValueError, match="do not fit make_optimizer"):
         lsq_sweep(lambda learning_rate, b1: gl.adam(learning_rate, b1), {"learning_rate": [0.1]})
+
+
+def test_sweep_benchmark_runs_and_every_method_agrees(tmp_path, capsys):
+    # benchmarks/sweep.py on a tiny grid: it keeps running, and its check that
+    # gl.sweep, the hand-written vmap and the best loop compute the same losses
+    # passes. No timing is asserted.
+    import importlib.util
+    import json
+    import pathlib
+
+    pytest.importorskip("sklearn")
+    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "sweep.py"
+    spec = importlib.util.spec_from_file_location("benchmark_sweep", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "sweep.json"
+    args = ["--configs", "4", "--steps", "20", "--hidden", "8", "--repeats", "1"]
+    args += ["--methods", "sweep,hand_vmap,best_loop", "--json", str(out)]
+    assert bench.main(args) == 0, capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["method"] for r in rows] == ["sweep", "hand_vmap", "best_loop"]
+    assert all(r["check_ok"] and r["max_rel_diff_vs_c"] < 1e-4 for r in rows)
