@@ -474,7 +474,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("change", "error", "match"), BAD, ids=[str(b[0])[:48] for b in BAD])
+@pytest.mark.parametrize(
+    ("change", "error", "match"), BAD, ids=[f"{i}-{b[2][:40]}" for i, b in enumerate(BAD)]
+)
 def test_bad_arguments_raise_naming_the_argument(change, error, match):
     args = {
         "make_optimizer": lambda learning_rate: gl.sgd(learning_rate),
