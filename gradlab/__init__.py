@@ -143,7 +143,15 @@ from gradlab.optimizers import (
     value_and_grad_from_state,
     yogi,
 )
-from gradlab.run import MinimizeResult, minimize
+from gradlab.run import (
+    LRFinderResult,
+    MinimizeResult,
+    SweepBest,
+    SweepResult,
+    lr_finder,
+    minimize,
+    sweep,
+)
 
 __version__ = "0.1.0"
 
@@ -159,6 +167,7 @@ __all__ = [
     "FactoredState",
     "GradientTransformation",
     "InjectHyperparamsState",
+    "LRFinderResult",
     "LinesearchInfo",
     "LookaheadState",
     "MaskedNode",
@@ -187,6 +196,8 @@ __all__ = [
     "ScaleBySM3State",
     "ScaleByScheduleState",
     "ScheduleFreeState",
+    "SweepBest",
+    "SweepResult",
     "TraceState",
     "ZeroNansState",
     "ZoomLinesearchState",
@@ -224,6 +235,7 @@ __all__ = [
     "lookahead",
     "lookahead_params",
     "losses",
+    "lr_finder",
     "masked",
     "minimize",
     "muon",
@@ -279,6 +291,7 @@ __all__ = [
     "signum",
     "sm3",
     "state_shardings",
+    "sweep",
     "trace",
     "value_and_grad_from_state",
     "yogi",

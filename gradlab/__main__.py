@@ -1,109 +1,625 @@
-"""``python -m gradlab``: the showcase.
+"""``python -m gradlab``: a whole hyperparameter sweep as one vmapped computation.
 
-Trains a tiny MLP on a built-in regression problem (y = sin(3x) + noise)
-with each classic optimizer, every run one jitted ``lax.scan``, and prints a
-table of final losses and steps per second. Then the same model is trained
-for four learning rates at once with ``jax.vmap`` — one compiled computation.
+Trains a small MLP on scikit-learn's handwritten digits (bundled with
+scikit-learn: no download) across optimizers x learning-rate schedules x
+learning rates with :func:`gradlab.sweep`. Configurations that differ only in
+numbers train in one ``vmap`` — the schedules too, whose shapes are numbers
+(warm-up length, final value) — so each optimizer is one compiled program.
+It prints a leaderboard, what the same sweep would cost as a loop of single
+runs (measured on a few, extrapolated), and the lecture's "comparison of
+optimization algorithms" table measured on the sweep instead of asserted,
+and writes PNG plots. ``python -m gradlab lr-find`` runs the learning-rate
+range test on the same model.
+
+Needs the ``examples`` extra: ``pip install -e ".[examples]"`` (scikit-learn,
+tqdm, matplotlib).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
+import math
+import os
+import pathlib
+import sys
 import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import gradlab as gl
 
+# name -> learning rate (a number or a schedule) -> optimizer. Adding an
+# optimizer to the showcase is one line here.
+OPTIMIZERS: dict[str, Callable[[Any], gl.GradientTransformation]] = {
+    "sgd": lambda lr: gl.sgd(lr),
+    "momentum": lambda lr: gl.sgd(lr, momentum=0.9),
+    "nesterov": lambda lr: gl.sgd(lr, momentum=0.9, nesterov=True),
+    "adagrad": lambda lr: gl.adagrad(lr),
+    "rmsprop": lambda lr: gl.rmsprop(lr),
+    "adam": lambda lr: gl.adam(lr),
+    "adamw": lambda lr: gl.adamw(lr, weight_decay=1e-2),
+}
 
-def make_problem(key: jax.Array, n: int = 256):
-    """Inputs in [-1, 1], targets sin(3x) + 0.05 noise."""
-    kx, kn = jax.random.split(key)
-    x = jax.random.uniform(kx, (n, 1), minval=-1.0, maxval=1.0)
-    y = jnp.sin(3.0 * x) + 0.05 * jax.random.normal(kn, (n, 1))
-    return x, y
+# name -> shape of warmup_cosine_decay: (warm-up as a fraction of the steps, final
+# rate as a fraction of the peak). One family, so a schedule is two *numbers*: all
+# schedules of an optimizer train in the same vmap as its learning rates.
+SCHEDULES: dict[str, tuple[float, float]] = {
+    "constant": (0.0, 1.0),  # no warm-up, "decays" from the peak to the peak
+    "cosine": (0.0, 0.0),
+    "warmup-cosine": (0.1, 0.0),
+}
+
+# The lecture's table ("Lecture 8: Loss, Optimization and Scheduling",
+# "Comparison of Optimization Algorithms"): what it asserts, per optimizer.
+LECTURE = {
+    "speed": {"sgd": "Slow", "momentum": "Moderate", "rmsprop": "Fast", "adam": "Fastest"},
+    "generalization": {"sgd": "Good", "momentum": "Best", "rmsprop": "Moderate", "adam": "Good"},
+    "memory": {"sgd": "Lowest", "momentum": "Low", "rmsprop": "Moderate", "adam": "High"},
+    "sensitivity": {"sgd": "High", "momentum": "Moderate", "rmsprop": "Low", "adam": "Lowest"},
+}
+LECTURE_NAME = {"adamw": "adam", "nesterov": "momentum"}  # "Adam/AdamW"; Nesterov is momentum
+
+QUICK = {"steps": 300, "hidden": 32, "lrs": 6, "lr_min": 1e-3, "lr_max": 1.0,
+         "schedules": "constant,warmup-cosine"}  # fmt: skip
+FULL = {"steps": 1000, "hidden": 64, "lrs": 9, "lr_min": 1e-4, "lr_max": 1.0,
+        "schedules": ",".join(SCHEDULES)}  # fmt: skip
 
 
-def init_mlp(key: jax.Array, sizes=(1, 32, 32, 1)):
-    """A list of {"w", "b"} layers with LeCun-normal weights."""
+# ----------------------------------------------------------------------------- the problem
+
+
+class Digits(NamedTuple):
+    """scikit-learn's 8x8 digits, pixels scaled to [0, 1], split 70/15/15."""
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_val: jax.Array
+    y_val: jax.Array
+    x_test: jax.Array
+    y_test: jax.Array
+
+
+def load_digits(seed: int = 0) -> Digits:
+    """The digits dataset (1797 images), shuffled with ``seed`` and split."""
+    try:
+        from sklearn.datasets import load_digits as sk_load_digits
+    except ImportError:
+        sys.exit(
+            "python -m gradlab trains on scikit-learn's digits dataset; install the examples "
+            'extra: pip install -e ".[examples]"'
+        )
+    x, y = sk_load_digits(return_X_y=True)
+    order = np.random.default_rng(seed).permutation(len(x))
+    x = (x[order] / 16.0).astype(np.float32)
+    y = y[order].astype(np.int32)
+    n_val = n_test = int(0.15 * len(x))
+    n_train = len(x) - n_val - n_test
+    cuts = [0, n_train, n_train + n_val, len(x)]
+    parts = []
+    for a, b in itertools.pairwise(cuts):
+        parts += [jnp.asarray(x[a:b]), jnp.asarray(y[a:b])]
+    return Digits(*parts)
+
+
+def init_mlp(key: jax.Array, sizes: tuple[int, ...]) -> list[dict[str, jax.Array]]:
+    """Layers ``{"w", "b"}`` with He-normal weights (ReLU) and zero biases."""
     keys = jax.random.split(key, len(sizes) - 1)
     return [
-        {"w": jax.random.normal(k, (m, n)) / jnp.sqrt(m), "b": jnp.zeros((n,))}
+        {"w": jax.random.normal(k, (m, n)) * jnp.sqrt(2.0 / m), "b": jnp.zeros((n,))}
         for k, m, n in zip(keys, sizes[:-1], sizes[1:], strict=True)
     ]
 
 
-def mlp(params, x):
+def mlp(params: list[dict[str, jax.Array]], x: jax.Array) -> jax.Array:
     for layer in params[:-1]:
-        x = jnp.tanh(x @ layer["w"] + layer["b"])
+        x = jax.nn.relu(x @ layer["w"] + layer["b"])
     return x @ params[-1]["w"] + params[-1]["b"]
 
 
-def loss_fn(params, x, y):
-    return jnp.mean(gl.losses.squared_error(mlp(params, x), y))
+def loss_fn(params: Any, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """Mean softmax cross-entropy of the MLP's logits."""
+    x, y = batch
+    return jnp.mean(gl.losses.softmax_cross_entropy_with_integer_labels(mlp(params, x), y))
 
 
-def train(optimizer: gl.GradientTransformation, params, x, y, num_steps: int):
-    """Run ``num_steps`` full-batch steps in one ``lax.scan``; return (params, losses)."""
+def accuracy(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.argmax(mlp(params, x), axis=-1) == y)
 
-    def step(carry, _):
+
+def minibatches(x: jax.Array, y: jax.Array, batch_size: int, seed: int = 0) -> Callable:
+    """``step -> (x, y)``: a fresh permutation of the training set each epoch,
+    drawn on the device with ``jax.random`` (no host round trip)."""
+    n = x.shape[0]
+    per_epoch = n // batch_size
+    key = jax.random.key(seed)
+
+    def batch(step):
+        epoch, i = step // per_epoch, step % per_epoch
+        order = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+        idx = jax.lax.dynamic_slice_in_dim(order, i * batch_size, batch_size)
+        return x[idx], y[idx]
+
+    return batch
+
+
+def schedule(
+    learning_rate: Any, warmup_steps: Any, end_factor: Any, num_steps: int
+) -> Callable[[Any], Any]:
+    """Warm-up to ``learning_rate``, then cosine decay to ``end_factor * learning_rate``."""
+    end = end_factor * learning_rate
+    return gl.schedules.warmup_cosine_decay(0.0, learning_rate, warmup_steps, num_steps, end)
+
+
+def schedule_shape(name: str, num_steps: int) -> tuple[int, float]:
+    """``(warmup_steps, end_factor)`` of a named schedule."""
+    warmup, end = SCHEDULES[name]
+    return round(warmup * num_steps), end
+
+
+def make_optimizer(
+    optimizer: str, learning_rate: Any, warmup_steps: Any, end_factor: Any, *, num_steps: int
+) -> gl.GradientTransformation:
+    """The optimizer of one configuration: ``OPTIMIZERS[optimizer]`` driven by a
+    warm-up + cosine schedule peaking at ``learning_rate`` (every number traceable)."""
+    return OPTIMIZERS[optimizer](schedule(learning_rate, warmup_steps, end_factor, num_steps))
+
+
+def train_one(tx: gl.GradientTransformation, params: Any, batches: Callable, num_steps: int):
+    """One configuration, the way a loop of single runs does it: a scanned training."""
+
+    def step(carry, t):
         p, s = carry
-        loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
-        updates, s = optimizer.update(grads, s, p, value=loss)
+        loss, grads = jax.value_and_grad(loss_fn)(p, batches(t))
+        updates, s = tx.update(grads, s, p, value=loss)
         return (gl.apply_updates(p, updates), s), loss
 
-    (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), length=num_steps)
+    (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(num_steps))
     return params, losses
 
 
-OPTIMIZERS = {
-    "sgd": lambda: gl.sgd(0.1),
-    "sgd + momentum": lambda: gl.sgd(0.05, momentum=0.9),
-    "sgd + nesterov": lambda: gl.sgd(0.05, momentum=0.9, nesterov=True),
-    "adagrad": lambda: gl.adagrad(0.1),
-    "rmsprop": lambda: gl.rmsprop(3e-3),
-    "rmsprop centered+mom": lambda: gl.rmsprop(1e-3, centered=True, momentum=0.9),
-    "adam": lambda: gl.adam(1e-2),
-    "adamw": lambda: gl.adamw(1e-2, weight_decay=1e-3),
-    "adam + warmup-cosine": lambda: gl.adam(
-        gl.schedules.warmup_cosine_decay(0.0, 2e-2, warmup_steps=50, decay_steps=500)
-    ),
-    "clip -> adamw": lambda: gl.chain(gl.clip_by_global_norm(1.0), gl.adamw(1e-2)),
-}
+def state_bytes_per_param(optimizer: str, params: Any) -> float:
+    """Bytes of optimizer state per parameter (shapes only: nothing is computed)."""
+    state = jax.eval_shape(OPTIMIZERS[optimizer](0.1).init, params)
+    size = lambda tree: sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
+    n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(params))
+    # Step counters are a few bytes for the whole model, not per parameter.
+    per_param = [x for x in jax.tree.leaves(state) if math.prod(x.shape) > 1]
+    return size(per_param) / n_params
+
+
+# ----------------------------------------------------------------------------- the showcase
+
+
+def _options(args: argparse.Namespace) -> argparse.Namespace:
+    defaults = QUICK if args.quick else FULL
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.optimizers = _names(args.optimizers or ",".join(OPTIMIZERS), OPTIMIZERS, "--optimizers")
+    args.schedules = _names(args.schedules, SCHEDULES, "--schedules")
+    return args
+
+
+def _names(text: str, known: dict, option: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        sys.exit(f"{option}: unknown {unknown or text!r}; choose from {', '.join(known)}")
+    return names
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+
+    def fmt(cells):
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs)
+
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+
+
+def showcase(args: argparse.Namespace) -> None:
+    args = _options(args)
+    data = load_digits(args.seed)
+    sizes = (64, args.hidden, 10)
+    params = init_mlp(jax.random.key(args.seed), sizes)
+    n_params = sum(x.size for x in jax.tree.leaves(params))
+    batches = minibatches(data.x_train, data.y_train, args.batch_size, args.seed)
+    lrs = np.geomspace(args.lr_min, args.lr_max, args.lrs).tolist()
+    shapes = [schedule_shape(s, args.steps) for s in args.schedules]
+    grid = {
+        "optimizer": args.optimizers,
+        ("warmup_steps", "end_factor"): shapes,  # zipped: one entry per schedule
+        "learning_rate": lrs,
+    }
+    n_configs = len(args.optimizers) * len(args.schedules) * len(lrs)
+    device = jax.devices()[0]
+    print(f"gradlab {gl.__version__} showcase on {device.platform.upper()} ({device.device_kind})")
+    print(
+        f"data:  scikit-learn digits, 8x8 images, 10 classes: {len(data.y_train)} train / "
+        f"{len(data.y_val)} validation / {len(data.y_test)} test"
+    )
+    print(
+        f"model: MLP {'-'.join(map(str, sizes))} (ReLU), {n_params:,} params; "
+        f"mini-batches of {args.batch_size}, {args.steps} steps"
+    )
+    print(
+        f"grid:  {len(args.optimizers)} optimizers x {len(args.schedules)} schedules x "
+        f"{len(lrs)} learning rates ({lrs[0]:g} .. {lrs[-1]:g}) = {n_configs} configurations, "
+        f"{len(args.optimizers)} compiled groups (one per optimizer: its schedules and learning "
+        "rates are numbers, and train in one vmap)\n"
+    )
+
+    def evaluate(p):
+        return {
+            "train_loss": loss_fn(p, (data.x_train, data.y_train)),
+            "val_acc": accuracy(p, data.x_val, data.y_val),
+            "test_acc": accuracy(p, data.x_test, data.y_test),
+        }
+
+    make = functools.partial(make_optimizer, num_steps=args.steps)
+    result = gl.sweep(
+        make, loss_fn, params, batches, grid,
+        num_steps=args.steps,
+        eval_fn=evaluate,
+        eval_every=max(1, args.steps // 20),
+        progress=False if args.no_progress else None,
+    )  # fmt: skip
+    print(
+        f"\nsweep: {n_configs} configurations x {args.steps} steps in {result.wall_time:.1f} s "
+        f"wall ({result.compile_time:.1f} s compiling {result.num_groups} programs, "
+        f"{result.wall_time - result.compile_time:.1f} s training); "
+        f"{int(result.diverged.sum())} diverged"
+    )
+    if args.loop_sample > 0:
+        _loop_estimate(result, make, params, batches, args, n_configs)
+
+    _leaderboard(result, args)
+    _comparison(result, params, args, float(evaluate(params)["train_loss"]))
+    if not args.no_plots:
+        _plots(result, make, args, lrs)
+
+
+def _loop_estimate(result, make, params, batches, args, n_configs: int) -> None:
+    """Time a few configurations the way a loop of single runs does it (build
+    the optimizer, jit its scanned training: one compile per configuration)
+    and extrapolate to the whole grid."""
+    picks = np.linspace(0, n_configs - 1, min(args.loop_sample, n_configs)).round().astype(int)
+    times = []
+    for i in picks:
+        config = result.configs[i]
+        t0 = time.perf_counter()
+        tx = make(**config)
+        run = jax.jit(lambda p, tx=tx: train_one(tx, p, batches, args.steps))
+        jax.block_until_ready(run(params))
+        times.append(time.perf_counter() - t0)
+    per_run = float(np.mean(times))
+    estimate = per_run * n_configs
+    print(
+        f"the same sweep as a Python loop of single runs (one jit each): ~{estimate:.0f} s "
+        f"(ESTIMATE: {len(times)} runs measured, {per_run:.2f} s each incl. compile, x "
+        f"{n_configs}) -> the vmapped sweep is ~{estimate / result.wall_time:.0f}x faster"
+    )
+
+
+def _part(result, args, optimizer: str, schedule_name: str):
+    """The configurations of one optimizer and schedule."""
+    warmup_steps, end_factor = schedule_shape(schedule_name, args.steps)
+    return result.where(optimizer=optimizer, warmup_steps=warmup_steps, end_factor=end_factor)
+
+
+def _leaderboard(result, args) -> None:
+    """Best learning rate of each optimizer and schedule (by validation accuracy)."""
+    rows = []
+    for opt in args.optimizers:
+        for sched in args.schedules:
+            part = _part(result, args, opt, sched)
+            if not np.any(np.isfinite(part.evals["val_acc"][:, -1])):
+                rows.append((-1.0, [opt, sched, "-", "diverged", "-", "-", "-"]))
+                continue
+            best = part.best("val_acc", mode="max")
+            i = best.index
+            group_seconds = float(part.seconds.sum())
+            rows.append(
+                (
+                    best.value,
+                    [
+                        opt,
+                        sched,
+                        f"{best.config['learning_rate']:.3g}",
+                        f"{part.evals['train_loss'][i, -1]:.4f}",
+                        f"{100 * best.value:.1f}",
+                        f"{100 * part.evals['test_acc'][i, -1]:.1f}",
+                        f"{group_seconds:.2f}",
+                    ],
+                )
+            )
+    rows.sort(key=lambda r: -r[0])
+    header = ["optimizer", "schedule", "best lr", "train loss", "val acc %", "test acc %"]
+    header.append("wall s")
+    print("\nLeaderboard: the best learning rate of each optimizer and schedule (by validation")
+    print("accuracy); wall s = compile + training time of that optimizer and schedule, all its")
+    print("learning rates (its share of the optimizer's one compiled program):")
+    print(_table(["#", *header], [[str(k), *r] for k, (_, r) in enumerate(rows, 1)]))
+
+
+def _steps_to(curve: np.ndarray, steps: np.ndarray, target: float) -> float:
+    hit = np.flatnonzero(curve <= target)
+    return float(steps[hit[0]]) if hit.size else math.inf
+
+
+def _comparison(result, params, args, initial_loss: float) -> None:
+    """The lecture's table, measured: one column per optimizer, on one schedule."""
+    sched = args.schedules[0]
+    steps = result.eval_steps
+    cols, speed, general, memory, spread = [], [], [], [], []
+    for opt in args.optimizers:
+        part = _part(result, args, opt, sched)
+        train = part.evals["train_loss"]
+        cols.append(opt)
+        fastest = min(_steps_to(train[i], steps, args.target_loss) for i in range(len(train)))
+        speed.append(f">{args.steps}" if math.isinf(fastest) else f"{fastest:.0f}")
+        if np.any(np.isfinite(part.evals["val_acc"][:, -1])):
+            best = part.best("val_acc", mode="max")
+            general.append(f"{100 * part.evals['test_acc'][best.index, -1]:.1f}%")
+        else:
+            general.append("diverged")
+        memory.append(f"{state_bytes_per_param(opt, params):.0f}")
+        final = np.where(np.isfinite(train[:, -1]), train[:, -1], initial_loss)
+        final = np.clip(final, 1e-12, initial_loss)  # a blown-up run counts as untrained
+        spread.append(f"{np.std(np.log10(final)):.2f}")
+
+    def lecture(kind):
+        return [LECTURE[kind].get(LECTURE_NAME.get(o, o), "-") for o in cols]
+
+    rows = [
+        [f"training speed: steps to train loss <= {args.target_loss:g} (fastest lr)", *speed],
+        ["  lecture says", *lecture("speed")],
+        ["generalization: test accuracy at the best lr (by validation)", *general],
+        ["  lecture says", *lecture("generalization")],
+        ["memory: optimizer state, bytes per parameter", *memory],
+        ["  lecture says", *lecture("memory")],
+        ["lr sensitivity: std of log10(final train loss) over the lr grid", *spread],
+        ["  lecture says", *lecture("sensitivity")],
+    ]
+    print(
+        "\nComparison of optimization algorithms (the lecture's table, measured on this sweep: "
+        f"schedule '{sched}', {len(_part(result, args, cols[0], sched).configs)} "
+        "learning rates each; lower is better except accuracy):"
+    )
+    print(_table(["metric", *cols], rows))
+    print(
+        "(one small model and dataset, one seed: the measured columns show what held here, "
+        "not a general law; eval every "
+        f"{int(steps[0])} steps, so speeds are multiples of it)"
+    )
+
+
+def _plots(result, make, args, lrs) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    sched = args.schedules[0]
+    best = [_part(result, args, o, sched).best("val_acc", mode="max") for o in args.optimizers]
+    # best() indexes its own (sliced) result: find each configuration in the whole one.
+    idx = [next(i for i, c in enumerate(result.configs) if c is b.config or c == b.config)
+           for b in best]  # fmt: skip
+    fig = gl.plot.sweep(result.subset(idx), metric="train_loss")
+    fig.suptitle(f"training loss of each optimizer at its best learning rate ({sched})")
+    written.append(_save(fig, out / "loss_curves.png"))
+
+    fig = gl.plot.sweep(
+        result, metric="test_acc", by=["optimizer", "learning_rate"], log_scale=False
+    )
+    fig.suptitle("test accuracy: every configuration")
+    written.append(_save(fig, out / "sweep_overview.png"))
+
+    import matplotlib.figure
+
+    fig = matplotlib.figure.Figure(figsize=(5.0 * len(args.schedules), 4.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(args.schedules), sharey=True))
+    for ax, s in zip(axes, args.schedules, strict=True):
+        for o in args.optimizers:
+            part = _part(result, args, o, s)
+            acc = part.evals["test_acc"][:, -1]
+            ax.plot([c["learning_rate"] for c in part.configs], 100 * acc, "o-", label=o, ms=4)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate (peak)")
+        ax.set_title(f"schedule: {s}")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("test accuracy %")
+    axes[-1].legend(fontsize="small")
+    written.append(_save(fig, out / "accuracy_vs_lr.png"))
+
+    shapes = {s: schedule(1.0, *schedule_shape(s, args.steps), args.steps) for s in args.schedules}
+    fig = gl.plot.schedules(shapes, args.steps)
+    fig.axes[0].set_ylabel("learning rate / peak")
+    fig.axes[0].set_title("the schedules of the sweep (scaled by each learning rate)")
+    written.append(_save(fig, out / "schedules.png"))
+    print(f"\nplots written to {out.resolve()}{os.sep}: {', '.join(p.name for p in written)}")
+
+
+def _save(fig, path: pathlib.Path) -> pathlib.Path:
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# ----------------------------------------------------------------------------- lr-find
+
+
+def lr_find(args: argparse.Namespace) -> None:
+    """The range test of each chosen optimizer on the same model, in one call."""
+    names = _names(args.optimizers, OPTIMIZERS, "--optimizers")
+    data = load_digits(args.seed)
+    params = init_mlp(jax.random.key(args.seed), (64, args.hidden, 10))
+    batches = minibatches(data.x_train, data.y_train, args.batch_size, args.seed)
+    print(
+        f"learning-rate range test on the digits MLP 64-{args.hidden}-10: {', '.join(names)}, "
+        f"lr {args.min_lr:g} -> {args.max_lr:g} over {args.steps} steps"
+    )
+    t0 = time.perf_counter()
+    result = gl.lr_finder(
+        lambda lr, optimizer: OPTIMIZERS[optimizer](lr), loss_fn, params, batches,
+        min_lr=args.min_lr, max_lr=args.max_lr, num_steps=args.steps, rule=args.rule,
+        grid={"optimizer": names},
+    )  # fmt: skip
+    jax.block_until_ready(result)
+    print(f"({time.perf_counter() - t0:.1f} s)")
+    print(result)
+    if not args.no_plots:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        path = _save(gl.plot.lr_finder(result), out / "lr_finder.png")
+        print(f"plot written to {path.resolve()}")
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    q, f = QUICK, FULL
+    parser = argparse.ArgumentParser(
+        prog="python -m gradlab",
+        usage="python -m gradlab [options]\n       python -m gradlab lr-find [options]",
+        description=(
+            "The gradlab showcase: trains a small MLP on scikit-learn's handwritten digits "
+            "(bundled with scikit-learn, no download) for every optimizer x learning-rate "
+            "schedule x learning rate with gl.sweep: the schedules and learning rates of each "
+            "optimizer train in one vmapped, compiled computation. Prints a leaderboard, what "
+            "the same sweep would cost as a loop of single runs (measured on a few, "
+            "extrapolated), and the lecture's 'comparison of optimization algorithms' table "
+            "measured on the sweep; writes PNG plots to --out."
+        ),
+        epilog='Needs the examples extra: pip install -e ".[examples]" (scikit-learn, tqdm, '
+        "matplotlib).",
+    )
+    add = parser.add_argument
+    add("--quick", action="store_true", help="a smaller sweep: under a minute on 2 CPU cores")
+    add(
+        "--steps",
+        type=int,
+        help=f"training steps per configuration (default {f['steps']}; quick {q['steps']})",
+    )
+    add(
+        "--hidden",
+        type=int,
+        help=f"hidden units of the MLP (default {f['hidden']}; quick {q['hidden']})",
+    )
+    add(
+        "--lrs",
+        type=int,
+        help=f"learning rates per optimizer and schedule, log-spaced from --lr-min to "
+        f"--lr-max (default {f['lrs']}; quick {q['lrs']})",
+    )
+    add(
+        "--lr-min",
+        type=float,
+        help=f"smallest learning rate (default {f['lr_min']:g}; quick {q['lr_min']:g})",
+    )
+    add(
+        "--lr-max",
+        type=float,
+        help=f"largest learning rate (default {f['lr_max']:g}; quick {q['lr_max']:g})",
+    )
+    add("--optimizers", help=f"comma-separated subset of {','.join(OPTIMIZERS)} (default: all)")
+    add(
+        "--schedules",
+        help=f"comma-separated subset of {','.join(SCHEDULES)}; the first one is the "
+        f"comparison table's (default: all; quick: {q['schedules']})",
+    )
+    add("--batch-size", type=int, default=128, help="mini-batch size (default 128)")
+    add(
+        "--target-loss",
+        type=float,
+        default=0.1,
+        help="training speed = steps until the full training loss first reaches this (default 0.1)",
+    )
+    add(
+        "--loop-sample",
+        type=int,
+        default=3,
+        help="configurations timed as separate jitted runs for the loop estimate; 0 skips "
+        "it (default 3)",
+    )
+    add(
+        "--out",
+        default="gradlab-showcase",
+        help="folder for the PNG plots (default ./gradlab-showcase)",
+    )
+    add("--no-plots", action="store_true", help="write no plots (matplotlib not needed)")
+    add(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (it is shown only when stderr is a terminal anyway)",
+    )
+    add(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data split, the mini-batches and the initial params (default 0)",
+    )
+
+    sub = parser.add_subparsers(dest="command", title="subcommands", metavar="COMMAND")
+    finder = sub.add_parser(
+        "lr-find",
+        prog="python -m gradlab lr-find",
+        help="the learning-rate range test on the same model (lr-find --help for its options)",
+        description="Leslie Smith's learning-rate range test (gl.lr_finder) on the digits MLP "
+        "for several optimizers in one call: the rate grows exponentially from --min-lr to "
+        "--max-lr, the test stops once the smoothed loss explodes, and the suggestion of "
+        "each rule (steepest, minimum/10, valley) is printed and plotted.",
+    )
+    add = finder.add_argument
+    add(
+        "--optimizers",
+        default="momentum,adam",
+        help=f"comma-separated subset of {','.join(OPTIMIZERS)} (default momentum,adam)",
+    )
+    add("--min-lr", type=float, default=1e-5, help="learning rate of the first step (default 1e-5)")
+    add("--max-lr", type=float, default=10.0, help="learning rate of the last step (default 10)")
+    add("--steps", type=int, default=200, help="steps of the test (default 200)")
+    add(
+        "--rule",
+        default="steepest",
+        choices=["steepest", "minimum", "valley"],
+        help="the suggestion printed as chosen (default steepest)",
+    )
+    add("--hidden", type=int, default=64, help="hidden units of the MLP (default 64)")
+    add("--batch-size", type=int, default=128, help="mini-batch size (default 128)")
+    add(
+        "--out",
+        default="gradlab-showcase",
+        help="folder for the PNG plot (default ./gradlab-showcase)",
+    )
+    add("--no-plots", action="store_true", help="write no plot (matplotlib not needed)")
+    add(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the data split, the mini-batches and the initial params (default 0)",
+    )
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gradlab", description=__doc__)
-    parser.add_argument("--steps", type=int, default=500, help="training steps per optimizer")
-    args = parser.parse_args(argv)
-
-    key = jax.random.key(0)
-    x, y = make_problem(key)
-    params0 = init_mlp(jax.random.key(1))
-    initial = float(loss_fn(params0, x, y))
-    print(
-        f"gradlab {gl.__version__} on {jax.devices()[0].platform.upper()} — "
-        f"MLP 1-32-32-1 on y = sin(3x) + noise, {args.steps} full-batch steps"
-    )
-    print(f"initial loss {initial:.4f}\n")
-    print(f"{'optimizer':<24}{'final loss':>12}{'best loss':>12}{'steps/s':>12}")
-    print("-" * 60)
-    for name, make in OPTIMIZERS.items():
-        run = jax.jit(lambda p, make=make: train(make(), p, x, y, args.steps))
-        jax.block_until_ready(run(params0))  # compile once, outside the timing
-        t0 = time.perf_counter()
-        _, losses = jax.block_until_ready(run(params0))
-        rate = args.steps / (time.perf_counter() - t0)
-        print(f"{name:<24}{float(losses[-1]):>12.5f}{float(losses.min()):>12.5f}{rate:>12,.0f}")
-
-    # A sweep is one computation: vmap the whole training run over learning rates.
-    lrs = jnp.array([1e-3, 3e-3, 1e-2, 3e-2])
-    sweep = jax.jit(jax.vmap(lambda lr: train(gl.adam(lr), params0, x, y, args.steps)[1][-1]))
-    finals = sweep(lrs)
-    print("\nadam, 4 learning rates in one vmapped, compiled run:")
-    for lr, loss in zip(lrs.tolist(), finals.tolist(), strict=True):
-        print(f"  lr={lr:<8g} final loss {loss:.5f}")
+    args = _parser().parse_args(argv)
+    if args.command == "lr-find":
+        lr_find(args)
+    else:
+        showcase(args)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ the object API (``matplotlib.figure.Figure``): no pyplot global state, no
 is displayed once). One module per plot.
 """
 
+from gradlab.plot._lr_finder import lr_finder
 from gradlab.plot._schedules import schedules
+from gradlab.plot._sweep import sweep
 from gradlab.plot._trajectories import trajectories
 
-__all__ = ["schedules", "trajectories"]
+__all__ = ["lr_finder", "schedules", "sweep", "trajectories"]

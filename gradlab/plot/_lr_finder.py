@@ -1,0 +1,89 @@
+"""``gl.plot.lr_finder``: the range test's curve, with its suggested learning rate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gradlab.plot._common import axes as _axes
+
+MARKERS = {"valley": "o", "steepest": "v", "minimum": "s"}
+
+
+def lr_finder(result: Any, *, show_raw: bool = True, ax: Any = None) -> Any:
+    """Plot a :class:`gradlab.LRFinderResult`: smoothed loss against learning rate
+    (log axis), the raw loss faintly, and the suggestions — the chosen one as a
+    dashed vertical line, every rule as a marker on the curve.
+
+    A result of a grid (or of ``jax.vmap``) draws one curve per configuration.
+    The value axis is cut a little above the starting loss, so the explosion
+    that stopped the test does not flatten the interesting part.
+
+    Args:
+        result: what :func:`gradlab.lr_finder` returned.
+        show_raw: also draw the unsmoothed loss.
+        ax: a matplotlib ``Axes`` to draw into; a new figure if ``None``.
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+
+    Example:
+        >>> fig = gl.plot.lr_finder(gl.lr_finder(gl.adam, loss_fn, params, batches))
+    """
+    lrs = np.atleast_2d(np.asarray(result.learning_rates, np.float64))
+    raw = np.atleast_2d(np.asarray(result.losses, np.float64))
+    smooth = np.atleast_2d(np.asarray(result.smoothed, np.float64))
+    stops = np.atleast_1d(np.asarray(result.stop_step))
+    chosen = np.atleast_1d(np.asarray(result.suggestion, np.float64))
+    rules = {k: np.atleast_1d(np.asarray(v, np.float64)) for k, v in result.suggestions.items()}
+    configs = result.config_dicts() if hasattr(result, "config_dicts") else None
+    n = lrs.shape[0]
+
+    ax = _axes(ax, figsize=(7.0, 4.2))
+    cycle = [f"C{i}" for i in range(10)]
+    top = -np.inf
+    bottom = np.inf
+    for i in range(n):
+        color = cycle[i % 10]
+        label = None
+        if n > 1:
+            label = ", ".join(f"{k}={v}" for k, v in configs[i].items()) if configs else f"#{i}"
+        valid = np.arange(lrs.shape[1]) < stops[i]
+        if show_raw:
+            ax.plot(lrs[i], raw[i], color=color, alpha=0.25, lw=0.8)
+        ax.plot(lrs[i][valid], smooth[i][valid], color=color, lw=1.6, label=label)
+        for rule, values in rules.items():
+            at = (
+                np.interp(np.log(values[i]), np.log(lrs[i][valid]), smooth[i][valid])
+                if valid.any()
+                else np.nan
+            )
+            ax.plot(
+                [values[i]],
+                [at],
+                MARKERS.get(rule, "o"),
+                color=color,
+                mfc="none",
+                ms=7,
+                label=f"{rule} {values[i]:.2g}" if n == 1 else None,
+            )
+        ax.axvline(chosen[i], color=color, ls="--", lw=1.0)
+        finite = smooth[i][valid][np.isfinite(smooth[i][valid])]
+        if finite.size:
+            top = max(top, finite[0] + 0.5 * (finite[0] - finite.min()) + 1e-12)
+            bottom = min(bottom, finite.min())
+    if np.isfinite(top) and np.isfinite(bottom) and top > bottom:
+        pad = 0.05 * (top - bottom)
+        ax.set_ylim(bottom - pad, top)
+    ax.set_xscale("log" if np.all(lrs > 0) else "linear")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss (smoothed)")
+    rule = getattr(result, "rule", "")
+    if n == 1:
+        ax.set_title(f"range test: suggested {chosen[0]:.3g} ({rule}, dashed)")
+    else:
+        ax.set_title(f"range tests: dashed = suggested ({rule})")
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    return ax.figure

@@ -1,0 +1,193 @@
+"""``gl.plot.sweep``: a sweep's curves, and its final values against each hyperparameter."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from gradlab._checks import check_in_range
+from gradlab.plot._common import figure_module
+
+MAX_LEGEND = 10
+
+
+def _ema(curves: np.ndarray, beta: float) -> np.ndarray:
+    """Bias-corrected EMA along axis 1, NaN where the curve is NaN."""
+    if beta == 0:
+        return curves
+    out = np.full_like(curves, np.nan, dtype=np.float64)
+    avg = np.zeros(curves.shape[0])
+    for k in range(curves.shape[1]):
+        x = curves[:, k]
+        avg = np.where(np.isfinite(x), beta * avg + (1 - beta) * x, avg)
+        out[:, k] = np.where(np.isfinite(x), avg / (1 - beta ** (k + 1)), np.nan)
+    return out
+
+
+def _spans_decades(values: np.ndarray) -> bool:
+    finite = values[np.isfinite(values)]
+    return finite.size > 1 and bool(np.all(finite > 0)) and finite.max() / finite.min() >= 10
+
+
+def _is_numeric(values: list[Any]) -> bool:
+    return all(
+        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+        for v in values
+    )
+
+
+def _label(config: dict[str, Any], names: list[str]) -> str:
+    parts = []
+    for k in names:
+        v = config[k]
+        parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
+    return ", ".join(parts)
+
+
+def sweep(
+    result: Any,
+    *,
+    metric: str = "loss",
+    smoothing: float = 0.0,
+    log_scale: bool | None = None,
+    by: Sequence[str] | None = None,
+) -> Any:
+    """Plot a :class:`gradlab.SweepResult`: training curves, one colour per
+    configuration, and the final value against each swept hyperparameter.
+
+    The first panel draws each configuration's loss history (or the history of
+    the eval metric ``metric``); a curve of a diverged configuration ends where
+    it diverged. Each further panel puts the final value against one swept
+    hyperparameter (numbers on a log axis when they span a decade or more;
+    strings and bools as categories), each point in its configuration's
+    colour, with thin lines joining configurations that differ only in that
+    (numeric) hyperparameter; diverged configurations are marked ``x`` at the top.
+
+    Args:
+        result: what :func:`gradlab.sweep` returned (``result.where(...)`` or
+            ``result.subset(...)`` to draw fewer configurations).
+        metric: ``"loss"`` or the name of an ``eval_fn`` metric.
+        smoothing: EMA factor in ``[0, 1)`` for the curves (bias-corrected;
+            mini-batch losses are noisy), 0 for none.
+        log_scale: log value axis; ``None`` picks it when the values span a
+            decade or more.
+        by: the hyperparameters to put the final values against, one panel
+            each (default: every swept one that takes more than one value).
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+
+    Example:
+        >>> result = gl.sweep(make, loss_fn, params, batches, grid, num_steps=100)
+        >>> fig = gl.plot.sweep(result, smoothing=0.9)
+        >>> fig.savefig("sweep.png")
+    """
+    figure = figure_module()
+    check_in_range("smoothing", smoothing, 0.0, 1.0, hi_open=True)
+    if metric == "loss":
+        curves = np.asarray(result.losses, np.float64)
+        steps = np.arange(curves.shape[1])
+        final = result.final_loss.astype(np.float64)
+        ylabel, xlabel = "training loss", "step"
+    else:
+        if not result.evals or metric not in result.evals:
+            raise ValueError(
+                f"metric must be 'loss' or one of {list(result.evals or {})}, got {metric!r}"
+            )
+        curves = np.asarray(result.evals[metric], np.float64)
+        steps = np.asarray(result.eval_steps)
+        final = curves[:, -1]
+        ylabel, xlabel = metric, "step (updates)"
+    curves = _ema(curves, float(smoothing))
+    n = curves.shape[0]
+    names = result.names
+    differ = [k for k in names if len({repr(c[k]) for c in result.configs}) > 1] or names[:1]
+    if by is None:
+        varied = differ
+    else:
+        varied = list(by)
+        unknown = [k for k in varied if k not in names]
+        if unknown:
+            raise ValueError(f"by: {unknown} are not swept names; these are {names}")
+    if log_scale is None:
+        log_scale = _spans_decades(curves.ravel())
+
+    panels = 1 + len(varied)
+    cols = min(panels, 3)
+    rows = math.ceil(panels / cols)
+    fig = figure.Figure(figsize=(4.6 * cols, 3.6 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    colors = [cmap(i / max(n - 1, 1)) for i in range(n)]
+    ax = axes[0]
+    for i in range(n):
+        ax.plot(steps, curves[i], color=colors[i], lw=1.2, label=_label(result.configs[i], differ))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel + (f" (EMA {smoothing:g})" if smoothing else ""))
+    if log_scale:
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"{n} configurations")
+    if n <= MAX_LEGEND:  # below the panels: labels name every varied hyperparameter
+        fig.legend(loc="outside lower center", ncols=1 if n < 4 else 2, fontsize="small")
+
+    diverged = np.asarray(result.diverged) | ~np.isfinite(final)
+    finite = final[~diverged]
+    top = finite.max() if finite.size else 1.0
+    for ax, name in zip(axes[1:panels], varied, strict=True):
+        values = [c[name] for c in result.configs]
+        if _is_numeric(values):
+            x = np.asarray(values, np.float64)
+            log_x = _spans_decades(x)
+        else:
+            categories = list(dict.fromkeys(repr(v) for v in values))
+            x = np.asarray([categories.index(repr(v)) for v in values], np.float64)
+            labels = [c.strip("'") for c in categories]
+            crowded = len(labels) > 4 or max(map(len, labels)) > 10
+            ax.set_xticks(range(len(labels)), labels, rotation=30 if crowded else 0,
+                          ha="right" if crowded else "center")  # fmt: skip
+            log_x = False
+        # Thin lines join configurations equal in every other hyperparameter
+        # (along a numeric axis only: categories have no order to follow).
+        others = [k for k in names if k != name]
+        lines: dict[str, list[int]] = {}
+        for i, c in enumerate(result.configs):
+            lines.setdefault(repr([c[k] for k in others]), []).append(i)
+        for members in lines.values() if _is_numeric(values) else ():
+            ok = [i for i in members if not diverged[i]]
+            ok.sort(key=lambda i: x[i])
+            if len(ok) > 1:
+                ax.plot(x[ok], final[ok], color="0.75", lw=0.8, zorder=1)
+        ax.scatter(
+            x[~diverged],
+            final[~diverged],
+            c=[colors[i] for i in np.flatnonzero(~diverged)],
+            zorder=2,
+            s=22,
+        )
+        if diverged.any():
+            ax.scatter(
+                x[diverged],
+                np.full(diverged.sum(), top),
+                marker="x",
+                color="tab:red",
+                zorder=3,
+                label="diverged",
+            )
+            ax.legend(fontsize="small")
+        if log_x:
+            ax.set_xscale("log")
+        if log_scale:
+            ax.set_yscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel(f"final {ylabel}")
+        ax.grid(True, alpha=0.3)
+    return fig

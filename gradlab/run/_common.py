@@ -1,0 +1,109 @@
+"""What ``sweep`` and ``lr_finder`` share: the training data and the initial params.
+
+``batches`` is either an array (or a pytree of arrays) stacked along steps —
+step ``k`` trains on ``batches[k % len]``, so a few stacked batches are
+cycled through as epochs — or a pure function ``step -> batch`` (or
+``(step, key) -> batch``, which gets a per-configuration key so that a sweep
+over seeds also varies the data order). ``params`` is a pytree of arrays or a
+function ``key -> params``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _required_positional(fn: Callable) -> int | None:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return None
+    return sum(p.kind in kinds and p.default is inspect.Parameter.empty for p in params)
+
+
+class Batches(NamedTuple):
+    """The training data: ``stacked`` arrays (an argument of the compiled
+    program, never a constant baked into it) or a ``fn`` of the step."""
+
+    stacked: Any
+    fn: Callable | None
+    takes_key: bool
+
+    def at(self, stacked: Any, step: jax.Array, key: jax.Array) -> Any:
+        """The batch of ``step`` (``stacked`` is the program's argument)."""
+        if self.fn is None:
+            return jax.tree.map(
+                lambda x: jax.lax.dynamic_index_in_dim(x, step % x.shape[0], keepdims=False),
+                stacked,
+            )
+        return self.fn(step, key) if self.takes_key else self.fn(step)
+
+
+def as_batches(batches: Any) -> Batches:
+    """Validate ``batches`` (see the module docstring)."""
+    if callable(batches):
+        n = _required_positional(batches)
+        if n not in (None, 1, 2):
+            raise TypeError(
+                "batches must be a function step -> batch or (step, key) -> batch, "
+                f"got a function of {n} required arguments"
+            )
+        return Batches(None, batches, n == 2)
+    leaves = jax.tree.leaves(batches)
+    if not leaves:
+        raise ValueError(
+            "batches must be arrays stacked along steps or a function step -> batch, "
+            f"got {batches!r}"
+        )
+    lengths = set()
+    for leaf in leaves:
+        if not isinstance(leaf, np.ndarray | jax.Array) or leaf.ndim < 1:
+            raise TypeError(
+                "batches must be arrays stacked along steps (leading axis = step), got a "
+                f"leaf {type(leaf).__name__} of shape {np.shape(leaf)}"
+            )
+        lengths.add(leaf.shape[0])
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(
+            f"every array of batches must have the same, non-zero leading (step) axis, got "
+            f"lengths {sorted(lengths)}"
+        )
+    return Batches(jax.tree.map(jnp.asarray, batches), None, False)
+
+
+def check_params(params: Any) -> None:
+    """``params`` is a pytree of float arrays or a function ``key -> params``."""
+    if callable(params):
+        return
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError(f"params must hold at least one array, got {params!r}")
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        if isinstance(leaf, float):
+            continue
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"params leaf {jax.tree_util.keystr(path) or '(root)'} must be a float array, "
+                f"got {dtype or type(leaf).__name__}"
+            )
+
+
+def check_loss(loss: Any) -> None:
+    """``loss_fn`` returned a real scalar (checked when tracing)."""
+    if jnp.shape(loss) != ():
+        raise ValueError(
+            f"loss_fn must return a scalar, got shape {jnp.shape(loss)}; take the mean "
+            "over the batch (gl.losses return per-example values)"
+        )
+    if not jnp.issubdtype(jnp.result_type(loss), jnp.floating):
+        raise TypeError(f"loss_fn must return a float, got dtype {jnp.result_type(loss)}")

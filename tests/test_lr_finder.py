@@ -1,0 +1,229 @@
+"""gl.lr_finder against a NumPy range test written here from the rules
+(Smith 2017; fastai's lr_find smoothing, stop and suggestion rules), on least
+squares whose gradient is closed-form."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradlab as gl
+from gradlab.run import _lr_finder
+
+_rng = np.random.default_rng(1)
+X = _rng.normal(size=(4, 16, 3))  # four stacked batches, cycled
+Y = X @ np.array([1.0, -2.0, 0.5]) + 0.1 * _rng.normal(size=(4, 16))
+BATCHES = (jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32))
+
+
+def loss_fn(p, batch):
+    x, y = batch
+    return jnp.mean((x @ p - y) ** 2)
+
+
+def np_range_test(lrs, smoothing=0.98, threshold=4.0, momentum=0.0):
+    """The range test in NumPy (float64): SGD (heavy ball) on least squares."""
+    p, v = np.zeros(3), np.zeros(3)
+    avg, lowest, stop = 0.0, np.inf, len(lrs)
+    losses, smoothed = np.full(len(lrs), np.nan), np.full(len(lrs), np.nan)
+    for t, lr in enumerate(lrs):
+        x, y = X[t % 4], Y[t % 4]
+        r = x @ p - y
+        losses[t] = np.mean(r**2)
+        avg = smoothing * avg + (1 - smoothing) * losses[t]
+        smoothed[t] = avg / (1 - smoothing ** (t + 1))
+        lowest = min(lowest, smoothed[t])
+        if not np.isfinite(smoothed[t]) or smoothed[t] - lowest > (threshold - 1) * abs(lowest):
+            stop = t
+            break
+        v = momentum * v + 2 * x.T @ r / len(r)
+        p = p - lr * v
+    return losses, smoothed, stop
+
+
+def np_suggestions(lrs, s, stop, lo, hi):
+    """The three rules, written from their descriptions (fastai's steep/minimum/valley)."""
+    s, lrs_v = s[:stop], lrs[:stop]
+    down = np.argmin(s) + 1  # the descent: up to the minimum
+    slope = np.diff(s[:down]) / np.diff(np.log(lrs_v[:down]))
+    steepest = lrs_v[np.argmin(slope)] if len(slope) else lrs[0]
+    minimum = lrs_v[np.argmin(s)] / 10
+    lds = [1] * len(s)  # longest strictly decreasing subsequence ending at i
+    end = 0
+    for i in range(1, len(s)):
+        for j in range(i):
+            if s[i] < s[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+        if lds[end] < lds[i]:
+            end = i
+    start = max(end - lds[end], 0)
+    third = (end - start) / 3
+    valley = lrs[start + int(third) + int(third / 2)]
+    clip = lambda v: float(np.clip(v, lo, hi))  # noqa: E731
+    return {"valley": clip(valley), "steepest": clip(steepest), "minimum": clip(minimum)}
+
+
+@pytest.mark.parametrize("mode", ["exp", "linear"])
+def test_learning_rates_run_from_min_to_max(mode):
+    lrs = _lr_finder.learning_rates(1e-4, 1.0, 9, mode)
+    want = np.geomspace(1e-4, 1.0, 9) if mode == "exp" else np.linspace(1e-4, 1.0, 9)
+    np.testing.assert_allclose(lrs, want, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def sgd_test():
+    return gl.lr_finder(gl.sgd, loss_fn, jnp.zeros(3), BATCHES, min_lr=1e-4, max_lr=10.0,
+                        num_steps=60)  # fmt: skip
+
+
+def test_range_test_matches_numpy_and_stops_early_on_divergence(sgd_test):
+    result = sgd_test
+    lrs = np.geomspace(1e-4, 10.0, 60)
+    np.testing.assert_allclose(result.learning_rates, lrs, rtol=1e-5)
+    losses, smoothed, stop = np_range_test(lrs)
+    assert 0 < stop < 60  # SGD on this problem diverges above lr ~ 0.5
+    assert int(result.stop_step) == stop
+    np.testing.assert_allclose(result.losses[: stop + 1], losses[: stop + 1], rtol=1e-4)
+    np.testing.assert_allclose(result.smoothed[: stop + 1], smoothed[: stop + 1], rtol=1e-4)
+    assert np.all(np.isnan(result.losses[stop + 1 :])) and np.all(
+        np.isnan(result.smoothed[stop + 1 :])
+    )
+    want = np_suggestions(lrs, smoothed, stop, 1e-4, 10.0)
+    for rule, value in result.suggestions.items():
+        assert 1e-4 <= float(value) <= 10.0
+        np.testing.assert_allclose(float(value), want[rule], rtol=1e-5, err_msg=rule)
+    assert float(result.suggestion) == float(result.suggestions["steepest"])
+    # Every rule lands below the rate at which the test stopped, where it diverged.
+    assert all(float(v) < lrs[stop] for v in result.suggestions.values())
+
+
+SUGGESTIONS = jax.jit(lambda lrs, s, stop: _lr_finder._suggestions(lrs, s, stop, 1e-5, 1.0))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_suggestion_rules_on_noisy_curves(seed):
+    rng = np.random.default_rng(seed)
+    n = 50
+    lrs = np.geomspace(1e-5, 1.0, n)
+    t = np.linspace(-1, 1, n)
+    curve = 2 - np.exp(-((t - rng.uniform(-0.3, 0.5)) ** 2) * 4) + 0.05 * rng.normal(size=n)
+    stop = int(rng.integers(20, n + 1))
+    smoothed = np.where(np.arange(n) <= stop, curve, np.nan)
+    got = SUGGESTIONS(jnp.asarray(lrs, jnp.float32), jnp.asarray(smoothed, jnp.float32), stop)
+    want = np_suggestions(lrs, curve, stop, 1e-5, 1.0)
+    for rule in want:
+        np.testing.assert_allclose(float(got[rule]), want[rule], rtol=1e-5, err_msg=rule)
+
+
+def test_suggestions_stay_in_range_when_the_loss_falls_from_the_first_step():
+    lrs = np.geomspace(1e-3, 1.0, 10)
+    rising = np.linspace(1.0, 10.0, 10)  # lowest at step 0: minimum/10 would leave the range
+    got = jax.jit(_lr_finder._suggestions)(jnp.asarray(lrs), jnp.asarray(rising), 10, 1e-3, 1.0)
+    assert all(1e-3 <= float(v) <= 1.0 for v in got.values())
+    assert float(got["minimum"]) == pytest.approx(1e-3)
+
+
+def test_a_grid_over_two_optimizers_equals_two_separate_calls():
+    kinds = {"momentum": lambda lr: gl.sgd(lr, momentum=0.9), "adam": lambda lr: gl.adam(lr)}
+    kw = {"min_lr": 1e-4, "max_lr": 10.0, "num_steps": 40}
+    both = gl.lr_finder(lambda lr, optimizer: kinds[optimizer](lr), loss_fn, jnp.zeros(3),
+                        BATCHES, grid={"optimizer": ["momentum", "adam"]}, **kw)  # fmt: skip
+    assert both.config_dicts() == [{"optimizer": "momentum"}, {"optimizer": "adam"}]
+    assert both.losses.shape == (2, 40)
+    for i, kind in enumerate(["momentum", "adam"]):
+        one = gl.lr_finder(kinds[kind], loss_fn, jnp.zeros(3), BATCHES, **kw)
+        np.testing.assert_allclose(both.losses[i], one.losses, rtol=1e-6)
+        np.testing.assert_allclose(both.smoothed[i], one.smoothed, rtol=1e-6)
+        assert int(both.stop_step[i]) == int(one.stop_step)
+        for rule in one.suggestions:
+            assert float(both.suggestions[rule][i]) == pytest.approx(float(one.suggestions[rule]))
+    # The two optimizers behave differently (momentum diverges sooner here).
+    assert int(both.stop_step[0]) != int(both.stop_step[1])
+    text = str(both)
+    assert "optimizer='momentum'" in text and "optimizer='adam'" in text
+
+
+def test_jax_vmap_over_a_hyperparameter_equals_separate_calls():
+    def finder(momentum):
+        return gl.lr_finder(lambda lr: gl.sgd(lr, momentum=momentum), loss_fn, jnp.zeros(3),
+                            BATCHES, min_lr=1e-4, max_lr=10.0, num_steps=40)  # fmt: skip
+
+    both = jax.vmap(finder)(jnp.array([0.5, 0.9]))
+    for i, m in enumerate([0.5, 0.9]):
+        lrs = np.geomspace(1e-4, 10.0, 40)
+        losses, _, stop = np_range_test(lrs, momentum=m)
+        assert int(both.stop_step[i]) == stop
+        np.testing.assert_allclose(both.losses[i, : stop + 1], losses[: stop + 1], rtol=1e-4)
+        one = finder(m)  # vmapped matmuls may round differently: 1e-5, not bitwise
+        np.testing.assert_allclose(both.losses[i], one.losses, rtol=1e-5)
+
+
+def test_linear_mode_and_other_rules():
+    result = gl.lr_finder(gl.sgd, loss_fn, jnp.zeros(3), BATCHES, min_lr=0.01, max_lr=1.0,
+                          num_steps=30, mode="linear", rule="valley", smoothing=0.5)  # fmt: skip
+    lrs = np.linspace(0.01, 1.0, 30)
+    losses, smoothed, stop = np_range_test(lrs, smoothing=0.5)
+    assert int(result.stop_step) == stop
+    np.testing.assert_allclose(result.losses[: stop + 1], losses[: stop + 1], rtol=1e-4)
+    np.testing.assert_allclose(result.smoothed[: stop + 1], smoothed[: stop + 1], rtol=1e-4)
+    assert float(result.suggestion) == float(result.suggestions["valley"])
+    assert "valley" in str(result) and "valley " in str(result).split("(chosen)")[0][-20:]
+
+
+def test_lr_finder_plot_marks_the_suggestion(sgd_test):
+    pytest.importorskip("matplotlib")
+    result = sgd_test
+    fig = gl.plot.lr_finder(result)
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log"
+    vertical = [
+        line
+        for line in ax.lines
+        if len(set(line.get_xdata())) == 1 and line.get_linestyle() == "--"
+    ]
+    assert len(vertical) == 1 and vertical[0].get_xdata()[0] == pytest.approx(
+        float(result.suggestion)
+    )
+    labels = [line.get_label() for line in ax.lines]
+    assert any(label.startswith("steepest") for label in labels)
+    stop = int(result.stop_step)
+    smooth_line = next(line for line in ax.lines if len(line.get_xdata()) == stop)
+    np.testing.assert_allclose(smooth_line.get_ydata(), np.asarray(result.smoothed)[:stop])
+
+
+BAD = [
+    ({"min_lr": 0.0}, ValueError, "min_lr must be > 0"),
+    ({"max_lr": -1.0}, ValueError, "max_lr must be > 0"),
+    ({"min_lr": 1.0, "max_lr": 0.1}, ValueError, "min_lr must be < max_lr"),
+    ({"num_steps": 1}, ValueError, "num_steps must be >= 2"),
+    ({"num_steps": True}, TypeError, "num_steps"),
+    ({"mode": "log"}, ValueError, "mode must be one of"),
+    ({"smoothing": 1.0}, ValueError, "smoothing must be in"),
+    ({"diverge_threshold": 1.0}, ValueError, "diverge_threshold"),
+    ({"rule": "best"}, ValueError, "rule must be one of"),
+    ({"grid": {"optimizer": []}}, ValueError, r"grid\['optimizer'\] is empty"),
+    ({"grid": {"b1": [0.9]}}, ValueError, "do not fit make_optimizer"),
+    ({"make_optimizer": lambda lr, b1: gl.adam(lr, b1)}, ValueError, "do not fit"),
+    ({"make_optimizer": lambda lr: 3}, TypeError, "make_optimizer"),
+    ({"loss_fn": lambda p, b: p}, ValueError, "loss_fn must return a scalar"),
+    ({"batches": lambda a, b, c: a}, TypeError, "batches"),
+    ({"params": lambda key: jnp.zeros(3)}, TypeError, "params"),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"), BAD, ids=[f"{i}-{b[2][:40]}" for i, b in enumerate(BAD)]
+)
+def test_bad_arguments_raise_naming_the_argument(change, error, match):
+    args = {
+        "make_optimizer": gl.sgd,
+        "loss_fn": loss_fn,
+        "params": jnp.zeros(3),
+        "batches": BATCHES,
+    }
+    args.update(change)
+    positional = [args.pop(k) for k in ("make_optimizer", "loss_fn", "params", "batches")]
+    with pytest.raises(error, match=match):
+        gl.lr_finder(*positional, **args)
