@@ -158,10 +158,11 @@ __version__ = "0.1.0"
 _LAZY_SUBMODULES = ("schedules", "losses", "plot")
 
 __all__ = [
+    "ELEMENTWISE",
+    "PER_LEAF",
     "AddNoiseState",
     "ApplyIfFiniteState",
     "BacktrackingLinesearchState",
-    "ELEMENTWISE",
     "EmaState",
     "EmptyState",
     "FactoredState",
@@ -175,7 +176,6 @@ __all__ = [
     "MinimizeResult",
     "MultiSteps",
     "MultiStepsState",
-    "PER_LEAF",
     "Packed",
     "PackedState",
     "PartitionState",

@@ -21,6 +21,7 @@ __all__ = [
     "check_int",
     "check_nonnegative",
     "check_number",
+    "check_params",
     "check_positive",
     "check_same_shapes",
     "check_same_structure",
@@ -172,6 +173,12 @@ def check_same_shapes(expected: Any, got: Any, expected_name: str, got_name: str
                 f"{got_name} leaf {jax.tree_util.keystr(path) or '(root)'} has shape "
                 f"{np.shape(b)} but the {expected_name} leaf has shape {np.shape(a)}"
             )
+
+
+def check_params(name: str, params: Any) -> None:
+    """Blocks that read the params refuse to run without them."""
+    if params is None:
+        raise ValueError(f"{name} uses the params: call update(updates, state, params)")
 
 
 def check_float_dtype(name: str, value: Any) -> None:

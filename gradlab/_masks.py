@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gradlab._checks import short_structure
@@ -52,6 +53,24 @@ def static_bool(value: Any) -> bool | None:
     if isinstance(value, jax.Array | np.ndarray) and value.shape == () and value.dtype == bool:
         return bool(value)
     return None
+
+
+def select(on: Any, a: Any, b: Any) -> Any:
+    """``a`` where the mask leaf ``on`` is True, else ``b``. A static mask picks
+    without a select, so XLA drops the unused side; an array mask (maybe
+    elementwise, maybe traced) selects elementwise."""
+    static = static_bool(on)
+    if static is not None:
+        return a if static else b
+    return jnp.where(jnp.asarray(on, bool), a, b)
+
+
+def select_tree(spec: Any, params: Tree, on: Tree, off: Tree, what: str = "mask") -> Tree:
+    """:func:`select` leaf by leaf, ``spec`` resolved against ``params``
+    (``spec=None``: everything selected)."""
+    if spec is None:
+        return on
+    return jax.tree.map(select, resolve(spec, params, what), on, off)
 
 
 def resolve_static(spec: Any, params: Tree, what: str = "mask") -> list[bool]:

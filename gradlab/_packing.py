@@ -158,7 +158,7 @@ class Layout:
             if leaf.dtype != self.group_dtypes[key]:  # a per-leaf member's output
                 leaf = jax.lax.convert_element_type(leaf, self.group_dtypes[key])
             parts[key].append(jax.lax.reshape(leaf, (size,)))
-        buffers = {k: _concatenate(v) for k, v in parts.items()}
+        buffers = {k: _tree.concatenate(v) for k, v in parts.items()}
         return Packed(buffers, tuple(loose))
 
     def unpack(self, packed: Packed, offsets: tuple[jax.Array, ...] | None = None) -> Any:
@@ -229,29 +229,6 @@ class Layout:
         return Packed(buffers, tuple(loose))
 
 
-_CONCAT_FANIN = 32
-
-
-def _concatenate(parts: list[jax.Array]) -> jax.Array:
-    """``concatenate(parts)`` as a tree of concatenations of at most 32 parts.
-
-    XLA:CPU fuses one concatenation of a thousand operands (with their
-    producers) into a single loop that looks up each element's operand: in a
-    training loop, where the gradient is packed anew every step, that costs
-    more than the optimizer's arithmetic (and seconds of compile). Chunks of
-    32, kept apart by an optimization barrier so XLA does not fuse them back
-    into one, concatenate at memory speed.
-    """
-    while len(parts) > 1:
-        parts = [
-            chunk[0] if len(chunk) == 1 else jax.lax.concatenate(chunk, 0)
-            for chunk in (parts[i : i + _CONCAT_FANIN] for i in range(0, len(parts), _CONCAT_FANIN))
-        ]
-        if len(parts) > 1:
-            parts = list(jax.lax.optimization_barrier(parts))
-    return parts[0]
-
-
 def _describe(tx: Any) -> str:
     """A transformation, in words: its type and its update function's name."""
     update = getattr(tx, "update", None)
@@ -264,14 +241,42 @@ class PackContext:
 
     ``tree``: the real (unpacked) params tree -- at ``update``, the params if
     given, else the gradient tree (masks are resolved against it).
+    ``per_leaf_log``: the path of every member the forms built so far run per
+    leaf (shared by a context and its children; see :meth:`runs_on_buffers`).
     """
 
-    def __init__(self, layout: Layout, tree: Any, offsets: Any, path: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        layout: Layout,
+        tree: Any,
+        offsets: Any,
+        path: tuple[str, ...] = (),
+        per_leaf_log: list[str] | None = None,
+    ):
         self.layout, self.tree, self.offsets, self.path = layout, tree, offsets, path
+        self.per_leaf_log = [] if per_leaf_log is None else per_leaf_log
+
+    def child(self, where: str, per_leaf_log: list[str] | None = None) -> PackContext:
+        """The context of a member named ``where``."""
+        log = self.per_leaf_log if per_leaf_log is None else per_leaf_log
+        return PackContext(self.layout, self.tree, self.offsets, (*self.path, where), log)
+
+    def runs_on_buffers(self, tx: Any, where: str) -> tuple[GradientTransformation, bool]:
+        """``tx``'s buffer form, and whether all of it runs on the buffers (no
+        member per leaf) -- what a mask needs to know: a per-leaf member fed the
+        whole tree would see leaves it must not (``add_noise`` would draw keys
+        for them)."""
+        log: list[str] = []
+        form = self.child(where, log).form_here(tx)
+        return form, not log
 
     def form(self, tx: Any, where: str) -> GradientTransformation:
         """The buffer form of member ``tx`` (``where`` names it in errors)."""
-        here = PackContext(self.layout, self.tree, self.offsets, (*self.path, where))
+        return self.child(where).form_here(tx)
+
+    def form_here(self, tx: Any) -> GradientTransformation:
+        """The buffer form of ``tx``, this context being its own."""
+        here = self
         packing = tx.packing if isinstance(tx, GradientTransformation) else None
         if packing == ELEMENTWISE:
             return tx
@@ -293,6 +298,7 @@ class PackContext:
 
     def per_leaf(self, tx: Any) -> GradientTransformation:
         """``tx`` run on the unpacked leaves; its state is kept per leaf."""
+        self.per_leaf_log.append(" > ".join(self.path))
         layout, real_tree, offsets = self.layout, self.tree, self.offsets
 
         def init(packed_params):

@@ -274,12 +274,33 @@ def may_be_partitioned(x: Any) -> bool:
     return sharding is not None and not sharding.is_fully_replicated
 
 
-def global_norm(tree: Tree) -> jax.Array:
-    """``sqrt(sum_i ||x_i||^2)`` over all leaves, accumulated in float32 (or float64)."""
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
-        return jnp.zeros((), jnp.float32)
-    dt = np.result_type(*(compute_dtype(x.dtype) for x in leaves))
+_CONCAT_FANIN = 32
+
+
+def concatenate(parts: list[jax.Array]) -> jax.Array:
+    """``concatenate(parts)`` as a tree of concatenations of at most 32 parts.
+
+    XLA:CPU fuses one concatenation of a thousand operands (with their
+    producers) into a single loop that looks up each element's operand: in a
+    training loop, where the gradient is packed anew every step, that costs
+    more than the optimizer's arithmetic (and seconds of compile). Chunks of
+    32, kept apart by an optimization barrier so XLA does not fuse them back
+    into one, concatenate at memory speed.
+    """
+    while len(parts) > 1:
+        parts = [
+            chunk[0] if len(chunk) == 1 else jax.lax.concatenate(chunk, 0)
+            for chunk in (parts[i : i + _CONCAT_FANIN] for i in range(0, len(parts), _CONCAT_FANIN))
+        ]
+        if len(parts) > 1:
+            parts = list(jax.lax.optimization_barrier(parts))
+    return parts[0]
+
+
+def reduction_parts(leaves: list[jax.Array]) -> list[jax.Array]:
+    """The arrays a whole-tree reduction (a norm, a finiteness check) reduces:
+    the big leaves as they are, and the small ones concatenated, one vector per
+    dtype -- then reduce each part and the stacked results once."""
     # Small leaves are summed as one concatenated vector per dtype: a reduction
     # per leaf costs ~3 kernels, and XLA fuses all the per-leaf sums into one
     # kernel whose compile time grows superlinearly (1000 leaves of 100: 3.7 s
@@ -294,7 +315,16 @@ def global_norm(tree: Tree) -> jax.Array:
             small.setdefault(jnp.result_type(x), []).append(jax.lax.reshape(x, (jnp.size(x),)))
         else:
             parts.append(x)
-    parts += [v[0] if len(v) == 1 else jax.lax.concatenate(v, 0) for v in small.values()]
+    return parts + [concatenate(v) for v in small.values()]
+
+
+def global_norm(tree: Tree) -> jax.Array:
+    """``sqrt(sum_i ||x_i||^2)`` over all leaves, accumulated in float32 (or float64)."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros((), jnp.float32)
+    dt = np.result_type(*(compute_dtype(x.dtype) for x in leaves))
+    parts = reduction_parts(leaves)
     # One reduction over the stacked sums, not a Python sum(): a chain of
     # hundreds of scalar adds is fused into every consumer kernel and XLA's
     # fusion pass goes quadratic (clip -> adamw on a 388-leaf tree compiled in

@@ -20,6 +20,7 @@ from gradlab._checks import (
     check_in_range,
     check_nonnegative,
     check_number,
+    check_params,
     check_same_shapes,
     check_same_structure,
     check_scalars,
@@ -27,7 +28,7 @@ from gradlab._checks import (
 )
 from gradlab._core import ELEMENTWISE, PER_LEAF, GradientTransformation
 from gradlab.blocks._adaptive import ScaleByAdamState
-from gradlab.blocks._helpers import constants, leafwise, need_params, widest
+from gradlab.blocks._helpers import constants, leafwise, widest
 
 
 class ScaleByAmsgradState(NamedTuple):
@@ -484,7 +485,7 @@ def scale_by_novograd(
 
     def update(updates, state, params=None, **extra):
         if uses_params:
-            need_params("scale_by_novograd (with weight_decay)", params)
+            check_params("scale_by_novograd (with weight_decay)", params)
         first = state.count == 0
         consts = constants(
             lambda dt: {

@@ -10,9 +10,15 @@ import jax
 import jax.numpy as jnp
 
 from gradlab import _tree
-from gradlab._checks import check_nonnegative, check_number, check_positive, check_scalars
+from gradlab._checks import (
+    check_nonnegative,
+    check_number,
+    check_params,
+    check_positive,
+    check_scalars,
+)
 from gradlab._core import ELEMENTWISE, PER_LEAF, GradientTransformation, stateless
-from gradlab.blocks._helpers import need_params, rms, widest
+from gradlab.blocks._helpers import rms, widest
 
 
 def clip_by_block_rms(threshold: Any) -> GradientTransformation:
@@ -65,7 +71,7 @@ def adaptive_grad_clip(clipping: Any, eps: Any = 1e-3, axis: Any = None) -> Grad
     check_nonnegative("eps", eps)
 
     def update(updates, state, params=None, **extra):
-        need_params("adaptive_grad_clip", params)
+        check_params("adaptive_grad_clip", params)
 
         def leaf(g, p):
             dt = widest(g, p)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab import _masks, _tree
+from gradlab import _tree
 from gradlab._checks import short_structure
 
 Tree = Any
@@ -66,12 +66,6 @@ def leaf_subtrees(updates: Tree, tree: Tree, what: str = "optimizer state") -> l
         ) from None
 
 
-def need_params(name: str, params: Any) -> None:
-    """Blocks that read the params refuse to run without them."""
-    if params is None:
-        raise ValueError(f"{name} uses the params: call update(updates, state, params)")
-
-
 def norm(x: jax.Array, dt: Any) -> jax.Array:
     """``||x||_2`` over the whole leaf, accumulated in ``dt``."""
     x = x.astype(dt)
@@ -82,18 +76,3 @@ def rms(x: jax.Array, dt: Any) -> jax.Array:
     """``sqrt(mean(x²))`` over the whole leaf, in ``dt`` (0 for an empty leaf)."""
     x = x.astype(dt)
     return jnp.sqrt(jnp.mean(x * x)) if x.size else jnp.zeros((), dt)
-
-
-def select_where(mask: Any, params: Tree, on: Tree, off: Tree) -> Tree:
-    """``on`` where ``mask`` (resolved against ``params``: tree, prefix or
-    callable) is True, ``off`` elsewhere; static leaves choose without a select."""
-    if mask is None:
-        return on
-
-    def pick(m, a, b):
-        static = _masks.static_bool(m)
-        if static is not None:
-            return a if static else b
-        return jnp.where(jnp.asarray(m, bool), a, b)
-
-    return jax.tree.map(pick, _masks.resolve(mask, params), on, off)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab import _masks, _tree
-from gradlab._checks import check_int, check_nonnegative, check_scalars
+from gradlab._checks import check_int, check_nonnegative, check_params, check_scalars
 from gradlab._core import ELEMENTWISE, PER_LEAF, GradientTransformation, stateless
 
 
@@ -24,11 +24,6 @@ class ZeroNansState(NamedTuple):
     """``found_nan``: per leaf, whether the last update held a NaN (bool scalars)."""
 
     found_nan: Any
-
-
-def _need_params(name: str, params: Any) -> None:
-    if params is None:
-        raise ValueError(f"{name} uses the params: call update(updates, state, params)")
 
 
 def add_decayed_weights(
@@ -46,22 +41,13 @@ def add_decayed_weights(
     check_nonnegative("weight_decay", weight_decay)
 
     def update(updates, state, params=None, **extra):
-        _need_params("add_decayed_weights", params)
+        check_params("add_decayed_weights", params)
         decayed = _tree.map_like(decay_leaf, updates, params, tree_name="params")
-        if mask is None:
-            return decayed, state
-        on = _masks.resolve(mask, params)
-        return jax.tree.map(select, on, decayed, _tree.as_updates(updates)), state
+        return _masks.select_tree(mask, params, decayed, _tree.as_updates(updates)), state
 
     def decay_leaf(u, p):
         dt = _tree.compute_dtype(u.dtype)
         return (u.astype(dt) + _tree.hp(weight_decay, dt) * p.astype(dt)).astype(u.dtype)
-
-    def select(on, decayed, u):
-        static = _masks.static_bool(on)
-        if static is not None:
-            return decayed if static else u  # XLA drops the unused decay
-        return jnp.where(jnp.asarray(on, bool), decayed, u)
 
     if mask is None:
         return stateless(update, packing=ELEMENTWISE)
@@ -111,7 +97,7 @@ def keep_params_nonnegative() -> GradientTransformation:
     """
 
     def update(updates, state, params=None, **extra):
-        _need_params("keep_params_nonnegative", params)
+        check_params("keep_params_nonnegative", params)
 
         def leaf(u, p):
             return jnp.where(p + u.astype(p.dtype) < 0, -p.astype(u.dtype), u)

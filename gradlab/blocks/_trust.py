@@ -9,10 +9,10 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from gradlab import _tree
-from gradlab._checks import check_nonnegative, check_number, check_scalars
+from gradlab import _masks, _tree
+from gradlab._checks import check_nonnegative, check_number, check_params, check_scalars
 from gradlab._core import PER_LEAF, GradientTransformation, stateless
-from gradlab.blocks._helpers import need_params, norm, rms, select_where, widest
+from gradlab.blocks._helpers import norm, rms, widest
 
 
 def scale_by_trust_ratio(
@@ -35,7 +35,7 @@ def scale_by_trust_ratio(
     check_nonnegative("eps", eps)
 
     def update(updates, state, params=None, **extra):
-        need_params("scale_by_trust_ratio", params)
+        check_params("scale_by_trust_ratio", params)
 
         def leaf(u, p):
             dt = widest(u, p)
@@ -47,7 +47,7 @@ def scale_by_trust_ratio(
             return (u.astype(dt) * ratio).astype(u.dtype)
 
         scaled = _tree.map_like(leaf, updates, params, tree_name="params")
-        return select_where(mask, params, scaled, _tree.as_updates(updates)), state
+        return _masks.select_tree(mask, params, scaled, _tree.as_updates(updates)), state
 
     return stateless(update, packing=PER_LEAF)
 
@@ -62,7 +62,7 @@ def scale_by_param_block_rms(min_scale: Any = 1e-3) -> GradientTransformation:
     check_nonnegative("min_scale", min_scale)
 
     def update(updates, state, params=None, **extra):
-        need_params("scale_by_param_block_rms", params)
+        check_params("scale_by_param_block_rms", params)
 
         def leaf(u, p):
             dt = widest(u, p)

@@ -36,14 +36,7 @@ def all_finite(tree: Any) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.asarray(True)
-    small: dict[Any, list[jax.Array]] = {}
-    parts = []
-    for x in leaves:
-        if jnp.size(x) <= _tree.SMALL_LEAF and not _tree.may_be_partitioned(x):
-            small.setdefault(jnp.result_type(x), []).append(jax.lax.reshape(x, (jnp.size(x),)))
-        else:
-            parts.append(x)
-    parts += [v[0] if len(v) == 1 else jax.lax.concatenate(v, 0) for v in small.values()]
+    parts = _tree.reduction_parts(leaves)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in parts]))
 
 

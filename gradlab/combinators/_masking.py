@@ -21,7 +21,6 @@ from gradlab import _masks, _tree
 from gradlab._checks import check_same_structure, check_transformation
 from gradlab._core import (
     ELEMENTWISE,
-    PER_LEAF,
     GradientTransformation,
     call_update,
     stateless,
@@ -53,15 +52,6 @@ def merge(tree: Tree, keep: list[bool], sub: Tree) -> Tree:
     leaves, treedef = jax.tree.flatten(tree)
     new = treedef.flatten_up_to(sub)
     return treedef.unflatten([n if k else x for x, n, k in zip(leaves, new, keep, strict=True)])
-
-
-def where_mask(on: Any, a: Any, b: Any) -> Any:
-    """``a`` where the mask ``on`` is True, else ``b``; a static mask picks
-    without a select (so XLA drops the unused side)."""
-    static = _masks.static_bool(on)
-    if static is not None:
-        return a if static else b
-    return jnp.where(jnp.asarray(on, bool), a, b)
 
 
 def masked(
@@ -101,7 +91,7 @@ def masked(
 
     def packing(ctx):
         _masks.resolve_static(mask, ctx.tree)  # the same errors as unpacked
-        form, on_buffers = elementwise_form(ctx, inner, "masked inner")
+        form, on_buffers = ctx.runs_on_buffers(inner, "masked inner")
         if not on_buffers:
             return ctx.per_leaf(masked(packed_apart(ctx, inner, "masked inner"), mask))
         return _masked_buffers(form, ctx.mask(mask))
@@ -118,9 +108,9 @@ def _masked_buffers(form: GradientTransformation, on: Any) -> GradientTransforma
     is never used."""
 
     def update(updates, state, params=None, **extra):
-        zeroed = jax.tree.map(lambda m, u: where_mask(m, u, jnp.zeros_like(u)), on, updates)
+        zeroed = jax.tree.map(lambda m, u: _masks.select(m, u, jnp.zeros_like(u)), on, updates)
         out, inner_state = call_update(form, zeroed, state.inner_state, params, extra)
-        return jax.tree.map(where_mask, on, out, updates), MaskedState(inner_state)
+        return jax.tree.map(_masks.select, on, out, updates), MaskedState(inner_state)
 
     return GradientTransformation(
         lambda params: MaskedState(form.init(params)), update, packing=ELEMENTWISE
@@ -152,7 +142,7 @@ def freeze(mask: Any | Callable[[Tree], Tree]) -> GradientTransformation:
 
         def update_buffers(updates, state, params=None, **extra):
             return jax.tree.map(
-                lambda m, u: where_mask(m, jnp.zeros_like(u), u), on, updates
+                lambda m, u: _masks.select(m, jnp.zeros_like(u), u), on, updates
             ), state
 
         return stateless(update_buffers, packing=ELEMENTWISE)
@@ -163,43 +153,9 @@ def freeze(mask: Any | Callable[[Tree], Tree]) -> GradientTransformation:
 # ------------------------------------------------------------ packed forms
 
 
-class _Probe(PackContext):
-    """A :class:`PackContext` that records whether building a buffer form ran any
-    member per leaf (``ran_per_leaf``); nested rules get probes too."""
-
-    def __init__(self, ctx: PackContext, ran_per_leaf: list[str]):
-        super().__init__(ctx.layout, ctx.tree, ctx.offsets, ctx.path)
-        self.ran_per_leaf = ran_per_leaf
-
-    def form(self, tx: Any, where: str) -> GradientTransformation:
-        packing = tx.packing if isinstance(tx, GradientTransformation) else None
-        here = _Probe(
-            PackContext(self.layout, self.tree, self.offsets, (*self.path, where)),
-            self.ran_per_leaf,
-        )
-        if packing == PER_LEAF:
-            return here.per_leaf(tx)
-        if callable(packing):
-            return packing(here)
-        return super().form(tx, where)  # elementwise, or refused with the core's message
-
-    def per_leaf(self, tx: Any) -> GradientTransformation:
-        self.ran_per_leaf.append(" > ".join(self.path))
-        return super().per_leaf(tx)
-
-
 def packed_apart(ctx: PackContext, tx: Any, where: str) -> GradientTransformation:
     """``gl.packed(tx)``, for a combinator that runs on the real leaves and packs
     its member on its own; an undeclared member is refused here, named ``where``."""
     if getattr(tx, "packing", None) is None:
         ctx.form(tx, where)  # raises the core's refusal, naming the member
     return packed(tx)
-
-
-def elementwise_form(ctx: PackContext, tx: Any, where: str) -> tuple[GradientTransformation, bool]:
-    """``tx``'s buffer form, and whether all of it runs on the buffers (no member
-    per leaf). Masks need to know: a per-leaf member fed the whole tree would
-    see leaves it must not (``add_noise`` would draw its keys for them)."""
-    ran_per_leaf: list[str] = []
-    form = _Probe(ctx, ran_per_leaf).form(tx, where)
-    return form, not ran_per_leaf

@@ -21,6 +21,7 @@ from gradlab._checks import (
     check_in_range,
     check_int,
     check_nonnegative,
+    check_params,
     check_scalars,
     check_transformation,
 )
@@ -28,7 +29,7 @@ from gradlab._core import GradientTransformation, as_schedule, call_update, chai
 from gradlab._packing import Layout, PackedState
 from gradlab.blocks import add_decayed_weights, scale_by_learning_rate
 from gradlab.blocks._adaptive_variants import scale_by_debiased_rms
-from gradlab.blocks._helpers import leafwise, need_params, widest
+from gradlab.blocks._helpers import leafwise, widest
 
 ScalarOrSchedule = Any
 
@@ -103,7 +104,7 @@ def schedule_free(
         )
 
     def update(updates, state, params=None, **extra):
-        need_params("schedule_free", params)
+        check_params("schedule_free", params)
         dt = state.weight_sum.dtype
         max_lr = jnp.maximum(state.max_lr, _tree.hp(lr_fn(state.count), dt))
         weight = max_lr ** _tree.hp(weight_lr_power, dt)
