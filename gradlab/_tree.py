@@ -17,7 +17,7 @@ Conventions (so each block stays a few lines):
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -159,6 +159,29 @@ def full_like(tree: Tree, value: Any, dtype: Any = None) -> Tree:
     """``value`` broadcast like each param leaf (following its sharding), in ``dtype``."""
     check_float_params(tree, "init")
     return jax.tree.map(lambda x: _like(x, value, dtype), tree)
+
+
+def full_along(x: Any, axes: Sequence[int], value: Any = 0, dtype: Any = None) -> jax.Array:
+    """``value`` shaped like the param leaf ``x`` restricted to ``axes`` (the
+    other axes dropped), in ``dtype``, placed like ``x`` along the kept axes.
+
+    For state that is not shaped like its param: Adafactor's row and column
+    statistics (every axis but one), SM3's accumulator per axis (one axis),
+    NovoGrad's per-leaf scalar (no axis). It is built by :func:`_like` from
+    ``x[0, ..., :, ...]`` (index 0 along each dropped axis), so it is split
+    over the devices along a kept axis as ``x`` is and replicated over the
+    mesh axes of the dropped ones -- eagerly and under ``jax.jit(init)``; the
+    compiled ``init`` is still just a broadcast (the slice feeds only the
+    folded select). A ``(16, 8)`` param sharded ``P("x", "y")`` gets row
+    statistics ``(8,)`` sharded ``P("y")``.
+    """
+    x = as_param(x)
+    keep = tuple(sorted(int(a) % max(x.ndim, 1) for a in axes))
+    shape = tuple(x.shape[a] for a in keep)
+    if any(x.shape[a] == 0 for a in range(x.ndim) if a not in keep):
+        return jnp.full(shape, value, np.dtype(dtype or x.dtype))  # nothing to slice
+    part = x[tuple(slice(None) if a in keep else 0 for a in range(x.ndim))]
+    return _like(part, value, dtype)
 
 
 def per_dtype(fn: Callable[[np.dtype], Any]) -> Callable[[Any], Any]:

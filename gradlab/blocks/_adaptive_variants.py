@@ -480,7 +480,7 @@ def scale_by_novograd(
 
     def init(params):
         _tree.check_float_params(params, "init")
-        nu = jax.tree.map(lambda p: jnp.zeros((), _tree.as_param(p).dtype), params)
+        nu = jax.tree.map(lambda p: _tree.full_along(p, ()), params)  # replicated scalars
         return ScaleByNovogradState(_tree.step_counter(), _tree.zeros_like(params, mu_dtype), nu)
 
     def update(updates, state, params=None, **extra):
