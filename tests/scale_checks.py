@@ -1,0 +1,368 @@
+"""Sharding checks on 8 simulated CPU devices; run by tests/test_sharding.py.
+
+The device count is fixed when JAX starts, so these checks run in a
+subprocess started with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``
+(``python tests/scale_checks.py``). Each section collects its failures instead
+of stopping at the first; the last line printed is one JSON object
+``{section: [failure, ...], "record": {...}}`` that the tests read.
+
+To stay fast, every transformation of a table runs inside ONE bundle (a
+transformation whose state is the dict of all their states): one compiled
+``init`` and one compiled step per mesh, not one per transformation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.sharding import Mesh, NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+import gradlab as gl  # noqa: E402
+from gradlab import _tree  # noqa: E402
+
+jax.config.update("jax_numpy_dtype_promotion", "strict")  # as tests/conftest.py
+
+import cases  # noqa: E402
+import cases_modern  # noqa: E402
+from test_packing import PUBLIC_TRANSFORMS  # noqa: E402
+
+FAILURES: dict[str, list[str]] = {}
+RECORD: dict[str, object] = {}
+
+
+def fail(section: str, message: str) -> None:
+    FAILURES.setdefault(section, []).append(message)
+
+
+def section(name: str) -> None:
+    FAILURES.setdefault(name, [])
+
+
+# ----------------------------------------------------------------------------- the params
+
+SHAPES = {"b": (8,), "k": (2, 4, 8), "s": (), "w": (16, 8)}  # distinct sizes within a leaf
+CLASSIC_KEYS = ("b", "s", "w")  # tests/cases.py's masks name these three
+ALL_KEYS = tuple(sorted(SHAPES))
+
+
+def meshes():
+    """(name, mesh, specs): fully sharded (w), sharded along one axis of the
+    leaf (k: the whole mesh on 1-D, one mesh axis on 2-D = partially sharded),
+    and replicated leaves (b on 1-D, s)."""
+    devices = np.array(jax.devices())
+    yield (
+        "1-D",
+        Mesh(devices, ("x",)),
+        {"b": P(), "k": P(None, None, "x"), "s": P(), "w": P("x", None)},
+    )
+    yield (
+        "2-D",
+        Mesh(devices.reshape(4, 2), ("x", "y")),
+        {"b": P("x"), "k": P(None, None, "y"), "s": P(), "w": P("x", "y")},
+    )
+
+
+def param_values() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    # >= 0: keep_params_nonnegative is in the table (as in tests/test_packing.py)
+    return {k: np.abs(rng.normal(size=s)).astype(np.float32) + 0.1 for k, s in SHAPES.items()}
+
+
+def grads_at(params, step):
+    """sin(p (k+1) + 0.3): at step 0 the gradient of the line searches' objective
+    in tests/test_packing.py, so their directions descend."""
+    return jax.tree.map(lambda p: jnp.sin(p * (step + 1.0) + 0.3).astype(p.dtype), params)
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def transformations() -> dict[str, tuple]:
+    """name -> (make, param keys): every public transformation (test_packing's
+    table, combinators included), every optimizer configuration of the two
+    optimizer tables, and a few wrappers around optimizers with odd state."""
+    table = {name: (make, ALL_KEYS) for name, make in PUBLIC_TRANSFORMS.items()}
+    for case in cases.OPTIMIZER_CASES:
+        table[f"cases/{case.name}"] = (lambda c=case: c.make(c.lr), CLASSIC_KEYS)
+    for case in cases_modern.CASES:
+        table[f"modern/{case.name}"] = (lambda c=case: c.make(c.lr), ALL_KEYS)
+    table["MultiSteps"] = (lambda: gl.MultiSteps(gl.adam(0.01), 2), ALL_KEYS)
+    table["packed(adafactor)"] = (
+        lambda: gl.packed(gl.adafactor(0.01, min_dim_size_to_factor=2, momentum=0.9)),
+        ALL_KEYS,
+    )
+    table["packed(sm3)"] = (lambda: gl.packed(gl.sm3(0.05)), ALL_KEYS)
+    table["inject(adafactor)"] = (
+        lambda: gl.inject_hyperparams(gl.adafactor, static_args="min_dim_size_to_factor")(
+            0.01, min_dim_size_to_factor=2
+        ),
+        ALL_KEYS,
+    )
+    return table
+
+
+def pick(tree, keys):
+    return {k: tree[k] for k in keys}
+
+
+def bundle(table):
+    """One transformation running every member on its own params: its params,
+    gradients and updates are ``{name: member's tree}``, its state
+    ``{name: member's state}``."""
+    members = {name: (make(), keys) for name, (make, keys) in table.items()}
+
+    def init(params):
+        return {name: tx.init(params[name]) for name, (tx, _) in members.items()}
+
+    def update(grads, states, params):
+        out = {
+            name: tx.update(grads[name], states[name], params[name])
+            for name, (tx, _) in members.items()
+        }
+        return {n: u for n, (u, _) in out.items()}, {n: s for n, (_, s) in out.items()}
+
+    return gl.GradientTransformation(init, update), members
+
+
+def per_member(params, members):
+    return {name: pick(params, keys) for name, (_, keys) in members.items()}
+
+
+# ----------------------------------------------------------------------------- expected shardings
+
+
+def derived_spec(leaf_shape, param_shape, spec):
+    """The spec a state leaf derived from a param should have, or None if the
+    leaf is not derived from it (then it must be replicated):
+
+    * the param's shape, maybe after leading axes (L-BFGS's memory): the
+      param's spec, the leading axes replicated;
+    * the param's shape with some axes dropped (Adafactor's row/column
+      statistics, SM3's accumulators, per-leaf scalars): the param's spec
+      along the kept axes (sizes are distinct within a test leaf, so the kept
+      axes are found from the sizes).
+    """
+    spec = tuple(spec) + (None,) * (len(param_shape) - len(spec))
+    n, m = len(leaf_shape), len(param_shape)
+    if n >= m and tuple(leaf_shape[n - m :]) == tuple(param_shape):
+        return (None,) * (n - m) + spec
+    axes = []
+    for size in leaf_shape:
+        found = [i for i, s in enumerate(param_shape) if s == size and i not in axes]
+        if len(found) != 1:
+            return None
+        axes.append(found[0])
+    if axes != sorted(axes):
+        return None
+    return tuple(spec[i] for i in axes)
+
+
+def owner(name, path, states, keys):
+    """The param key a state leaf at ``path`` (inside ``states[name]``) belongs to."""
+    names = [getattr(k, "name", None) for k in path]
+    if "loose" in names:  # packed: the i-th loose leaf is the i-th unpacked param
+        offsets = states[name].offsets
+        loose = [k for k in sorted(keys) if offsets[k] is None]
+        return loose[path[names.index("loose") + 1].idx]
+    dict_keys = [getattr(k, "key", None) for k in path]
+    return next((k for k in reversed(dict_keys) if k in keys), None)
+
+
+def check_state(where, states, members, params, shardings, mesh, *, jitted):
+    n_devices = mesh.devices.size
+    for name, (_, keys) in members.items():
+        for path, leaf in jax.tree_util.tree_flatten_with_path(states[name])[0]:
+            label = f"{where}: {name}{jax.tree_util.keystr(path)} {leaf.shape}"
+            if getattr(path[0], "name", None) == "offsets":
+                continue  # packed offsets: int32 scalars, the layout, not optimizer state
+            key = owner(name, path, states, keys)
+            spec = None
+            if key is not None:
+                spec = derived_spec(leaf.shape, params[key].shape, shardings[key].spec)
+            committed = getattr(leaf, "committed", getattr(leaf, "_committed", True))
+            if spec is not None and (jitted or committed or leaf.ndim):
+                want = NamedSharding(mesh, P(*spec))
+                if not leaf.sharding.is_equivalent_to(want, leaf.ndim):
+                    fail("state", f"{label}: {leaf.sharding} but its param {key} is {want.spec}")
+            elif not leaf.sharding.is_fully_replicated:
+                fail("state", f"{label}: {leaf.sharding}, expected replicated")
+            # Nothing gathered to one device: under jit every leaf is on the
+            # mesh; eagerly a fresh counter may stay uncommitted (JAX moves it).
+            if (jitted or committed) and len(leaf.sharding.device_set) != n_devices:
+                fail("state", f"{label}: on {len(leaf.sharding.device_set)} device(s)")
+
+
+def check_updates(where, updates, members, params):
+    for name, (_, keys) in members.items():
+        for key in keys:
+            u, p = updates[name][key], params[key]
+            if not u.sharding.is_equivalent_to(p.sharding, p.ndim):
+                fail("updates", f"{where}: {name} update[{key}] {u.sharding} vs param {p.sharding}")
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def check_every_transformation():
+    """State and updates follow the params' shardings; sharded == unsharded training.
+
+    State after ``init`` (eager, jitted, from ``gl.state_shardings``) is checked
+    for every entry of the three tables; the jitted training steps (updates,
+    state after them, the numbers) for every public transformation and the
+    wrappers -- the optimizer tables' configurations add numbers, not code
+    paths, and compiling their steps on two meshes would double the run time.
+    """
+    for name in ("state", "updates", "training", "packed"):
+        section(name)
+    table = transformations()
+    trained = {n: v for n, v in table.items() if not n.startswith(("cases/", "modern/"))}
+    RECORD["transformations"] = len(table)
+    RECORD["trained"] = len(trained)
+    values = param_values()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. deprecation notes of a case
+        tx, members = bundle(table)
+        train_tx, train_members = bundle(trained)
+        t0 = time.perf_counter()
+        unsharded = per_member({k: jnp.asarray(v) for k, v in values.items()}, train_members)
+        reference, _, _ = train(train_tx, unsharded, train_tx.init(unsharded))
+        RECORD["unsharded_seconds"] = round(time.perf_counter() - t0, 1)
+        for mesh_name, mesh, specs in meshes():
+            t0 = time.perf_counter()
+            shardings = {k: NamedSharding(mesh, s) for k, s in specs.items()}
+            params = {k: jax.device_put(v, shardings[k]) for k, v in values.items()}
+            mine = per_member(params, members)
+            from_shardings = jax.jit(tx.init, out_shardings=gl.state_shardings(tx, mine))
+            eager = tx.init(mine)
+            for how, state, jitted in [
+                ("eager init", eager, False),
+                ("jit init", jax.jit(tx.init)(mine), True),
+                ("state_shardings", from_shardings(mine), True),
+            ]:
+                check_state(
+                    f"{mesh_name} {how}", state, members, params, shardings, mesh, jitted=jitted
+                )
+            mine = per_member(params, train_members)
+            state = {name: eager[name] for name in train_members}  # the same configurations
+            new_params, new_state, updates = train(train_tx, mine, state)
+            check_state(
+                f"{mesh_name} after update",
+                new_state,
+                train_members,
+                params,
+                shardings,
+                mesh,
+                jitted=True,
+            )
+            check_updates(f"{mesh_name} update", updates, train_members, params)
+            for name, (_, keys) in train_members.items():
+                for key in keys:
+                    got, want = np.asarray(new_params[name][key]), np.asarray(reference[name][key])
+                    # rtol 1e-6 of the leaf's scale: a sharded reduction sums in
+                    # another order (per-leaf norms, trust ratios, Newton-Schulz)
+                    scale = float(np.max(np.abs(want)))
+                    err = float(np.max(np.abs(got - want)))
+                    if not err <= 1e-6 * scale:
+                        fail(
+                            "training",
+                            f"{mesh_name} {name}[{key}]: max |diff| {err:.3g} (scale {scale:.3g})",
+                        )
+            # packed: partitioned leaves stay loose, replicated small ones are packed
+            offsets = eager["packed"].offsets
+            for key in keys_where(specs, sharded=True):
+                if offsets[key] is not None:
+                    fail("packed", f"{mesh_name}: partitioned leaf {key} was packed")
+            for key in keys_where(specs, sharded=False):
+                if offsets[key] is None:
+                    fail("packed", f"{mesh_name}: replicated small leaf {key} was left loose")
+            RECORD[f"{mesh_name}_seconds"] = round(time.perf_counter() - t0, 1)
+
+
+STEPS = 3
+# The step is ``STEP_SIZE * update``: the raw blocks' directions are O(1) per
+# element (a trust ratio rescales each update to its param's norm), and steps
+# that large amplify float32 round-off of a reduction summed in another order
+# past 1e-6 in three steps; 0.1 is a learning rate such blocks get in use.
+STEP_SIZE = 0.1
+
+
+def train(tx, params, state):
+    """``STEPS`` jitted steps (one compiled scan): final params, state, last updates."""
+
+    @jax.jit
+    def run(params, state):
+        def body(carry, k):
+            params, state, _ = carry
+            updates, state = tx.update(grads_at(params, k), state, params)
+            step = jax.tree.map(lambda u: STEP_SIZE * u, updates)
+            return (gl.apply_updates(params, step), state, updates), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return jax.lax.scan(body, (params, state, zeros), jnp.arange(STEPS, dtype=jnp.float32))[0]
+
+    return run(params, state)
+
+
+def keys_where(specs, *, sharded):
+    return [k for k, s in specs.items() if any(a is not None for a in s) == sharded]
+
+
+def check_global_norm():
+    """Cross-leaf reductions, sharded vs an independent float64 NumPy sum."""
+    section("global_norm")
+    values = param_values()
+    want = np.sqrt(sum(np.sum(np.square(v.astype(np.float64))) for v in values.values()))
+    for mesh_name, mesh, specs in meshes():
+        params = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in values.items()}
+        for how, norm in [
+            ("eager", _tree.global_norm(params)),
+            ("jit", jax.jit(_tree.global_norm)(params)),
+        ]:
+            if not np.isclose(float(norm), want, rtol=1e-6):
+                fail("global_norm", f"{mesh_name} {how}: {float(norm)} vs {want}")
+        # clipping to half the norm scales every leaf by the same factor
+        clip = gl.clip_by_global_norm(0.5 * want)
+        clipped, _ = jax.jit(clip.update)(params, clip.init(params))
+        for k, v in values.items():
+            if not np.allclose(np.asarray(clipped[k]), 0.5 * v, rtol=1e-6):
+                fail("global_norm", f"{mesh_name} clip_by_global_norm[{k}]")
+
+
+def record_optax():
+    """For the record, not asserted: where Optax's jitted init puts its moments."""
+    import optax
+
+    for mesh_name, mesh, specs in meshes():
+        params = {
+            k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in param_values().items()
+        }
+        state = jax.jit(optax.adam(0.1).init)(params)
+        RECORD[f"optax_jit_init_mu_w_{mesh_name}"] = str(state[0].mu["w"].sharding)
+        state = jax.jit(gl.adam(0.1).init)(params)
+        RECORD[f"gradlab_jit_init_mu_w_{mesh_name}"] = str(state[0].mu["w"].sharding)
+
+
+def main():
+    assert jax.device_count() == 8, jax.devices()
+    t0 = time.perf_counter()
+    check_every_transformation()
+    check_global_norm()
+    record_optax()
+    RECORD["seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps({**FAILURES, "record": RECORD}))
+
+
+if __name__ == "__main__":
+    main()
