@@ -13,14 +13,17 @@ transformation whose state is the dict of all their states): one compiled
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import sys
 import time
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "benchmarks", "scale"))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -64,7 +67,7 @@ def meshes():
     yield (
         "1-D",
         Mesh(devices, ("x",)),
-        {"b": P(), "k": P(None, None, "x"), "s": P(), "w": P("x", None)},
+        {"b": P(), "k": P(None, None, "x"), "s": P(), "w": P("x")},
     )
     yield (
         "2-D",
@@ -237,7 +240,7 @@ def check_every_transformation():
         train_tx, train_members = bundle(trained)
         t0 = time.perf_counter()
         unsharded = per_member({k: jnp.asarray(v) for k, v in values.items()}, train_members)
-        reference, _, _ = train(train_tx, unsharded, train_tx.init(unsharded))
+        reference, _, _ = train(train_tx, unsharded, jax.jit(train_tx.init)(unsharded))
         RECORD["unsharded_seconds"] = round(time.perf_counter() - t0, 1)
         for mesh_name, mesh, specs in meshes():
             t0 = time.perf_counter()
@@ -245,17 +248,19 @@ def check_every_transformation():
             params = {k: jax.device_put(v, shardings[k]) for k, v in values.items()}
             mine = per_member(params, members)
             from_shardings = jax.jit(tx.init, out_shardings=gl.state_shardings(tx, mine))
-            eager = tx.init(mine)
-            for how, state, jitted in [
+            eager, jitted = tx.init(mine), jax.jit(tx.init)(mine)
+            for how, state, under_jit in [
                 ("eager init", eager, False),
-                ("jit init", jax.jit(tx.init)(mine), True),
+                ("jit init", jitted, True),
                 ("state_shardings", from_shardings(mine), True),
             ]:
                 check_state(
-                    f"{mesh_name} {how}", state, members, params, shardings, mesh, jitted=jitted
+                    f"{mesh_name} {how}", state, members, params, shardings, mesh, jitted=under_jit
                 )
             mine = per_member(params, train_members)
-            state = {name: eager[name] for name in train_members}  # the same configurations
+            # the jitted init's state (the same configurations): committed to the
+            # mesh like the step's outputs, so the step compiles once
+            state = {name: jitted[name] for name in train_members}
             new_params, new_state, updates = train(train_tx, mine, state)
             check_state(
                 f"{mesh_name} after update",
@@ -299,20 +304,22 @@ STEP_SIZE = 0.1
 
 
 def train(tx, params, state):
-    """``STEPS`` jitted steps (one compiled scan): final params, state, last updates."""
+    """``STEPS`` calls of one jitted step: final params, state, last updates.
+
+    (One step compiles in about half the time of a scan over steps; the step's
+    outputs have the shardings of its inputs, so it compiles once -- counted
+    in ``RECORD["step compiles"]``.)"""
 
     @jax.jit
-    def run(params, state):
-        def body(carry, k):
-            params, state, _ = carry
-            updates, state = tx.update(grads_at(params, k), state, params)
-            step = jax.tree.map(lambda u: STEP_SIZE * u, updates)
-            return (gl.apply_updates(params, step), state, updates), None
+    def step(params, state, k):
+        updates, state = tx.update(grads_at(params, k), state, params)
+        scaled = jax.tree.map(lambda u: STEP_SIZE * u, updates)
+        return gl.apply_updates(params, scaled), state, updates
 
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return jax.lax.scan(body, (params, state, zeros), jnp.arange(STEPS, dtype=jnp.float32))[0]
-
-    return run(params, state)
+    for k in range(STEPS):
+        params, state, updates = step(params, state, jnp.float32(k))
+    RECORD.setdefault("step compiles", []).append(step._cache_size())
+    return params, state, updates
 
 
 def keys_where(specs, *, sharded):
@@ -340,6 +347,178 @@ def check_global_norm():
                 fail("global_norm", f"{mesh_name} clip_by_global_norm[{k}]")
 
 
+# ----------------------------------------------------------------------------- collectives
+
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
+
+
+def collectives(compiled) -> dict[str, list[str]]:
+    """``{op: [operand shape, ...]}`` of every cross-device collective in a
+    compiled program (a combined tuple all-reduce lists each of its operands)."""
+    found: dict[str, list[str]] = {op: [] for op in COLLECTIVES}
+    for line in compiled.as_text().splitlines():
+        for op in COLLECTIVES:
+            m = re.search(rf"= (.+?) {op}(?:-start)?\(", line)
+            if m:
+                found[op] += re.findall(r"[a-z]+\d*\[[\d,]*\]", m.group(1))
+                found[op + " ops"] = found.get(op + " ops", 0) + 1
+    return found
+
+
+def mlp_problem():
+    rng = np.random.default_rng(1)
+    sizes = [32, 64, 64, 16]
+    params = [
+        {"w": (rng.normal(size=(m, n)) / np.sqrt(m)).astype(np.float32), "b": np.zeros(n)}
+        for m, n in itertools.pairwise(sizes)
+    ]
+    params = jax.tree.map(lambda a: a.astype(np.float32), params)
+    x = rng.normal(size=(64, 32)).astype(np.float32)
+    y = rng.integers(0, 16, 64).astype(np.int32)
+    return params, x, y
+
+
+def mlp_loss(params, x, y):
+    for layer in params[:-1]:
+        x = jax.nn.relu(x @ layer["w"] + layer["b"])
+    logits = x @ params[-1]["w"] + params[-1]["b"]
+    return jnp.mean(gl.losses.softmax_cross_entropy_with_integer_labels(logits, y))
+
+
+def train_step(tx, apply=None):
+    apply = apply or gl.apply_updates
+
+    def step(params, state, x, y):
+        loss, grads = jax.value_and_grad(mlp_loss)(params, x, y)
+        updates, state = tx.update(grads, state, params)
+        return apply(params, updates), state, loss
+
+    return step
+
+
+def check_collectives():
+    """In a compiled data-parallel step the only collectives are the gradient
+    reduction (plus, for the global norm, scalars); no optimizer state moves.
+
+    Data-parallel: params (and so state) replicated, the batch split over 8
+    devices. Fully sharded: params split along their first axis (where it
+    divides), state following them. Each optimizer's step is compared with
+    plain SGD's (no state, no norm): its all-gathers (params, for the forward
+    pass) and the non-scalar operands of its all-reduces (gradients) must be
+    SGD's; what clipping adds must be scalars (partial sums of squares).
+    """
+    import optax
+
+    section("collectives")
+    params, x, y = mlp_problem()
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    batch = NamedSharding(mesh, P("data"))
+    layouts = {
+        "data-parallel": lambda a: P(),
+        "fully-sharded": lambda a: P("data") if a.ndim and a.shape[0] % 8 == 0 else P(),
+    }
+    optimizers = {
+        "sgd": (gl.sgd(0.1), gl.apply_updates),
+        "adamw": (gl.adamw(0.01), gl.apply_updates),
+        "clip+adamw": (gl.chain(gl.clip_by_global_norm(1.0), gl.adamw(0.01)), gl.apply_updates),
+        "packed(clip+adamw)": (
+            gl.packed(gl.chain(gl.clip_by_global_norm(1.0), gl.adamw(0.01))),
+            gl.apply_updates,
+        ),
+        "optax clip+adamw": (
+            optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(0.01)),
+            optax.apply_updates,
+        ),
+    }
+    for layout, spec in layouts.items():
+        p = jax.tree.map(lambda a, spec=spec: jax.device_put(a, NamedSharding(mesh, spec(a))),
+                         params)  # fmt: skip
+        xs, ys = jax.device_put(x, batch), jax.device_put(y, batch)
+        found = {}
+        for name, (tx, apply) in optimizers.items():
+            with jax.numpy_dtype_promotion("standard"):  # Optax is not strict-clean
+                state = tx.init(p)
+                compiled = jax.jit(train_step(tx, apply)).lower(p, state, xs, ys).compile()
+            found[name] = collectives(compiled)
+            RECORD[f"collectives {layout} {name}"] = {
+                op: v if op.endswith("ops") else len(v) for op, v in found[name].items() if v
+            }
+        base = found["sgd"]
+        RECORD[f"collectives {layout} sgd shapes"] = base
+        for name, got in found.items():
+            if name.startswith("optax"):
+                continue  # recorded, not asserted
+            for op in COLLECTIVES:
+                if op == "all-reduce":
+                    big = sorted(s for s in got[op] if not s.endswith("[]"))
+                    if big != sorted(s for s in base[op] if not s.endswith("[]")):
+                        fail("collectives", f"{layout} {name}: all-reduce of {big}, sgd's: "
+                                            f"{base[op]}")  # fmt: skip
+                    extra = len(got[op]) - len(base[op])
+                    allowed = len(jax.tree.leaves(params)) if "clip" in name else 0
+                    if not 0 <= extra <= allowed:
+                        fail("collectives", f"{layout} {name}: {extra} more scalar all-reduce "
+                                            f"operands than sgd (at most {allowed})")  # fmt: skip
+                elif sorted(got[op]) != sorted(base[op]):
+                    fail("collectives", f"{layout} {name}: {op} of {got[op]}, sgd's: {base[op]}")
+        # replicated params: the gradient reduction (and the loss), nothing else
+        others = [op for op in COLLECTIVES if op != "all-reduce" and found["clip+adamw"][op]]
+        if layout == "data-parallel" and others:
+            fail("collectives", f"data-parallel: {others} in {found['clip+adamw']}")
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def check_sweep():
+    """``gl.sweep(mesh=...)`` gives the unsharded sweep's numbers, and its program
+    has no collectives: each device trains its own configurations."""
+    from sweep_multiprocess import arrays, compare, problem
+
+    from gradlab.run import _sweep
+
+    section("sweep")
+    programs = []
+    fit_memory = _sweep._fit_memory
+
+    def capture(compile_for, compiled, *args):
+        programs.append(compiled)
+        return fit_memory(compile_for, compiled, *args)
+
+    _sweep._fit_memory = capture
+    try:
+        plain = arrays(gl.sweep(**problem()))
+        devices = np.array(jax.devices())
+        runs = {  # what: (sweep's arguments, configurations per device)
+            "1-D mesh": (dict(mesh=Mesh(devices, ("configs",))), 2),  # 12 padded to 16
+            "1-D mesh, chunks of 3 (8)": (
+                dict(mesh=Mesh(devices, ("configs",)), chunk_size=3),
+                1,
+            ),
+            "2-D mesh, axis b": (
+                dict(mesh=Mesh(devices.reshape(2, 4), ("a", "b")), mesh_axis="b"),
+                3,
+            ),
+        }
+        for what, (kwargs, rows) in runs.items():
+            del programs[:]
+            got = arrays(gl.sweep(**problem(), **kwargs))
+            bad = compare(got, plain)  # to 1e-6 of each array's scale
+            if bad:
+                fail("sweep", f"{what}: {bad} differ from the unsharded sweep")
+            for compiled in programs:
+                found = {op: v for op, v in collectives(compiled).items() if v}
+                if found:
+                    fail("sweep", f"{what}: collectives {found}")
+                text = compiled.as_text()
+                entry = next(line for line in text.splitlines() if line.startswith("ENTRY"))
+                RECORD[f"sweep {what}"] = entry[entry.index("(") : entry.index(")") + 1][:200]
+                if f"s32[{rows}]" not in entry:  # the seeds: this device's configurations
+                    fail("sweep", f"{what}: not {rows} configurations per device: {entry}")
+    finally:
+        _sweep._fit_memory = fit_memory
+
+
 def record_optax():
     """For the record, not asserted: where Optax's jitted init puts its moments."""
     import optax
@@ -359,6 +538,8 @@ def main():
     t0 = time.perf_counter()
     check_every_transformation()
     check_global_norm()
+    check_collectives()
+    check_sweep()
     record_optax()
     RECORD["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps({**FAILURES, "record": RECORD}))
