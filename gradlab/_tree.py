@@ -364,6 +364,26 @@ def safe_increment(count: jax.Array) -> jax.Array:
     return jnp.where(count < INT32_MAX, count + 1, jnp.asarray(INT32_MAX, count.dtype))
 
 
-def step_counter() -> jax.Array:
-    """A fresh int32 step counter (0)."""
-    return jnp.zeros((), jnp.int32)
+def scalar_like(params: Tree, value: Any, dtype: Any) -> jax.Array:
+    """A scalar ``value`` in ``dtype`` that lives where ``params`` live: replicated
+    over their devices, eagerly and under ``jax.jit(init)``.
+
+    Why not ``jnp.full((), value)``: when every leaf of a state is such a
+    constant (``sgd``'s counter alone, ``zero_nans``' flags), ``jax.jit(init)``
+    drops the unused params and compiles for ONE device; the committed counter
+    then clashes with sharded params in the jitted step ("incompatible
+    devices"). Derived from a param (:func:`full_along`), it is on the params'
+    mesh; the compiled ``init`` is still a constant.
+    """
+    for x in jax.tree.leaves(params):
+        if np.size(x):
+            return full_along(x, (), value, dtype)
+    return jnp.full((), value, dtype)
+
+
+def step_counter(params: Tree = None) -> jax.Array:
+    """A fresh int32 step counter (0), placed with ``params`` when given
+    (:func:`scalar_like`; every ``init`` passes its params)."""
+    if params is None:
+        return jnp.zeros((), jnp.int32)
+    return scalar_like(params, 0, jnp.int32)

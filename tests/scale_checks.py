@@ -217,6 +217,36 @@ def check_updates(where, updates, members, params):
 # ----------------------------------------------------------------------------- sections
 
 
+def used_inputs(closed) -> list[bool]:
+    """Which inputs of a jaxpr its outputs depend on (what ``jax.jit`` keeps)."""
+    from jax.extend.core import Literal
+
+    jaxpr = closed.jaxpr
+    needed = {v for v in jaxpr.outvars if not isinstance(v, Literal)}
+    for eqn in reversed(jaxpr.eqns):
+        if any(o in needed for o in eqn.outvars):
+            needed |= {v for v in eqn.invars if not isinstance(v, Literal)}
+    return [v in needed for v in jaxpr.invars]
+
+
+def check_jit_init_keeps_the_params(table, params):
+    """Each transformation's ``init`` reads its params (cheap: a trace each).
+
+    The bundle hides this: when NO state leaf depends on the params (sgd's
+    counter alone), ``jax.jit(init)`` drops them and compiles for one device,
+    and the committed counter then clashes with sharded params in the step.
+    """
+    for name, (make, keys) in table.items():
+        tx, mine = make(), pick(params, keys)
+        closed = jax.make_jaxpr(tx.init)(mine)
+        if jax.tree.leaves(closed.out_avals) and not any(used_inputs(closed)):
+            fail("state", f"{name}: init ignores the params, so jax.jit(init) runs on one device")
+    for name, tx in [("sgd", gl.sgd(0.1)), ("zero_nans", gl.zero_nans())]:  # the direct way
+        for path, leaf in jax.tree_util.tree_flatten_with_path(jax.jit(tx.init)(params))[0]:
+            if len(leaf.sharding.device_set) != jax.device_count():
+                fail("state", f"jit({name}.init){jax.tree_util.keystr(path)}: {leaf.sharding}")
+
+
 def check_every_transformation():
     """State and updates follow the params' shardings; sharded == unsharded training.
 
@@ -248,6 +278,7 @@ def check_every_transformation():
             params = {k: jax.device_put(v, shardings[k]) for k, v in values.items()}
             mine = per_member(params, members)
             from_shardings = jax.jit(tx.init, out_shardings=gl.state_shardings(tx, mine))
+            check_jit_init_keeps_the_params(table, params)
             eager, jitted = tx.init(mine), jax.jit(tx.init)(mine)
             for how, state, under_jit in [
                 ("eager init", eager, False),

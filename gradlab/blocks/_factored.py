@@ -95,7 +95,7 @@ def scale_by_factored_rms(
 
         out = jax.tree.map(stats, params)
         v_row, v_col, v = _tree.split_outputs(out, params, 3)
-        return FactoredState(_tree.step_counter(), v_row, v_col, v)
+        return FactoredState(_tree.step_counter(params), v_row, v_col, v)
 
     def update(updates, state, params=None, **extra):
         updates = _tree.as_updates(updates)
