@@ -291,11 +291,24 @@ class _Layout(NamedTuple):
         # at the end of the program): a process cannot read another's shards.
         return self.rows() if jax.process_count() == 1 else self.replicated()
 
-    def constrain(self, tree: Any) -> Any:
-        """Keep the configuration axis of every leaf split over the devices (the
-        scan's carry would otherwise be free to be replicated)."""
-        rows = self.rows()
-        return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, rows), tree)
+    def spread(self, run: Callable) -> Callable:
+        """``run`` on each device's share of the configurations (``shard_map``):
+        every device runs the very program of an unsharded chunk of that size,
+        with no communication; the shared params and data are replicated."""
+        rows, everywhere = jax.sharding.PartitionSpec(self.axes), jax.sharding.PartitionSpec()
+        # check_vma=False: the shared params broadcast into the scan's carry are
+        # the same on every device until the first update; nothing is reduced.
+        return jax.shard_map(
+            run,
+            mesh=self.mesh,
+            in_specs=(rows, rows, everywhere, everywhere),
+            out_specs=rows,
+            check_vma=False,
+        )
+
+    def is_first(self) -> jax.Array:
+        """Inside :meth:`spread`: whether this is the first device (it alone reports progress)."""
+        return jax.lax.axis_index(self.axes) == 0
 
     def put(self, tree: Any, sharding: Any) -> Any:
         """Host values as global arrays with ``sharding`` (every process holds the
@@ -342,13 +355,13 @@ def _group_program(
     metric_names: list[str],
     notify: Callable | None,
     notify_every: int | None,
-    constrain: Callable[[Any], Any] = lambda tree: tree,
+    is_first: Callable[[], Any] = lambda: True,
 ) -> Callable:
     """``run(hps, seeds, params, data)`` for one group: every argument and output
     has the configuration axis first (``params`` and ``data`` are shared).
     Tracing it checks ``loss_fn`` and ``eval_fn`` (scalars) and records the
-    metric names in ``metric_names``. ``constrain`` is applied to the scan's
-    carry and to the outputs (a sharding constraint on the configuration axis)."""
+    metric names in ``metric_names``. ``is_first()``: whether this copy of the
+    program reports progress (one of the devices, when spread over several)."""
     grad_fn = jax.value_and_grad(loss_fn)
     eval_rows = sorted({*range(eval_every - 1, num_steps, eval_every), num_steps - 1})
 
@@ -412,20 +425,20 @@ def _group_program(
                 out["evals"] = jax.lax.cond(due, evaluate, lambda p, a: blank, params, ok)
             if notify_every is not None:
                 jax.lax.cond(
-                    (step + 1) % notify_every == 0,
+                    ((step + 1) % notify_every == 0) & is_first(),
                     lambda s: jax.debug.callback(notify, s),
                     lambda s: None,
                     step + 1,
                 )
-            return constrain((params, state, ok, diverged_at)), out
+            return (params, state, ok, diverged_at), out
 
-        carry = constrain((params0, state0, alive0, diverged0))
+        carry = (params0, state0, alive0, diverged0)
         (params, _, _, diverged_at), out = jax.lax.scan(body, carry, jnp.arange(num_steps))
         evals = None
         if eval_fn is not None:
             rows = jnp.asarray(eval_rows)
             evals = {k: v[rows].T for k, v in out["evals"].items()}
-        return constrain((params, out["loss"].T, diverged_at, evals))
+        return params, out["loss"].T, diverged_at, evals
 
     return run
 
@@ -624,14 +637,14 @@ def sweep(
             metric_names=metric_names,
             notify=report.steps_done,
             notify_every=report.block_every,
-            **({} if layout is None else {"constrain": layout.constrain}),
+            **({} if layout is None else {"is_first": layout.is_first}),
         )
         if layout is None:
             jitted = jax.jit(run)
         else:
             rows, replicated = layout.rows(), layout.replicated()
             jitted = jax.jit(
-                run,
+                layout.spread(run),
                 in_shardings=(rows, rows, replicated, replicated),
                 out_shardings=layout.outputs(),
             )
