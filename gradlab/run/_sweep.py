@@ -510,14 +510,17 @@ def sweep(
         progress: a progress bar (tqdm if installed, else one line per chunk)
             on stderr; ``None`` shows it when stderr is a terminal.
         mesh: a ``jax.sharding.Mesh`` to spread the configurations over: the
-            configuration axis of the program's inputs, carry and outputs is
-            split over the mesh (``NamedSharding`` on the leading axis), each
-            device trains its share, and the shared params and data are
-            replicated. Chunks are padded to a multiple of the device count.
-            The numbers are those of the sweep without a mesh. The mesh may
-            span several processes (``jax.distributed.initialize``): every
-            process calls ``sweep`` with the same arguments and gets the whole
-            result. ``memory_limit`` is then per device.
+            configuration axis of the program's inputs and outputs is split
+            over the mesh (``NamedSharding`` on the leading axis), the shared
+            params and data are replicated, and each device runs, through
+            ``shard_map``, the program of an unsharded chunk on its share --
+            no communication. Chunks are padded to a multiple of the device
+            count. The numbers are those of the sweep without a mesh, up to
+            float32 rounding (XLA may compile a device's program with other
+            kernels). The mesh may span several processes
+            (``jax.distributed.initialize``): every process calls ``sweep``
+            with the same arguments and gets the whole result.
+            ``memory_limit`` is then per device.
         mesh_axis: the mesh axis (or axes) the configurations are split over;
             default all of them.
 
@@ -546,7 +549,7 @@ def sweep(
         Spread over every device (8 devices train 8 times the configurations
         in about the time of one chunk):
 
-        >>> mesh = jax.sharding.Mesh(jax.devices(), ("configs",))
+        >>> mesh = jax.sharding.Mesh(np.array(jax.devices()), ("configs",))
         >>> result = gl.sweep(..., mesh=mesh)
     """
     t_start = time.perf_counter()
