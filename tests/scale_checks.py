@@ -278,7 +278,8 @@ def check_every_transformation():
             params = {k: jax.device_put(v, shardings[k]) for k, v in values.items()}
             mine = per_member(params, members)
             from_shardings = jax.jit(tx.init, out_shardings=gl.state_shardings(tx, mine))
-            check_jit_init_keeps_the_params(table, params)
+            if mesh_name == "2-D":  # a trace per transformation: once is enough
+                check_jit_init_keeps_the_params(table, params)
             eager, jitted = tx.init(mine), jax.jit(tx.init)(mine)
             for how, state, under_jit in [
                 ("eager init", eager, False),
@@ -452,10 +453,6 @@ def check_collectives():
         "sgd": (gl.sgd(0.1), gl.apply_updates),
         "adamw": (gl.adamw(0.01), gl.apply_updates),
         "clip+adamw": (gl.chain(gl.clip_by_global_norm(1.0), gl.adamw(0.01)), gl.apply_updates),
-        "packed(clip+adamw)": (
-            gl.packed(gl.chain(gl.clip_by_global_norm(1.0), gl.adamw(0.01))),
-            gl.apply_updates,
-        ),
         "optax clip+adamw": (
             optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(0.01)),
             optax.apply_updates,
