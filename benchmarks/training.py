@@ -8,7 +8,8 @@ optimizer's share of a step users actually run.
   d_ff 256, vocabulary 256, sequences of 64, batches of 16) on next-token
   prediction of random tokens. 45 leaves, ~0.25M params.
 
-Each is timed three ways, per implementation (gradlab, gradlab+packed,
+Optimizers: ``adam``, ``chain`` (clip -> adamw(warmup-cosine)) and
+``guarded`` (``apply_if_finite(adamw)``). Each is timed three ways, per implementation (gradlab, gradlab+packed,
 Optax): the **dispatched** step (one jitted call per step: forward, backward,
 optimizer update, donated), the **in-loop** step (``lax.scan`` over 20
 batches, per step), and **grad only** (forward + backward, no optimizer), so
@@ -131,6 +132,12 @@ def optimizers() -> dict[str, tuple[Callable, Callable]]:
                 optax.clip_by_global_norm(1.0), optax.adamw(osched, weight_decay=1e-4)
             ),
         ),
+        # In a real step the gradient is a temporary of the step itself, so the
+        # update leaving apply_if_finite's conditional need not be a new buffer.
+        "guarded": (
+            lambda: gl.apply_if_finite(gl.adamw(1e-3, weight_decay=1e-4), 5),
+            lambda: optax.apply_if_finite(optax.adamw(1e-3, weight_decay=1e-4), 5),
+        ),
     }
 
 
@@ -157,7 +164,9 @@ def _median_ms(fn, args, calls: int, per: int = 1) -> float:
     return 1e3 * statistics.median(times) / per
 
 
-def time_problem(name: str, calls: int, opts: tuple[str, ...] = ("adam", "chain")) -> list[dict]:
+def time_problem(
+    name: str, calls: int, opts: tuple[str, ...] = ("adam", "chain", "guarded")
+) -> list[dict]:
     params, loss, batches = PROBLEMS[name]()
     first = jax.tree.map(lambda b: b[0], batches)
     grad_fn = jax.jit(jax.grad(loss))

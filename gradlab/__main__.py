@@ -44,6 +44,9 @@ OPTIMIZERS: dict[str, Callable[[Any], gl.GradientTransformation]] = {
     "rmsprop": lambda lr: gl.rmsprop(lr),
     "adam": lambda lr: gl.adam(lr),
     "adamw": lambda lr: gl.adamw(lr, weight_decay=1e-2),
+    "nadam": lambda lr: gl.nadam(lr),
+    "lion": lambda lr: gl.lion(lr, weight_decay=1e-2),
+    "adafactor": lambda lr: gl.adafactor(lr),
 }
 
 # name -> shape of warmup_cosine_decay: (warm-up as a fraction of the steps, final

@@ -94,7 +94,7 @@ def test_help_documents_every_option():
 
 def test_unknown_optimizer_is_refused_with_the_choices(capsys):
     with pytest.raises(SystemExit, match=r"unknown.*choose from sgd"):
-        showcase.main(["--optimizers", "sgd,lion", "--no-plots"])
+        showcase.main(["--optimizers", "sgd,lionn", "--no-plots"])
 
 
 def test_importing_gradlab_imports_no_plotting_or_peer_library():
