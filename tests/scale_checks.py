@@ -359,7 +359,8 @@ def keys_where(specs, *, sharded):
 
 
 def check_global_norm():
-    """Cross-leaf reductions, sharded vs an independent float64 NumPy sum."""
+    """Cross-leaf reductions, sharded: the global norm vs an independent float64
+    NumPy sum, clipping by it, and apply_if_finite's finiteness check."""
     section("global_norm")
     values = param_values()
     want = np.sqrt(sum(np.sum(np.square(v.astype(np.float64))) for v in values.values()))
@@ -377,6 +378,17 @@ def check_global_norm():
         for k, v in values.items():
             if not np.allclose(np.asarray(clipped[k]), 0.5 * v, rtol=1e-6):
                 fail("global_norm", f"{mesh_name} clip_by_global_norm[{k}]")
+        # the finiteness check: one NaN on one device's shard of w skips the step
+        guard = gl.apply_if_finite(gl.sgd(0.1), 3)
+        bad = {k: v.copy() for k, v in values.items()}
+        bad["w"][-1, -1] = np.nan  # on the last device's shard
+        bad = {k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in bad.items()}
+        updates, state = jax.jit(guard.update)(bad, guard.init(params), params)
+        if bool(state.last_finite) or any(float(jnp.max(jnp.abs(u))) for u in updates.values()):
+            fail("global_norm", f"{mesh_name} apply_if_finite applied a NaN step: {state}")
+        updates, state = jax.jit(guard.update)(params, guard.init(params), params)
+        if not bool(state.last_finite):
+            fail("global_norm", f"{mesh_name} apply_if_finite skipped a finite step")
 
 
 # ----------------------------------------------------------------------------- collectives
