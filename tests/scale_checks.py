@@ -576,11 +576,11 @@ def record_optax():
 def main():
     assert jax.device_count() == 8, jax.devices()
     t0 = time.perf_counter()
-    check_every_transformation()
-    check_global_norm()
-    check_collectives()
-    check_sweep()
-    record_optax()
+    for check in (check_every_transformation, check_global_norm, check_collectives, check_sweep,
+                  record_optax):  # fmt: skip
+        t = time.perf_counter()
+        check()
+        RECORD[f"seconds {check.__name__}"] = round(time.perf_counter() - t, 1)
     RECORD["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps({**FAILURES, "record": RECORD}))
 
