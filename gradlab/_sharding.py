@@ -27,7 +27,11 @@ def state_shardings(tx: Any, params: Any) -> Any:
         state = jax.jit(tx.init, out_shardings=shardings)(params)
 
     Read from the compiled (not executed) ``jax.jit(tx.init)``: moments
-    sharded like their param, counters replicated.
+    sharded like their param (Adafactor's statistics along the axes they
+    keep), counters replicated. The params are kept as inputs even if an
+    ``init`` ignores them (an Optax member inside a gradlab chain creates
+    its state from shapes alone): the program then still runs on the params'
+    devices, and such state is replicated over them, not put on one device.
     """
     check_transformation("tx", tx)
-    return jax.jit(tx.init).lower(params).compile().output_shardings
+    return jax.jit(tx.init, keep_unused=True).lower(params).compile().output_shardings

@@ -17,7 +17,7 @@ Conventions (so each block stays a few lines):
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -159,6 +159,29 @@ def full_like(tree: Tree, value: Any, dtype: Any = None) -> Tree:
     """``value`` broadcast like each param leaf (following its sharding), in ``dtype``."""
     check_float_params(tree, "init")
     return jax.tree.map(lambda x: _like(x, value, dtype), tree)
+
+
+def full_along(x: Any, axes: Sequence[int], value: Any = 0, dtype: Any = None) -> jax.Array:
+    """``value`` shaped like the param leaf ``x`` restricted to ``axes`` (the
+    other axes dropped), in ``dtype``, placed like ``x`` along the kept axes.
+
+    For state that is not shaped like its param: Adafactor's row and column
+    statistics (every axis but one), SM3's accumulator per axis (one axis),
+    NovoGrad's per-leaf scalar (no axis). It is built by :func:`_like` from
+    ``x[0, ..., :, ...]`` (index 0 along each dropped axis), so it is split
+    over the devices along a kept axis as ``x`` is and replicated over the
+    mesh axes of the dropped ones -- eagerly and under ``jax.jit(init)``; the
+    compiled ``init`` is still just a broadcast (the slice feeds only the
+    folded select). A ``(16, 8)`` param sharded ``P("x", "y")`` gets row
+    statistics ``(8,)`` sharded ``P("y")``.
+    """
+    x = as_param(x)
+    keep = tuple(sorted(int(a) % max(x.ndim, 1) for a in axes))
+    shape = tuple(x.shape[a] for a in keep)
+    if any(x.shape[a] == 0 for a in range(x.ndim) if a not in keep):
+        return jnp.full(shape, value, np.dtype(dtype or x.dtype))  # nothing to slice
+    part = x[tuple(slice(None) if a in keep else 0 for a in range(x.ndim))]
+    return _like(part, value, dtype)
 
 
 def per_dtype(fn: Callable[[np.dtype], Any]) -> Callable[[Any], Any]:
@@ -341,6 +364,26 @@ def safe_increment(count: jax.Array) -> jax.Array:
     return jnp.where(count < INT32_MAX, count + 1, jnp.asarray(INT32_MAX, count.dtype))
 
 
-def step_counter() -> jax.Array:
-    """A fresh int32 step counter (0)."""
-    return jnp.zeros((), jnp.int32)
+def scalar_like(params: Tree, value: Any, dtype: Any) -> jax.Array:
+    """A scalar ``value`` in ``dtype`` that lives where ``params`` live: replicated
+    over their devices, eagerly and under ``jax.jit(init)``.
+
+    Why not ``jnp.full((), value)``: when every leaf of a state is such a
+    constant (``sgd``'s counter alone, ``zero_nans``' flags), ``jax.jit(init)``
+    drops the unused params and compiles for ONE device; the committed counter
+    then clashes with sharded params in the jitted step ("incompatible
+    devices"). Derived from a param (:func:`full_along`), it is on the params'
+    mesh; the compiled ``init`` is still a constant.
+    """
+    for x in jax.tree.leaves(params):
+        if np.size(x):
+            return full_along(x, (), value, dtype)
+    return jnp.full((), value, dtype)
+
+
+def step_counter(params: Tree = None) -> jax.Array:
+    """A fresh int32 step counter (0), placed with ``params`` when given
+    (:func:`scalar_like`; every ``init`` passes its params)."""
+    if params is None:
+        return jnp.zeros((), jnp.int32)
+    return scalar_like(params, 0, jnp.int32)

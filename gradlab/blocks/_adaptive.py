@@ -69,7 +69,7 @@ def scale_by_adam(
 
     def init(params):
         return ScaleByAdamState(
-            _tree.step_counter(), _tree.zeros_like(params, mu_dtype), _tree.zeros_like(params)
+            _tree.step_counter(params), _tree.zeros_like(params, mu_dtype), _tree.zeros_like(params)
         )
 
     def update(updates, state, params=None, **extra):

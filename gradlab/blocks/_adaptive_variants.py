@@ -138,7 +138,8 @@ def scale_by_amsgrad(
 
     def init(params):
         z = _tree.zeros_like
-        return ScaleByAmsgradState(_tree.step_counter(), z(params, mu_dtype), z(params), z(params))
+        count = _tree.step_counter(params)
+        return ScaleByAmsgradState(count, z(params, mu_dtype), z(params), z(params))
 
     def update(updates, state, params=None, **extra):
         count = _tree.safe_increment(state.count)
@@ -177,7 +178,7 @@ def scale_by_adamax(
 
     def init(params):
         return ScaleByAdamState(
-            _tree.step_counter(), _tree.zeros_like(params, mu_dtype), _tree.zeros_like(params)
+            _tree.step_counter(params), _tree.zeros_like(params, mu_dtype), _tree.zeros_like(params)
         )
 
     def update(updates, state, params=None, **extra):
@@ -227,7 +228,7 @@ def scale_by_radam(
 
     def init(params):
         return ScaleByAdamState(
-            _tree.step_counter(), _tree.zeros_like(params, mu_dtype), _tree.zeros_like(params)
+            _tree.step_counter(params), _tree.zeros_like(params, mu_dtype), _tree.zeros_like(params)
         )
 
     def update(updates, state, params=None, **extra):
@@ -281,7 +282,7 @@ def scale_by_belief(
 
     def init(params):
         return ScaleByBeliefState(
-            _tree.step_counter(), _tree.zeros_like(params, mu_dtype), _tree.zeros_like(params)
+            _tree.step_counter(params), _tree.zeros_like(params, mu_dtype), _tree.zeros_like(params)
         )
 
     def update(updates, state, params=None, **extra):
@@ -326,7 +327,7 @@ def scale_by_yogi(
 
     def init(params):
         return ScaleByAdamState(
-            _tree.step_counter(),
+            _tree.step_counter(params),
             _tree.full_like(params, initial_accumulator_value, mu_dtype),
             _tree.full_like(params, initial_accumulator_value),
         )
@@ -410,7 +411,8 @@ def scale_by_adan(
 
     def init(params):
         z = _tree.zeros_like
-        return ScaleByAdanState(_tree.step_counter(), z(params), z(params), z(params), z(params))
+        count = _tree.step_counter(params)
+        return ScaleByAdanState(count, z(params), z(params), z(params), z(params))
 
     def update(updates, state, params=None, **extra):
         first = state.count == 0
@@ -480,8 +482,9 @@ def scale_by_novograd(
 
     def init(params):
         _tree.check_float_params(params, "init")
-        nu = jax.tree.map(lambda p: jnp.zeros((), _tree.as_param(p).dtype), params)
-        return ScaleByNovogradState(_tree.step_counter(), _tree.zeros_like(params, mu_dtype), nu)
+        nu = jax.tree.map(lambda p: _tree.full_along(p, ()), params)  # replicated scalars
+        mu = _tree.zeros_like(params, mu_dtype)
+        return ScaleByNovogradState(_tree.step_counter(params), mu, nu)
 
     def update(updates, state, params=None, **extra):
         if uses_params:
@@ -538,7 +541,7 @@ def scale_by_debiased_rms(decay: Any = 0.999, eps: Any = 1e-8) -> GradientTransf
     check_nonnegative("eps", eps)
 
     def init(params):
-        return ScaleByDebiasedRmsState(_tree.step_counter(), _tree.zeros_like(params))
+        return ScaleByDebiasedRmsState(_tree.step_counter(params), _tree.zeros_like(params))
 
     def update(updates, state, params=None, **extra):
         count = _tree.safe_increment(state.count)

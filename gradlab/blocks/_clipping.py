@@ -58,7 +58,7 @@ def zero_nans() -> GradientTransformation:
     """
 
     def init(params):
-        return ZeroNansState(jax.tree.map(lambda _: jnp.zeros((), bool), params))
+        return ZeroNansState(jax.tree.map(lambda p: _tree.full_along(p, (), False, bool), params))
 
     def update(updates, state, params=None, **extra):
         updates = _tree.as_updates(updates)

@@ -82,18 +82,20 @@ def scale_by_factored_rms(
         def stats(p):
             p = _tree.as_param(p)
             # Distinct placeholder arrays: one array twice in a state cannot be donated.
-            placeholder = lambda: jnp.zeros((), p.dtype)  # noqa: E731
+            placeholder = lambda: _tree.full_along(p, ())  # noqa: E731
             d = dims(p)
             if d is None:
                 return placeholder(), placeholder(), _tree.zeros_like(p)
             d1, d0 = d
-            row = jnp.zeros(p.shape[:d0] + p.shape[d0 + 1 :], p.dtype)
-            col = jnp.zeros(p.shape[:d1] + p.shape[d1 + 1 :], p.dtype)
+            # Each statistic keeps the param's sharding along the axes it keeps.
+            every = range(p.ndim)
+            row = _tree.full_along(p, [a for a in every if a != d0])
+            col = _tree.full_along(p, [a for a in every if a != d1])
             return row, col, placeholder()
 
         out = jax.tree.map(stats, params)
         v_row, v_col, v = _tree.split_outputs(out, params, 3)
-        return FactoredState(_tree.step_counter(), v_row, v_col, v)
+        return FactoredState(_tree.step_counter(params), v_row, v_col, v)
 
     def update(updates, state, params=None, **extra):
         updates = _tree.as_updates(updates)

@@ -70,7 +70,7 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Any = None) -> Gradi
     check_float_dtype("accumulator_dtype", accumulator_dtype)
 
     def init(params):
-        return EmaState(_tree.step_counter(), _tree.zeros_like(params, accumulator_dtype))
+        return EmaState(_tree.step_counter(params), _tree.zeros_like(params, accumulator_dtype))
 
     def update(updates, state, params=None, **extra):
         count = _tree.safe_increment(state.count)

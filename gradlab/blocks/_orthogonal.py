@@ -99,7 +99,7 @@ def scale_by_muon(
                     f"{jax.tree_util.keystr(path) or '(root)'} has shape {jnp.shape(p)} "
                     "(gl.muon sends leaves of rank < 2 to AdamW)"
                 )
-        return ScaleByMuonState(_tree.step_counter(), _tree.zeros_like(params, mu_dtype))
+        return ScaleByMuonState(_tree.step_counter(params), _tree.zeros_like(params, mu_dtype))
 
     def update(updates, state, params=None, **extra):
         count = _tree.safe_increment(state.count)

@@ -68,7 +68,7 @@ def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:
     check_int("seed", seed)
 
     def init(params):
-        return AddNoiseState(_tree.step_counter(), jax.random.key_data(jax.random.key(seed)))
+        return AddNoiseState(_tree.step_counter(params), jax.random.key_data(jax.random.key(seed)))
 
     def update(updates, state, params=None, **extra):
         updates = _tree.as_updates(updates)

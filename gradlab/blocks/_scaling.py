@@ -47,7 +47,7 @@ def scale_by_schedule(schedule: Any) -> GradientTransformation:
     fn = as_schedule(schedule)
 
     def init(params):
-        return ScaleByScheduleState(_tree.step_counter())
+        return ScaleByScheduleState(_tree.step_counter(params))
 
     def update(updates, state, params=None, **extra):
         factor = fn(state.count)

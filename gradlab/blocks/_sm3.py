@@ -54,8 +54,9 @@ def scale_by_sm3(b1: Any = 0.9, eps: Any = 1e-8) -> GradientTransformation:
         def accumulators(p):
             p = _tree.as_param(p)
             if p.ndim <= 1:
-                return (jnp.zeros(p.shape, p.dtype),)
-            return tuple(jnp.zeros((n,), p.dtype) for n in p.shape)
+                return (_tree.zeros_like(p),)
+            # The accumulator of axis i is sharded as the param is along i.
+            return tuple(_tree.full_along(p, (i,)) for i in range(p.ndim))
 
         return ScaleBySM3State(jax.tree.map(accumulators, params), _tree.zeros_like(params))
 

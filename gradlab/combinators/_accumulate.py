@@ -95,7 +95,8 @@ def _multi_steps(opt: Any, k: Any, acc_dtype: Any, declared: Any) -> GradientTra
     def init(params):
         acc = () if skip_accumulation else _tree.zeros_like(params, acc_dtype)
         # separate counters: one buffer twice in a state cannot be donated
-        return MultiStepsState(_tree.step_counter(), _tree.step_counter(), opt.init(params), acc)
+        counter = _tree.step_counter
+        return MultiStepsState(counter(params), counter(params), opt.init(params), acc)
 
     def update(updates, state, params=None, **extra):
         if skip_accumulation:  # k = 1: opt itself, nothing accumulated

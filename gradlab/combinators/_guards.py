@@ -72,7 +72,7 @@ def _guard(inner: Any, max_errors: Any, declared: Any) -> GradientTransformation
 
     def init(params):
         # separate counters: one buffer twice in a state cannot be donated
-        count, total = _tree.step_counter(), _tree.step_counter()
+        count, total = _tree.step_counter(params), _tree.step_counter(params)
         return ApplyIfFiniteState(count, jnp.asarray(True), total, inner.init(params))
 
     def update(updates, state, params=None, **extra):

@@ -146,7 +146,7 @@ def _injected(
     to what runs (itself, or its buffer form under ``packed``)."""
 
     def init(params):
-        count = _tree.step_counter()
+        count = _tree.step_counter(params)
         dtype = _float_dtype(params, dtype_override)
         values = {k: _store(v, dtype) for k, v in numeric.items()}
         values |= {k: _store(fn(count), dtype) for k, fn in schedules.items()}

@@ -53,7 +53,7 @@ def lookahead(
     def init(params):
         _tree.check_float_params(params, "lookahead init")
         slow = jax.tree.map(lambda p: jnp.array(_tree.as_param(p)), params)  # a copy
-        return LookaheadState(_tree.step_counter(), slow, fast.init(params))
+        return LookaheadState(_tree.step_counter(params), slow, fast.init(params))
 
     def update(updates, state, params=None, **extra):
         if params is None:

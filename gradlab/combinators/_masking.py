@@ -133,7 +133,9 @@ def freeze(mask: Any | Callable[[Tree], Tree]) -> GradientTransformation:
         updates = _tree.as_updates(updates)
         frozen = _masks.resolve_static(mask, updates if params is None else params)
         leaves, treedef = jax.tree.flatten(updates)
-        out = [jnp.zeros_like(u) if f else u for u, f in zip(leaves, frozen, strict=True)]
+        # _tree.zeros_like, not jnp's: a constant would be replicated on every
+        # device under jit; these zeros keep the update's sharding.
+        out = [_tree.zeros_like(u) if f else u for u, f in zip(leaves, frozen, strict=True)]
         return treedef.unflatten(out), state
 
     def packing(ctx):

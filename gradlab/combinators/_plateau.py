@@ -85,7 +85,8 @@ def reduce_on_plateau(
 
     def init(params):
         worst = jnp.asarray(jnp.inf if mode == "min" else -jnp.inf, f32)
-        counter = _tree.step_counter  # a buffer each: one buffer twice cannot be donated
+        # a buffer each: one buffer twice in a state cannot be donated
+        counter = lambda: _tree.step_counter(params)  # noqa: E731
         return ReduceLROnPlateauState(
             jnp.ones((), f32), worst, counter(), counter(), counter(), jnp.zeros((), f32)
         )

@@ -156,7 +156,7 @@ def scale_by_lbfgs(memory_size: int = 10, eps: Any = 1e-10) -> GradientTransform
         zeros = _in_compute_dtype(_tree.zeros_like(params))
         memory = jax.tree.map(lambda z: jnp.broadcast_to(z, (m, *z.shape)), zeros)
         return ScaleByLbfgsState(
-            count=_tree.step_counter(),
+            count=_tree.step_counter(params),
             params=zeros,
             grad=zeros,
             diff_params=memory,

@@ -98,7 +98,7 @@ def schedule_free(
             b1=_tree.hp(b1, dt),
             weight_sum=jnp.zeros((), dt),
             max_lr=jnp.zeros((), dt),
-            count=_tree.step_counter(),
+            count=_tree.step_counter(params),
             base_state=base_optimizer.init(params),
             z=z,
         )
