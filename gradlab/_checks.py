@@ -26,6 +26,7 @@ __all__ = [
     "check_same_shapes",
     "check_same_structure",
     "check_scalars",
+    "check_state",
     "check_transformation",
     "is_traced",
     "short_structure",
@@ -217,3 +218,21 @@ def check_scalars(**values: Any) -> None:
                 f"{name} must be a scalar, got an array of shape {shape}; to sweep over "
                 "several values, vmap over a function that builds the optimizer"
             )
+
+
+def check_state(where: str, state: Any, expected: type) -> None:
+    """``state`` is the ``expected`` NamedTuple a transformation's own ``init`` returns.
+
+    A state from another optimizer, or one restored from a checkpoint as plain
+    tuples/dicts, would otherwise fail deep inside ``update`` (an
+    ``AttributeError``, or ``tuple.count`` compared with an int). Checked when
+    tracing, at no run-time cost.
+    """
+    if not isinstance(state, expected):
+        raise ValueError(
+            f"{where} got a state of type {type(state).__name__} ({short_structure(state, 200)}) "
+            f"where its own {expected.__name__} was expected: was it created by this "
+            "transformation's init? (A state of another optimizer; or one restored from a "
+            "checkpoint without its structure: restore it with "
+            "gl.load_state(path, like=tx.init(params)).)"
+        )

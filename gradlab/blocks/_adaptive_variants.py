@@ -24,6 +24,7 @@ from gradlab._checks import (
     check_same_shapes,
     check_same_structure,
     check_scalars,
+    check_state,
     is_traced,
 )
 from gradlab._core import ELEMENTWISE, PER_LEAF, GradientTransformation
@@ -141,6 +142,7 @@ def scale_by_amsgrad(
         return ScaleByAmsgradState(_tree.step_counter(), z(params, mu_dtype), z(params), z(params))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_amsgrad", state, ScaleByAmsgradState)
         count = _tree.safe_increment(state.count)
         consts = _adam_constants(b1, b2, eps, eps_root, count, False)
 
@@ -181,6 +183,7 @@ def scale_by_adamax(
         )
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_adamax", state, ScaleByAdamState)
         count = _tree.safe_increment(state.count)
         consts = _adam_constants(b1, b2, eps, 0.0, count, False)
 
@@ -231,6 +234,7 @@ def scale_by_radam(
         )
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_radam", state, ScaleByAdamState)
         count = _tree.safe_increment(state.count)
         adam = _adam_constants(b1, b2, eps, eps_root, count, nesterov)
 
@@ -285,6 +289,7 @@ def scale_by_belief(
         )
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_belief", state, ScaleByBeliefState)
         count = _tree.safe_increment(state.count)
         consts = _adam_constants(b1, b2, eps, eps_root, count, nesterov)
 
@@ -332,6 +337,7 @@ def scale_by_yogi(
         )
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_yogi", state, ScaleByAdamState)
         count = _tree.safe_increment(state.count)
         consts = _adam_constants(b1, b2, eps, eps_root, count, False)
 
@@ -368,6 +374,7 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> GradientTransformation
         return ScaleByAdadeltaState(_tree.zeros_like(params), _tree.zeros_like(params))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_adadelta", state, ScaleByAdadeltaState)
         consts = constants(
             lambda dt: {
                 "rho": _tree.hp(rho, dt),
@@ -413,6 +420,7 @@ def scale_by_adan(
         return ScaleByAdanState(_tree.step_counter(), z(params), z(params), z(params), z(params))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_adan", state, ScaleByAdanState)
         first = state.count == 0
         count = _tree.safe_increment(state.count)
 
@@ -484,6 +492,7 @@ def scale_by_novograd(
         return ScaleByNovogradState(_tree.step_counter(), _tree.zeros_like(params, mu_dtype), nu)
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_novograd", state, ScaleByNovogradState)
         if uses_params:
             check_params("scale_by_novograd (with weight_decay)", params)
         first = state.count == 0
@@ -541,6 +550,7 @@ def scale_by_debiased_rms(decay: Any = 0.999, eps: Any = 1e-8) -> GradientTransf
         return ScaleByDebiasedRmsState(_tree.step_counter(), _tree.zeros_like(params))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_debiased_rms", state, ScaleByDebiasedRmsState)
         count = _tree.safe_increment(state.count)
         consts = constants(
             lambda dt: {

@@ -15,6 +15,7 @@ from gradlab._checks import (
     check_number,
     check_same_structure,
     check_scalars,
+    check_state,
 )
 from gradlab._core import PER_LEAF, GradientTransformation
 from gradlab.blocks._helpers import widest
@@ -96,6 +97,7 @@ def scale_by_factored_rms(
         return FactoredState(_tree.step_counter(), v_row, v_col, v)
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_factored_rms", state, FactoredState)
         updates = _tree.as_updates(updates)
         for tree in (state.v_row, state.v_col, state.v):
             check_same_structure(tree, updates, "optimizer state", "gradient")

@@ -15,6 +15,7 @@ from gradlab._checks import (
     check_int,
     check_nonnegative,
     check_scalars,
+    check_state,
 )
 from gradlab._core import PER_LEAF, GradientTransformation
 from gradlab.blocks._helpers import constants, leafwise, widest
@@ -102,6 +103,7 @@ def scale_by_muon(
         return ScaleByMuonState(_tree.step_counter(), _tree.zeros_like(params, mu_dtype))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_muon", state, ScaleByMuonState)
         count = _tree.safe_increment(state.count)
         consts = constants(
             lambda dt: {

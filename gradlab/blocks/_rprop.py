@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_in_range, check_nonnegative, check_scalars, is_traced
+from gradlab._checks import check_in_range, check_nonnegative, check_scalars, check_state, is_traced
 from gradlab._core import ELEMENTWISE, GradientTransformation
 from gradlab.blocks._helpers import constants, leafwise, widest
 
@@ -72,6 +72,7 @@ def scale_by_rprop(
         return ScaleByRpropState(_tree.full_like(params, learning_rate), _tree.zeros_like(params))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_rprop", state, ScaleByRpropState)
         consts = constants(
             lambda dt: {
                 "minus": _tree.hp(eta_minus, dt),

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 
 from gradlab import _tree
-from gradlab._checks import check_nonnegative, check_number, check_scalars
+from gradlab._checks import check_nonnegative, check_number, check_scalars, check_state
 from gradlab._core import ELEMENTWISE, GradientTransformation, as_schedule, stateless
 
 
@@ -50,6 +50,7 @@ def scale_by_schedule(schedule: Any) -> GradientTransformation:
         return ScaleByScheduleState(_tree.step_counter())
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_schedule", state, ScaleByScheduleState)
         factor = fn(state.count)
         return _tree.scale(updates, factor), ScaleByScheduleState(_tree.safe_increment(state.count))
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab import _tree
-from gradlab._checks import check_float_dtype, check_in_range, check_scalars
+from gradlab._checks import check_float_dtype, check_in_range, check_scalars, check_state
 from gradlab._core import ELEMENTWISE, GradientTransformation, stateless
 from gradlab.blocks._helpers import constants, leafwise, widest
 
@@ -48,6 +48,7 @@ def scale_by_lion(b1: Any = 0.9, b2: Any = 0.99, mu_dtype: Any = None) -> Gradie
         return ScaleByLionState(_tree.zeros_like(params, mu_dtype))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_lion", state, ScaleByLionState)
         consts = constants(
             lambda dt: {
                 "b1": _tree.hp(b1, dt),

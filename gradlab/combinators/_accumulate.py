@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_float_dtype, check_int, check_transformation
+from gradlab._checks import check_float_dtype, check_int, check_state, check_transformation
 from gradlab._core import GradientTransformation, as_schedule, call_update
 from gradlab.combinators._control import branch, zeros_shaped_like
 from gradlab.combinators._walk import find_one
@@ -98,6 +98,7 @@ def _multi_steps(opt: Any, k: Any, acc_dtype: Any, declared: Any) -> GradientTra
         return MultiStepsState(_tree.step_counter(), _tree.step_counter(), opt.init(params), acc)
 
     def update(updates, state, params=None, **extra):
+        check_state("MultiSteps", state, MultiStepsState)
         if skip_accumulation:  # k = 1: opt itself, nothing accumulated
             out, inner = call_update(opt, updates, state.inner_opt_state, params, extra)
             step = _tree.safe_increment(state.gradient_step)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
+from gradlab._checks import check_state
 from gradlab._core import GradientTransformation, call_update
 from gradlab.combinators import _walk
 
@@ -153,6 +154,7 @@ def _injected(
         return InjectHyperparamsState(count, values, form(build(values)).init(params))
 
     def update(updates, state, params=None, **extra):
+        check_state(f"inject_hyperparams({name})", state, InjectHyperparamsState)
         values = dict(state.hyperparams)
         for k, fn in schedules.items():
             values[k] = jnp.asarray(fn(state.count)).astype(values[k].dtype)

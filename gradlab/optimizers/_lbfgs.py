@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_in_range, check_int, check_scalars, is_traced
+from gradlab._checks import check_in_range, check_int, check_scalars, check_state, is_traced
 from gradlab._core import PER_LEAF, GradientTransformation, chain
 from gradlab.blocks import scale, scale_by_learning_rate
 from gradlab.optimizers._linesearch import (
@@ -166,6 +166,7 @@ def scale_by_lbfgs(memory_size: int = 10, eps: Any = 1e-10) -> GradientTransform
         )
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_lbfgs", state, ScaleByLbfgsState)
         if params is None:
             raise ValueError(
                 "scale_by_lbfgs forms its memory from the params: call update(grads, state, params)"

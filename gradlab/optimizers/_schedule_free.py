@@ -23,6 +23,7 @@ from gradlab._checks import (
     check_nonnegative,
     check_params,
     check_scalars,
+    check_state,
     check_transformation,
 )
 from gradlab._core import GradientTransformation, as_schedule, call_update, chain
@@ -104,6 +105,7 @@ def schedule_free(
         )
 
     def update(updates, state, params=None, **extra):
+        check_state("schedule_free", state, ScheduleFreeState)
         check_params("schedule_free", params)
         dt = state.weight_sum.dtype
         max_lr = jnp.maximum(state.max_lr, _tree.hp(lr_fn(state.count), dt))
