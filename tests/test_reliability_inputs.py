@@ -534,17 +534,6 @@ def test_the_table_has_at_least_120_distinct_bad_inputs():
 # Inputs that the suite found unchecked, each fixed by a later commit (strict xfail:
 # a row listed here that passes fails the suite, so the list only shrinks).
 KNOWN_FAILING: set[str] = {
-    "adam: schedule returning a vector",
-    "sgd: schedule returning a string",
-    "adamw: schedule returning None",
-    "lion: schedule returning a complex",
-    "adagrad: schedule returning a bool",
-    "sm3: schedule of two arguments",
-    "scale_by_schedule: schedule returning a matrix",
-    "scale_by_learning_rate: schedule returning a string",
-    "MultiSteps: every_k_schedule returning a vector",
-    "schedule_free: learning_rate schedule returning a vector",
-    "rmsprop: schedule returning a float64 NumPy vector",
     "join: boundaries count mismatch",
     "inject_hyperparams: factory is not callable",
     "inject_hyperparams: unknown hyperparameter",
@@ -590,3 +579,28 @@ def test_bad_input_raises_a_clear_error(description, call, expected, words):
     assert _raised_in_gradlab(info), (
         f"{description}: raised from {info.traceback[-1].path}, not gradlab:\n{message}"
     )
+
+
+def test_a_schedule_with_python_control_flow_is_checked_when_it_runs():
+    """Such a schedule cannot be traced at construction (it needs the step's
+    value): it still works eagerly, and a wrong return value is still caught,
+    when ``update`` runs."""
+
+    def warmup(step):
+        return 0.01 if step < 2 else 0.1  # Python `if` on the step: eager only
+
+    params = {"w": jnp.ones(2)}
+    tx = gl.sgd(warmup)
+    state = tx.init(params)
+    for lr in (0.01, 0.01, 0.1):
+        updates, state = tx.update({"w": jnp.ones(2)}, state, params)
+        np.testing.assert_allclose(updates["w"], -lr)
+
+    def vector_later(step):
+        return 0.1 if step < 1 else jnp.full(2, 0.1)
+
+    tx = gl.sgd(vector_later)
+    state = tx.init(params)
+    _, state = tx.update({"w": jnp.ones(2)}, state, params)
+    with pytest.raises(ValueError, match=r"learning_rate schedule must return a scalar.*\(2,\)"):
+        tx.update({"w": jnp.ones(2)}, state, params)
