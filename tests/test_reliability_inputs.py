@@ -534,12 +534,8 @@ def test_the_table_has_at_least_120_distinct_bad_inputs():
 # Inputs that the suite found unchecked, each fixed by a later commit (strict xfail:
 # a row listed here that passes fails the suite, so the list only shrinks).
 KNOWN_FAILING: set[str] = {
-    "join: boundaries count mismatch",
     "inject_hyperparams: factory is not callable",
     "inject_hyperparams: unknown hyperparameter",
-    "lookahead_params: a state without lookahead",
-    "MultiSteps.has_updated: a state without MultiSteps",
-    "schedule_free_eval_params: a state without schedule_free",
     "init: a string param leaf",
     "value_and_grad_from_state: not a function",
     "adam: a string gradient leaf",

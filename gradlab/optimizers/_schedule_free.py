@@ -27,6 +27,7 @@ from gradlab._checks import (
     check_schedule_value,
     check_state,
     check_transformation,
+    short_structure,
 )
 from gradlab._core import GradientTransformation, as_schedule, call_update, chain
 from gradlab._packing import Layout, PackedState
@@ -233,7 +234,8 @@ def _find_state(state: Any) -> tuple[ScheduleFreeState, PackedState | None]:
     if len(found) != 1:
         raise ValueError(
             "schedule_free_eval_params needs the state of a schedule-free optimizer "
-            f"(one ScheduleFreeState, possibly inside a chain or gl.packed), found {len(found)}"
+            f"(one ScheduleFreeState, possibly inside a chain or gl.packed), found {len(found)} "
+            f"in a {type(state).__name__}: {short_structure(state, 200)}"
         )
     return found[0]
 
