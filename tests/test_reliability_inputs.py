@@ -534,8 +534,6 @@ def test_the_table_has_at_least_120_distinct_bad_inputs():
 # Inputs that the suite found unchecked, each fixed by a later commit (strict xfail:
 # a row listed here that passes fails the suite, so the list only shrinks).
 KNOWN_FAILING: set[str] = {
-    "inject_hyperparams: factory is not callable",
-    "inject_hyperparams: unknown hyperparameter",
     "init: a string param leaf",
     "value_and_grad_from_state: not a function",
     "adam: a string gradient leaf",
