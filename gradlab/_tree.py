@@ -91,10 +91,11 @@ def map_like(
     shapes, calling the other tree ``tree_name``; a non-float gradient leaf
     raises ``TypeError`` (:func:`as_updates`).
     """
+    updates = as_updates(updates)  # first: a string leaf is a type error, not a shape one
     for tree in trees:
         check_same_structure(tree, updates, tree_name, "gradient")
         check_same_shapes(tree, updates, tree_name, "gradient")
-    return jax.tree.map(fn, as_updates(updates), *trees)
+    return jax.tree.map(fn, updates, *trees)
 
 
 def split_outputs(tree_of_tuples: Tree, like: Tree, n: int) -> tuple[Tree, ...]:
@@ -111,10 +112,15 @@ def check_float_params(params: Tree, where: str) -> None:
     silently round every update away. Python numbers are fine (taken as floats).
     """
     leaves = jax.tree.leaves(params)
-    if all(is_float(getattr(x, "dtype", np.float32)) for x in leaves):
+    if all(is_float(getattr(x, "dtype", np.int8)) for x in leaves):
         return
     for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
         dtype = getattr(x, "dtype", None)
+        if dtype is None and (isinstance(x, bool) or not isinstance(x, int | float)):
+            raise TypeError(
+                f"{where}: param leaf {jax.tree_util.keystr(path) or '(root)'} is a "
+                f"{type(x).__name__} ({x!r}); params are arrays (or Python numbers)"
+            )
         if dtype is not None and not is_float(dtype):
             raise TypeError(
                 f"{where}: param leaf {jax.tree_util.keystr(path) or '(root)'} has dtype "

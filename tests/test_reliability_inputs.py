@@ -390,6 +390,7 @@ COMBINATORS_AND_TYPES: list[Row] = [
     ("apply_updates: update of another shape", lambda: gl.apply_updates(P, with_leaf(P, "w", jnp.ones(6))), ValueError, ("['w']", "(6,)")),
     ("init: an int32 param leaf", lambda: gl.adam(0.1).init({"n": jnp.ones(3, jnp.int32)}), TypeError, ("['n']", "int32")),
     ("init: a string param leaf", lambda: gl.adam(0.1).init({"name": "w", "w": jnp.ones(2)}), TypeError, ("['name']", "str")),
+    ("init: a Python bool param leaf", lambda: gl.adam(0.1).init({"flag": True, "w": jnp.ones(2)}), TypeError, ("['flag']", "bool")),
     ("init: a bool param leaf", lambda: gl.sgd(0.1, momentum=0.9).init({"flag": jnp.array(True)}), TypeError, ("['flag']", "bool")),
     ("scale_by_muon: a vector param", lambda: gl.scale_by_muon().init({"v": jnp.ones(3)}), ValueError, ("['v']", "(3,)")),
     ("value_and_grad_from_state: not a function", lambda: gl.value_and_grad_from_state(3), TypeError, ("value_fn", "3")),
@@ -534,9 +535,7 @@ def test_the_table_has_at_least_120_distinct_bad_inputs():
 # Inputs that the suite found unchecked, each fixed by a later commit (strict xfail:
 # a row listed here that passes fails the suite, so the list only shrinks).
 KNOWN_FAILING: set[str] = {
-    "init: a string param leaf",
     "value_and_grad_from_state: not a function",
-    "adam: a string gradient leaf",
     "binary_cross_entropy: a probability of 1.5",
     "weighted_sum: a list of terms",
     "plot.sweep: not a sweep result",
