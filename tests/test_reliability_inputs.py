@@ -535,7 +535,6 @@ def test_the_table_has_at_least_120_distinct_bad_inputs():
 # Inputs that the suite found unchecked, each fixed by a later commit (strict xfail:
 # a row listed here that passes fails the suite, so the list only shrinks).
 KNOWN_FAILING: set[str] = {
-    "value_and_grad_from_state: not a function",
     "binary_cross_entropy: a probability of 1.5",
     "weighted_sum: a list of terms",
     "plot.sweep: not a sweep result",

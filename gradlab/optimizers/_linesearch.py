@@ -567,6 +567,10 @@ def value_and_grad_from_state(
     ...     u, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=f)
     ...     x = gl.apply_updates(x, u)
     """
+    if not callable(value_fn):
+        raise TypeError(
+            f"value_fn must be the objective, a callable params -> value, got {value_fn!r}"
+        )
 
     def fn(params: Any, *args: Any, state: Any, **kwargs: Any) -> tuple[jax.Array, Any]:
         found = find_linesearch_states(state)
