@@ -456,6 +456,7 @@ LOSSES: list[Row] = [
     ("contrastive: negative margin", lambda: gl.losses.contrastive(jnp.ones(2), jnp.zeros(2), margin=-1.0), ValueError, ("margin", "-1.0")),
     ("triplet_margin: shapes differ", lambda: gl.losses.triplet_margin(jnp.ones((2, 3)), jnp.ones((2, 3)), jnp.ones((2, 4))), ValueError, ("negative shape (2, 4)", "(2, 3)")),
     ("categorical_cross_entropy: a scalar (no class axis)", lambda: gl.losses.categorical_cross_entropy(jnp.ones(()), jnp.ones(())), ValueError, ("probs", "()")),
+    ("categorical_cross_entropy: logits given as probabilities", lambda: gl.losses.categorical_cross_entropy(jnp.array([[2.0, -1.0]]), jnp.array([[1.0, 0.0]])), ValueError, ("probs", "2.0")),
     ("sigmoid_focal: negative gamma", lambda: gl.losses.sigmoid_focal(jnp.ones(2), jnp.ones(2), gamma=-1.0), ValueError, ("gamma", "-1.0")),
     ("sigmoid_focal: alpha above 1", lambda: gl.losses.sigmoid_focal(jnp.ones(2), jnp.ones(2), alpha=1.5), ValueError, ("alpha", "1.5")),
     ("elastic_net_penalty: negative l1", lambda: gl.losses.elastic_net_penalty(P, -0.1, 0.1), ValueError, ("l1", "-0.1")),
@@ -535,8 +536,6 @@ def test_the_table_has_at_least_120_distinct_bad_inputs():
 # Inputs that the suite found unchecked, each fixed by a later commit (strict xfail:
 # a row listed here that passes fails the suite, so the list only shrinks).
 KNOWN_FAILING: set[str] = {
-    "binary_cross_entropy: a probability of 1.5",
-    "weighted_sum: a list of terms",
     "plot.sweep: not a sweep result",
     "plot.lr_finder: not a finder result",
 }
