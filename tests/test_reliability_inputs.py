@@ -536,8 +536,6 @@ def test_the_table_has_at_least_120_distinct_bad_inputs():
 # Inputs that the suite found unchecked, each fixed by a later commit (strict xfail:
 # a row listed here that passes fails the suite, so the list only shrinks).
 KNOWN_FAILING: set[str] = {
-    "plot.sweep: not a sweep result",
-    "plot.lr_finder: not a finder result",
 }
 
 
