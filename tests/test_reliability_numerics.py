@@ -165,13 +165,6 @@ def _floats(tree):
 # Faults the suite found, each fixed by a later commit (strict xfail: a listed
 # test that passes fails, so the list only shrinks).
 KNOWN_FAILING: set[str] = {
-    "test_a_non_finite_gradient_shows_in_its_leafs_update[inf-lion]",
-    "test_a_non_finite_gradient_shows_in_its_leafs_update[inf-rprop]",
-    "test_a_non_finite_gradient_shows_in_its_leafs_update[inf-scale_by_lion]",
-    "test_a_non_finite_gradient_shows_in_its_leafs_update[inf-scale_by_rprop]",
-    "test_a_non_finite_gradient_shows_in_its_leafs_update[inf-scale_by_sign]",
-    "test_a_non_finite_gradient_shows_in_its_leafs_update[inf-sign_sgd]",
-    "test_a_non_finite_gradient_shows_in_its_leafs_update[inf-signum]",
     "test_huge_gradients_give_no_nan_and_no_overflow_outside_stored_squares[adafactor]",
     "test_huge_gradients_give_no_nan_and_no_overflow_outside_stored_squares[adaptive_grad_clip]",
     "test_huge_gradients_give_no_nan_and_no_overflow_outside_stored_squares[clip_by_block_rms]",

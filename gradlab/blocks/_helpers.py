@@ -66,6 +66,13 @@ def leaf_subtrees(updates: Tree, tree: Tree, what: str = "optimizer state") -> l
         ) from None
 
 
+def sign(x: jax.Array) -> jax.Array:
+    """``sign(x)``, but NaN where ``x`` is infinite (or NaN): an infinite gradient
+    must not become a finite-looking ±1 step (signSGD, Lion, Rprop would follow
+    an overflowed coordinate forever, without a word)."""
+    return jnp.where(jnp.isfinite(x), jnp.sign(x), jnp.asarray(jnp.nan, x.dtype))
+
+
 def norm(x: jax.Array, dt: Any) -> jax.Array:
     """``||x||_2`` over the whole leaf, accumulated in ``dt``."""
     x = x.astype(dt)
