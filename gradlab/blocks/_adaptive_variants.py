@@ -347,7 +347,12 @@ def scale_by_yogi(
             m_new = _tree.as_stored(_tree.moment_step(g, m, c.b1, 1, c.cb1, dt), m.dtype)
             g2 = jnp.square(g.astype(dt))
             v_old = v.astype(dt)
-            v_new = _tree.as_stored(v_old - c.cb2 * jnp.sign(v_old - g2) * g2, v.dtype)
+            # v = g² = inf (a gradient whose square overflows, twice) leaves v at inf:
+            # sign(inf - inf) and 0 * inf would be NaN. A NaN gradient stays NaN.
+            diff = v_old - g2
+            direction = jnp.sign(jnp.where(jnp.isnan(diff) & ~jnp.isnan(g2), 0, diff))
+            move = jnp.where(direction == 0, jnp.zeros((), dt), c.cb2 * direction * g2)
+            v_new = _tree.as_stored(v_old - move, v.dtype)
             out = (m_new / c.c1) / (jnp.sqrt(v_new / c.c2 + c.eps_root) + c.eps)
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
