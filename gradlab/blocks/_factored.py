@@ -127,7 +127,12 @@ def scale_by_factored_rms(
             # V̂ = R C / mean(R): the row statistics normalised by their mean
             # along the other factored axis (d1 is one lower once d0 is gone).
             row_mean = jnp.mean(row, axis=d1 - 1 if d1 > d0 else d1, keepdims=True)
-            row_factor = jax.lax.rsqrt(row / row_mean)
+            # inf / inf (squares that overflow) is NaN: read it as a ratio of 1, so
+            # V̂ = R C / mean(R) is inf there and the update 0, as Adam's; a NaN
+            # gradient keeps its NaN (the row statistic is NaN, not inf, then).
+            ratio = row / row_mean
+            ratio = jnp.where(jnp.isinf(row) & jnp.isinf(row_mean), jnp.ones((), dt), ratio)
+            row_factor = jax.lax.rsqrt(ratio)
             col_factor = jax.lax.rsqrt(col)
             out = g.astype(dt) * jnp.expand_dims(row_factor, d0) * jnp.expand_dims(col_factor, d1)
             return out.astype(g.dtype), row.astype(v_row.dtype), col.astype(v_col.dtype), v
