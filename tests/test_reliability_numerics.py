@@ -203,8 +203,6 @@ KNOWN_FAILING: set[str] = {
     "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[scale_by_sm3]",
     "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[sm3]",
     "test_the_global_norm_of_huge_finite_gradients_is_finite_and_right",
-    "test_step_counters_saturate_at_int32_max[adafactor]",
-    "test_step_counters_saturate_at_int32_max[scale_by_factored_rms]",
 }
 
 

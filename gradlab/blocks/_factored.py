@@ -104,7 +104,8 @@ def scale_by_factored_rms(
         t = state.count
 
         def consts(dt):
-            step = (t - jnp.asarray(step_offset, t.dtype) + 1).astype(dt)
+            # in floats: the int32 t + 1 overflows once t saturates at 2**31 - 1
+            step = (t - jnp.asarray(step_offset, t.dtype)).astype(dt) + 1
             beta = 1 - step ** (-_tree.hp(decay_rate, dt))
             return beta, 1 - beta, _tree.hp(epsilon, dt)
 
