@@ -325,7 +325,15 @@ def reduction_parts(leaves: list[jax.Array]) -> list[jax.Array]:
 
 
 def global_norm(tree: Tree) -> jax.Array:
-    """``sqrt(sum_i ||x_i||^2)`` over all leaves, accumulated in float32 (or float64)."""
+    """``sqrt(sum_i ||x_i||^2)`` over all leaves, accumulated in float32 (or float64).
+
+    Finite inputs give a finite norm: the sum of squares overflows once some
+    ``|x| >= 1.8e19`` in float32 (``1.3e154`` in float64) although the norm is
+    representable, and then the sum is recomputed with every element scaled
+    down by an exact power of two (LAPACK's ``nrm2`` idea). The rescue is a
+    ``lax.cond``: a second pass over the data only on such a step (under ``vmap``
+    both branches run). An infinite element gives ``inf``, a NaN gives NaN.
+    """
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros((), jnp.float32)
@@ -339,7 +347,67 @@ def global_norm(tree: Tree) -> jax.Array:
     # sqrt'(0) is inf, and 0 * inf is NaN under jax.grad: floor at the smallest
     # normal float. (A where()-guarded sqrt is exact at 0 but sends XLA's fusion
     # pass quadratic again.) The norm of an all-zero tree is thus ~1e-19.
-    return jnp.sqrt(jnp.maximum(sq, jnp.finfo(dt).tiny))
+    fast = jnp.sqrt(jnp.maximum(sq, jnp.finfo(dt).tiny))
+    keep, rescue = _global_norm_branches(np.dtype(dt))
+    return jax.lax.cond(jnp.isinf(sq), rescue, keep, parts, fast)
+
+
+def _power_of_two_scales(dt: Any) -> tuple[jax.Array, jax.Array]:
+    """``(2^-k, 2^k)`` with ``k = maxexp/2 + 2`` (66 for float32): exact, normal,
+    and ``2^-k`` brings every finite square below ``2^124``, so a sum of scaled
+    squares overflows only when the norm itself does. (Values below ``2^-60``
+    underflow on the way: nothing next to an element of at least ``2^64``,
+    which is why the rescue runs.)"""
+    k = jnp.finfo(dt).maxexp // 2 + 2
+    one = jnp.ones((), dt)
+    return jnp.ldexp(one, -k), jnp.ldexp(one, k)
+
+
+# The branches of the overflow rescues are module-level functions cached per
+# static argument, with their arrays passed as operands: a lax.cond of fresh
+# closures is traced and compiled anew at every eager call.
+@functools.cache
+def _global_norm_branches(dt: np.dtype) -> tuple[Callable, Callable]:
+    def keep(parts, fast):
+        return fast
+
+    def rescue(parts, fast):
+        down, up = _power_of_two_scales(dt)
+        # Part by part, as the fast sum: concatenating them would gather the
+        # leaves that may be partitioned (reduction_parts keeps those apart).
+        sq = jnp.stack([jnp.sum(jnp.square(x.astype(dt) * down)) for x in parts])
+        return jnp.sqrt(jnp.sum(sq)) * up
+
+    return keep, rescue
+
+
+@functools.cache
+def _norm_branches(dt: np.dtype, axis: Any, keepdims: bool) -> tuple[Callable, Callable]:
+    def keep(x, sq):
+        return jnp.sqrt(sq)
+
+    def rescue(x, sq):
+        down, up = _power_of_two_scales(dt)
+        scaled = jnp.sqrt(jnp.sum(jnp.square(x * down), axis=axis, keepdims=keepdims)) * up
+        # Only where the plain sum overflowed: elsewhere small values would underflow.
+        return jnp.where(jnp.isinf(sq), scaled, jnp.sqrt(sq))
+
+    return keep, rescue
+
+
+def norm(x: jax.Array, dt: Any, axis: Any = None, keepdims: bool = False) -> jax.Array:
+    """``sqrt(sum x^2)`` of one array (over ``axis``, an int or a tuple), in
+    ``dt``, exactly 0 at 0.
+
+    Like :func:`global_norm`, finite inputs give a finite norm: where the sum of
+    squares overflows, it is recomputed (a ``lax.cond``: only on such a step)
+    with the elements scaled down by an exact power of two.
+    """
+    x = x.astype(dt)
+    sq = jnp.sum(x * x, axis=axis, keepdims=keepdims)
+    axis = tuple(axis) if isinstance(axis, list) else axis
+    keep, rescue = _norm_branches(np.dtype(dt), axis, keepdims)
+    return jax.lax.cond(jnp.any(jnp.isinf(sq)), rescue, keep, x, sq)
 
 
 def safe_increment(count: jax.Array) -> jax.Array:

@@ -162,56 +162,6 @@ def _floats(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
 
 
-# Faults the suite found, each fixed by a later commit (strict xfail: a listed
-# test that passes fails, so the list only shrinks).
-KNOWN_FAILING: set[str] = {
-    "test_huge_gradients_give_no_nan_and_no_overflow_outside_stored_squares[adaptive_grad_clip]",
-    "test_huge_gradients_give_no_nan_and_no_overflow_outside_stored_squares[clip_by_block_rms]",
-    "test_huge_gradients_give_no_nan_and_no_overflow_outside_stored_squares[clip_by_global_norm]",
-    "test_huge_gradients_give_no_nan_and_no_overflow_outside_stored_squares[lars]",
-    "test_huge_gradients_give_no_nan_and_no_overflow_outside_stored_squares[lbfgs]",
-    "test_huge_gradients_give_no_nan_and_no_overflow_outside_stored_squares[normalize_by_update_norm]",
-    "test_huge_gradients_give_no_nan_and_no_overflow_outside_stored_squares[scale_by_lbfgs]",
-    "test_huge_gradients_give_no_nan_and_no_overflow_outside_stored_squares[scale_by_muon]",
-    "test_huge_gradients_give_no_nan_and_no_overflow_outside_stored_squares[scale_by_trust_ratio]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[adabelief]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[adafactor]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[adagrad]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[adam]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[amsgrad]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[apply_if_finite]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[chain]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[lookahead]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[masked]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[nadam]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[named_chain]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[packed]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[partition]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[radam]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[reduce_on_plateau]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[rmsprop]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[scale_by_adadelta]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[scale_by_adam]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[scale_by_adan]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[scale_by_amsgrad]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[scale_by_belief]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[scale_by_debiased_rms]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[scale_by_factored_rms]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[scale_by_radam]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[scale_by_rms]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[scale_by_rss]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[scale_by_sm3]",
-    "test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients[sm3]",
-    "test_the_global_norm_of_huge_finite_gradients_is_finite_and_right",
-}
-
-
-@pytest.fixture(autouse=True)
-def _known_failing(request):
-    if request.node.name in KNOWN_FAILING:
-        request.node.add_marker(pytest.mark.xfail(strict=True))
-
-
 # ------------------------------------------------------------------ NaN and Inf
 
 

@@ -74,12 +74,12 @@ def sign(x: jax.Array) -> jax.Array:
 
 
 def norm(x: jax.Array, dt: Any) -> jax.Array:
-    """``||x||_2`` over the whole leaf, accumulated in ``dt``."""
-    x = x.astype(dt)
-    return jnp.sqrt(jnp.sum(x * x))
+    """``||x||_2`` over the whole leaf, accumulated in ``dt`` (no overflow for
+    finite x: ``_tree.norm``)."""
+    return _tree.norm(x, dt)
 
 
 def rms(x: jax.Array, dt: Any) -> jax.Array:
-    """``sqrt(mean(x²))`` over the whole leaf, in ``dt`` (0 for an empty leaf)."""
-    x = x.astype(dt)
-    return jnp.sqrt(jnp.mean(x * x)) if x.size else jnp.zeros((), dt)
+    """``sqrt(mean(x²))`` over the whole leaf, in ``dt`` (0 for an empty leaf; no
+    overflow for finite x)."""
+    return _tree.norm(x, dt) / np.sqrt(x.size).astype(dt) if x.size else jnp.zeros((), dt)

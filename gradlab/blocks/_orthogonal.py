@@ -55,7 +55,7 @@ def orthogonalize(
     tall = X.shape[-2] > X.shape[-1]
     if tall:
         X = jnp.swapaxes(X, -1, -2)
-    X = X / (jnp.sqrt(jnp.sum(X * X, axis=(-2, -1), keepdims=True)) + _tree.hp(eps, dt))
+    X = X / (_tree.norm(X, dt, axis=(-2, -1), keepdims=True) + _tree.hp(eps, dt))
     for _ in range(int(ns_steps)):
         A = X @ jnp.swapaxes(X, -1, -2)
         X = a * X + (b * A + c * (A @ A)) @ X
