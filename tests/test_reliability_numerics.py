@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import test_schedules
+from reliability_helpers import OPTIMIZERS
 from test_packing import PUBLIC_TRANSFORMS
 
 import gradlab as gl
@@ -179,16 +180,6 @@ def test_a_non_finite_gradient_shows_in_its_leafs_update(name, scenario):
 
 def test_the_sanitizers_are_public_transformations():
     assert set(SANITIZERS) <= set(PUBLIC_TRANSFORMS)
-
-
-OPTIMIZERS = sorted(
-    n for n in NAMES
-    if n not in {"chain", "packed", "elementwise", "per_leaf", "centralize",
-                 "normalize_by_update_norm", "adaptive_grad_clip", "freeze", "masked",
-                 "named_chain", "partition", "apply_if_finite", "lookahead",
-                 "inject_hyperparams", "reduce_on_plateau", "identity"}
-    and not n.startswith(("scale", "clip", "add_", "zero", "keep", "trace", "ema"))
-)  # fmt: skip
 
 
 def test_the_optimizer_list_is_every_public_optimizer():
