@@ -38,20 +38,6 @@ import gradlab as gl
 
 STEPS = 2
 
-# Faults the suite found, each fixed by a later commit (strict xfail: a listed
-# test that passes fails, so the list only shrinks).
-KNOWN_FAILING = {
-    "test_no_initial_state_holds_one_buffer_twice[lbfgs]",
-    "test_no_initial_state_holds_one_buffer_twice[scale_by_lbfgs]",
-    "test_lbfgs_step_donates_params_and_state_without_warning",
-}
-
-
-@pytest.fixture(autouse=True)
-def _known_failing(request):
-    if request.node.name in KNOWN_FAILING:
-        request.node.add_marker(pytest.mark.xfail(strict=True))
-
 
 # One configuration per optimizer: the classic table's first of each kind, and
 # every modern one that takes a traced learning rate.

@@ -153,14 +153,20 @@ def scale_by_lbfgs(memory_size: int = 10, eps: Any = 1e-10) -> GradientTransform
     m = int(memory_size)
 
     def init(params):
-        zeros = _in_compute_dtype(_tree.zeros_like(params))
-        memory = jax.tree.map(lambda z: jnp.broadcast_to(z, (m, *z.shape)), zeros)
+        # A new buffer for every field: one array twice in a state cannot be
+        # donated to a jitted step (XLA refuses to donate a buffer twice).
+        def zeros():
+            return _in_compute_dtype(_tree.zeros_like(params))
+
+        def memory():
+            return jax.tree.map(lambda z: jnp.broadcast_to(z, (m, *z.shape)), zeros())
+
         return ScaleByLbfgsState(
             count=_tree.step_counter(),
-            params=zeros,
-            grad=zeros,
-            diff_params=memory,
-            diff_grads=memory,
+            params=zeros(),
+            grad=zeros(),
+            diff_params=memory(),
+            diff_grads=memory(),
             rho=jnp.zeros((m,), _scalar_dtype(params)),
             index=jnp.zeros((), jnp.int32),
         )
