@@ -9,10 +9,14 @@ arguments that make each one do something.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -35,11 +39,12 @@ OPTIMIZERS = sorted(
 WORKER = pathlib.Path(__file__).resolve().parent / "resume_worker.py"
 
 
-@pytest.fixture(scope="session")
-def resume_run(tmp_path_factory) -> pathlib.Path:
-    """The two processes of ``tests/resume_worker.py`` (train, then resume in a
-    fresh process); their outputs are in the returned directory."""
-    out = tmp_path_factory.mktemp("resume")
+@functools.cache
+def _resume_runs() -> pathlib.Path:
+    """Run the two processes once per test process (both test modules import the
+    fixture below: as two fixtures, each would run them)."""
+    out = pathlib.Path(tempfile.mkdtemp(prefix="gradlab-resume-"))
+    atexit.register(shutil.rmtree, out, True)
     for phase in ("train", "resume"):
         done = subprocess.run(
             [sys.executable, str(WORKER), phase, str(out)],
@@ -50,6 +55,13 @@ def resume_run(tmp_path_factory) -> pathlib.Path:
         )
         assert done.returncode == 0, f"{phase} failed:\n{done.stdout}\n{done.stderr[-5000:]}"
     return out
+
+
+@pytest.fixture(scope="session")
+def resume_run() -> pathlib.Path:
+    """The two processes of ``tests/resume_worker.py`` (train, then resume in a
+    fresh process); their outputs are in the returned directory."""
+    return _resume_runs()
 
 
 def saved_leaves(directory: pathlib.Path, row: str, kind: str) -> list | None:
