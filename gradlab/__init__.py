@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from gradlab._checkpoint import load_state, save_state
 from gradlab._core import (
     ELEMENTWISE,
     PER_LEAF,
@@ -232,6 +233,7 @@ __all__ = [
     "lars",
     "lbfgs",
     "lion",
+    "load_state",
     "lookahead",
     "lookahead_params",
     "losses",
@@ -254,6 +256,7 @@ __all__ = [
     "reduce_on_plateau",
     "rmsprop",
     "rprop",
+    "save_state",
     "scale",
     "scale_by_adadelta",
     "scale_by_adam",

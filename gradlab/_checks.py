@@ -8,6 +8,7 @@ Schedules (callables) are validated by the schedule itself, not here.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -26,6 +27,9 @@ __all__ = [
     "check_same_shapes",
     "check_same_structure",
     "check_scalars",
+    "check_schedule",
+    "check_schedule_value",
+    "check_state",
     "check_transformation",
     "is_traced",
     "short_structure",
@@ -217,3 +221,93 @@ def check_scalars(**values: Any) -> None:
                 f"{name} must be a scalar, got an array of shape {shape}; to sweep over "
                 "several values, vmap over a function that builds the optimizer"
             )
+
+
+def check_state(where: str, state: Any, expected: type) -> None:
+    """``state`` is the ``expected`` NamedTuple a transformation's own ``init`` returns.
+
+    A state from another optimizer, or one restored from a checkpoint as plain
+    tuples/dicts, would otherwise fail deep inside ``update`` (an
+    ``AttributeError``, or ``tuple.count`` compared with an int). Checked when
+    tracing, at no run-time cost.
+    """
+    if not isinstance(state, expected):
+        raise ValueError(
+            f"{where} got a state of type {type(state).__name__} ({short_structure(state, 200)}) "
+            f"where its own {expected.__name__} was expected: was it created by this "
+            "transformation's init? (A state of another optimizer; or one restored from a "
+            "checkpoint without its structure: restore it with "
+            "gl.load_state(path, like=tx.init(params)).)"
+        )
+
+
+# What JAX raises when Python code needs the value of a traced step (`if step < 10:`).
+_NEEDS_A_VALUE = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+def _required_positional(fn: Any) -> int | None:
+    """How many positional arguments ``fn`` requires (None: unknown, or ``*args``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in kinds and p.default is inspect.Parameter.empty for p in params)
+
+
+def check_schedule_value(name: str, value: Any) -> None:
+    """What a schedule returned is one real number: a scalar of an integer or
+    floating dtype (or a Python int/float), traced or not (shapes and dtypes are
+    static). Otherwise a ``TypeError``/``ValueError`` naming ``name`` and what came
+    back, instead of an update silently broadcast to the schedule's shape or a
+    dtype error deep in the block."""
+    if isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} schedule must return a real number, got the boolean {value!r}")
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        if isinstance(value, int | float):
+            return
+        raise TypeError(f"{name} schedule must return a real number (a scalar), got {value!r}")
+    if not (
+        jax.numpy.issubdtype(dtype, jax.numpy.floating)
+        or jax.numpy.issubdtype(dtype, jax.numpy.integer)
+    ):
+        raise TypeError(
+            f"{name} schedule must return a real number, got a value of dtype {np.dtype(dtype)}"
+        )
+    shape = jax.numpy.shape(value)
+    if shape != ():
+        raise ValueError(
+            f"{name} schedule must return a scalar, got an array of shape {shape}; to sweep "
+            "over several values, vmap over a function that builds the optimizer"
+        )
+
+
+def check_schedule(name: str, schedule: Any) -> None:
+    """A schedule given for ``name`` takes one argument (the int32 step) and returns
+    one real number: checked at construction by evaluating it abstractly at an
+    int32 step (``jax.eval_shape``: nothing runs). A schedule with Python control
+    flow on the step (``if step < 10``) cannot be traced here; it is checked when
+    it runs (:func:`check_schedule_value`, called by the blocks at each update)."""
+    n = _required_positional(schedule)
+    if n is not None and n != 1:
+        raise TypeError(
+            f"{name} must be a number or a schedule step -> value of one argument, got "
+            f"{schedule!r}, a function of {n} required arguments"
+        )
+    returned = []
+
+    def probe(step):
+        returned.append(schedule(step))
+
+    try:
+        jax.eval_shape(probe, jax.ShapeDtypeStruct((), np.int32))
+    except _NEEDS_A_VALUE:
+        return
+    check_schedule_value(name, returned[0])

@@ -26,7 +26,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradlab._checks import check_same_shapes, check_same_structure, check_transformation
+from gradlab._checks import (
+    check_same_shapes,
+    check_same_structure,
+    check_transformation,
+    short_structure,
+)
 from gradlab._tree import as_param, is_float
 
 Params = Any
@@ -183,11 +188,16 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         return tuple(t.init(params) for t in transforms)
 
     def update(updates, state, params=None, **extra):
-        if not isinstance(state, tuple) or len(state) != len(transforms):
+        if type(state) is not tuple or len(state) != len(transforms):
+            got = (
+                f"a tuple of {len(state)} states ({', '.join(type(s).__name__ for s in state)})"
+                if type(state) is tuple
+                else f"a {type(state).__name__} ({short_structure(state, 200)})"
+            )
             raise ValueError(
-                f"chain of {len(transforms)} transformations got a state with "
-                f"{len(state) if isinstance(state, tuple) else type(state).__name__} entries; "
-                "was it created by this chain's init?"
+                f"chain of {len(transforms)} transformations got {got} as its state, where "
+                f"its init gives a tuple of {len(transforms)}: was the state created by this "
+                "chain's init? (A state of another optimizer?)"
             )
         new_state = []
         for t, s in zip(transforms, state, strict=True):

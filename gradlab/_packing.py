@@ -53,6 +53,7 @@ from gradlab._checks import (
     check_int,
     check_same_shapes,
     check_same_structure,
+    check_state,
     check_transformation,
     short_structure,
 )
@@ -404,6 +405,7 @@ def packed(
         return PackedState(form.init(layout.pack(params)), layout.offsets())
 
     def update(updates, state, params=None, **extra):
+        check_state("packed", state, PackedState)
         updates = _tree.as_updates(updates)
         if params is not None:
             check_same_structure(params, updates, "params", "gradient")

@@ -91,10 +91,11 @@ def map_like(
     shapes, calling the other tree ``tree_name``; a non-float gradient leaf
     raises ``TypeError`` (:func:`as_updates`).
     """
+    updates = as_updates(updates)  # first: a string leaf is a type error, not a shape one
     for tree in trees:
         check_same_structure(tree, updates, tree_name, "gradient")
         check_same_shapes(tree, updates, tree_name, "gradient")
-    return jax.tree.map(fn, as_updates(updates), *trees)
+    return jax.tree.map(fn, updates, *trees)
 
 
 def split_outputs(tree_of_tuples: Tree, like: Tree, n: int) -> tuple[Tree, ...]:
@@ -111,10 +112,15 @@ def check_float_params(params: Tree, where: str) -> None:
     silently round every update away. Python numbers are fine (taken as floats).
     """
     leaves = jax.tree.leaves(params)
-    if all(is_float(getattr(x, "dtype", np.float32)) for x in leaves):
+    if all(is_float(getattr(x, "dtype", np.int8)) for x in leaves):
         return
     for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
         dtype = getattr(x, "dtype", None)
+        if dtype is None and (isinstance(x, bool) or not isinstance(x, int | float)):
+            raise TypeError(
+                f"{where}: param leaf {jax.tree_util.keystr(path) or '(root)'} is a "
+                f"{type(x).__name__} ({x!r}); params are arrays (or Python numbers)"
+            )
         if dtype is not None and not is_float(dtype):
             raise TypeError(
                 f"{where}: param leaf {jax.tree_util.keystr(path) or '(root)'} has dtype "
@@ -342,7 +348,15 @@ def reduction_parts(leaves: list[jax.Array]) -> list[jax.Array]:
 
 
 def global_norm(tree: Tree) -> jax.Array:
-    """``sqrt(sum_i ||x_i||^2)`` over all leaves, accumulated in float32 (or float64)."""
+    """``sqrt(sum_i ||x_i||^2)`` over all leaves, accumulated in float32 (or float64).
+
+    Finite inputs give a finite norm: the sum of squares overflows once some
+    ``|x| >= 1.8e19`` in float32 (``1.3e154`` in float64) although the norm is
+    representable, and then the sum is recomputed with every element scaled
+    down by an exact power of two (LAPACK's ``nrm2`` idea). The rescue is a
+    ``lax.cond``: a second pass over the data only on such a step (under ``vmap``
+    both branches run). An infinite element gives ``inf``, a NaN gives NaN.
+    """
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros((), jnp.float32)
@@ -352,11 +366,100 @@ def global_norm(tree: Tree) -> jax.Array:
     # hundreds of scalar adds is fused into every consumer kernel and XLA's
     # fusion pass goes quadratic (clip -> adamw on a 388-leaf tree compiled in
     # 52 s; now 3.7 s).
+    return _norm_of_parts(tuple(parts), np.dtype(dt))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _norm_of_parts(parts: tuple[jax.Array, ...], dt: np.dtype) -> jax.Array:
     sq = jnp.sum(jnp.stack([_sum_of_squares(x, dt) for x in parts]))
-    # sqrt'(0) is inf, and 0 * inf is NaN under jax.grad: floor at the smallest
-    # normal float. (A where()-guarded sqrt is exact at 0 but sends XLA's fusion
-    # pass quadratic again.) The norm of an all-zero tree is thus ~1e-19.
-    return jnp.sqrt(jnp.maximum(sq, jnp.finfo(dt).tiny))
+    # The norm of an all-zero tree is the smallest normal float, ~1e-19 (its
+    # derivative below divides by it). A where()-guarded sqrt would be exact at
+    # 0 but sends XLA's fusion pass quadratic.
+    fast = jnp.sqrt(jnp.maximum(sq, jnp.finfo(dt).tiny))
+    keep, rescue = _global_norm_branches(dt)
+    return jax.lax.cond(jnp.isinf(sq), rescue, keep, list(parts), fast)
+
+
+@_norm_of_parts.defjvp
+def _norm_of_parts_jvp(dt, primals, tangents):
+    # d||x|| = <x, dx> / ||x||, without differentiating through the overflow
+    # rescue's lax.cond (which, eagerly under jax.grad, compiles at every call).
+    (parts,), (dparts,) = primals, tangents
+    n = _norm_of_parts(parts, dt)
+    dot = sum(jnp.sum(x.astype(dt) * d.astype(dt)) for x, d in zip(parts, dparts, strict=True))
+    return n, dot / n
+
+
+def _power_of_two_scales(dt: Any) -> tuple[jax.Array, jax.Array]:
+    """``(2^-k, 2^k)`` with ``k = maxexp/2 + 2`` (66 for float32): exact, normal,
+    and ``2^-k`` brings every finite square below ``2^124``, so a sum of scaled
+    squares overflows only when the norm itself does. (Values below ``2^-60``
+    underflow on the way: nothing next to an element of at least ``2^64``,
+    which is why the rescue runs.)"""
+    k = jnp.finfo(dt).maxexp // 2 + 2
+    one = jnp.ones((), dt)
+    return jnp.ldexp(one, -k), jnp.ldexp(one, k)
+
+
+# The branches of the overflow rescues are module-level functions cached per
+# static argument, with their arrays passed as operands: a lax.cond of fresh
+# closures is traced and compiled anew at every eager call.
+@functools.cache
+def _global_norm_branches(dt: np.dtype) -> tuple[Callable, Callable]:
+    def keep(parts, fast):
+        return fast
+
+    def rescue(parts, fast):
+        down, up = _power_of_two_scales(dt)
+        # Part by part, as the fast sum: concatenating them would gather the
+        # leaves that may be partitioned (reduction_parts keeps those apart).
+        sq = jnp.stack([jnp.sum(jnp.square(x.astype(dt) * down)) for x in parts])
+        return jnp.sqrt(jnp.sum(sq)) * up
+
+    return keep, rescue
+
+
+@functools.cache
+def _norm_branches(dt: np.dtype, axis: Any, keepdims: bool) -> tuple[Callable, Callable]:
+    def keep(x, sq):
+        return jnp.sqrt(sq)
+
+    def rescue(x, sq):
+        down, up = _power_of_two_scales(dt)
+        scaled = jnp.sqrt(jnp.sum(jnp.square(x * down), axis=axis, keepdims=keepdims)) * up
+        # Only where the plain sum overflowed: elsewhere small values would underflow.
+        return jnp.where(jnp.isinf(sq), scaled, jnp.sqrt(sq))
+
+    return keep, rescue
+
+
+def norm(x: jax.Array, dt: Any, axis: Any = None, keepdims: bool = False) -> jax.Array:
+    """``sqrt(sum x^2)`` of one array (over ``axis``, an int or a tuple), in
+    ``dt``, exactly 0 at 0 (where its derivative is taken as 0).
+
+    Like :func:`global_norm`, finite inputs give a finite norm: where the sum of
+    squares overflows, it is recomputed (a ``lax.cond``: only on such a step)
+    with the elements scaled down by an exact power of two.
+    """
+    axis = tuple(axis) if isinstance(axis, list) else axis
+    return _norm(x, np.dtype(dt), axis, keepdims)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _norm(x: jax.Array, dt: np.dtype, axis: Any, keepdims: bool) -> jax.Array:
+    x = x.astype(dt)
+    sq = jnp.sum(x * x, axis=axis, keepdims=keepdims)
+    keep, rescue = _norm_branches(dt, axis, keepdims)
+    return jax.lax.cond(jnp.any(jnp.isinf(sq)), rescue, keep, x, sq)
+
+
+@_norm.defjvp
+def _norm_jvp(dt, axis, keepdims, primals, tangents):
+    (x,), (dx,) = primals, tangents
+    n = _norm(x, dt, axis, keepdims)
+    dot = jnp.sum(x.astype(dt) * dx.astype(dt), axis=axis, keepdims=keepdims)
+    positive = n > 0
+    return n, jnp.where(positive, dot / jnp.where(positive, n, 1), 0)
 
 
 def safe_increment(count: jax.Array) -> jax.Array:

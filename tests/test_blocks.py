@@ -440,7 +440,8 @@ def test_clip_by_global_norm_over_many_small_leaves_matches_numpy_in_a_few_reduc
         np.testing.assert_allclose(np.asarray(o, np.float64), expected, rtol=rtol)
     hlo = update.lower(grads, tx.init(grads)).compile().as_text()
     n_reductions = len(re.findall(r" reduce(?:-window)?\(", hlo))
-    assert n_reductions <= 8, n_reductions
+    # (twice: the overflow rescue's branch reduces the same parts, scaled)
+    assert n_reductions <= 16, n_reductions
 
 
 # --------------------------------------------------------------------------

@@ -9,7 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_float_dtype, check_in_range, check_nonnegative, check_scalars
+from gradlab._checks import (
+    check_float_dtype,
+    check_in_range,
+    check_nonnegative,
+    check_scalars,
+    check_state,
+)
 from gradlab._core import ELEMENTWISE, GradientTransformation
 
 
@@ -73,6 +79,7 @@ def scale_by_adam(
         )
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_adam", state, ScaleByAdamState)
         count = _tree.safe_increment(state.count)
         count_next = _tree.safe_increment(count)
 
@@ -134,6 +141,7 @@ def scale_by_rms(
         return ScaleByRmsState(nu, _tree.zeros_like(params) if centered else ())
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_rms", state, ScaleByRmsState)
         consts = _tree.per_dtype(
             lambda dt: (_tree.hp(decay, dt), 1 - _tree.hp(decay, dt), _tree.hp(eps, dt))
         )
@@ -176,6 +184,7 @@ def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7) -> Gradi
         return ScaleByRssState(_tree.full_like(params, initial_accumulator_value))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_rss", state, ScaleByRssState)
         eps_as = _tree.per_dtype(lambda dt: _tree.hp(eps, dt))
 
         def leaf(g, s):

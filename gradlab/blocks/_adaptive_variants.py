@@ -24,6 +24,7 @@ from gradlab._checks import (
     check_same_shapes,
     check_same_structure,
     check_scalars,
+    check_state,
     is_traced,
 )
 from gradlab._core import ELEMENTWISE, PER_LEAF, GradientTransformation
@@ -142,6 +143,7 @@ def scale_by_amsgrad(
         return ScaleByAmsgradState(count, z(params, mu_dtype), z(params), z(params))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_amsgrad", state, ScaleByAmsgradState)
         count = _tree.safe_increment(state.count)
         consts = _adam_constants(b1, b2, eps, eps_root, count, False)
 
@@ -182,6 +184,7 @@ def scale_by_adamax(
         )
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_adamax", state, ScaleByAdamState)
         count = _tree.safe_increment(state.count)
         consts = _adam_constants(b1, b2, eps, 0.0, count, False)
 
@@ -232,6 +235,7 @@ def scale_by_radam(
         )
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_radam", state, ScaleByAdamState)
         count = _tree.safe_increment(state.count)
         adam = _adam_constants(b1, b2, eps, eps_root, count, nesterov)
 
@@ -286,6 +290,7 @@ def scale_by_belief(
         )
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_belief", state, ScaleByBeliefState)
         count = _tree.safe_increment(state.count)
         consts = _adam_constants(b1, b2, eps, eps_root, count, nesterov)
 
@@ -333,6 +338,7 @@ def scale_by_yogi(
         )
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_yogi", state, ScaleByAdamState)
         count = _tree.safe_increment(state.count)
         consts = _adam_constants(b1, b2, eps, eps_root, count, False)
 
@@ -342,7 +348,12 @@ def scale_by_yogi(
             m_new = _tree.as_stored(_tree.moment_step(g, m, c.b1, 1, c.cb1, dt), m.dtype)
             g2 = jnp.square(g.astype(dt))
             v_old = v.astype(dt)
-            v_new = _tree.as_stored(v_old - c.cb2 * jnp.sign(v_old - g2) * g2, v.dtype)
+            # v = g² = inf (a gradient whose square overflows, twice) leaves v at inf:
+            # sign(inf - inf) and 0 * inf would be NaN. A NaN gradient stays NaN.
+            diff = v_old - g2
+            direction = jnp.sign(jnp.where(jnp.isnan(diff) & ~jnp.isnan(g2), 0, diff))
+            move = jnp.where(direction == 0, jnp.zeros((), dt), c.cb2 * direction * g2)
+            v_new = _tree.as_stored(v_old - move, v.dtype)
             out = (m_new / c.c1) / (jnp.sqrt(v_new / c.c2 + c.eps_root) + c.eps)
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
@@ -369,6 +380,7 @@ def scale_by_adadelta(rho: Any = 0.9, eps: Any = 1e-6) -> GradientTransformation
         return ScaleByAdadeltaState(_tree.zeros_like(params), _tree.zeros_like(params))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_adadelta", state, ScaleByAdadeltaState)
         consts = constants(
             lambda dt: {
                 "rho": _tree.hp(rho, dt),
@@ -415,6 +427,7 @@ def scale_by_adan(
         return ScaleByAdanState(count, z(params), z(params), z(params), z(params))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_adan", state, ScaleByAdanState)
         first = state.count == 0
         count = _tree.safe_increment(state.count)
 
@@ -487,6 +500,7 @@ def scale_by_novograd(
         return ScaleByNovogradState(_tree.step_counter(params), mu, nu)
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_novograd", state, ScaleByNovogradState)
         if uses_params:
             check_params("scale_by_novograd (with weight_decay)", params)
         first = state.count == 0
@@ -544,6 +558,7 @@ def scale_by_debiased_rms(decay: Any = 0.999, eps: Any = 1e-8) -> GradientTransf
         return ScaleByDebiasedRmsState(_tree.step_counter(params), _tree.zeros_like(params))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_debiased_rms", state, ScaleByDebiasedRmsState)
         count = _tree.safe_increment(state.count)
         consts = constants(
             lambda dt: {

@@ -8,7 +8,13 @@ import jax
 import jax.numpy as jnp
 
 from gradlab import _tree
-from gradlab._checks import check_nonnegative, check_positive, check_same_structure, check_scalars
+from gradlab._checks import (
+    check_nonnegative,
+    check_positive,
+    check_same_structure,
+    check_scalars,
+    check_state,
+)
 from gradlab._core import ELEMENTWISE, PER_LEAF, GradientTransformation, stateless
 from gradlab.blocks._regularize import ZeroNansState
 
@@ -61,6 +67,7 @@ def zero_nans() -> GradientTransformation:
         return ZeroNansState(jax.tree.map(lambda p: _tree.full_along(p, (), False, bool), params))
 
     def update(updates, state, params=None, **extra):
+        check_state("zero_nans", state, ZeroNansState)
         updates = _tree.as_updates(updates)
         check_same_structure(state.found_nan, updates, "optimizer state", "gradient")
         found = jax.tree.map(lambda u: jnp.any(jnp.isnan(u)), updates)

@@ -77,8 +77,8 @@ def adaptive_grad_clip(clipping: Any, eps: Any = 1e-3, axis: Any = None) -> Grad
             dt = widest(g, p)
             axes = _unit_axes(g, axis)
             gx, px = g.astype(dt), p.astype(dt)
-            g_norm = jnp.sqrt(jnp.sum(gx * gx, axis=axes, keepdims=True))
-            p_norm = jnp.sqrt(jnp.sum(px * px, axis=axes, keepdims=True))
+            g_norm = _tree.norm(gx, dt, axis=axes, keepdims=True)
+            p_norm = _tree.norm(px, dt, axis=axes, keepdims=True)
             max_norm = _tree.hp(clipping, dt) * jnp.maximum(p_norm, _tree.hp(eps, dt))
             # Only where g_norm > max_norm >= 0 is the division taken: no 0/0.
             factor = max_norm / jnp.where(g_norm > max_norm, g_norm, 1)

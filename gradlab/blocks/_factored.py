@@ -15,6 +15,7 @@ from gradlab._checks import (
     check_number,
     check_same_structure,
     check_scalars,
+    check_state,
 )
 from gradlab._core import PER_LEAF, GradientTransformation
 from gradlab.blocks._helpers import widest
@@ -98,13 +99,15 @@ def scale_by_factored_rms(
         return FactoredState(_tree.step_counter(params), v_row, v_col, v)
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_factored_rms", state, FactoredState)
         updates = _tree.as_updates(updates)
         for tree in (state.v_row, state.v_col, state.v):
             check_same_structure(tree, updates, "optimizer state", "gradient")
         t = state.count
 
         def consts(dt):
-            step = (t - jnp.asarray(step_offset, t.dtype) + 1).astype(dt)
+            # in floats: the int32 t + 1 overflows once t saturates at 2**31 - 1
+            step = (t - jnp.asarray(step_offset, t.dtype)).astype(dt) + 1
             beta = 1 - step ** (-_tree.hp(decay_rate, dt))
             return beta, 1 - beta, _tree.hp(epsilon, dt)
 
@@ -127,7 +130,12 @@ def scale_by_factored_rms(
             # V̂ = R C / mean(R): the row statistics normalised by their mean
             # along the other factored axis (d1 is one lower once d0 is gone).
             row_mean = jnp.mean(row, axis=d1 - 1 if d1 > d0 else d1, keepdims=True)
-            row_factor = jax.lax.rsqrt(row / row_mean)
+            # inf / inf (squares that overflow) is NaN: read it as a ratio of 1, so
+            # V̂ = R C / mean(R) is inf there and the update 0, as Adam's; a NaN
+            # gradient keeps its NaN (the row statistic is NaN, not inf, then).
+            ratio = row / row_mean
+            ratio = jnp.where(jnp.isinf(row) & jnp.isinf(row_mean), jnp.ones((), dt), ratio)
+            row_factor = jax.lax.rsqrt(ratio)
             col_factor = jax.lax.rsqrt(col)
             out = g.astype(dt) * jnp.expand_dims(row_factor, d0) * jnp.expand_dims(col_factor, d1)
             return out.astype(g.dtype), row.astype(v_row.dtype), col.astype(v_col.dtype), v

@@ -66,13 +66,20 @@ def leaf_subtrees(updates: Tree, tree: Tree, what: str = "optimizer state") -> l
         ) from None
 
 
+def sign(x: jax.Array) -> jax.Array:
+    """``sign(x)``, but NaN where ``x`` is infinite (or NaN): an infinite gradient
+    must not become a finite-looking ±1 step (signSGD, Lion, Rprop would follow
+    an overflowed coordinate forever, without a word)."""
+    return jnp.where(jnp.isfinite(x), jnp.sign(x), jnp.asarray(jnp.nan, x.dtype))
+
+
 def norm(x: jax.Array, dt: Any) -> jax.Array:
-    """``||x||_2`` over the whole leaf, accumulated in ``dt``."""
-    x = x.astype(dt)
-    return jnp.sqrt(jnp.sum(x * x))
+    """``||x||_2`` over the whole leaf, accumulated in ``dt`` (no overflow for
+    finite x: ``_tree.norm``)."""
+    return _tree.norm(x, dt)
 
 
 def rms(x: jax.Array, dt: Any) -> jax.Array:
-    """``sqrt(mean(x²))`` over the whole leaf, in ``dt`` (0 for an empty leaf)."""
-    x = x.astype(dt)
-    return jnp.sqrt(jnp.mean(x * x)) if x.size else jnp.zeros((), dt)
+    """``sqrt(mean(x²))`` over the whole leaf, in ``dt`` (0 for an empty leaf; no
+    overflow for finite x)."""
+    return _tree.norm(x, dt) / np.sqrt(x.size).astype(dt) if x.size else jnp.zeros((), dt)

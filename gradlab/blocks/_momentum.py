@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_float_dtype, check_in_range, check_scalars
+from gradlab._checks import check_float_dtype, check_in_range, check_scalars, check_state
 from gradlab._core import ELEMENTWISE, GradientTransformation
 
 
@@ -42,6 +42,7 @@ def trace(
         return TraceState(_tree.zeros_like(params, accumulator_dtype))
 
     def update(updates, state, params=None, **extra):
+        check_state("trace", state, TraceState)
         decay_as = _tree.per_dtype(lambda dt: _tree.hp(decay, dt))
 
         def leaf(g, v):
@@ -73,6 +74,7 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Any = None) -> Gradi
         return EmaState(_tree.step_counter(params), _tree.zeros_like(params, accumulator_dtype))
 
     def update(updates, state, params=None, **extra):
+        check_state("ema", state, EmaState)
         count = _tree.safe_increment(state.count)
         consts = _tree.per_dtype(
             lambda dt: (

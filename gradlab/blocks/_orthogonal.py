@@ -15,6 +15,7 @@ from gradlab._checks import (
     check_int,
     check_nonnegative,
     check_scalars,
+    check_state,
 )
 from gradlab._core import PER_LEAF, GradientTransformation
 from gradlab.blocks._helpers import constants, leafwise, widest
@@ -54,7 +55,7 @@ def orthogonalize(
     tall = X.shape[-2] > X.shape[-1]
     if tall:
         X = jnp.swapaxes(X, -1, -2)
-    X = X / (jnp.sqrt(jnp.sum(X * X, axis=(-2, -1), keepdims=True)) + _tree.hp(eps, dt))
+    X = X / (_tree.norm(X, dt, axis=(-2, -1), keepdims=True) + _tree.hp(eps, dt))
     for _ in range(int(ns_steps)):
         A = X @ jnp.swapaxes(X, -1, -2)
         X = a * X + (b * A + c * (A @ A)) @ X
@@ -102,6 +103,7 @@ def scale_by_muon(
         return ScaleByMuonState(_tree.step_counter(params), _tree.zeros_like(params, mu_dtype))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_muon", state, ScaleByMuonState)
         count = _tree.safe_increment(state.count)
         consts = constants(
             lambda dt: {

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab import _masks, _tree
-from gradlab._checks import check_int, check_nonnegative, check_params, check_scalars
+from gradlab._checks import check_int, check_nonnegative, check_params, check_scalars, check_state
 from gradlab._core import ELEMENTWISE, PER_LEAF, GradientTransformation, stateless
 
 
@@ -71,6 +71,7 @@ def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:
         return AddNoiseState(_tree.step_counter(params), jax.random.key_data(jax.random.key(seed)))
 
     def update(updates, state, params=None, **extra):
+        check_state("add_noise", state, AddNoiseState)
         updates = _tree.as_updates(updates)
         leaves, treedef = jax.tree.flatten(updates)
         # One key per leaf: the noise depends on the leaves, so packed runs this per leaf.

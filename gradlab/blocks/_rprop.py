@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_in_range, check_nonnegative, check_scalars, is_traced
+from gradlab._checks import check_in_range, check_nonnegative, check_scalars, check_state, is_traced
 from gradlab._core import ELEMENTWISE, GradientTransformation
-from gradlab.blocks._helpers import constants, leafwise, widest
+from gradlab.blocks._helpers import constants, leafwise, sign, widest
 
 
 class ScaleByRpropState(NamedTuple):
@@ -72,6 +72,7 @@ def scale_by_rprop(
         return ScaleByRpropState(_tree.full_like(params, learning_rate), _tree.zeros_like(params))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_rprop", state, ScaleByRpropState)
         consts = constants(
             lambda dt: {
                 "minus": _tree.hp(eta_minus, dt),
@@ -89,7 +90,7 @@ def scale_by_rprop(
             factor = jnp.where(s > 0, c.plus, jnp.where(s < 0, c.minus, jnp.ones((), dt)))
             step_new = _tree.as_stored(jnp.clip(step.astype(dt) * factor, c.lo, c.hi), step.dtype)
             g_kept = jnp.where(s < 0, jnp.zeros((), dt), gx)
-            out = jnp.sign(g_kept) * step_new
+            out = sign(g_kept) * step_new
             return out.astype(g.dtype), step_new.astype(step.dtype), g_kept.astype(g_prev.dtype)
 
         out, steps, prev = leafwise(leaf, updates, state.step_sizes, state.prev_grad, n_out=3)

@@ -7,7 +7,14 @@ from typing import Any, NamedTuple
 import jax
 
 from gradlab import _tree
-from gradlab._checks import check_nonnegative, check_number, check_scalars
+from gradlab._checks import (
+    check_nonnegative,
+    check_number,
+    check_scalars,
+    check_schedule,
+    check_schedule_value,
+    check_state,
+)
 from gradlab._core import ELEMENTWISE, GradientTransformation, as_schedule, stateless
 
 
@@ -41,19 +48,11 @@ def scale_by_schedule(schedule: Any) -> GradientTransformation:
     ``schedule`` may also be a constant; the state always holds the step
     counter, so switching between a constant and a schedule keeps the state's
     structure (a checkpoint or a vmap over configurations does not break).
+    A schedule must return one real number (checked at construction and when
+    tracing ``update``: a vector would otherwise scale each element of the
+    update by its own factor, silently).
     """
-    if not callable(schedule):
-        check_number("schedule", schedule)
-    fn = as_schedule(schedule)
-
-    def init(params):
-        return ScaleByScheduleState(_tree.step_counter(params))
-
-    def update(updates, state, params=None, **extra):
-        factor = fn(state.count)
-        return _tree.scale(updates, factor), ScaleByScheduleState(_tree.safe_increment(state.count))
-
-    return GradientTransformation(init, update, packing=ELEMENTWISE)
+    return _scale_by_schedule(schedule, "schedule", None)
 
 
 def scale_by_learning_rate(learning_rate: Any, *, flip_sign: bool = True) -> GradientTransformation:
@@ -61,11 +60,32 @@ def scale_by_learning_rate(learning_rate: Any, *, flip_sign: bool = True) -> Gra
 
     ``learning_rate`` is a number, an array (possibly traced, e.g. under a
     ``vmap`` over learning rates) or a schedule ``step -> lr``. Concrete
-    negative values raise ``ValueError``.
+    negative values raise ``ValueError``; a schedule that does not return one
+    real number raises ``TypeError``/``ValueError`` naming ``learning_rate``.
     """
     check_scalars(learning_rate=learning_rate)
     if not callable(learning_rate):
         check_nonnegative("learning_rate", learning_rate)
-    fn = as_schedule(learning_rate)
-    sign = -1.0 if flip_sign else 1.0
-    return scale_by_schedule(lambda count: sign * fn(count))
+    return _scale_by_schedule(learning_rate, "learning_rate", -1.0 if flip_sign else 1.0)
+
+
+def _scale_by_schedule(schedule: Any, name: str, sign: float | None) -> GradientTransformation:
+    """``u <- sign * schedule(k) * u`` (``sign=None``: ``schedule(k) * u``); ``name``
+    is the argument the user gave the schedule as (named in errors)."""
+    if callable(schedule):
+        check_schedule(name, schedule)
+    else:
+        check_number(name, schedule)
+    fn = as_schedule(schedule)
+
+    def init(params):
+        return ScaleByScheduleState(_tree.step_counter(params))
+
+    def update(updates, state, params=None, **extra):
+        check_state("scale_by_schedule", state, ScaleByScheduleState)
+        value = fn(state.count)
+        check_schedule_value(name, value)
+        factor = value if sign is None else sign * value
+        return _tree.scale(updates, factor), ScaleByScheduleState(_tree.safe_increment(state.count))
+
+    return GradientTransformation(init, update, packing=ELEMENTWISE)

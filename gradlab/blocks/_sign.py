@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from gradlab import _tree
-from gradlab._checks import check_float_dtype, check_in_range, check_scalars
+from gradlab._checks import check_float_dtype, check_in_range, check_scalars, check_state
 from gradlab._core import ELEMENTWISE, GradientTransformation, stateless
-from gradlab.blocks._helpers import constants, leafwise, widest
+from gradlab.blocks._helpers import constants, leafwise, sign, widest
 
 
 class ScaleByLionState(NamedTuple):
@@ -22,11 +21,14 @@ class ScaleByLionState(NamedTuple):
 def scale_by_sign() -> GradientTransformation:
     """``u <- sign(u)`` elementwise (0 stays 0): signSGD (Bernstein et al. 2018).
 
+    An infinite (or NaN) element gives NaN, not ±1: an overflowed gradient shows
+    in the update instead of becoming a finite step (Optax gives ±1).
+
     ``optax.scale_by_sign``.
     """
 
     def update(updates, state, params=None, **extra):
-        return jax.tree.map(jnp.sign, _tree.as_updates(updates)), state
+        return jax.tree.map(sign, _tree.as_updates(updates)), state
 
     return stateless(update, packing=ELEMENTWISE)
 
@@ -48,6 +50,7 @@ def scale_by_lion(b1: Any = 0.9, b2: Any = 0.99, mu_dtype: Any = None) -> Gradie
         return ScaleByLionState(_tree.zeros_like(params, mu_dtype))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_lion", state, ScaleByLionState)
         consts = constants(
             lambda dt: {
                 "b1": _tree.hp(b1, dt),
@@ -60,7 +63,7 @@ def scale_by_lion(b1: Any = 0.9, b2: Any = 0.99, mu_dtype: Any = None) -> Gradie
         def leaf(g, m):
             dt = widest(g, m)
             c = consts(dt)
-            out = jnp.sign(_tree.moment_step(g, m, c.b1, 1, c.cb1, dt))
+            out = sign(_tree.moment_step(g, m, c.b1, 1, c.cb1, dt))
             m_new = _tree.moment_step(g, m, c.b2, 1, c.cb2, dt)
             return out.astype(g.dtype), m_new.astype(m.dtype)
 

@@ -15,6 +15,7 @@ from gradlab._checks import (
     check_same_shapes,
     check_same_structure,
     check_scalars,
+    check_state,
 )
 from gradlab._core import PER_LEAF, GradientTransformation
 from gradlab.blocks._helpers import leaf_subtrees, widest
@@ -61,6 +62,7 @@ def scale_by_sm3(b1: Any = 0.9, eps: Any = 1e-8) -> GradientTransformation:
         return ScaleBySM3State(jax.tree.map(accumulators, params), _tree.zeros_like(params))
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_sm3", state, ScaleBySM3State)
         updates = _tree.as_updates(updates)
         consts = _tree.per_dtype(
             lambda dt: (_tree.hp(b1, dt), 1 - _tree.hp(b1, dt), _tree.hp(eps, dt))

@@ -10,7 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_float_dtype, check_int, check_transformation
+from gradlab._checks import (
+    check_float_dtype,
+    check_int,
+    check_schedule,
+    check_schedule_value,
+    check_state,
+    check_transformation,
+)
 from gradlab._core import GradientTransformation, as_schedule, call_update
 from gradlab.combinators._control import branch, zeros_shaped_like
 from gradlab.combinators._walk import find_one
@@ -65,7 +72,9 @@ class MultiSteps:
     ) -> GradientTransformation:
         check_transformation("opt", opt)
         check_float_dtype("accumulator_dtype", accumulator_dtype)
-        if not callable(every_k_schedule):
+        if callable(every_k_schedule):
+            check_schedule("every_k_schedule", every_k_schedule)
+        else:
             check_int("every_k_schedule", every_k_schedule, minimum=1)
         tx = _multi_steps(opt, every_k_schedule, accumulator_dtype, opt)
         tx.has_updated = MultiSteps.has_updated  # Optax spells it opt.has_updated(state)
@@ -99,6 +108,7 @@ def _multi_steps(opt: Any, k: Any, acc_dtype: Any, declared: Any) -> GradientTra
         return MultiStepsState(counter(params), counter(params), opt.init(params), acc)
 
     def update(updates, state, params=None, **extra):
+        check_state("MultiSteps", state, MultiStepsState)
         if skip_accumulation:  # k = 1: opt itself, nothing accumulated
             out, inner = call_update(opt, updates, state.inner_opt_state, params, extra)
             step = _tree.safe_increment(state.gradient_step)
@@ -111,7 +121,9 @@ def _multi_steps(opt: Any, k: Any, acc_dtype: Any, declared: Any) -> GradientTra
             a = acc.astype(dt)
             return a + (g.astype(dt) - a) / n.astype(dt)
 
-        emit = n >= jnp.asarray(every_k(state.gradient_step), jnp.int32)
+        k_now = every_k(state.gradient_step)
+        check_schedule_value("every_k_schedule", k_now)
+        emit = n >= jnp.asarray(k_now, jnp.int32)
 
         # The mean is computed inside each branch, fused into its consumer (the
         # accumulator written in place, or opt's first kernel), never materialised.

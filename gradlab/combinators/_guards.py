@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab import _tree
-from gradlab._checks import check_int, check_scalars, check_transformation
+from gradlab._checks import check_int, check_scalars, check_state, check_transformation
 from gradlab._core import GradientTransformation, call_update
 from gradlab.combinators._control import branch, zeros_shaped_like
 
@@ -76,6 +76,7 @@ def _guard(inner: Any, max_errors: Any, declared: Any) -> GradientTransformation
         return ApplyIfFiniteState(count, jnp.asarray(True), total, inner.init(params))
 
     def update(updates, state, params=None, **extra):
+        check_state("apply_if_finite", state, ApplyIfFiniteState)
         updates = _tree.as_updates(updates)
         finite = all_finite(updates)
         bad_run = jnp.where(finite, 0, _tree.safe_increment(state.notfinite_count))

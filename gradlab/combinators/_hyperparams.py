@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
+from gradlab._checks import check_state
 from gradlab._core import GradientTransformation, call_update
 from gradlab.combinators import _walk
 
@@ -64,6 +65,11 @@ def inject_hyperparams(
     >>> tx = gl.inject_hyperparams(gl.adamw)(learning_rate=1e-3, weight_decay=0.01)
     >>> state = gl.set_hyperparams(tx.init(params), learning_rate=3e-4)
     """
+    if not callable(factory):
+        raise TypeError(
+            "factory must be a function that builds a GradientTransformation (e.g. gl.adam), "
+            f"got {factory!r}"
+        )
     static = {static_args} if isinstance(static_args, str) else set(static_args)
     signature = inspect.signature(factory)
     unknown = static - set(signature.parameters)
@@ -75,7 +81,10 @@ def inject_hyperparams(
 
     @functools.wraps(factory)
     def wrapped(*args: Any, **kwargs: Any) -> GradientTransformation:
-        bound = signature.bind(*args, **kwargs)
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as e:  # name the factory: "got an unexpected keyword argument 'b'"
+            raise TypeError(f"inject_hyperparams({_name(factory)}): {e}") from None
         bound.apply_defaults()
         numeric, schedules = {}, {}
         for name, value in bound.arguments.items():
@@ -153,6 +162,7 @@ def _injected(
         return InjectHyperparamsState(count, values, form(build(values)).init(params))
 
     def update(updates, state, params=None, **extra):
+        check_state(f"inject_hyperparams({name})", state, InjectHyperparamsState)
         values = dict(state.hyperparams)
         for k, fn in schedules.items():
             values[k] = jnp.asarray(fn(state.count)).astype(values[k].dtype)

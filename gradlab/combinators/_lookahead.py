@@ -8,7 +8,13 @@ import jax
 import jax.numpy as jnp
 
 from gradlab import _tree
-from gradlab._checks import check_in_range, check_int, check_scalars, check_transformation
+from gradlab._checks import (
+    check_in_range,
+    check_int,
+    check_scalars,
+    check_state,
+    check_transformation,
+)
 from gradlab._core import GradientTransformation, call_update
 from gradlab.combinators._masking import packed_apart
 from gradlab.combinators._walk import find_one
@@ -56,6 +62,7 @@ def lookahead(
         return LookaheadState(_tree.step_counter(params), slow, fast.init(params))
 
     def update(updates, state, params=None, **extra):
+        check_state("lookahead", state, LookaheadState)
         if params is None:
             raise ValueError("lookahead uses the params: call update(updates, state, params)")
         fast_updates, fast_state = call_update(fast, updates, state.fast_state, params, extra)

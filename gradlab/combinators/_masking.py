@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab import _masks, _tree
-from gradlab._checks import check_same_structure, check_transformation
+from gradlab._checks import check_same_structure, check_state, check_transformation
 from gradlab._core import (
     ELEMENTWISE,
     GradientTransformation,
@@ -80,6 +80,7 @@ def masked(
         return MaskedState(inner.init(subtree(params, _masks.resolve_static(mask, params))))
 
     def update(updates, state, params=None, **extra):
+        check_state("masked", state, MaskedState)
         if params is not None:
             check_same_structure(params, updates, "params", "updates")
         keep = _masks.resolve_static(mask, updates if params is None else params)
@@ -108,6 +109,7 @@ def _masked_buffers(form: GradientTransformation, on: Any) -> GradientTransforma
     is never used."""
 
     def update(updates, state, params=None, **extra):
+        check_state("masked", state, MaskedState)
         zeroed = jax.tree.map(lambda m, u: _masks.select(m, u, jnp.zeros_like(u)), on, updates)
         out, inner_state = call_update(form, zeroed, state.inner_state, params, extra)
         return jax.tree.map(_masks.select, on, out, updates), MaskedState(inner_state)

@@ -14,6 +14,7 @@ from gradlab._checks import (
     check_int,
     check_nonnegative,
     check_scalars,
+    check_state,
 )
 from gradlab._core import ELEMENTWISE, GradientTransformation
 
@@ -115,6 +116,7 @@ def reduce_on_plateau(
         return scale, best, jnp.where(reduce, 0, bad), cooldown_left
 
     def update(updates, state, params=None, *, value=None, **extra):
+        check_state("reduce_on_plateau", state, ReduceLROnPlateauState)
         if value is None:
             raise ValueError(
                 "reduce_on_plateau needs the monitored loss: call update(grads, state, params, "

@@ -14,6 +14,8 @@ from typing import Any
 import jax
 from jax.tree_util import DictKey, GetAttrKey
 
+from gradlab._checks import short_structure
+
 Path = tuple[Any, ...]
 
 
@@ -69,7 +71,10 @@ def find_one(state: Any, state_type: type, what: str) -> Any:
     if len(found) == 1:
         return found[0][1]
     if not found:
-        raise ValueError(f"{what}: no {state_type.__name__} in this state")
+        raise ValueError(
+            f"{what}: no {state_type.__name__} in this state, a {type(state).__name__}: "
+            f"{short_structure(state, 200)}"
+        )
     where = ", ".join(describe(p) for p, _ in found)
     raise ValueError(
         f"{what}: several {state_type.__name__}s in this state (at {where}); pass the one you mean"

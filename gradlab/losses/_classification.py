@@ -53,6 +53,11 @@ def _in_unit_interval(a: np.ndarray) -> np.ndarray:
     return (a >= 0) & (a <= 1)
 
 
+def _probability(a: np.ndarray) -> np.ndarray:
+    # NaN passes: a diverged model's NaN must reach the loss, visibly.
+    return np.isnan(a) | _in_unit_interval(a)
+
+
 def _plus_minus_one(a: np.ndarray) -> np.ndarray:
     return (a == 1) | (a == -1)
 
@@ -90,6 +95,14 @@ def binary_cross_entropy(probs: ArrayLike, labels: ArrayLike) -> Array:
     [0.051, 0.105]
     """
     p, y = _binary_inputs(probs, labels, "probs")
+    # Concrete probabilities outside [0, 1] are logits passed by mistake: clipped,
+    # they would give a finite, meaningless loss.
+    check_label_values(
+        "probs",
+        probs,
+        _probability,
+        "probabilities in [0, 1] (logits? use sigmoid_binary_cross_entropy)",
+    )
     eps = prob_eps(p.dtype)
     p = jnp.clip(p, eps, 1 - eps)
     # log1p(-p) keeps log(1 - p) accurate for small p.
@@ -162,6 +175,9 @@ def categorical_cross_entropy(probs: ArrayLike, one_hot: ArrayLike) -> Array:
     [0.223, 0.357]
     """
     p, y = _multiclass_inputs(probs, one_hot, "probs")
+    check_label_values(
+        "probs", probs, _probability, "probabilities in [0, 1] (logits? use softmax_cross_entropy)"
+    )
     eps = prob_eps(p.dtype)
     return -_xlogy_sum(y, jnp.log(jnp.clip(p, eps, 1 - eps)))
 

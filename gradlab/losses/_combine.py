@@ -48,6 +48,11 @@ def weighted_sum(
     >>> print(total.round(3), parts["box"])
     1.2 0.5
     """
+    if not isinstance(terms, Mapping):
+        raise TypeError(
+            f"terms must be a mapping {{name: (weight, value)}}, got a {type(terms).__name__}: "
+            f"{terms!r}"
+        )
     if not terms:
         raise ValueError("terms must hold at least one (weight, value) pair, got {}")
     values = {}

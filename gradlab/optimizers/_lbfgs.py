@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_in_range, check_int, check_scalars, is_traced
+from gradlab._checks import check_in_range, check_int, check_scalars, check_state, is_traced
 from gradlab._core import PER_LEAF, GradientTransformation, chain
 from gradlab.blocks import scale, scale_by_learning_rate
 from gradlab.optimizers._linesearch import (
@@ -153,19 +153,26 @@ def scale_by_lbfgs(memory_size: int = 10, eps: Any = 1e-10) -> GradientTransform
     m = int(memory_size)
 
     def init(params):
-        zeros = _in_compute_dtype(_tree.zeros_like(params))
-        memory = jax.tree.map(lambda z: jnp.broadcast_to(z, (m, *z.shape)), zeros)
+        # A new buffer for every field: one array twice in a state cannot be
+        # donated to a jitted step (XLA refuses to donate a buffer twice).
+        def zeros():
+            return _in_compute_dtype(_tree.zeros_like(params))
+
+        def memory():
+            return jax.tree.map(lambda z: jnp.broadcast_to(z, (m, *z.shape)), zeros())
+
         return ScaleByLbfgsState(
             count=_tree.step_counter(params),
-            params=zeros,
-            grad=zeros,
-            diff_params=memory,
-            diff_grads=memory,
+            params=zeros(),
+            grad=zeros(),
+            diff_params=memory(),
+            diff_grads=memory(),
             rho=jnp.zeros((m,), _scalar_dtype(params)),
             index=jnp.zeros((), jnp.int32),
         )
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_lbfgs", state, ScaleByLbfgsState)
         if params is None:
             raise ValueError(
                 "scale_by_lbfgs forms its memory from the params: call update(grads, state, params)"

@@ -41,6 +41,7 @@ from gradlab._checks import (
     check_int,
     check_positive,
     check_scalars,
+    check_state,
     is_traced,
 )
 from gradlab._core import PER_LEAF, GradientTransformation, apply_updates
@@ -437,6 +438,7 @@ def scale_by_zoom_linesearch(
     }
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_zoom_linesearch", state, ZoomLinesearchState)
         value_fn, *inputs = _search_inputs("scale_by_zoom_linesearch", updates, params, extra)
         return _zoom_update(*inputs, state, hyper, value_fn=value_fn, initial_guess=initial_guess)
 
@@ -523,6 +525,7 @@ def scale_by_backtracking_linesearch(
     }
 
     def update(updates, state, params=None, **extra):
+        check_state("scale_by_backtracking_linesearch", state, BacktrackingLinesearchState)
         name = "scale_by_backtracking_linesearch"
         value_fn, *inputs = _search_inputs(name, updates, params, extra)
         return _backtracking_update(
@@ -564,6 +567,10 @@ def value_and_grad_from_state(
     ...     u, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=f)
     ...     x = gl.apply_updates(x, u)
     """
+    if not callable(value_fn):
+        raise TypeError(
+            f"value_fn must be the objective, a callable params -> value, got {value_fn!r}"
+        )
 
     def fn(params: Any, *args: Any, state: Any, **kwargs: Any) -> tuple[jax.Array, Any]:
         found = find_linesearch_states(state)

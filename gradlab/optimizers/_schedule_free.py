@@ -23,7 +23,11 @@ from gradlab._checks import (
     check_nonnegative,
     check_params,
     check_scalars,
+    check_schedule,
+    check_schedule_value,
+    check_state,
     check_transformation,
+    short_structure,
 )
 from gradlab._core import GradientTransformation, as_schedule, call_update, chain
 from gradlab._packing import Layout, PackedState
@@ -82,7 +86,9 @@ def schedule_free(
     """
     check_transformation("base_optimizer", base_optimizer)
     check_scalars(learning_rate=learning_rate, b1=b1, weight_lr_power=weight_lr_power)
-    if not callable(learning_rate):
+    if callable(learning_rate):
+        check_schedule("learning_rate", learning_rate)
+    else:
         check_nonnegative("learning_rate", learning_rate)
     check_in_range("b1", b1, 0.0, 1.0, lo_open=True)
     check_nonnegative("weight_lr_power", weight_lr_power)
@@ -104,9 +110,12 @@ def schedule_free(
         )
 
     def update(updates, state, params=None, **extra):
+        check_state("schedule_free", state, ScheduleFreeState)
         check_params("schedule_free", params)
         dt = state.weight_sum.dtype
-        max_lr = jnp.maximum(state.max_lr, _tree.hp(lr_fn(state.count), dt))
+        lr = lr_fn(state.count)
+        check_schedule_value("learning_rate", lr)
+        max_lr = jnp.maximum(state.max_lr, _tree.hp(lr, dt))
         weight = max_lr ** _tree.hp(weight_lr_power, dt)
         weight_sum = state.weight_sum + weight
         c = jnp.where(weight_sum > 0, weight / jnp.where(weight_sum > 0, weight_sum, 1), 0)
@@ -225,7 +234,8 @@ def _find_state(state: Any) -> tuple[ScheduleFreeState, PackedState | None]:
     if len(found) != 1:
         raise ValueError(
             "schedule_free_eval_params needs the state of a schedule-free optimizer "
-            f"(one ScheduleFreeState, possibly inside a chain or gl.packed), found {len(found)}"
+            f"(one ScheduleFreeState, possibly inside a chain or gl.packed), found {len(found)} "
+            f"in a {type(state).__name__}: {short_structure(state, 200)}"
         )
     return found[0]
 

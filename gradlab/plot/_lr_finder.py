@@ -31,6 +31,13 @@ def lr_finder(result: Any, *, show_raw: bool = True, ax: Any = None) -> Any:
     Example:
         >>> fig = gl.plot.lr_finder(gl.lr_finder(gl.adam, loss_fn, params, batches))
     """
+    from gradlab.run import LRFinderResult
+
+    if not isinstance(result, LRFinderResult):
+        raise TypeError(
+            f"result must be what gl.lr_finder returned (an LRFinderResult), got a "
+            f"{type(result).__name__}"
+        )
     lrs = np.atleast_2d(np.asarray(result.learning_rates, np.float64))
     raw = np.atleast_2d(np.asarray(result.losses, np.float64))
     smooth = np.atleast_2d(np.asarray(result.smoothed, np.float64))

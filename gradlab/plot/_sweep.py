@@ -85,6 +85,12 @@ def sweep(
         >>> fig = gl.plot.sweep(result, smoothing=0.9)
         >>> fig.savefig("sweep.png")
     """
+    from gradlab.run import SweepResult
+
+    if not isinstance(result, SweepResult):
+        raise TypeError(
+            f"result must be what gl.sweep returned (a SweepResult), got a {type(result).__name__}"
+        )
     figure = figure_module()
     check_in_range("smoothing", smoothing, 0.0, 1.0, hi_open=True)
     if metric == "loss":

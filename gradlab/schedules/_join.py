@@ -41,8 +41,10 @@ def join(schedules: Sequence[Callable], boundaries: Sequence[int] | ArrayLike) -
     boundaries = as_sequence("boundaries", boundaries, minimum=0)
     n = jnp.shape(boundaries)[0]
     if n != len(schedules) - 1:
+        got = "a traced array" if is_traced(boundaries) else np.asarray(boundaries).tolist()
         raise ValueError(
-            f"boundaries must have len(schedules) - 1 = {len(schedules) - 1} entries, got {n}"
+            f"boundaries must have len(schedules) - 1 = {len(schedules) - 1} entries, got {n}: "
+            f"{got}"
         )
 
     # Steps and boundaries beyond int32 (valid Python ints) are counted in floats.

@@ -1,0 +1,399 @@
+"""Reliability, item 2: numerical faults -- over every public transformation.
+
+The table is ``PUBLIC_TRANSFORMS`` of ``tests/test_packing.py`` (every public
+constructor of a transformation: optimizers, blocks, combinators; a new one
+fails a test there until it is added), run eagerly on its small tree:
+
+* NaN and Inf gradients show in the update of the leaf that held them (never a
+  finite-looking update), except in the four transformations whose job is to
+  remove them (:data:`SANITIZERS`); ``apply_if_finite`` skips such a step with
+  zero updates and the inner state bit-identical, for every optimizer;
+* huge (1e30) and subnormal (1e-40) gradients give no NaN anywhere, finite
+  updates, and -- for transformations that do not keep the gradient's square
+  -- a finite state and a non-zero update (norms do not overflow). Those that
+  keep ``g²`` (:data:`SQUARES_THE_GRADIENT`: Adam's second moment, AdaGrad's
+  sum, ...) store ``inf`` there, as torch and Optax do, and their update is 0;
+  ``clip_by_global_norm`` first is the remedy, checked for each of them;
+* bfloat16 and float16 params (one tree with both, plus float32), float32
+  moments for bfloat16 params, float64 params under x64: updates in each
+  param's dtype, finite, state dtypes stable step to step, no float64 leak;
+* step counters saturate at 2**31 - 1 in every stateful block;
+* every schedule is finite at steps 2**31 - 1 and 10**12.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import test_schedules
+from reliability_helpers import OPTIMIZERS
+from test_packing import PUBLIC_TRANSFORMS
+
+import gradlab as gl
+from gradlab._tree import INT32_MAX
+
+# Few distinct leaf shapes: eagerly, each (primitive, shape, dtype) compiles once.
+# Non-negative: keep_params_nonnegative needs p >= 0; "b" leaves are biases for
+# the table's masks; the matrix is what Muon orthogonalises.
+PARAMS = {
+    "layers": [{"b": jnp.array([0.5, 1.0]), "w": jnp.array([[0.3, 1.2], [0.8, 0.1]])}],
+    "scale": jnp.asarray(0.7),
+}
+NAMES = sorted(PUBLIC_TRANSFORMS)
+
+# Transformations whose purpose is to remove or bound non-finite values
+# (the four that bound or remove values by design, and apply_if_finite).
+SANITIZERS = {
+    "zero_nans": "replaces NaN by 0 (and records where)",
+    "apply_if_finite": "skips the step (tested below: zero updates, state unchanged)",
+    "freeze": "the faulty leaf is frozen in this table's configuration: its update is 0",
+    "clip": "maps +-inf to +-max_delta, as optax.clip and torch.clamp (NaN stays NaN)",
+    "keep_params_nonnegative": "bounds p + u at 0: a -inf step becomes -p (NaN stays NaN)",
+}
+
+# Transformations that keep g² (or |g|²) in their state: with |g| = 1e30 the
+# square overflows float32 (1e60 > 3.4e38), the state holds inf and the update
+# is 0 -- as in torch and Optax. Not fixable without changing what is stored.
+SQUARES_THE_GRADIENT = {
+    "adabelief", "adadelta", "adafactor", "adagrad", "adam", "adamw", "adan", "amsgrad",
+    "apply_if_finite", "inject_hyperparams", "lamb", "lookahead", "masked", "muon", "nadam",
+    "nadamw", "novograd", "packed", "partition", "radam", "reduce_on_plateau", "rmsprop",
+    "scale_by_adadelta", "scale_by_adam", "scale_by_adan", "scale_by_amsgrad",
+    "scale_by_belief", "scale_by_debiased_rms", "scale_by_factored_rms", "scale_by_novograd",
+    "scale_by_radam", "scale_by_rms", "scale_by_rss", "scale_by_sm3", "scale_by_yogi",
+    "schedule_free_adamw", "sm3", "yogi", "chain", "named_chain", "freeze",
+}  # fmt: skip
+# The line searches multiply the 1e30 direction by the gradient (directional
+# derivatives): they overflow to -inf and the search backs off to a zero step.
+LINE_SEARCHES = {"scale_by_zoom_linesearch", "scale_by_backtracking_linesearch"}
+
+# Every fault scenario of one transformation runs as ONE vmapped eager update
+# (twice: the second step shows what the first stored), cached: the properties
+# below read it. Scenario 0 starts with its step counters at 2**31 - 2.
+SCENARIOS = ("counters", "nan", "inf", "huge", "subnormal")
+COUNTERS = ("count", "gradient_step", "total_notfinite")
+
+
+def _signs():
+    """Alternating +-1 over every leaf (a gradient with no common direction)."""
+
+    def leaf(p):
+        s = jnp.where(jnp.arange(p.size) % 2 == 0, 1.0, -1.0).reshape(p.shape)
+        return s.astype(p.dtype)
+
+    return jax.tree.map(leaf, PARAMS)
+
+
+def _grads(value=None):
+    """The table's gradient; ``value`` (and its negative) in two entries of one matrix."""
+    g = jax.tree.map(lambda p: jnp.sin(p + 0.3).astype(p.dtype), PARAMS)
+    if value is not None:
+        w = g["layers"][0]["w"]
+        g["layers"][0]["w"] = w.at[0, 0].set(value).at[1, 1].set(-value)
+    return g
+
+
+def _scenario_grads():
+    return [
+        _grads(),
+        _grads(jnp.nan),
+        _grads(jnp.inf),
+        jax.tree.map(lambda s: s * jnp.float32(1e30), _signs()),
+        jax.tree.map(lambda s: s * jnp.float32(1e-40), _signs()),
+    ]
+
+
+def _is_counter(state, field, x):
+    # ReduceLROnPlateauState.count counts values toward its next decision: not a step counter
+    return (
+        field in COUNTERS
+        and not isinstance(state, gl.ReduceLROnPlateauState)
+        and jnp.result_type(x) == jnp.int32
+        and jnp.shape(x) == ()
+    )
+
+
+def _map_counters(state, fn, path=""):
+    """``state`` with ``fn(path, counter)`` in place of every step counter."""
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        fields = zip(state._fields, state, strict=True)
+        return type(state)(*(
+            fn(at, x) if _is_counter(state, f, x) else _map_counters(x, fn, at)
+            for f, x in fields
+            for at in [f"{path}.{f}"]
+        ))  # fmt: skip
+    if isinstance(state, tuple | list):
+        return type(state)(_map_counters(x, fn, f"{path}[{i}]") for i, x in enumerate(state))
+    if isinstance(state, dict):
+        return {k: _map_counters(x, fn, f"{path}[{k!r}]") for k, x in state.items()}
+    return state
+
+
+def _counters(state):
+    found = []
+    _map_counters(state, lambda path, x: found.append((path, x)) or x)
+    return found
+
+
+@functools.cache
+def _scenarios(name):
+    """``{scenario: (updates step 1, updates step 2, state after step 2)}``, eagerly:
+    on this small tree every primitive's compiled kernel is shared by the table."""
+    tx = PUBLIC_TRANSFORMS[name]()
+    state = tx.init(PARAMS)
+    at_max = _map_counters(state, lambda _, x: jnp.asarray(INT32_MAX - 1, jnp.int32))
+    out = {}
+    for scenario, grads in zip(SCENARIOS, _scenario_grads(), strict=True):
+        s = at_max if scenario == "counters" else state
+        first, s = tx.update(grads, s, PARAMS)
+        second, s = tx.update(grads, s, PARAMS)
+        out[scenario] = (first, second, s)
+    return out
+
+
+def _bad_leaf(tree):
+    return np.asarray(tree["layers"][0]["w"])[[0, 1], [0, 1]]
+
+
+def _floats(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+
+
+# ------------------------------------------------------------------ NaN and Inf
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in SANITIZERS])
+@pytest.mark.parametrize("scenario", ["nan", "inf"])
+def test_a_non_finite_gradient_shows_in_its_leafs_update(name, scenario):
+    """A NaN (or +inf and -inf) in two entries of one leaf: both entries'
+    updates are not finite -- on the first step, and on the next one too."""
+    first, second, _ = _scenarios(name)[scenario]
+    for updates in (first, second):
+        assert not np.any(np.isfinite(_bad_leaf(updates))), (
+            f"{name} turned a {scenario} gradient into a finite update: {_bad_leaf(updates)}"
+        )
+
+
+def test_the_sanitizers_are_public_transformations():
+    assert set(SANITIZERS) <= set(PUBLIC_TRANSFORMS)
+
+
+def test_the_optimizer_list_is_every_public_optimizer():
+    # the 29 optimizers of README's table (adamaxw, nadamw and the two schedule-free
+    # ones counted) and schedule_free(base) -- every public function that builds one
+    assert len(OPTIMIZERS) == 30, OPTIMIZERS
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_apply_if_finite_skips_a_non_finite_step_with_zero_updates_and_the_state_unchanged(name):
+    tx = gl.apply_if_finite(PUBLIC_TRANSFORMS[name](), max_consecutive_errors=3)
+    state = tx.init(PARAMS)
+    _, state = tx.update(_grads(), state, PARAMS)
+    for bad in (np.nan, np.inf):
+        updates, after = tx.update(_grads(bad), state, PARAMS)
+        assert all(np.all(u == 0) for u in _floats(updates)), name
+        same = jax.tree.map(
+            lambda a, b: np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True),
+            after.inner_state,
+            state.inner_state,
+        )
+        assert all(jax.tree.leaves(same)), f"{name}: inner state changed on a skipped step"
+        assert not bool(after.last_finite)
+        state = after
+    assert int(state.notfinite_count) == 2 and int(state.total_notfinite) == 2
+
+
+# --------------------------------------------------------- huge and subnormal
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in LINE_SEARCHES])
+def test_huge_gradients_give_no_nan_and_no_overflow_outside_stored_squares(name):
+    """+-1e30 in every entry (twice: the second step reads what the first stored)."""
+    first, second, state = _scenarios(name)["huge"]
+    assert not any(np.isnan(x).any() for x in _floats((first, second, state))), f"{name}: NaN"
+    assert all(np.isfinite(u).all() for u in _floats((first, second))), f"{name}: overflow"
+    if name not in SQUARES_THE_GRADIENT:
+        # nothing squared is stored: the state is finite and the step is not 0
+        assert all(np.isfinite(x).all() for x in _floats(state)), f"{name}: state overflow"
+        vanished = [u for u in _floats(second) if u.size and not np.any(u != 0)]
+        assert not vanished, f"{name}: a leaf's update vanished (a norm overflowed?)"
+
+
+@pytest.mark.parametrize("name", sorted(SQUARES_THE_GRADIENT - {"freeze"}))
+def test_clipping_the_global_norm_first_is_the_remedy_for_huge_gradients(name):
+    tx = gl.chain(gl.clip_by_global_norm(1.0), PUBLIC_TRANSFORMS[name]())
+    state = tx.init(PARAMS)
+    huge = _scenario_grads()[SCENARIOS.index("huge")]
+    for _ in range(2):
+        updates, state = tx.update(huge, state, PARAMS)
+        assert all(np.isfinite(x).all() for x in _floats((updates, state))), name
+    # (the second step: some entries' learning rate is a warm-up's 0 at step 0)
+    assert any(np.any(u != 0) for u in _floats(updates)), name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_subnormal_gradients_give_finite_updates_and_state(name):
+    """+-1e-40 everywhere. XLA on CPU flushes subnormals to zero (the gradient
+    acts as 0; GPUs may keep them): either way no NaN, nothing infinite."""
+    first, second, state = _scenarios(name)["subnormal"]
+    assert all(np.isfinite(x).all() for x in _floats((first, second, state))), name
+
+
+def test_the_global_norm_of_huge_finite_gradients_is_finite_and_right():
+    """The sum of squares overflows from |x| ~ 1.8e19 in float32; the norm does
+    not, until it is itself above 3.4e38."""
+    from gradlab._tree import global_norm
+
+    x = {"a": jnp.array([3e20, -4e20]), "b": jnp.full((3,), 1e30)}
+    want = np.sqrt(9e40 + 16e40 + 3e60)
+    clipped, _ = gl.clip_by_global_norm(1.0).update(x, gl.EmptyState())
+    np.testing.assert_allclose(clipped["b"], 1e30 / want, rtol=1e-6)
+    for fn in (global_norm, jax.jit(global_norm)):
+        np.testing.assert_allclose(fn(x), want, rtol=1e-6)
+        assert np.isinf(fn({"a": jnp.full(4, 3e38)}))  # the norm itself overflows
+        assert np.isnan(fn({"a": jnp.array([jnp.nan, 1e30])}))
+    # the gradient through the rescued norm is the norm's: x / ||x||
+    np.testing.assert_allclose(jax.grad(global_norm)(jnp.full(4, 1e30)), 0.5, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ counters
+
+STATEFUL = [n for n in NAMES if _counters(PUBLIC_TRANSFORMS[n]().init(PARAMS))]
+
+
+def test_every_stateful_public_transformation_has_its_counter_tested():
+    assert len(STATEFUL) >= 55, STATEFUL
+
+
+@pytest.mark.parametrize("name", STATEFUL)
+def test_step_counters_saturate_at_int32_max(name):
+    """Counters start at 2**31 - 2: one step reaches 2**31 - 1, the next stays there
+    (and the arithmetic that reads the counter -- bias corrections, schedules,
+    Adafactor's decay -- still gives finite updates)."""
+    first, second, state = _scenarios(name)["counters"]
+    assert all(np.isfinite(u).all() for u in _floats((first, second))), name
+    for path, c in _counters(state):
+        # two finite steps: total_notfinite stays where it started
+        want = INT32_MAX - 1 if path.endswith("total_notfinite") else INT32_MAX
+        assert int(c) == want, f"{name}: {path} = {int(c)}"
+
+
+def test_multisteps_and_apply_if_finite_counters_saturate():
+    tx = gl.apply_if_finite(gl.MultiSteps(gl.adam(0.1), 2), max_consecutive_errors=100)
+    state = _map_counters(tx.init(PARAMS), lambda _, x: jnp.asarray(INT32_MAX - 2, jnp.int32))
+    for bad in (None, None, None, None, np.nan, np.nan, np.nan):
+        _, state = tx.update(_grads(bad), state, PARAMS)
+    assert int(state.total_notfinite) == INT32_MAX and int(state.notfinite_count) == 3
+    assert int(state.inner_state.gradient_step) == INT32_MAX
+    assert int(state.inner_state.inner_opt_state[0].count) == INT32_MAX
+
+
+# ------------------------------------------------------------- low precision
+
+
+MIXED = {
+    "bf16": jnp.linspace(0.1, 1.0, 4, dtype=jnp.bfloat16).reshape(2, 2),
+    "f16": jnp.linspace(0.2, 1.0, 4, dtype=jnp.float16).reshape(2, 2),
+    "f32": jnp.linspace(0.1, 0.5, 4, dtype=jnp.float32).reshape(2, 2),
+}
+
+
+def _mixed_grads(params, k):
+    return jax.tree.map(
+        lambda p: (jnp.cos(p.astype(jnp.float32) * (k + 1))).astype(p.dtype), params
+    )
+
+
+def _dtypes(tree):
+    return jax.tree.map(lambda x: jnp.result_type(x), tree)
+
+
+def _run_dtypes(name, params, steps=2):
+    tx = PUBLIC_TRANSFORMS[name]()
+    state = tx.init(params)
+    first = _dtypes(state)
+    for k in range(steps):
+        updates, state = tx.update(_mixed_grads(params, k), state, params)
+        assert _dtypes(state) == first, f"{name}: state dtypes changed at step {k}"
+        for u, p in zip(jax.tree.leaves(updates), jax.tree.leaves(params), strict=True):
+            assert u.dtype == p.dtype, f"{name}: a {p.dtype} param got a {u.dtype} update"
+            assert np.all(np.isfinite(np.asarray(u, np.float32))), name
+        params = gl.apply_updates(params, updates)
+    return state
+
+
+# Muon's Newton-Schulz needs matrices; the line searches' objective is the table's.
+LOW_PRECISION = [n for n in NAMES if n not in LINE_SEARCHES | {"scale_by_muon"}]
+
+
+@pytest.mark.parametrize("name", LOW_PRECISION)
+def test_bfloat16_and_float16_params_get_updates_in_their_dtype(name):
+    _run_dtypes(name, MIXED)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: gl.adam(0.1, mu_dtype=jnp.float32),
+        lambda: gl.adamw(0.1, mu_dtype=jnp.float32),
+        lambda: gl.lion(0.1, mu_dtype=jnp.float32),
+        lambda: gl.trace(0.9, accumulator_dtype=jnp.float32),
+        lambda: gl.schedule_free_adamw(0.1, state_dtype=jnp.float32),
+        lambda: gl.adafactor(momentum=0.9, dtype_momentum=jnp.float32),
+    ],
+    ids=["adam", "adamw", "lion", "trace", "schedule_free_adamw", "adafactor"],
+)
+def test_bfloat16_params_with_float32_moments_keep_float32_moments(make):
+    params = {"w": MIXED["bf16"]}
+    tx = make()
+    state = tx.init(params)
+    for k in range(2):
+        updates, state = tx.update(_mixed_grads(params, k), state, params)
+        assert updates["w"].dtype == jnp.bfloat16
+        params = gl.apply_updates(params, updates)
+    kinds = {np.dtype(x.dtype).name for x in jax.tree.leaves(state) if x.ndim >= 1}
+    assert "float32" in kinds, kinds
+
+
+# Adafactor keeps its momentum in dtype_momentum=float32 by default (as Optax).
+FLOAT32_BY_DESIGN = {"adafactor"}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_float64_params_keep_float64_state_and_updates_under_x64(name, x64):
+    params = jax.tree.map(lambda p: p.astype(jnp.float64), PARAMS)
+    state = _run_dtypes(name, params, steps=1)
+    # every floating state array is float64 (nothing rounded to float32 on the way)
+    for x in jax.tree.leaves(state):
+        if jnp.issubdtype(x.dtype, jnp.floating) and x.ndim >= 1 and name not in FLOAT32_BY_DESIGN:
+            assert x.dtype == jnp.float64, f"{name}: a {x.dtype} state array for float64 params"
+
+
+# ------------------------------------------------------------------ schedules
+
+SCHEDULE_CASES = [p.values[0] for p in test_schedules.CASES]
+
+
+def test_the_schedule_table_covers_every_public_schedule():
+    names = {c.make.__name__ for c in SCHEDULE_CASES} | {"join"}  # join: below
+    assert set(gl.schedules.__all__) <= names, set(gl.schedules.__all__) - names
+
+
+def test_a_joined_schedule_is_finite_at_huge_steps_and_ends_on_its_last_value():
+    S = gl.schedules
+    schedule = S.join([S.linear(0.0, 1.0, 100), S.cosine_decay(1.0, 10**6, end_value=0.1)], [100])
+    for step in (np.int32(2**31 - 1), 10**12):
+        np.testing.assert_allclose(schedule(step), 0.1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("c", SCHEDULE_CASES, ids=lambda c: c.id)
+def test_every_schedule_is_finite_at_huge_steps(c):
+    schedule = c.make(**c.kw)
+    for step in (np.int32(2**31 - 1), 10**12, np.asarray([0, 2**31 - 1], np.int32)):
+        assert np.all(np.isfinite(schedule(step))), step
+    if not c.periodic:  # a decay has reached its final value: the closed form's
+        np.testing.assert_allclose(schedule(10**12), c.ref(10**12, **c.kw), rtol=1e-5, atol=1e-7)

@@ -1,0 +1,191 @@
+"""Reliability, item 5: every optimizer under JAX's transformations.
+
+* ``jax.grad`` through the update -- meta-learning the learning rate: the
+  hypergradient ``d L(p_2) / d lr`` of the loss after two steps, in float64,
+  matches central finite differences, for every optimizer configuration of
+  ``tests/cases.py`` and ``tests/cases_modern.py`` that takes a traced
+  learning rate (one configuration per optimizer), jitted and vmapped over an
+  ensemble of two starting points (each member equal to its own eager run).
+  Sign-based optimizers (signSGD, Signum, Lion) and Rprop are included: their
+  update is piecewise linear in the learning rate and the sign of the gradient
+  does not flip inside the finite-difference interval, so both agree. Left
+  out: the line searches (``lbfgs``' default), whose ``lax.while_loop`` JAX
+  cannot differentiate in reverse mode, and configurations whose table entry
+  takes a float learning rate only (Adafactor's relative step ignores it).
+* ``donate_argnums`` on params and state (README's *Performance* pattern):
+  no initial state of any public transformation holds one buffer twice (XLA
+  refuses to donate it), a jitted step of one optimizer per kind of state
+  donates both without JAX's "donated buffers were not usable" warning, and
+  README's block itself runs without it.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import cases
+import cases_modern
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from reliability_helpers import OPTIMIZERS
+from test_packing import PUBLIC_TRANSFORMS
+from test_readme import BLOCKS, run_block
+
+import gradlab as gl
+
+STEPS = 2
+
+
+# One configuration per optimizer: the classic table's first of each kind, and
+# every modern one that takes a traced learning rate.
+CLASSIC = ("sgd_momentum", "adagrad", "rmsprop_centered", "adam_nesterov", "adamw_mask")
+HYPERGRADIENT_ROWS = [
+    pytest.param(c, cases.PARAM_SHAPES, id=c.name)
+    for c in cases.OPTIMIZER_CASES
+    if c.name in CLASSIC
+] + [
+    pytest.param(c, cases_modern.PARAM_SHAPES, id=c.name)
+    for c in cases_modern.CASES
+    if "vmap" in c.lr_kinds
+]
+
+
+def _params(shapes, scale=1.0):
+    return {
+        k: jnp.asarray(
+            scale * np.cos(0.5 + 0.1 * np.arange(int(np.prod(s)))).reshape(s), jnp.float64
+        )
+        for k, s in sorted(shapes.items())
+    }
+
+
+def _meta_loss(make, shapes):
+    """``(lr, p0) -> L(p_2)``: two steps on noisy quadratics, then the clean loss."""
+    curvature = jax.tree.map(lambda p: 1.0 + 0.5 * jnp.abs(jnp.sin(p * 3.0)), _params(shapes))
+
+    def loss(p, k):
+        """``sum(c/2 x² + 0.3 sin(k + index) x)``: step ``k``'s noisy quadratic."""
+
+        def leaf(x, c):
+            noise = 0.3 * jnp.sin(k + jnp.arange(x.size, dtype=x.dtype).reshape(x.shape))
+            return jnp.sum(0.5 * c * x * x + noise * x)
+
+        return sum(jax.tree.leaves(jax.tree.map(leaf, p, curvature)))
+
+    def final(lr, p0):
+        tx = make(lr)
+        p, s = p0, tx.init(p0)
+        for k in range(1, STEPS + 1):
+            u, s = tx.update(jax.grad(loss)(p, float(k)), s, p)
+            p = gl.apply_updates(p, u)
+        return loss(p, 0.0)
+
+    return final
+
+
+@pytest.mark.parametrize(("case", "shapes"), HYPERGRADIENT_ROWS)
+def test_the_hypergradient_of_the_learning_rate_matches_finite_differences_under_vmap(
+    case, shapes, x64
+):
+    """``jit(vmap(value_and_grad))`` over an ensemble of two starting points (one
+    compile): each member's hypergradient against central differences of the
+    same function, and each member's loss against an unbatched eager run."""
+    final = _meta_loss(case.make, shapes)
+    members = [_params(shapes), _params(shapes, scale=-0.7)]
+    ensemble = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+    batched = jax.jit(jax.vmap(jax.value_and_grad(final), in_axes=(None, 0)))
+    lr, h = jnp.float64(case.lr), 1e-6 * case.lr
+    values, hypergradients = batched(lr, ensemble)
+    above, _ = batched(lr + h, ensemble)
+    below, _ = batched(lr - h, ensemble)
+    fd = (np.asarray(above) - np.asarray(below)) / (2 * h)
+    assert np.all(np.isfinite(hypergradients)) and np.all(hypergradients != 0), case.name
+    np.testing.assert_allclose(hypergradients, fd, rtol=2e-5, atol=1e-7, err_msg=case.name)
+    for i, member in enumerate(members):  # vmap = a loop over the members
+        np.testing.assert_allclose(values[i], final(lr, member), rtol=1e-12, err_msg=case.name)
+
+
+def test_the_hypergradient_table_covers_every_optimizer_but_the_line_searches():
+    names = {p.values[0].name for p in HYPERGRADIENT_ROWS}
+    covered = {n for n in OPTIMIZERS if any(r == n or r.startswith(n + "_") for r in names)}
+    # schedule_free(base) is schedule_free_sgd's and _adamw's core; lbfgs's default
+    # line search is a while_loop, which JAX cannot differentiate in reverse mode
+    assert set(OPTIMIZERS) - covered <= {"schedule_free", "lbfgs"}, set(OPTIMIZERS) - covered
+
+
+# ---------------------------------------------------------------- donation
+
+PARAMS = {"w": jnp.asarray([[0.3, 1.2], [0.8, 0.1]]), "b": jnp.asarray([0.5, 1.0])}
+DONATION_WARNING = re.compile("donated buffers were not usable", re.IGNORECASE)
+
+
+def _donation_warnings(caught):
+    return [str(w.message) for w in caught if DONATION_WARNING.search(str(w.message))]
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC_TRANSFORMS))
+def test_no_initial_state_holds_one_buffer_twice(name):
+    """A buffer that appears twice in a state cannot be donated: XLA refuses
+    ("Attempt to donate the same buffer twice"), at the first jitted step."""
+    state = PUBLIC_TRANSFORMS[name]().init(PARAMS)
+    pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state) if x.size]
+    assert len(pointers) == len(set(pointers)), name
+
+
+# a compile each: one optimizer per kind of state (the structural test above
+# covers every transformation's initial state)
+DONATED = ["adam", "adafactor", "lamb", "lion", "muon", "schedule_free_adamw", "sgd", "sm3"]
+
+
+@pytest.mark.parametrize("name", DONATED)
+def test_a_jitted_step_donates_params_and_state_without_warning(name):
+    tx = PUBLIC_TRANSFORMS[name]()
+    params = jax.tree.map(jnp.array, PARAMS)  # a copy: the step donates it
+
+    def step(params, state):
+        grads = jax.tree.map(lambda p: jnp.sin(3.0 * p), params)
+        updates, state = tx.update(grads, state, params)
+        return gl.apply_updates(params, updates), state
+
+    train = jax.jit(step, donate_argnums=(0, 1))
+    state = tx.init(params)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            params, state = train(params, state)
+    assert not _donation_warnings(caught), _donation_warnings(caught)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+
+
+def test_lbfgs_step_donates_params_and_state_without_warning():
+    tx = gl.lbfgs()
+    x = jnp.asarray([-1.2, 1.0])
+
+    def f(x):
+        return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+    value_and_grad = gl.value_and_grad_from_state(f)
+
+    def step(x, state):
+        value, grad = value_and_grad(x, state=state)
+        updates, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=f)
+        return gl.apply_updates(x, updates), state
+
+    train = jax.jit(step, donate_argnums=(0, 1))
+    state = tx.init(x)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            x, state = train(x, state)
+    assert not _donation_warnings(caught), _donation_warnings(caught)
+
+
+@pytest.mark.parametrize("i", [i for i, b in enumerate(BLOCKS) if "donate_argnums" in b])
+def test_readme_donation_pattern_runs_without_the_warning(i):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_block(i)
+    assert not _donation_warnings(caught), _donation_warnings(caught)
