@@ -479,7 +479,9 @@ def scalar_like(params: Tree, value: Any, dtype: Any) -> jax.Array:
     mesh; the compiled ``init`` is still a constant.
     """
     for x in jax.tree.leaves(params):
-        if np.size(x):
+        # arrays only: a bad leaf (a string) is refused by name where the
+        # params are checked, not here inside jnp
+        if hasattr(x, "dtype") and np.size(x):
             return full_along(x, (), value, dtype)
     return jnp.full((), value, dtype)
 
