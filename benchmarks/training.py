@@ -97,8 +97,8 @@ def transformer_problem(layers=4, d=64, heads=4, d_ff=256, vocab=256, seq=64, ba
         var = ((x - mu) ** 2).mean(-1, keepdims=True)
         return (x - mu) * jax.lax.rsqrt(var + 1e-5) * p["scale"] + p["bias"]
 
-    def loss(params, batch):
-        x_tok, y_tok = batch[:, :-1], batch[:, 1:]
+    def loss(params, token_batch):
+        x_tok, y_tok = token_batch[:, :-1], token_batch[:, 1:]
         x = params["embed"][x_tok] + params["pos"]
         mask = jnp.tril(jnp.ones((seq, seq), bool))
         for layer in params["layers"]:
