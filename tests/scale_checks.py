@@ -405,7 +405,8 @@ def collectives(compiled) -> dict[str, list[str]]:
     under ``"<op> (branch)"``, not with those every step runs."""
     text = compiled.as_text()
     branches = set()
-    for m in re.finditer(r"(?:branch_computations=\{([^}]*)\}|(?:true|false)_computation=(%?[\w.\-]+))", text):
+    pattern = r"(?:branch_computations=\{([^}]*)\}|(?:true|false)_computation=(%?[\w.\-]+))"
+    for m in re.finditer(pattern, text):
         names = m.group(1) or m.group(2)
         branches.update(n.strip().lstrip("%") for n in names.split(","))
     found: dict[str, list[str]] = {op: [] for op in COLLECTIVES}
@@ -518,11 +519,13 @@ def check_collectives():
                     # overflow): again at most one scalar per leaf, nothing big
                     rare = got[op + " (branch)"]
                     if len(rare) > allowed or any(not s.endswith("[]") for s in rare):
-                        fail("collectives", f"{layout} {name}: all-reduce in a conditional "
-                                            f"branch of {rare} (at most {allowed} scalars)")  # fmt: skip
+                        fail("collectives", f"{layout} {name}: all-reduce in a "
+                                            f"conditional branch of {rare} "
+                                            f"(at most {allowed} scalars)")  # fmt: skip
                 elif sorted(got[op]) != sorted(base[op]) or got[op + " (branch)"]:
+                    branch = got[op + " (branch)"]
                     fail("collectives", f"{layout} {name}: {op} of {got[op]} (in conditional "
-                                        f"branches: {got[op + ' (branch)']}), sgd's: {base[op]}")  # fmt: skip
+                                        f"branches: {branch}), sgd's: {base[op]}")  # fmt: skip
         # replicated params: the gradient reduction (and the loss), nothing else
         others = [op for op in COLLECTIVES if op != "all-reduce" and found["clip+adamw"][op]]
         if layout == "data-parallel" and others:

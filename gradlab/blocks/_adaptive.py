@@ -44,6 +44,23 @@ def _check_decay(name: str, value: Any) -> None:
     check_in_range(name, value, 0.0, 1.0, hi_open=True)
 
 
+def _check_adam_like(b1: Any, b2: Any, eps: Any, eps_root: Any, mu_dtype: Any) -> None:
+    """The checks of Adam's hyperparameters (shared by its variants)."""
+    check_scalars(b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+    _check_decay("b1", b1)
+    _check_decay("b2", b2)
+    check_nonnegative("eps", eps)
+    check_nonnegative("eps_root", eps_root)
+    check_float_dtype("mu_dtype", mu_dtype)
+
+
+def _init_adam_state(params: Any, mu_dtype: Any) -> ScaleByAdamState:
+    """``(count 0, m = 0 in mu_dtype, v = 0)`` (shared by Adam's variants)."""
+    return ScaleByAdamState(
+        _tree.step_counter(params), _tree.zeros_like(params, mu_dtype), _tree.zeros_like(params)
+    )
+
+
 def scale_by_adam(
     b1: Any = 0.9,
     b2: Any = 0.999,
@@ -66,17 +83,10 @@ def scale_by_adam(
     it after: with ``mu_dtype=bfloat16`` the two differ by ~0.1%).
     Matches ``torch.optim.Adam`` / ``optax.scale_by_adam``.
     """
-    check_scalars(b1=b1, b2=b2, eps=eps, eps_root=eps_root)
-    _check_decay("b1", b1)
-    _check_decay("b2", b2)
-    check_nonnegative("eps", eps)
-    check_nonnegative("eps_root", eps_root)
-    check_float_dtype("mu_dtype", mu_dtype)
+    _check_adam_like(b1, b2, eps, eps_root, mu_dtype)
 
     def init(params):
-        return ScaleByAdamState(
-            _tree.step_counter(params), _tree.zeros_like(params, mu_dtype), _tree.zeros_like(params)
-        )
+        return _init_adam_state(params, mu_dtype)
 
     def update(updates, state, params=None, **extra):
         check_state("scale_by_adam", state, ScaleByAdamState)

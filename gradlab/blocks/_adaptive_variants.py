@@ -16,7 +16,6 @@ import jax.numpy as jnp
 
 from gradlab import _tree
 from gradlab._checks import (
-    check_float_dtype,
     check_in_range,
     check_nonnegative,
     check_number,
@@ -28,7 +27,12 @@ from gradlab._checks import (
     is_traced,
 )
 from gradlab._core import ELEMENTWISE, PER_LEAF, GradientTransformation
-from gradlab.blocks._adaptive import ScaleByAdamState
+from gradlab.blocks._adaptive import (
+    ScaleByAdamState,
+    _check_adam_like,
+    _check_decay,
+    _init_adam_state,
+)
 from gradlab.blocks._helpers import constants, leafwise, widest
 
 
@@ -84,10 +88,6 @@ class ScaleByDebiasedRmsState(NamedTuple):
     nu: Any
 
 
-def _check_decay(name: str, value: Any) -> None:
-    check_in_range(name, value, 0.0, 1.0, hi_open=True)
-
-
 def _adam_constants(b1: Any, b2: Any, eps: Any, eps_root: Any, count: jax.Array, nesterov: bool):
     """Adam's per-dtype scalars at (incremented) step ``count``."""
 
@@ -113,15 +113,6 @@ def _m_hat(c: Any, g: jax.Array, m: jax.Array, nesterov: bool, dt: Any) -> jax.A
     if nesterov:
         return c.b1 * m / c.c1_next + c.cb1 * g.astype(dt) / c.c1
     return m / c.c1
-
-
-def _check_adam_like(b1: Any, b2: Any, eps: Any, eps_root: Any, mu_dtype: Any) -> None:
-    check_scalars(b1=b1, b2=b2, eps=eps, eps_root=eps_root)
-    _check_decay("b1", b1)
-    _check_decay("b2", b2)
-    check_nonnegative("eps", eps)
-    check_nonnegative("eps_root", eps_root)
-    check_float_dtype("mu_dtype", mu_dtype)
 
 
 def scale_by_amsgrad(
@@ -179,9 +170,7 @@ def scale_by_adamax(
     _check_adam_like(b1, b2, eps, 0.0, mu_dtype)
 
     def init(params):
-        return ScaleByAdamState(
-            _tree.step_counter(params), _tree.zeros_like(params, mu_dtype), _tree.zeros_like(params)
-        )
+        return _init_adam_state(params, mu_dtype)
 
     def update(updates, state, params=None, **extra):
         check_state("scale_by_adamax", state, ScaleByAdamState)
@@ -230,9 +219,7 @@ def scale_by_radam(
     check_number("threshold", threshold)
 
     def init(params):
-        return ScaleByAdamState(
-            _tree.step_counter(params), _tree.zeros_like(params, mu_dtype), _tree.zeros_like(params)
-        )
+        return _init_adam_state(params, mu_dtype)
 
     def update(updates, state, params=None, **extra):
         check_state("scale_by_radam", state, ScaleByAdamState)
