@@ -43,6 +43,7 @@ from run import (
 )
 
 import gradlab as gl
+from gradlab.combinators._guards import all_finite
 
 LR, WD = 1e-3, 1e-4
 
@@ -59,6 +60,13 @@ def variants() -> dict[str, tuple]:
             gl.apply_if_finite(gl.adamw(LR, weight_decay=WD), 5),
             gl.apply_updates,
         ),
+        # Not a guard (the state is not protected): what any guard must pay at
+        # least, one more read of the gradient to decide, before anything is
+        # written, whether the step is applied.
+        "gl adamw + finiteness check only (apply_if_finite floor)": (
+            _check_only(gl.adamw(LR, weight_decay=WD)),
+            gl.apply_updates,
+        ),
         "optax adamw": (optax.adamw(LR, weight_decay=WD), optax.apply_updates),
         "optax inject_hyperparams(adamw)": (
             optax.inject_hyperparams(optax.adamw)(learning_rate=LR, weight_decay=WD),
@@ -69,6 +77,18 @@ def variants() -> dict[str, tuple]:
             optax.apply_updates,
         ),
     }
+
+
+def _check_only(inner):
+    """``inner`` with the one fused finiteness check of ``apply_if_finite`` deciding
+    whether its updates are zeroed: the check's cost and nothing else."""
+
+    def update(updates, state, params=None):
+        finite = all_finite(updates)
+        out, state = inner.update(updates, state, params)
+        return jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), out), state
+
+    return gl.GradientTransformation(inner.init, update)
 
 
 def loop_step(tx, apply, n: int):

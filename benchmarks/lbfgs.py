@@ -6,7 +6,9 @@
 Four problems (float64, the same as tests/test_lbfgs.py): Rosenbrock 2-D and
 10-D, a random quadratic with condition number 1e4 (n = 20), and L2-regularised
 logistic regression on scikit-learn's breast-cancer data (569 x 30,
-standardised). Both solvers stop at a gradient tolerance of 1e-6 (scipy: the
+standardised; its loss ``log(1 + e^z)`` is written ``max(z, 0) +
+log1p(e^-|z|)`` on both sides, the fastest stable form for each: see
+``logistic``). Both solvers stop at a gradient tolerance of 1e-6 (scipy: the
 largest component, ``gtol``, with ``ftol=0``; gradlab: the 2-norm, a stricter
 test). scipy gets a NumPy objective returning ``(value, gradient)`` (its
 fastest form); gradlab gets the jnp objective.
@@ -102,15 +104,20 @@ def logistic() -> tuple[Callable, Callable, np.ndarray]:
     lam = 1e-2
     xj, yj = jnp.asarray(x), jnp.asarray(y, jnp.float64)
 
+    # log(1 + e^z) written as max(z, 0) + log1p(e^-|z|) on both sides: the same
+    # stable function as logaddexp(0, z), and the fastest form for each (NumPy's
+    # logaddexp takes 8 µs on 569 numbers, this 4.5 µs; jnp.logaddexp's
+    # value and gradient, under vmap on XLA:CPU, twice this form's).
     def f(v):
         z = xj @ v[:-1] + v[-1]
-        return jnp.mean(jnp.logaddexp(0.0, z) - yj * z) + 0.5 * lam * v[:-1] @ v[:-1]
+        loss = jnp.maximum(z, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(z))) - yj * z
+        return jnp.mean(loss) + 0.5 * lam * v[:-1] @ v[:-1]
 
     def f_np(v):
         w, b = v[:-1], v[-1]
         z = x @ w + b
         p = 1 / (1 + np.exp(-z))
-        value = np.mean(np.logaddexp(0, z) - y * z) + 0.5 * lam * w @ w
+        value = np.mean(np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z))) - y * z) + 0.5 * lam * w @ w
         return value, np.append(x.T @ (p - y) / len(y) + lam * w, np.mean(p - y))
 
     return f, f_np, np.zeros(31)
