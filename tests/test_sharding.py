@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sweep_helpers import FakeCompiled
 
 import gradlab as gl
 from gradlab import _tree
@@ -141,23 +142,15 @@ def test_sweep_rejects_a_bad_mesh_naming_it(kwargs, error, match):
 
 
 def test_fit_memory_chunks_are_multiples_of_the_device_count():
-    class Fake:
-        def __init__(self, size):
-            self.size = size
-
-        def memory_analysis(self):
-            m = 1000 + 100 * self.size  # 1000 fixed bytes, 100 per configuration
-            return type("M", (), {"argument_size_in_bytes": m, "output_size_in_bytes": 0,
-                                  "temp_size_in_bytes": 0, "alias_size_in_bytes": 0})  # fmt: skip
-
     sizes = []
 
     def compile_for(size):
         sizes.append(size)
-        return Fake(size)
+        return FakeCompiled(size)
 
     # 16 configurations over 4 devices, room for 9: chunks of 8 (a multiple of 4)
-    assert _sweep._fit_memory(compile_for, Fake(16), 16, 1900, unit=4)[0] == 8
+    assert _sweep._fit_memory(compile_for, FakeCompiled(16), 16, 1900, unit=4)[0] == 8
     assert sizes == [4, 8]  # the smallest program is one configuration per device
-    assert _sweep._fit_memory(compile_for, Fake(16), 16, 10, unit=4)[0] == 4  # never below 4
-    assert _sweep._fit_memory(compile_for, Fake(16), 16, 10**6, unit=4)[0] == 16  # fits
+    # never below 4
+    assert _sweep._fit_memory(compile_for, FakeCompiled(16), 16, 10, unit=4)[0] == 4
+    assert _sweep._fit_memory(compile_for, FakeCompiled(16), 16, 10**6, unit=4)[0] == 16  # fits

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import references as ref
+from sweep_helpers import FakeCompiled
 
 import gradlab as gl
 from gradlab.run import _progress, _sweep
@@ -263,17 +264,8 @@ def test_chunk_size_from_the_programs_measured_memory():
     # configuration) and taken as linear in the chunk size: fixed + per * size.
     compiled = {}
 
-    class Fake:
-        def __init__(self, size):
-            self.size = size
-
-        def memory_analysis(self):
-            m = 1000 + 100 * self.size  # 1000 fixed bytes, 100 per configuration
-            return type("M", (), {"argument_size_in_bytes": m, "output_size_in_bytes": 0,
-                                  "temp_size_in_bytes": 0, "alias_size_in_bytes": 0})  # fmt: skip
-
     def compile_for(size):
-        compiled[size] = Fake(size)
+        compiled[size] = FakeCompiled(size)
         return compiled[size]
 
     # Room for 5 of 10: two chunks of 5.
