@@ -9,7 +9,8 @@ two ways on the same params in one process, interleaved:
 
 * dispatched: one jitted, donating step per call (a Python training loop);
 * in-loop: per-step time inside one jitted ``lax.scan`` of ``--loop`` steps
-  (``gl.sweep``, ``lr_finder`` and scanned training loops).
+  (``gl.sweep``, ``lr_finder`` and scanned training loops), the gradient
+  changing every step as in training.
 
 Then ``MultiSteps(adamw, 4)``'s memory next to Optax's: the state's bytes and
 the compiled step's temporary buffers (XLA's memory analysis), for float32
@@ -92,15 +93,19 @@ def _check_only(inner):
 
 
 def loop_step(tx, apply, n: int):
-    """``n`` steps in one lax.scan (the same gradient every step)."""
+    """``n`` steps in one lax.scan, the gradient scaled by ``1 + 1e-4 k`` at step ``k``
+    (as ``run.py``'s ``make_loop``): with the same gradient every step XLA
+    hoists anything derived from it alone (the finiteness check) out of the
+    loop, and a guard's check would look free."""
 
     def run(params, state, grads):
-        def body(carry, _):
+        def body(carry, k):
             p, s = carry
-            u, s = tx.update(grads, s, p)
+            g = jax.tree.map(lambda x: x * (1.0 + 1e-4 * k).astype(x.dtype), grads)
+            u, s = tx.update(g, s, p)
             return (apply(p, u), s), None
 
-        return jax.lax.scan(body, (params, state), length=n)[0]
+        return jax.lax.scan(body, (params, state), jnp.arange(n, dtype=jnp.float32))[0]
 
     return run
 

@@ -19,8 +19,9 @@ Per problem:
   first call of ``jax.jit(solve)`` (trace + compile + run: "incl. compile") and
   its median over ``--rounds`` later calls ("after compile");
 * ``--batch`` starting points (x0 + N(0, 0.1^2) noise): one vmapped, jitted
-  ``minimize`` against that many scipy calls in a loop; throughput ratio =
-  scipy's time / gradlab's (after compile; and including compile).
+  ``minimize`` against that many scipy calls in a loop, the median of
+  ``--rounds`` interleaved rounds each; throughput ratio = scipy's time /
+  gradlab's (after compile; and including compile).
 
 Iterations and function evaluations are reported for both (gradlab's
 evaluations counted by a host callback in the objective, in a separate,
@@ -179,12 +180,21 @@ def bench(name: str, make: Callable, rounds: int, batch: int) -> dict[str, Any]:
     starts = x0 + 0.1 * np.random.default_rng(0).normal(size=(batch, x0.size))
     solve_batch = jax.jit(jax.vmap(solve))
     batch_first, batch_res = timed(solve_batch, jnp.asarray(starts))
-    batch_ours = min(timed(solve_batch, jnp.asarray(starts))[0] for _ in range(rounds))
     assert bool(jnp.all(batch_res.converged)), name
-    start = time.perf_counter()
-    for s in starts:
-        scipy_solve(f_np, s)
-    batch_scipy = time.perf_counter() - start
+
+    def scipy_batch() -> float:
+        start = time.perf_counter()
+        for s in starts:
+            scipy_solve(f_np, s)
+        return time.perf_counter() - start
+
+    # The median of --rounds runs of each side, each side's runs back to back
+    # (a single loop of scipy calls, or the best of gradlab's runs, would
+    # favour one side on a shared CPU; interleaving them would make each side
+    # pay for the other's effect on caches and XLA's thread pool).
+    batch_ours = [timed(solve_batch, jnp.asarray(starts))[0] for _ in range(rounds)]
+    batch_scipy = [scipy_batch() for _ in range(rounds)]
+    batch_ours, batch_scipy = statistics.median(batch_ours), statistics.median(batch_scipy)
     return {
         "name": name,
         "scipy_nit": ref.nit,
