@@ -19,8 +19,8 @@ Per problem:
   first call of ``jax.jit(solve)`` (trace + compile + run: "incl. compile") and
   its median over ``--rounds`` later calls ("after compile");
 * ``--batch`` starting points (x0 + N(0, 0.1^2) noise): one vmapped, jitted
-  ``minimize`` against that many scipy calls in a loop, the median of
-  ``--rounds`` interleaved rounds each; throughput ratio = scipy's time /
+  ``minimize`` against that many scipy calls in a loop, each side the median
+  of ``--rounds`` runs made back to back; throughput ratio = scipy's time /
   gradlab's (after compile; and including compile).
 
 Iterations and function evaluations are reported for both (gradlab's
