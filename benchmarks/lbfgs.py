@@ -7,7 +7,7 @@ Four problems (float64, the same as tests/test_lbfgs.py): Rosenbrock 2-D and
 10-D, a random quadratic with condition number 1e4 (n = 20), and L2-regularised
 logistic regression on scikit-learn's breast-cancer data (569 x 30,
 standardised; its loss ``log(1 + e^z)`` is written ``max(z, 0) +
-log1p(e^-|z|)`` on both sides, the fastest stable form for each: see
+log1p(e^-|z|)`` on both sides, a fast stable form for each: see
 ``logistic``). Both solvers stop at a gradient tolerance of 1e-6 (scipy: the
 largest component, ``gtol``, with ``ftol=0``; gradlab: the 2-norm, a stricter
 test). scipy gets a NumPy objective returning ``(value, gradient)`` (its
@@ -106,9 +106,11 @@ def logistic() -> tuple[Callable, Callable, np.ndarray]:
     xj, yj = jnp.asarray(x), jnp.asarray(y, jnp.float64)
 
     # log(1 + e^z) written as max(z, 0) + log1p(e^-|z|) on both sides: the same
-    # stable function as logaddexp(0, z), and the fastest form for each (NumPy's
-    # logaddexp takes 8 µs on 569 numbers, this 4.5 µs; jnp.logaddexp's
-    # value and gradient, under vmap on XLA:CPU, twice this form's).
+    # stable function as logaddexp(0, z), and faster for each (NumPy's logaddexp
+    # takes 8 µs on 569 numbers, this 4.5 µs; jnp.logaddexp's value and
+    # gradient, under vmap on XLA:CPU, 1.5-2x this form's). log(1 + e^-|z|)
+    # would evaluate 15% faster in JAX (benchmarks/README.md, fifth session);
+    # log1p is kept so that the figures of every session compare.
     def f(v):
         z = xj @ v[:-1] + v[-1]
         loss = jnp.maximum(z, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(z))) - yj * z
