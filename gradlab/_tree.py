@@ -95,6 +95,8 @@ def map_like(
     for tree in trees:
         check_same_structure(tree, updates, tree_name, "gradient")
         check_same_shapes(tree, updates, tree_name, "gradient")
+    # A Python number among the params is a float leaf (as_param), as in Optax.
+    trees = tuple(jax.tree.map(as_param, tree) for tree in trees)
     return jax.tree.map(fn, updates, *trees)
 
 
@@ -217,6 +219,19 @@ def scale(tree: Tree, factor: Any) -> Tree:
         return (factor_as(dt) * x.astype(dt)).astype(x.dtype)
 
     return jax.tree.map(mul, as_updates(tree))
+
+
+def unscale(tree: Tree, divisor: Any) -> Tree:
+    """``x / divisor`` for every leaf, like :func:`scale`: dividing keeps a
+    result that ``x * (1 / divisor)`` would lose when ``1 / divisor`` is
+    subnormal (flushed to 0 on CPU) -- a norm above ~8.5e37 in float32."""
+    divisor_as = per_dtype(lambda dt: hp(divisor, dt))
+
+    def div(x):
+        dt = compute_dtype(x.dtype)
+        return (x.astype(dt) / divisor_as(dt)).astype(x.dtype)
+
+    return jax.tree.map(div, as_updates(tree))
 
 
 def moment_step(
@@ -398,7 +413,11 @@ def _power_of_two_scales(dt: Any) -> tuple[jax.Array, jax.Array]:
     which is why the rescue runs.)"""
     k = jnp.finfo(dt).maxexp // 2 + 2
     one = jnp.ones((), dt)
-    return jnp.ldexp(one, -k), jnp.ldexp(one, k)
+    # Behind a barrier, not as constants: XLA's simplifier rewrites
+    # ``(x * c)^2`` with a constant ``c`` as ``x^2 * c^2``, and ``c^2 = 2^-132``
+    # flushes to 0 -- the rescue gave ``inf * 0 = NaN`` wherever a reduction
+    # has a single element (a scalar leaf of 2^64).
+    return jax.lax.optimization_barrier((jnp.ldexp(one, -k), jnp.ldexp(one, k)))
 
 
 # The branches of the overflow rescues are module-level functions cached per

@@ -116,10 +116,13 @@ def test_a_nan_value_stops_the_loop_with_the_failed_flag():
 def test_an_overflowing_run_stops_with_the_failed_flag():
     # sgd(1.5) on x**2: x <- -2 x, |x| doubles each step until x**2 overflows float32.
     r = gl.minimize(lambda x: jnp.sum(x**2), jnp.array([1.0]), gl.sgd(1.5), max_steps=500, tol=1e-3)
-    # x_k = (-2)**k: the gradient's squared norm (2 x_k)**2 = 2**(2k+2) is inf
-    # in float32 from 2k + 2 = 128 on, one step before the value 2**(2k).
-    assert bool(r.failed) and not bool(r.converged) and int(r.num_steps) == 63
-    assert not np.isfinite(float(r.grad_norm)) and np.isfinite(float(r.value))
+    # x_k = (-2)**k: the value 2**(2k) is inf in float32 from k = 64 on. The
+    # gradient's squared norm 2**(2k+2) overflows one step earlier, but its
+    # norm 2**(k+1) does not (the global norm's rescue): it is finite and right.
+    # (Until the rescue's scale was kept from XLA's simplifier it was NaN here,
+    # and the loop stopped at 63 for that wrong reason.)
+    assert bool(r.failed) and not bool(r.converged) and int(r.num_steps) == 64
+    assert float(r.grad_norm) == 2.0**65 and not np.isfinite(float(r.value))
 
 
 def test_minimize_with_aux_a_chain_and_an_optax_optimizer():
@@ -174,3 +177,40 @@ def test_bad_fun_and_optimizer_are_refused():
         gl.minimize(quadratic, X0, "adam", max_steps=5, tol=0.0)
     with pytest.raises(ValueError, match="fun must return a scalar"):
         gl.minimize(lambda x: x**2, jnp.ones(2), gl.adam(LR), max_steps=5, tol=0.0)
+
+
+def test_bad_outputs_and_starting_points_are_refused_with_clear_errors():
+    x0 = jnp.ones(2)
+    scalar = lambda x: jnp.sum(x**2)  # noqa: E731
+    with pytest.raises(TypeError, match=r"has_aux=True: fun must return a pair \(value, aux\)"):
+        gl.minimize(scalar, x0, gl.adam(LR), max_steps=5, tol=0.0, has_aux=True)
+    with pytest.raises(ValueError, match=r"got a tuple \(for \(value, aux\) pass has_aux=True\)"):
+        gl.minimize(lambda x: (scalar(x), x), x0, gl.adam(LR), max_steps=5, tol=0.0)
+    with pytest.raises(ValueError, match=r"got an array of shape \(2,\)"):
+        gl.minimize(
+            lambda x: (x**2, None), jnp.ones(2), gl.adam(LR), max_steps=5, tol=0.0, has_aux=True
+        )
+    with pytest.raises(TypeError, match=r"x0 leaf \['b'\] must be a float array, got int32"):
+        gl.minimize(
+            lambda p: p["a"] ** 2, {"a": 1.0, "b": jnp.arange(2)}, gl.adam(LR), max_steps=5, tol=0.0
+        )
+    with pytest.raises(ValueError, match="x0 must hold at least one array"):
+        gl.minimize(scalar, {}, gl.adam(LR), max_steps=5, tol=0.0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_tol_zero_converges_at_an_exact_stationary_point(dtype):
+    # The norm of a zero gradient is 0, not the floor sqrt(finfo.tiny) that the
+    # differentiable global norm keeps (~1e-19): tol = 0 is met at a minimum.
+    f = lambda x: jnp.sum((x - 1.0) ** 2)  # noqa: E731
+    at_min = gl.minimize(f, jnp.ones(3, dtype), gl.sgd(0.1), max_steps=20, tol=0.0)
+    assert float(at_min.grad_norm) == 0.0
+    assert int(at_min.num_steps) == 0 and bool(at_min.converged)
+    # L-BFGS reaches this quadratic's minimum exactly in a few steps, then stops.
+    r = gl.minimize(f, jnp.zeros(3), gl.lbfgs(), max_steps=20, tol=0.0)
+    np.testing.assert_array_equal(np.asarray(r.params), np.ones(3))
+    assert bool(r.converged) and int(r.num_steps) < 20
+    # A nonzero gradient below the floor keeps its exact (nonzero) norm.
+    tiny = gl.minimize(lambda x: jnp.sum(x) * 1e-21, jnp.ones(4), gl.sgd(0.1), max_steps=2, tol=0.0)
+    np.testing.assert_allclose(float(tiny.grad_norm), 2e-21, rtol=1e-5)
+    assert not bool(tiny.converged) and int(tiny.num_steps) == 2

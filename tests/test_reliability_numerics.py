@@ -155,6 +155,20 @@ def _scenarios(name):
     return out
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_python_number_param_leaf_acts_as_a_float_array(name):
+    """Optax's rule: a Python number among the params is a float. Transformations
+    that read the params (weight decay, trust ratios, factored moments) crashed
+    on its missing ``.astype`` until map_like converted it."""
+    tx = PUBLIC_TRANSFORMS[name]()
+    grads = jax.tree.map(lambda p: 0.1 + 0.5 * p, PARAMS)
+    as_number = {**PARAMS, "scale": float(PARAMS["scale"])}
+    want, _ = tx.update(grads, tx.init(PARAMS), PARAMS)
+    got, _ = tx.update(grads, tx.init(as_number), as_number)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-7)
+
+
 def _bad_leaf(tree):
     return np.asarray(tree["layers"][0]["w"])[[0, 1], [0, 1]]
 
@@ -258,6 +272,20 @@ def test_the_global_norm_of_huge_finite_gradients_is_finite_and_right():
         assert np.isnan(fn({"a": jnp.array([jnp.nan, 1e30])}))
     # the gradient through the rescued norm is the norm's: x / ||x||
     np.testing.assert_allclose(jax.grad(global_norm)(jnp.full(4, 1e30)), 0.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("x", [jnp.array(3e38), jnp.array([2.0**64]), jnp.full((1, 1), 1e30)])
+def test_the_norm_of_a_single_huge_element_is_finite_and_right(x):
+    """A one-element reduction: XLA's simplifier turned the rescue's ``(x 2^-66)^2``
+    into ``x^2 2^-132``, whose constant flushes to 0, and the norm was NaN."""
+    from gradlab._tree import global_norm, norm
+
+    want = float(np.abs(np.asarray(x, np.float64)).max())
+    for fn in (global_norm, jax.jit(global_norm), lambda v: norm(v, jnp.float32)):
+        np.testing.assert_allclose(fn(x), want, rtol=1e-6)
+    np.testing.assert_allclose(jax.vmap(global_norm)(x[None]), [want], rtol=1e-6)
+    clipped, _ = jax.jit(gl.clip_by_global_norm(1.0).update)({"w": x}, gl.EmptyState())
+    np.testing.assert_allclose(clipped["w"], np.sign(x), rtol=1e-6)
 
 
 # ------------------------------------------------------------------ counters

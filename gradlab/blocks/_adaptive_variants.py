@@ -521,7 +521,9 @@ def scale_by_novograd(
             if tree is not None:
                 check_same_structure(tree, updates, name, "gradient")
                 check_same_shapes(tree, updates, name, "gradient")
-        trees = (state.mu, state.nu) + ((params,) if uses_params else ())
+        trees = (state.mu, state.nu) + (
+            (jax.tree.map(_tree.as_param, params),) if uses_params else ()
+        )
         out = jax.tree.map(leaf, _tree.as_updates(updates), *trees)
         out, mu, nu = _tree.split_outputs(out, updates, 3)
         return out, ScaleByNovogradState(_tree.safe_increment(state.count), mu, nu)

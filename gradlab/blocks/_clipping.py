@@ -48,9 +48,10 @@ def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
         updates = _tree.as_updates(updates)
         norm = _tree.global_norm(updates)
         limit = jnp.asarray(max_norm, norm.dtype)
-        # Where norm <= limit the factor is exactly 1 (no division by a zero norm).
-        factor = jnp.where(norm > limit, limit / jnp.where(norm > limit, norm, 1), 1)
-        return _tree.scale(updates, factor), state
+        # u / (norm / limit), exactly u where norm <= limit: the factor
+        # limit / norm would be subnormal, and flush to 0, for a norm above
+        # ~8.5e37 * limit in float32.
+        return _tree.unscale(updates, jnp.where(norm > limit, norm / limit, 1)), state
 
     # A whole-tree reduction gives the same norm over packed buffers (summed in
     # another order: equal to round-off), so it counts as elementwise.

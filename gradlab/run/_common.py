@@ -80,20 +80,20 @@ def as_batches(batches: Any) -> Batches:
     return Batches(jax.tree.map(jnp.asarray, batches), None, False)
 
 
-def check_params(params: Any) -> None:
+def check_params(params: Any, name: str = "params") -> None:
     """``params`` is a pytree of float arrays or a function ``key -> params``."""
     if callable(params):
         return
     leaves = jax.tree.leaves(params)
     if not leaves:
-        raise ValueError(f"params must hold at least one array, got {params!r}")
+        raise ValueError(f"{name} must hold at least one array, got {params!r}")
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         dtype = getattr(leaf, "dtype", None)
         if isinstance(leaf, float):
             continue
         if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(
-                f"params leaf {jax.tree_util.keystr(path) or '(root)'} must be a float array, "
+                f"{name} leaf {jax.tree_util.keystr(path) or '(root)'} must be a float array, "
                 f"got {dtype or type(leaf).__name__}"
             )
 

@@ -9,6 +9,7 @@ the optimizer inside the vmapped function).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -24,6 +25,7 @@ from gradlab._checks import (
 )
 from gradlab._core import apply_updates, call_update
 from gradlab.optimizers._linesearch import find_linesearch_states
+from gradlab.run._common import check_params
 
 
 class MinimizeResult(NamedTuple):
@@ -82,6 +84,23 @@ def stepper(
     return step
 
 
+def _grad_norm(grad: Any) -> jax.Array:
+    """The gradient's global norm, exact down to 0.
+
+    ``_tree.global_norm`` returns at least ``sqrt(finfo.tiny)`` (~1e-19 in
+    float32; its derivative divides by it): read as the norm, a stationary
+    point would never meet ``tol = 0``. Below that floor the norm is recomputed
+    as ``a * sqrt(sum (g / a)^2)`` with ``a = max |g|`` (no square underflows;
+    0 for a zero gradient). Not differentiated here.
+    """
+    norm = _tree.global_norm(grad)
+    leaves = [g.astype(norm.dtype) for g in jax.tree.leaves(grad)]
+    big = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(g)) for g in leaves])
+    a = jnp.where(big > 0, big, 1)
+    small = a * jnp.sqrt(sum(jnp.sum(jnp.square(g / a)) for g in leaves))
+    return jnp.where(norm > jnp.sqrt(jnp.finfo(norm.dtype).tiny), norm, small)
+
+
 def minimize(
     fun: Callable[[Any], Any],
     x0: Any,
@@ -135,11 +154,24 @@ def minimize(
     check_scalars(max_steps=max_steps, tol=tol)
     check_int("max_steps", max_steps, minimum=1)
     check_nonnegative("tol", tol)
+    if callable(x0):
+        raise TypeError(f"x0 must be a pytree of float arrays, got the callable {x0!r}")
+    check_params(x0, "x0")
 
+    out = jax.eval_shape(fun, x0)
+    if has_aux:
+        if not (isinstance(out, tuple | list) and len(out) == 2):
+            raise TypeError(f"has_aux=True: fun must return a pair (value, aux), got {out}")
+        out = out[0]
+    elif isinstance(out, tuple | list):
+        raise ValueError(
+            f"fun must return a scalar, got a {type(out).__name__} (for (value, aux) pass "
+            "has_aux=True)"
+        )
+    if getattr(out, "shape", None) != ():
+        got = f"an array of shape {out.shape}" if hasattr(out, "shape") else repr(out)
+        raise ValueError(f"fun must return a scalar, got {got}")
     value_fn = (lambda p: fun(p)[0]) if has_aux else fun
-    shape = jnp.shape(jax.eval_shape(value_fn, x0))
-    if shape != ():
-        raise ValueError(f"fun must return a scalar, got an array of shape {shape}")
     value, grad = jax.value_and_grad(value_fn)(x0)
     value = jnp.asarray(value)
     state = optimizer.init(x0)
@@ -154,9 +186,9 @@ def minimize(
 
     def body(c: _Carry) -> _Carry:
         params, state, value, grad = step(c.params, c.state, c.value, c.grad)
-        return _Carry(params, state, value, grad, _tree.global_norm(grad), c.num_steps + 1)
+        return _Carry(params, state, value, grad, _grad_norm(grad), c.num_steps + 1)
 
-    start = _Carry(x0, state, value, grad, _tree.global_norm(grad), jnp.zeros((), jnp.int32))
+    start = _Carry(x0, state, value, grad, _grad_norm(grad), jnp.zeros((), jnp.int32))
     c = jax.lax.while_loop(cond, body, start)
     aux = fun(c.params)[1] if has_aux else None
     failed = ~(jnp.isfinite(c.value) & jnp.isfinite(c.grad_norm))
