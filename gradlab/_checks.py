@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 __all__ = [
+    "check_bools",
     "check_choice",
     "check_float_dtype",
     "check_in_range",
@@ -201,6 +202,14 @@ def check_transformation(name: str, value: Any) -> None:
     """``value`` looks like a GradientTransformation (an ``(init, update)`` tuple)."""
     if not (isinstance(value, tuple) and hasattr(value, "init") and hasattr(value, "update")):
         raise TypeError(f"{name} must be a GradientTransformation, got {type(value).__name__}")
+
+
+def check_bools(**flags: Any) -> None:
+    """Each flag is a Python (or NumPy) bool: ``nesterov="no"`` is truthy and
+    would switch the option on, the opposite of what was asked."""
+    for name, value in flags.items():
+        if not isinstance(value, bool | np.bool_):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def check_scalars(**values: Any) -> None:

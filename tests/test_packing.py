@@ -430,7 +430,7 @@ PUBLIC_TRANSFORMS = {
     # the modern family (issue 23): blocks, then optimizers
     "scale_by_amsgrad": gl.scale_by_amsgrad,
     "scale_by_adamax": gl.scale_by_adamax,
-    "scale_by_radam": lambda: gl.scale_by_radam(threshold=2.0),
+    "scale_by_radam": lambda: gl.scale_by_radam(threshold=4.5),
     "scale_by_belief": gl.scale_by_belief,
     "scale_by_yogi": gl.scale_by_yogi,
     "scale_by_adadelta": gl.scale_by_adadelta,
@@ -458,7 +458,7 @@ PUBLIC_TRANSFORMS = {
     "amsgrad": lambda: gl.amsgrad(0.01),
     "adamax": lambda: gl.adamax(0.01),
     "adamaxw": lambda: gl.adamaxw(0.01, mask=_not_bias),
-    "radam": lambda: gl.radam(0.01, threshold=2.0),
+    "radam": lambda: gl.radam(0.01, threshold=4.5),
     "adadelta": lambda: gl.adadelta(weight_decay=0.1, mask=_not_bias),
     "adabelief": lambda: gl.adabelief(0.01),
     "yogi": lambda: gl.yogi(0.01),

@@ -10,6 +10,7 @@ import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import (
+    check_bools,
     check_float_dtype,
     check_in_range,
     check_nonnegative,
@@ -83,6 +84,7 @@ def scale_by_adam(
     it after: with ``mu_dtype=bfloat16`` the two differ by ~0.1%).
     Matches ``torch.optim.Adam`` / ``optax.scale_by_adam``.
     """
+    check_bools(nesterov=nesterov)
     _check_adam_like(b1, b2, eps, eps_root, mu_dtype)
 
     def init(params):
@@ -141,6 +143,7 @@ def scale_by_rms(
     ``torch.optim.RMSprop`` (Optax puts it inside). ``v`` starts at
     ``initial_scale``.
     """
+    check_bools(centered=centered)
     check_scalars(decay=decay, eps=eps, initial_scale=initial_scale)
     _check_decay("decay", decay)
     check_nonnegative("eps", eps)

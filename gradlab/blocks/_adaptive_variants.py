@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from gradlab import _tree
 from gradlab._checks import (
+    check_bools,
     check_in_range,
     check_nonnegative,
     check_number,
@@ -209,14 +210,20 @@ def scale_by_radam(
     While ``rho_t < threshold`` the variance of the adaptive step is
     intractable and the output is the bias-corrected momentum ``m̂``; after,
     ``r_t m̂ / (sqrt(v̂ + eps_root) + eps)`` with
-    ``r_t = sqrt((rho_t-4)(rho_t-2) rho_inf / ((rho_inf-4)(rho_inf-2) rho_t))``.
-    As ``optax.scale_by_radam`` (``>=`` threshold; ``torch.optim.RAdam`` uses
-    ``> 5`` and puts ``eps`` on the uncorrected ``sqrt(v)``:
-    ``m̂ sqrt(1-b2^t)/(sqrt(v) + eps)``, the same up to ``eps``).
+    ``r_t = sqrt((rho_t-4)(rho_t-2) rho_inf / ((rho_inf-4)(rho_inf-2) rho_t))``,
+    real for ``rho_t > 4`` only: ``threshold`` must be above 4 (a ``ValueError``
+    otherwise; a traced one is not checked). As ``optax.scale_by_radam``
+    (``>=`` threshold; ``torch.optim.RAdam`` uses ``> 5`` and puts ``eps`` on
+    the uncorrected ``sqrt(v)``: ``m̂ sqrt(1-b2^t)/(sqrt(v) + eps)``, the same
+    up to ``eps``).
     """
+    check_bools(nesterov=nesterov)
     _check_adam_like(b1, b2, eps, eps_root, mu_dtype)
     check_scalars(threshold=threshold)
     check_number("threshold", threshold)
+    # r_t is real only for rho_t > 4: below, the rectified step would be a NaN
+    # (Optax) or, clamped, a silent zero step.
+    check_in_range("threshold", threshold, 4.0, lo_open=True)
 
     def init(params):
         return _init_adam_state(params, mu_dtype)
@@ -231,7 +238,7 @@ def scale_by_radam(
             rho_inf = 2 / (1 - b2_) - 1
             b2t = b2_**t
             rho = rho_inf - 2 * t * b2t / (1 - b2t)
-            # The argument is negative while rho < 4: that branch is not taken.
+            # The argument is negative while rho < 4 < threshold: that branch is not taken.
             arg = (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)
             return {"r": jnp.sqrt(jnp.maximum(arg, 0)), "on": rho >= _tree.hp(threshold, dt)}
 
@@ -269,6 +276,7 @@ def scale_by_belief(
     output ``m̂ / (sqrt(ŝ) + eps)`` with ``ŝ = s/(1-b2^t)``.
     ``optax.scale_by_belief``.
     """
+    check_bools(nesterov=nesterov)
     _check_adam_like(b1, b2, eps, eps_root, mu_dtype)
 
     def init(params):

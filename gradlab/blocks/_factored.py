@@ -10,6 +10,7 @@ import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import (
+    check_bools,
     check_int,
     check_nonnegative,
     check_number,
@@ -67,6 +68,7 @@ def scale_by_factored_rms(
     The state of an n x m matrix is n + m numbers instead of n m. Runs per leaf
     under ``gl.packed``. ``optax.scale_by_factored_rms``.
     """
+    check_bools(factored=factored)
     check_scalars(decay_rate=decay_rate, step_offset=step_offset, epsilon=epsilon)
     check_number("decay_rate", decay_rate)
     check_nonnegative("decay_rate", decay_rate)
@@ -103,6 +105,21 @@ def scale_by_factored_rms(
         updates = _tree.as_updates(updates)
         for tree in (state.v_row, state.v_col, state.v):
             check_same_structure(tree, updates, "optimizer state", "gradient")
+        # The statistics' shapes follow the params' (not equal to them): a
+        # gradient of another shape is named here, not as a broadcast error.
+        want = jax.eval_shape(lambda u: init(u)[1:], updates)
+        have = (state.v_row, state.v_col, state.v)
+        for path, g, w, h in zip(
+            *zip(*jax.tree_util.tree_flatten_with_path(updates)[0], strict=True),
+            zip(*(jax.tree.leaves(t) for t in want), strict=True),
+            zip(*(jax.tree.leaves(t) for t in have), strict=True),
+            strict=True,
+        ):
+            if any(np.shape(a) != np.shape(b) for a, b in zip(w, h, strict=True)):
+                raise ValueError(
+                    f"gradient leaf {jax.tree_util.keystr(path) or '(root)'} has shape "
+                    f"{np.shape(g)}, unlike the params the optimizer state was made for"
+                )
         t = state.count
 
         def consts(dt):

@@ -8,7 +8,13 @@ import jax
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_float_dtype, check_in_range, check_scalars, check_state
+from gradlab._checks import (
+    check_bools,
+    check_float_dtype,
+    check_in_range,
+    check_scalars,
+    check_state,
+)
 from gradlab._core import ELEMENTWISE, GradientTransformation
 
 
@@ -34,6 +40,7 @@ def trace(
     new ``v``. Matches ``torch.optim.SGD`` with ``dampening=0`` (and
     ``optax.trace``). ``decay`` must be in [0, 1].
     """
+    check_bools(nesterov=nesterov)
     check_scalars(decay=decay)
     check_in_range("decay", decay, 0.0, 1.0)
     check_float_dtype("accumulator_dtype", accumulator_dtype)
@@ -66,6 +73,7 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Any = None) -> Gradi
     (1-based), as in Adam's first moment; otherwise ``v``. ``optax.ema``.
     ``decay`` must be in [0, 1) with ``debias`` (else [0, 1]).
     """
+    check_bools(debias=debias)
     check_scalars(decay=decay)
     check_in_range("decay", decay, 0.0, 1.0, hi_open=debias)
     check_float_dtype("accumulator_dtype", accumulator_dtype)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from gradlab import _tree
 from gradlab._checks import (
+    check_bools,
     check_float_dtype,
     check_in_range,
     check_int,
@@ -84,6 +85,7 @@ def scale_by_muon(
     Leaves of rank < 2 are refused (``gl.muon`` sends them to AdamW).
     Runs per leaf under ``gl.packed``.
     """
+    check_bools(nesterov=nesterov)
     check_scalars(beta=beta, eps=eps)
     check_in_range("beta", beta, 0.0, 1.0, hi_open=True)
     check_nonnegative("eps", eps)

@@ -8,6 +8,7 @@ import jax
 
 from gradlab import _tree
 from gradlab._checks import (
+    check_bools,
     check_nonnegative,
     check_number,
     check_scalars,
@@ -63,6 +64,7 @@ def scale_by_learning_rate(learning_rate: Any, *, flip_sign: bool = True) -> Gra
     negative values raise ``ValueError``; a schedule that does not return one
     real number raises ``TypeError``/``ValueError`` naming ``learning_rate``.
     """
+    check_bools(flip_sign=flip_sign)
     check_scalars(learning_rate=learning_rate)
     if not callable(learning_rate):
         check_nonnegative("learning_rate", learning_rate)

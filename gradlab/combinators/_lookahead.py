@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from gradlab import _tree
 from gradlab._checks import (
+    check_bools,
     check_in_range,
     check_int,
     check_scalars,
@@ -51,6 +52,7 @@ def lookahead(
     >>> tx = gl.lookahead(gl.adam(1e-3), sync_period=5, slow_step_size=0.5)
     >>> eval_params = gl.lookahead_params(state)
     """
+    check_bools(reset_state=reset_state)
     check_transformation("fast", fast)
     check_scalars(sync_period=sync_period, slow_step_size=slow_step_size)
     check_int("sync_period", sync_period, minimum=1)

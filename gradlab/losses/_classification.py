@@ -327,6 +327,12 @@ def sigmoid_focal(
     ``gamma >= 0``. Same as ``optax.losses.sigmoid_focal_loss`` and
     ``torchvision.ops.sigmoid_focal_loss(reduction="none")``.
 
+    The gradient with respect to ``logits`` is exact everywhere; with respect
+    to ``labels`` (soft labels being learned) it is exact inside ``(0, 1)``,
+    but at a hard label 0 or 1 with ``gamma > 0`` it misses the term of the
+    absent class's log (its ``0 * log 0`` is taken as constant), as Optax's
+    does.
+
     Args:
       logits: real-valued scores, any shape.
       labels: targets in ``[0, 1]``, same shape (soft labels allowed).

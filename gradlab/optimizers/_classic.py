@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gradlab._checks import check_in_range, check_scalars
+from gradlab._checks import check_bools, check_in_range, check_scalars
 from gradlab._core import GradientTransformation, chain
 from gradlab.blocks import (
     add_decayed_weights,
@@ -47,6 +47,7 @@ def sgd(
 
     >>> tx = sgd(0.1, momentum=0.9)
     """
+    check_bools(nesterov=nesterov)
     return chain(_momentum(momentum, nesterov), scale_by_learning_rate(learning_rate))
 
 
@@ -82,6 +83,7 @@ def rmsprop(
 
     >>> tx = rmsprop(1e-3, centered=True, momentum=0.9)
     """
+    check_bools(centered=centered, nesterov=nesterov)
     return chain(
         scale_by_rms(decay, eps, initial_scale, centered),
         _momentum(momentum, nesterov),
@@ -108,6 +110,7 @@ def adam(
 
     >>> tx = adam(1e-3)
     """
+    check_bools(nesterov=nesterov)
     return chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         scale_by_learning_rate(learning_rate),

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradlab._checks import check_float_dtype, check_in_range, check_int, check_scalars
+from gradlab._checks import check_bools, check_float_dtype, check_in_range, check_int, check_scalars
 from gradlab._core import GradientTransformation, chain
 from gradlab.blocks import (
     add_decayed_weights,
@@ -191,6 +191,7 @@ def radam(
 
     >>> tx = radam(1e-3)
     """
+    check_bools(nesterov=nesterov)
     return chain(
         scale_by_radam(b1, b2, eps, eps_root, threshold, mu_dtype, nesterov=nesterov),
         scale_by_learning_rate(learning_rate),
@@ -237,6 +238,7 @@ def adabelief(
 
     >>> tx = adabelief(1e-3)
     """
+    check_bools(nesterov=nesterov)
     return chain(
         scale_by_belief(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         scale_by_learning_rate(learning_rate),
@@ -364,6 +366,7 @@ def lars(
 
     >>> tx = lars(0.1, weight_decay=1e-4, trust_ratio_mask=lambda p: {k: k != "b" for k in p})
     """
+    check_bools(nesterov=nesterov)
     _check_rate("momentum", momentum)  # named as the caller knows it, not trace's "decay"
     return chain(
         add_decayed_weights(weight_decay, weight_decay_mask),
@@ -463,6 +466,7 @@ def adafactor(
 
     >>> tx = adafactor()  # relative steps
     """
+    check_bools(multiply_by_parameter_scale=multiply_by_parameter_scale, factored=factored)
     if momentum is not None:
         _check_rate("momentum", momentum)
         check_float_dtype("dtype_momentum", dtype_momentum)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from gradlab._checks import check_choice, check_in_range, check_number
+from gradlab._checks import check_bools, check_choice, check_in_range, check_number
 from gradlab.schedules._common import (
     Schedule,
     anneal_between,
@@ -138,6 +138,7 @@ def one_cycle(
         >>> [round(s(k).item(), 4) for k in (0, 29, 99)]
         [0.04, 1.0, 0.0]
     """
+    check_bools(three_phase=three_phase)
     _check_one_cycle(total_steps, pct_start, anneal)
     check_value("max_value", max_value)
     check_factor("div_factor", div_factor)
@@ -178,6 +179,7 @@ def one_cycle_momentum(
         >>> [round(m(k).item(), 4) for k in (0, 29, 99)]
         [0.95, 0.85, 0.95]
     """
+    check_bools(three_phase=three_phase)
     _check_one_cycle(total_steps, pct_start, anneal)
     check_number("base_momentum", base_momentum)
     check_in_range("base_momentum", base_momentum, 0.0, 1.0)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from gradlab._checks import is_traced
+from gradlab._checks import check_bools, is_traced
 from gradlab.schedules._common import (
     Schedule,
     as_float,
@@ -191,6 +191,7 @@ def exponential_decay(
         >>> [round(s(k).item(), 6) for k in (0, 10, 20)]
         [1.0, 0.5, 0.25]
     """
+    check_bools(staircase=staircase)
     check_value("init_value", init_value)
     check_factor("decay_rate", decay_rate)
     check_steps("transition_steps", transition_steps, 1)
@@ -230,6 +231,7 @@ def inverse_time_decay(
         >>> [s(k).item() for k in (0, 10, 30)]
         [1.0, 0.5, 0.25]
     """
+    check_bools(staircase=staircase)
     check_value("init_value", init_value)
     check_value("decay_rate", decay_rate)
     check_steps("decay_steps", decay_steps, 1)
