@@ -269,3 +269,23 @@ def test_injected_under_packed_equals_plain():
     fast, state = run(gl.packed(make(), max_leaf_size=8), params)
     assert_trees_close(fast, plain, rtol=1e-6, atol=1e-7)
     assert "learning_rate" in gl.get_hyperparams(state)
+
+
+def test_a_mask_callable_is_static_and_a_callable_that_is_no_schedule_is_refused():
+    # Optax evaluates a callable mask at the step count: this mask then reads a
+    # 0-d count, says False for every leaf, and weight decay silently stops.
+    params = {"b": jnp.ones(2), "w": jnp.full((2, 2), 2.0)}
+    matrices = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)  # noqa: E731
+    injected = gl.inject_hyperparams(gl.adamw)(0.1, weight_decay=0.5, mask=matrices)
+    plain = gl.adamw(0.1, weight_decay=0.5, mask=matrices)
+    got, _ = injected.update(params, injected.init(params), params)
+    want, _ = plain.update(params, plain.init(params), params)
+    np.testing.assert_array_equal(got["w"], want["w"])
+    np.testing.assert_array_equal(got["b"], want["b"])
+    assert float(got["w"][0, 0]) == pytest.approx(-0.1 - 0.1 * 0.5 * 2.0)  # decayed
+    assert "mask" not in injected.init(params).hyperparams
+    # A callable whose value at step 0 is not a number is named, with the way out.
+    with pytest.raises(TypeError, match=r"learning_rate\(0\) returned .*static_args"):
+        gl.inject_hyperparams(gl.sgd)(lambda count: count > 3)
+    with pytest.raises(TypeError, match=r"momentum\(0\) returned \{'a': 0.9\}"):
+        gl.inject_hyperparams(gl.sgd)(0.1, momentum=lambda count: {"a": 0.9})

@@ -49,7 +49,11 @@ def inject_hyperparams(
       params' dtype, its issue #1414); ints as int32;
     * callables (schedules): evaluated at the step count each step, the value
       stored — unless named in ``static_args`` (a callable that is not a
-      schedule, e.g. ``adamw``'s ``mask``). Any numeric argument may be a
+      schedule) or named ``*mask`` (``adamw``'s ``mask``, ``lars``'s
+      ``trust_ratio_mask``: static without asking; Optax evaluates such a mask
+      at the step count, and a typical ``lambda p: tree.map(lambda x: x.ndim >
+      1, p)`` then masks out every leaf, silently). A callable whose value at
+      step 0 is not a number raises ``TypeError``. Any numeric argument may be a
       schedule here, even one ``factory`` takes as a number only (Adam's
       ``b1`` following ``gl.schedules.one_cycle_momentum``);
     * anything else (bools, None, strings, dtypes): static, passed as given.
@@ -88,7 +92,8 @@ def inject_hyperparams(
         bound.apply_defaults()
         numeric, schedules = {}, {}
         for name, value in bound.arguments.items():
-            kind = "static" if name in static else _kind(value)
+            # A mask is a callable of the params, never of the step count.
+            kind = "static" if name in static or name.endswith("mask") else _kind(value)
             if kind == "numeric":
                 numeric[name] = value
             elif kind == "schedule":
@@ -101,10 +106,30 @@ def inject_hyperparams(
 
         # Bad values raise now, with the factory's message (schedules by their
         # first value: the factory itself may not take a schedule there).
-        build({k: fn(_tree.step_counter()) for k, fn in schedules.items()})
+        first = {k: fn(_tree.step_counter()) for k, fn in schedules.items()}
+        for k, value in first.items():
+            _check_schedule_value(factory, k, value)
+        build(first)
         return _injected(build, numeric, schedules, hyperparam_dtype, _name(factory))
 
     return wrapped
+
+
+def _check_schedule_value(factory: Any, name: str, value: Any) -> None:
+    """A callable taken for a schedule returned a number (not a bool, a tree, an array)."""
+    dtype = getattr(value, "dtype", None)
+    if isinstance(value, bool | np.bool_) or (dtype is not None and np.dtype(dtype) == np.bool_):
+        ok = False
+    elif isinstance(value, int | float | np.integer | np.floating):
+        ok = True
+    else:
+        ok = dtype is not None and np.ndim(value) == 0 and jnp.issubdtype(dtype, jnp.number)
+    if not ok:
+        raise TypeError(
+            f"inject_hyperparams({_name(factory)}): {name} is a callable, taken for a schedule "
+            f"(step -> number), but {name}(0) returned {value!r}; if it is not a schedule, "
+            f"name it in static_args=({name!r},)"
+        )
 
 
 def _name(factory: Any) -> str:
