@@ -189,10 +189,15 @@ class Layout:
             out.append(piece if piece.shape == shape else jax.lax.reshape(piece, shape))
         return self.treedef.unflatten(out)
 
-    def offsets(self) -> Any:
+    def offsets(self, params: Any) -> Any:
         """A tree like the params: each packed leaf's start in its buffer as an
-        int32 scalar (see :meth:`unpack`), None for loose leaves."""
-        starts = [jnp.asarray(start, jnp.int32) if key else None for key, start, _ in self.slots]
+        int32 scalar (see :meth:`unpack`) placed like that leaf (replicated
+        over its devices), None for loose leaves."""
+        leaves = self.treedef.flatten_up_to(params)
+        starts = [
+            _tree.scalar_like(leaf, start, jnp.int32) if key else None
+            for (key, start, _), leaf in zip(self.slots, leaves, strict=True)
+        ]
         return self.treedef.unflatten(starts)
 
     def packed_offsets(self, offsets: Any) -> tuple[jax.Array, ...]:
@@ -402,7 +407,7 @@ def packed(
         if not (layout.packs_anything and _keeps_array_state(transform, params)):
             loose = jax.tree.map(lambda _: None, params)
             return PackedState(transform.init(params), loose)
-        return PackedState(form.init(layout.pack(params)), layout.offsets())
+        return PackedState(form.init(layout.pack(params)), layout.offsets(params))
 
     def update(updates, state, params=None, **extra):
         check_state("packed", state, PackedState)

@@ -68,7 +68,9 @@ def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:
     check_int("seed", seed)
 
     def init(params):
-        return AddNoiseState(_tree.step_counter(params), jax.random.key_data(jax.random.key(seed)))
+        # + a zero that lives with the params: the key replicated over their devices
+        key = jax.random.key_data(jax.random.key(seed)) + _tree.scalar_like(params, 0, jnp.uint32)
+        return AddNoiseState(_tree.step_counter(params), key)
 
     def update(updates, state, params=None, **extra):
         check_state("add_noise", state, AddNoiseState)

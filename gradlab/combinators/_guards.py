@@ -73,7 +73,8 @@ def _guard(inner: Any, max_errors: Any, declared: Any) -> GradientTransformation
     def init(params):
         # separate counters: one buffer twice in a state cannot be donated
         count, total = _tree.step_counter(params), _tree.step_counter(params)
-        return ApplyIfFiniteState(count, jnp.asarray(True), total, inner.init(params))
+        last_finite = _tree.scalar_like(params, True, bool)
+        return ApplyIfFiniteState(count, last_finite, total, inner.init(params))
 
     def update(updates, state, params=None, **extra):
         check_state("apply_if_finite", state, ApplyIfFiniteState)

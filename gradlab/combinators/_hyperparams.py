@@ -160,11 +160,14 @@ def _float_dtype(params: Any, override: Any) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def _store(value: Any, float_dtype: Any) -> jax.Array:
+def _store(params: Any, value: Any, float_dtype: Any) -> jax.Array:
     """A hyperparameter as stored: integers int32, the rest ``float_dtype``; always a
-    new buffer (a state holding one buffer twice cannot be donated to a jitted step)."""
+    new buffer (a state holding one buffer twice cannot be donated to a jitted step),
+    a scalar replicated over the params' devices (``_tree.scalar_like``)."""
     value = jnp.asarray(value)
     dtype = jnp.int32 if jnp.issubdtype(value.dtype, jnp.integer) else float_dtype
+    if value.ndim == 0:
+        return _tree.scalar_like(params, value, dtype)
     return jnp.array(value, dtype=dtype, copy=True)
 
 
@@ -182,8 +185,8 @@ def _injected(
     def init(params):
         count = _tree.step_counter(params)
         dtype = _float_dtype(params, dtype_override)
-        values = {k: _store(v, dtype) for k, v in numeric.items()}
-        values |= {k: _store(fn(count), dtype) for k, fn in schedules.items()}
+        values = {k: _store(params, v, dtype) for k, v in numeric.items()}
+        values |= {k: _store(params, fn(count), dtype) for k, fn in schedules.items()}
         return InjectHyperparamsState(count, values, form(build(values)).init(params))
 
     def update(updates, state, params=None, **extra):

@@ -85,11 +85,15 @@ def reduce_on_plateau(
     f32 = jnp.float32
 
     def init(params):
-        worst = jnp.asarray(jnp.inf if mode == "min" else -jnp.inf, f32)
-        # a buffer each: one buffer twice in a state cannot be donated
+        # a buffer each (one buffer twice in a state cannot be donated), each
+        # replicated over the params' devices (scalar_like)
+        def scalar(value, dtype=f32):
+            return _tree.scalar_like(params, value, dtype)
+
+        worst = scalar(jnp.inf if mode == "min" else -jnp.inf)
         counter = lambda: _tree.step_counter(params)  # noqa: E731
         return ReduceLROnPlateauState(
-            jnp.ones((), f32), worst, counter(), counter(), counter(), jnp.zeros((), f32)
+            scalar(1.0), worst, counter(), counter(), counter(), scalar(0.0)
         )
 
     def improves(value, best):

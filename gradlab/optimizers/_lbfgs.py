@@ -167,8 +167,8 @@ def scale_by_lbfgs(memory_size: int = 10, eps: Any = 1e-10) -> GradientTransform
             grad=zeros(),
             diff_params=memory(),
             diff_grads=memory(),
-            rho=jnp.zeros((m,), _scalar_dtype(params)),
-            index=jnp.zeros((), jnp.int32),
+            rho=jnp.broadcast_to(_tree.scalar_like(params, 0, _scalar_dtype(params)), (m,)),
+            index=_tree.step_counter(params),
         )
 
     def update(updates, state, params=None, **extra):

@@ -106,8 +106,9 @@ def _select(pred: jax.Array, a: Any, b: Any) -> Any:
 
 def _initial_state(cls: type, params: Any) -> Any:
     dt = _scalar_dtype(params)
-    info = LinesearchInfo(jnp.zeros((), jnp.int32), jnp.zeros((), bool))
-    return cls(jnp.ones((), dt), jnp.full((), jnp.inf, dt), _tree.zeros_like(params), info)
+    info = LinesearchInfo(_tree.step_counter(params), _tree.scalar_like(params, False, bool))
+    step, value = _tree.scalar_like(params, 1, dt), _tree.scalar_like(params, jnp.inf, dt)
+    return cls(step, value, _tree.zeros_like(params), info)
 
 
 class _Ray(NamedTuple):

@@ -101,9 +101,9 @@ def schedule_free(
         # A copy, so that params and z can both be donated to a jitted step.
         z = jax.tree.map(lambda p: jnp.array(p, dtype=state_dtype, copy=True), params)
         return ScheduleFreeState(
-            b1=_tree.hp(b1, dt),
-            weight_sum=jnp.zeros((), dt),
-            max_lr=jnp.zeros((), dt),
+            b1=_tree.scalar_like(params, _tree.hp(b1, dt), dt),
+            weight_sum=_tree.scalar_like(params, 0, dt),
+            max_lr=_tree.scalar_like(params, 0, dt),
             count=_tree.step_counter(params),
             base_state=base_optimizer.init(params),
             z=z,
