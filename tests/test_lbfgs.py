@@ -398,6 +398,26 @@ def test_value_and_grad_from_state_evaluates_only_before_the_first_search():
         value_and_grad(x, state=gl.adam(0.1).init(x))
 
 
+def test_gradlab_lbfgs_in_the_optax_loop_with_optax_value_and_grad_from_state():
+    """The loop of Optax's L-BFGS docs, unchanged but for the solver: Optax reads
+    the state's one field named ``grad`` (the line search's), so the L-BFGS
+    memory may not have one. Same iterates as gradlab's own helper and as Optax."""
+    f = lambda x: jnp.sum((x - 1.0) ** 2) + jnp.sum(x**4)  # noqa: E731
+
+    def run(solver, value_and_grad_from_state):
+        params, state = jnp.zeros(3), solver.init(jnp.zeros(3))
+        value_and_grad = value_and_grad_from_state(f)
+        for _ in range(6):
+            value, grad = value_and_grad(params, state=state)
+            updates, state = solver.update(grad, state, params, value=value, grad=grad, value_fn=f)
+            params = optax.apply_updates(params, updates)
+        return np.asarray(params)
+
+    ours = run(gl.lbfgs(), optax.value_and_grad_from_state)
+    np.testing.assert_array_equal(ours, run(gl.lbfgs(), gl.value_and_grad_from_state))
+    np.testing.assert_allclose(ours, run(optax.lbfgs(), optax.value_and_grad_from_state), rtol=1e-5)
+
+
 def test_packed_lbfgs_runs_on_the_real_leaves():
     f = lambda p: rosenbrock(jnp.concatenate([p["a"], p["b"]]))  # noqa: E731
     x0 = {"a": jnp.array([-1.2]), "b": jnp.array([1.0, 0.5])}
@@ -573,3 +593,68 @@ def test_first_lbfgs_iterates_equal_scipys_on_rosenbrock(x64):
     _, ours = jax.jit(lambda x: jax.lax.scan(step, (x, tx.init(x)), length=11))(x0)
     assert len(theirs) == 11
     np.testing.assert_allclose(ours, np.array(theirs), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("search", ["zoom", "backtracking"])
+def test_16_bit_params_get_the_value_and_gradient_of_the_point_they_land_on(dtype, search):
+    # XLA keeps excess precision through a convert to bfloat16 and back: the
+    # search evaluated the unrounded point, and minimize then reported (and
+    # L-BFGS stored) a value and gradient of a point nobody has.
+    f = lambda p: jnp.sum(1000.0 * (p.astype(jnp.float32) - 3.01) ** 2)  # noqa: E731
+    linesearch = {
+        "zoom": gl.scale_by_zoom_linesearch(20),
+        "backtracking": gl.scale_by_backtracking_linesearch(20),
+    }
+    r = gl.minimize(
+        f, jnp.zeros(2, dtype), gl.lbfgs(linesearch=linesearch[search]), max_steps=8, tol=1e-2
+    )
+    assert r.params.dtype == dtype
+    np.testing.assert_allclose(float(r.value), float(f(r.params)), rtol=1e-6)
+    true_norm = jnp.linalg.norm(jax.grad(f)(r.params).astype(jnp.float32))
+    np.testing.assert_allclose(float(r.grad_norm), float(true_norm), rtol=1e-5)
+
+
+def test_backtracking_defaults_are_optaxs_and_lbfgs_follows_optax_with_them():
+    # Optax's defaults (decrease 0.8, increase 1.5): with increase 1 a step,
+    # once shrunk, never grew back and L-BFGS crawled (191 steps vs 78 here in x64).
+    def rosen(x):
+        return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+    x0 = jnp.array([-1.2, 1.0] * 3)
+    ours = gl.lbfgs(linesearch=gl.scale_by_backtracking_linesearch())
+    ref = optax.lbfgs(linesearch=optax.scale_by_backtracking_linesearch(20, store_grad=True))
+    for tx, apply, from_state in (
+        (ours, gl.apply_updates, gl.value_and_grad_from_state),
+        (ref, optax.apply_updates, optax.value_and_grad_from_state),
+    ):
+        x, state, path = x0, tx.init(x0), []
+        value_and_grad = from_state(rosen)
+        for _ in range(20):  # steps shrink from step 15 on
+            value, grad = value_and_grad(x, state=state)
+            u, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=rosen)
+            x = apply(x, u)
+            path.append(np.asarray(x))
+        if tx is ours:
+            ours_path = np.stack(path)
+    np.testing.assert_allclose(ours_path, np.stack(path), rtol=1e-3, atol=1e-4)
+
+
+def test_after_a_trial_outside_the_domain_the_zoom_search_halves_its_way_back():
+    # -sum(log x) + 10 sum(x) is NaN for x < 0. With phi(hi) = inf the
+    # quadratic fallback's minimiser was lo itself, clipped to 10% of the way:
+    # the second trial came 10x short instead of at the midpoint.
+    trials = []
+
+    def f(x):
+        jax.debug.callback(lambda v: trials.append(float(v[0])), x)
+        return -jnp.sum(jnp.log(x)) + 10 * jnp.sum(x)
+
+    x = jnp.array([0.5])  # gradient 8, first step t = 1 / |g| * g: x = -0.5
+    tx = gl.lbfgs()
+    value, grad = jax.value_and_grad(f)(x)
+    jax.effects_barrier()
+    trials.clear()
+    tx.update(grad, tx.init(x), x, value=value, grad=grad, value_fn=f)
+    jax.effects_barrier()
+    assert trials[:2] == [-0.5, 0.0], trials  # t = 1 (NaN), then t = 1/2

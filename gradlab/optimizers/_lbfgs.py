@@ -32,8 +32,10 @@ from gradlab.optimizers._linesearch import (
 class ScaleByLbfgsState(NamedTuple):
     """State of :func:`scale_by_lbfgs`.
 
-    ``count``: int32 updates so far; ``params``, ``grad``: the previous
-    iterate and its gradient (to form the next pair); ``diff_params``,
+    ``count``: int32 updates so far; ``params``, ``updates``: the previous
+    iterate and its gradient (to form the next pair; named as in Optax's
+    ``ScaleByLBFGSState``, and not ``grad``: ``optax.value_and_grad_from_state``
+    reads the one field named ``grad`` in a state, the line search's); ``diff_params``,
     ``diff_grads``: the memory ``s_i = x_{i+1} - x_i`` and
     ``y_i = g_{i+1} - g_i``, one array per leaf with a leading axis of
     ``memory_size`` (a circular buffer); ``rho``: ``1 / <s_i, y_i>`` per slot
@@ -43,7 +45,7 @@ class ScaleByLbfgsState(NamedTuple):
 
     count: jax.Array
     params: Any
-    grad: Any
+    updates: Any
     diff_params: Any
     diff_grads: Any
     rho: jax.Array
@@ -68,13 +70,13 @@ def _in_compute_dtype(tree: Any) -> Any:
 def _lbfgs_update(updates, state, params, eps):
     """One step of :func:`scale_by_lbfgs` (module level: compiled once when eager)."""
     m = state.rho.shape[0]
-    g = _in_compute_dtype(_tree.map_like(lambda u, _: u, updates, state.grad))
+    g = _in_compute_dtype(_tree.map_like(lambda u, _: u, updates, state.updates))
     x = _in_compute_dtype(_tree.map_like(lambda p, _: p, params, state.params, tree_name="state"))
     dt = state.rho.dtype
 
     # 1. The newest pair, kept if it has positive curvature.
     s = jax.tree.map(jnp.subtract, x, state.params)
-    y = jax.tree.map(jnp.subtract, g, state.grad)
+    y = jax.tree.map(jnp.subtract, g, state.updates)
     sy, ss, yy = _vdot(s, y, dt), _vdot(s, s, dt), _vdot(y, y, dt)
     keep = (state.count > 0) & (sy > _tree.hp(eps, dt) * jnp.sqrt(ss * yy))
     slot = state.index
@@ -164,7 +166,7 @@ def scale_by_lbfgs(memory_size: int = 10, eps: Any = 1e-10) -> GradientTransform
         return ScaleByLbfgsState(
             count=_tree.step_counter(params),
             params=zeros(),
-            grad=zeros(),
+            updates=zeros(),
             diff_params=memory(),
             diff_grads=memory(),
             rho=jnp.broadcast_to(_tree.scalar_like(params, 0, _scalar_dtype(params)), (m,)),

@@ -111,6 +111,15 @@ def _initial_state(cls: type, params: Any) -> Any:
     return cls(step, value, _tree.zeros_like(params), info)
 
 
+def _rounded(x: jax.Array) -> jax.Array:
+    """``x`` as stored in its (16-bit) dtype, even where XLA keeps excess precision."""
+    if x.dtype not in (jnp.bfloat16, jnp.float16):
+        return x
+    info = jnp.finfo(x.dtype)
+    wide = jax.lax.reduce_precision(x.astype(jnp.float32), info.nexp, info.nmant)
+    return wide.astype(x.dtype)
+
+
 class _Ray(NamedTuple):
     """The objective along ``x + t d``: ``phi(t)`` and ``phi'(t) = <grad, d>``."""
 
@@ -123,8 +132,12 @@ class _Ray(NamedTuple):
     value_and_grad: Callable[[Any], tuple[jax.Array, Any]]
 
     def point(self, t: jax.Array) -> Any:
-        # Exactly what the caller will compute: params + the returned update.
-        return apply_updates(self.params, _tree.scale(self.direction, t))
+        # Exactly what the caller will compute: params + the returned update,
+        # rounded to each param's dtype. For 16-bit params the rounding is
+        # forced: XLA may drop a convert to bfloat16 and back (excess precision)
+        # when the objective upcasts, and then value and gradient belong to a
+        # point the caller never sees.
+        return jax.tree.map(_rounded, apply_updates(self.params, _tree.scale(self.direction, t)))
 
     def evaluate(self, t: jax.Array) -> tuple[jax.Array, jax.Array, Any]:
         """``(phi(t), phi'(t), gradient)``; phi is +inf where not finite (a failed trial)."""
@@ -251,11 +264,14 @@ def _interpolate(lo, f_lo, df_lo, hi, f_hi, df_hi, bisect):
     rad = d1 * d1 - df_lo * df_hi
     d2 = jnp.sign(width) * jnp.sqrt(jnp.maximum(rad, 0))
     cubic = hi - width * (df_hi + d2 - d1) / (df_hi - df_lo + 2 * d2)
-    cubic_ok = (rad >= 0) & _inside(cubic, lo, width)
+    # Both only from finite ends: with phi(hi) = inf the quadratic's curvature
+    # is inf and its minimiser lo itself (then clipped to 10% of the way).
+    finite = jnp.isfinite(f_lo) & jnp.isfinite(f_hi) & jnp.isfinite(df_lo)
+    cubic_ok = finite & jnp.isfinite(df_hi) & (rad >= 0) & _inside(cubic, lo, width)
     # Quadratic: phi(lo) + phi'(lo) s + a s², through phi(hi).
     curv = (f_hi - f_lo - df_lo * width) / (width * width)
     quad = lo - df_lo / (2 * curv)
-    quad_ok = (curv > 0) & _inside(quad, lo, width)
+    quad_ok = finite & (curv > 0) & _inside(quad, lo, width)
     middle = lo + width / 2
     t = jnp.where(bisect, middle, jnp.where(cubic_ok, cubic, jnp.where(quad_ok, quad, middle)))
     left, right = jnp.minimum(lo, hi), jnp.maximum(lo, hi)
@@ -485,9 +501,9 @@ def _backtracking_update(updates, params, value, grad, state, hyper, *, value_fn
 def scale_by_backtracking_linesearch(
     max_backtracking_steps: int = 20,
     c1: Any = 1e-4,
-    decrease_factor: Any = 0.5,
+    decrease_factor: Any = 0.8,
     *,
-    increase_factor: Any = 1.0,
+    increase_factor: Any = 1.5,
     max_stepsize: Any = 1.0,
     initial_guess: str = "keep",
 ) -> GradientTransformation:
@@ -498,7 +514,10 @@ def scale_by_backtracking_linesearch(
     (a non-finite ``f`` counts as failing it). The search starts from the
     previous step times ``increase_factor`` (``initial_guess="keep"``, capped at
     ``max_stepsize``) or from ``t0 = 1`` (``"one"``). Equivalent of
-    ``optax.scale_by_backtracking_linesearch(slope_rtol=c1, store_grad=True)``.
+    ``optax.scale_by_backtracking_linesearch(slope_rtol=c1, store_grad=True)``,
+    with its defaults (``0.8``, ``1.5``): with ``increase_factor=1`` and
+    ``"keep"`` a step, once shrunk, never grows back (L-BFGS on 10-D Rosenbrock
+    took 191 steps instead of 78).
 
     Extras of ``update``: ``value_fn`` (required), ``value``, ``grad``.
 
