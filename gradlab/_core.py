@@ -96,6 +96,18 @@ class EmptyState(NamedTuple):
     """State of a stateless transformation."""
 
 
+def structural(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a factory's structural arguments: Python ints that fix a state's
+    shape or a loop's length (``lbfgs``' ``memory_size``). They cannot be
+    traced, so :func:`gradlab.inject_hyperparams` keeps them static."""
+
+    def declare(factory: Callable[..., Any]) -> Callable[..., Any]:
+        factory.structural_args = tuple(names)  # type: ignore[attr-defined]
+        return factory
+
+    return declare
+
+
 def stateless(
     update: Callable[..., tuple[Updates, State]], *, packing: Any = None
 ) -> GradientTransformation:

@@ -289,3 +289,30 @@ def test_a_mask_callable_is_static_and_a_callable_that_is_no_schedule_is_refused
         gl.inject_hyperparams(gl.sgd)(lambda count: count > 3)
     with pytest.raises(TypeError, match=r"momentum\(0\) returned \{'a': 0.9\}"):
         gl.inject_hyperparams(gl.sgd)(0.1, momentum=lambda count: {"a": 0.9})
+
+
+@pytest.mark.parametrize(
+    ("factory", "kwargs", "fixed"),
+    [
+        (gl.adafactor, {"learning_rate": 0.01, "min_dim_size_to_factor": 2}, "min_dim_size_to_factor"),  # noqa: E501
+        (gl.muon, {"learning_rate": 1e-2, "ns_steps": 3}, "ns_steps"),
+        (gl.lbfgs, {"learning_rate": 0.5, "linesearch": None}, "memory_size"),
+    ],
+    ids=["adafactor", "muon", "lbfgs"],
+)  # fmt: skip
+def test_structural_integers_stay_static_and_the_injected_run_equals_the_plain_one(
+    factory, kwargs, fixed
+):
+    # A state's shape or a loop's length cannot be traced: these ints were
+    # injected as arrays and the first (jitted) update failed.
+    params = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "b": jnp.ones(4)}
+    runs = []
+    for tx in (gl.inject_hyperparams(factory)(**kwargs), factory(**kwargs)):
+        p, state, step = params, tx.init(params), jax.jit(tx.update)
+        for _ in range(3):
+            updates, state = step(p, state, p)
+            p = gl.apply_updates(p, updates)
+        runs.append(p)
+    assert fixed not in gl.inject_hyperparams(factory)(**kwargs).init(params).hyperparams
+    for a, b in zip(jax.tree.leaves(runs[0]), jax.tree.leaves(runs[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # jit folds constants

@@ -169,6 +169,29 @@ def test_a_python_number_param_leaf_acts_as_a_float_array(name):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_leaves_change_nothing(name):
+    """A (0, 3) matrix and a (0,) vector among the params (a layer of width 0):
+    empty updates, and the other leaves' updates as without them. Muon divided
+    by the matrix's fan-in and SM3 took a max over an empty axis."""
+    tx = PUBLIC_TRANSFORMS[name]()
+    grads = jax.tree.map(lambda p: 0.1 + 0.5 * p, PARAMS)
+    empty = {"e": jnp.zeros((0, 3)), "v": jnp.zeros((0,))}
+    with_empty, grads_empty = {**PARAMS, **empty}, {**grads, **empty}
+    want, state = tx.update(grads, tx.init(PARAMS), PARAMS)
+    want, _ = tx.update(grads, state, PARAMS)
+    got, state = tx.update(grads_empty, tx.init(with_empty), with_empty)
+    got, _ = tx.update(grads_empty, state, with_empty)
+    assert got["e"].shape == (0, 3) and got["v"].shape == (0,)
+    if name in ("add_noise", "noisy_sgd"):  # a key per leaf: other leaves, other draws
+        assert all(np.isfinite(x).all() for x in jax.tree.leaves(got))
+        return
+    for g, w in zip(
+        jax.tree.leaves({k: got[k] for k in PARAMS}), jax.tree.leaves(want), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-7)
+
+
 def _bad_leaf(tree):
     return np.asarray(tree["layers"][0]["w"])[[0, 1], [0, 1]]
 

@@ -18,7 +18,7 @@ from gradlab._checks import (
     check_scalars,
     check_state,
 )
-from gradlab._core import PER_LEAF, GradientTransformation
+from gradlab._core import PER_LEAF, GradientTransformation, structural
 from gradlab.blocks._helpers import widest
 
 
@@ -48,6 +48,7 @@ def factored_dims(
     return int(order[-2]), int(order[-1])
 
 
+@structural("min_dim_size_to_factor")
 def scale_by_factored_rms(
     factored: bool = True,
     decay_rate: Any = 0.8,

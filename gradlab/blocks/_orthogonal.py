@@ -18,7 +18,7 @@ from gradlab._checks import (
     check_scalars,
     check_state,
 )
-from gradlab._core import PER_LEAF, GradientTransformation
+from gradlab._core import PER_LEAF, GradientTransformation, structural
 from gradlab.blocks._helpers import constants, leafwise, widest
 
 DEFAULT_NS_COEFFS = (3.4445, -4.7750, 2.0315)
@@ -65,6 +65,7 @@ def orthogonalize(
     return X.astype(x.dtype)
 
 
+@structural("ns_steps")
 def scale_by_muon(
     ns_coeffs: Any = DEFAULT_NS_COEFFS,
     ns_steps: int = 5,
@@ -125,9 +126,9 @@ def scale_by_muon(
             else:
                 m_hat = m_new / c.c1
             fan_in, fan_out = g.shape[-2], g.shape[-1]
-            out = orthogonalize(m_hat, ns_coeffs, ns_steps, eps) * math.sqrt(
-                max(1.0, fan_out / fan_in)
-            )
+            # An empty matrix (a (0, n) leaf) has nothing to orthogonalise.
+            ratio = fan_out / fan_in if fan_in else 1.0
+            out = orthogonalize(m_hat, ns_coeffs, ns_steps, eps) * math.sqrt(max(1.0, ratio))
             return out.astype(g.dtype), m_new.astype(m.dtype)
 
         out, mu = leafwise(leaf, updates, state.mu, n_out=2)

@@ -81,7 +81,10 @@ def scale_by_sm3(b1: Any = 0.9, eps: Any = 1e-8) -> GradientTransformation:
                 ]
                 nu = g2 + functools.reduce(jnp.minimum, covers)
                 every = tuple(range(g.ndim))
-                new_accs = tuple(jnp.max(nu, axis=tuple(j for j in every if j != i)) for i in every)
+                # initial=0: nu >= 0, and an empty leaf's (0, n) has no max
+                new_accs = tuple(
+                    jnp.max(nu, axis=tuple(j for j in every if j != i), initial=0) for i in every
+                )
             direction = g.astype(dt) * jnp.where(nu > 0, jax.lax.rsqrt(nu + eps_), 0)
             m_new = _tree.moment_step(direction, m, decay, 1, cdecay, dt)
             new_accs = tuple(a.astype(old.dtype) for a, old in zip(new_accs, accs, strict=True))

@@ -52,7 +52,10 @@ def inject_hyperparams(
       schedule) or named ``*mask`` (``adamw``'s ``mask``, ``lars``'s
       ``trust_ratio_mask``: static without asking; Optax evaluates such a mask
       at the step count, and a typical ``lambda p: tree.map(lambda x: x.ndim >
-      1, p)`` then masks out every leaf, silently). A callable whose value at
+      1, p)`` then masks out every leaf, silently). So are the integers a
+      factory declares structural (a state's shape or a loop's length:
+      ``lbfgs``' ``memory_size``, ``adafactor``'s ``min_dim_size_to_factor``,
+      ``muon``'s ``ns_steps``). A callable whose value at
       step 0 is not a number raises ``TypeError``. Any numeric argument may be a
       schedule here, even one ``factory`` takes as a number only (Adam's
       ``b1`` following ``gl.schedules.one_cycle_momentum``);
@@ -75,6 +78,7 @@ def inject_hyperparams(
             f"got {factory!r}"
         )
     static = {static_args} if isinstance(static_args, str) else set(static_args)
+    declared = set(getattr(factory, "structural_args", ()))  # gradlab._core.structural
     signature = inspect.signature(factory)
     unknown = static - set(signature.parameters)
     if unknown:
@@ -93,7 +97,8 @@ def inject_hyperparams(
         numeric, schedules = {}, {}
         for name, value in bound.arguments.items():
             # A mask is a callable of the params, never of the step count.
-            kind = "static" if name in static or name.endswith("mask") else _kind(value)
+            fixed = name in static or name in declared or name.endswith("mask")
+            kind = "static" if fixed else _kind(value)
             if kind == "numeric":
                 numeric[name] = value
             elif kind == "schedule":

@@ -19,7 +19,7 @@ import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import check_in_range, check_int, check_scalars, check_state, is_traced
-from gradlab._core import PER_LEAF, GradientTransformation, chain
+from gradlab._core import PER_LEAF, GradientTransformation, chain, structural
 from gradlab.blocks import scale, scale_by_learning_rate
 from gradlab.optimizers._linesearch import (
     _scalar_dtype,
@@ -122,6 +122,7 @@ def _lbfgs_update(updates, state, params, eps):
     return out, new_state
 
 
+@structural("memory_size")
 def scale_by_lbfgs(memory_size: int = 10, eps: Any = 1e-10) -> GradientTransformation:
     """The L-BFGS direction ``H_k g_k`` (Nocedal & Wright 2006, Algorithm 7.4).
 
@@ -189,6 +190,7 @@ def scale_by_lbfgs(memory_size: int = 10, eps: Any = 1e-10) -> GradientTransform
 _DEFAULT_LINESEARCH = scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess="one")
 
 
+@structural("memory_size")
 def lbfgs(
     learning_rate: Any = None,
     memory_size: int = 10,

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._checks import check_bools, check_float_dtype, check_in_range, check_int, check_scalars
-from gradlab._core import GradientTransformation, chain
+from gradlab._core import GradientTransformation, chain, structural
 from gradlab.blocks import (
     add_decayed_weights,
     add_noise,
@@ -435,6 +435,7 @@ def _relative_step(count: Any) -> jax.Array:
     return jnp.minimum(1e-2, jax.lax.rsqrt(jnp.asarray(count, float) + 1))
 
 
+@structural("min_dim_size_to_factor")
 def adafactor(
     learning_rate: ScalarOrSchedule | None = None,
     min_dim_size_to_factor: int = 128,

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from gradlab import _masks
 from gradlab._checks import check_bools
-from gradlab._core import GradientTransformation, chain
+from gradlab._core import GradientTransformation, chain, structural
 from gradlab.blocks import (
     add_decayed_weights,
     scale_by_adam,
@@ -57,6 +57,7 @@ def _present_groups(
     return GradientTransformation(init, update, packing=packing)
 
 
+@structural("ns_steps")
 def muon(
     learning_rate: ScalarOrSchedule,
     ns_coeffs: Any = DEFAULT_NS_COEFFS,
