@@ -108,15 +108,11 @@ def scale_by_factored_rms(
             check_same_structure(tree, updates, "optimizer state", "gradient")
         # The statistics' shapes follow the params' (not equal to them): a
         # gradient of another shape is named here, not as a broadcast error.
-        want = jax.eval_shape(lambda u: init(u)[1:], updates)
-        have = (state.v_row, state.v_col, state.v)
-        for path, g, w, h in zip(
-            *zip(*jax.tree_util.tree_flatten_with_path(updates)[0], strict=True),
-            zip(*(jax.tree.leaves(t) for t in want), strict=True),
-            zip(*(jax.tree.leaves(t) for t in have), strict=True),
-            strict=True,
-        ):
-            if any(np.shape(a) != np.shape(b) for a, b in zip(w, h, strict=True)):
+        treedef = jax.tree.structure(updates)
+        want = [treedef.flatten_up_to(t) for t in jax.eval_shape(lambda u: init(u)[1:], updates)]
+        have = [treedef.flatten_up_to(t) for t in (state.v_row, state.v_col, state.v)]
+        for i, (path, g) in enumerate(jax.tree_util.tree_flatten_with_path(updates)[0]):
+            if any(np.shape(w[i]) != np.shape(h[i]) for w, h in zip(want, have, strict=True)):
                 raise ValueError(
                     f"gradient leaf {jax.tree_util.keystr(path) or '(root)'} has shape "
                     f"{np.shape(g)}, unlike the params the optimizer state was made for"
