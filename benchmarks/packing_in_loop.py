@@ -9,6 +9,7 @@ benchmarks/README.md ("The in-loop target") quotes its figures.
     python benchmarks/packing_in_loop.py
 """
 
+import argparse
 import time
 
 import jax
@@ -68,4 +69,5 @@ def main():
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args()  # --help
     main()

@@ -509,3 +509,24 @@ def test_sweep_benchmark_runs_and_every_method_agrees(tmp_path, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [r["method"] for r in rows] == ["sweep", "hand_vmap", "best_loop"]
     assert all(r["check_ok"] and r["max_rel_diff_vs_c"] < 1e-4 for r in rows)
+
+
+def test_a_grid_seed_is_the_optimizers_and_whole_numbers_must_fit_int32():
+    # Without seeds=, a grid named "seed" was dropped from make_optimizer's
+    # arguments (a bare TypeError) or silently became the data seed.
+    loss = lambda p, b: jnp.sum(p**2)  # noqa: E731
+    r = gl.sweep(lambda lr, seed: gl.noisy_sgd(lr, seed=seed), loss, jnp.ones(3), lambda s: 0.0,
+                 {"lr": [0.1], "seed": [0, 1]}, num_steps=3)  # fmt: skip
+    for row, seed in enumerate((0, 1)):
+        tx, p, losses = gl.noisy_sgd(0.1, seed=seed), jnp.ones(3), []
+        state = tx.init(p)
+        for _ in range(3):
+            value, g = jax.value_and_grad(loss)(p, 0.0)
+            losses.append(float(value))
+            u, state = tx.update(g, state, p)
+            p = p + u
+        np.testing.assert_allclose(np.asarray(r.losses[row]), losses, rtol=1e-6)
+    # 2**33 was cast to int32 (0) and swept silently.
+    with pytest.raises(ValueError, match=r"grid 'n': 8589934592 does not fit in int32"):
+        gl.sweep(lambda n: gl.sgd(n * 1e-11), loss, jnp.ones(3), lambda s: 0.0,
+                 {"n": [2**33, 2**31 + 5]}, num_steps=2)  # fmt: skip

@@ -111,3 +111,23 @@ def test_renders_under_agg(figure, tmp_path):
     matplotlib.use("Agg")
     figure.savefig(tmp_path / "paths.png", dpi=40)
     assert (tmp_path / "paths.png").stat().st_size > 0
+
+
+def test_a_diverging_path_leaves_the_frame_instead_of_overflowing_the_surface():
+    # sgd(0.1) on Rosenbrock reaches ~1e16 in 30 steps: framed around every
+    # point, the whole surface was inf and the contour levels failed.
+    def rosen(z):
+        return (1 - z[0]) ** 2 + 100 * (z[1] - z[0] ** 2) ** 2
+
+    fig = gl.plot.trajectories(
+        rosen,
+        {"sgd": gl.sgd(0.1), "adam": gl.adam(0.05)},
+        jnp.array([-1.5, 2.0]),
+        30,
+        resolution=20,
+    )
+    (xmin, xmax), (ymin, ymax) = fig.axes[0].get_xlim(), fig.axes[0].get_ylim()
+    assert np.isfinite([xmin, xmax, ymin, ymax]).all() and xmax - xmin < 1e8
+    with pytest.raises(ValueError, match=r"not finite anywhere .* pass bounds="):
+        far = ((1e20, 2e20), (1e20, 2e20))
+        gl.plot.trajectories(rosen, {"sgd": gl.sgd(0.1)}, jnp.array([-1.5, 2.0]), 3, bounds=far)

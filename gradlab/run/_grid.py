@@ -166,6 +166,12 @@ class Group(NamedTuple):
 def _stack(name: str, values: list[Any]) -> np.ndarray:
     arrays = [np.asarray(v) for v in values]
     if all(a.dtype.kind in "iu" for a in arrays):
+        for v in values:  # a cast would wrap 2**33 to 0, silently
+            if not -(2**31) <= int(v) < 2**31:
+                raise ValueError(
+                    f"grid {name!r}: {v} does not fit in int32 (whole numbers are swept as "
+                    f"int32; pass {float(v)!r} for a float)"
+                )
         return np.asarray(arrays, dtype=np.int32)
     dtype = jnp.result_type(float)  # float32, or float64 under x64
     return np.asarray([a.astype(np.float64) for a in arrays]).astype(dtype)

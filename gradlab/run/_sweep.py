@@ -483,8 +483,9 @@ def sweep(
         make_optimizer: ``make_optimizer(**config) -> GradientTransformation``.
         loss_fn: ``loss_fn(params, batch) -> scalar`` (take the batch mean).
         params: initial params (shared by all configurations), or a function
-            ``key -> params`` called with a key per configuration (from its
-            seed; ``jax.random.key(0)`` without ``seeds``).
+            ``key -> params`` called with a key per configuration: the first of
+            ``jax.random.split(jax.random.key(seed))`` (the second draws its
+            batches), ``seed`` 0 without ``seeds``.
         batches: arrays stacked along steps (step ``k`` uses ``batches[k % len]``:
             a few batches are cycled as epochs), or a pure function
             ``step -> batch`` (e.g. draws with ``jax.random`` from a dataset on
@@ -607,11 +608,14 @@ def sweep(
     init = params if callable(params) else None
     shared_params = None if init is not None else jax.tree.map(jnp.asarray, params)
     per_config_data = seeds is not None and data.takes_key
-    config_seeds = np.asarray([c.get("seed", 0) for c in configs], np.int32)
+    # "seed" is the sweep's own (params/data) seed only when it came from
+    # seeds=; a grid's "seed" is make_optimizer's argument (noisy_sgd's seed).
+    own = "seed" if seeds is not None else None
+    config_seeds = np.asarray([c.get("seed", 0) if own else 0 for c in configs], np.int32)
 
     def build(static, hp):
-        hp = {k: v for k, v in hp.items() if k != "seed"}
-        return make_optimizer(**{k: v for k, v in static.items() if k != "seed"}, **hp)
+        hp = {k: v for k, v in hp.items() if k != own}
+        return make_optimizer(**{k: v for k, v in static.items() if k != own}, **hp)
 
     def probe(static, hp):  # one step of one configuration, to find untraceable names
         key = jax.random.key(0)
@@ -627,7 +631,7 @@ def sweep(
 
     def compile_group(g):
         t0 = time.perf_counter()
-        numeric = {k: v for k, v in g.numeric.items() if k != "seed"}
+        numeric = {k: v for k, v in g.numeric.items() if k != own}
         run = _group_program(
             build=lambda hp: build(g.static, hp),
             loss_fn=loss_fn,
