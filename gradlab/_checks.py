@@ -94,8 +94,9 @@ def check_in_range(
     ok = (arr > lo) if lo_open else (arr >= lo)
     ok &= (arr < hi) if hi_open else (arr <= hi)
     if not np.all(ok):
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
+        # infinities are never accepted (above): their ends are always open
+        left = "(" if lo_open or lo == -math.inf else "["
+        right = ")" if hi_open or hi == math.inf else "]"
         lo_s = "-inf" if lo == -math.inf else f"{lo:g}"
         hi_s = "inf" if hi == math.inf else f"{hi:g}"
         if lo == 0 and hi == math.inf:
