@@ -906,3 +906,36 @@ def test_masked_logits_keep_a_finite_loss_and_logit_gradient_with_zero_labels():
     label_grad = jax.grad(lambda y: L.softmax_cross_entropy(logits, y))(labels)
     lse = np.log1p(np.exp(-2.0))  # -log p of the two live classes: 2 + lse, lse
     np.testing.assert_allclose(np.asarray(label_grad)[[0, 2]], [2 + lse, lse], rtol=1e-6)
+
+
+def test_16_bit_leaves_and_inputs_are_accumulated_in_float32():
+    # Penalties: each leaf was summed in its own dtype, then cast.
+    from gradlab import losses as L
+
+    w = {"emb": jnp.array([300.0], jnp.float16), "head": jnp.zeros(1, jnp.float32)}
+    assert float(L.l2_penalty(w)) == 45000.0  # 300**2 / 2 overflowed float16: inf
+    w = {"emb": jnp.ones(1001, jnp.bfloat16), "head": jnp.zeros(1, jnp.float32)}
+    assert float(L.l1_penalty(w)) == 1001.0  # a bfloat16 sum rounded to 1000
+    assert L.l1_penalty(w).dtype == jnp.float32
+    # Distances: a float16 distance of 300 squared to inf, one of 1e-4 to 0.
+    a = jnp.zeros((1, 2), jnp.float16)
+    far, near = jnp.array([[300.0, 0.0]], jnp.float16), jnp.array([[1e-4, 0.0]], jnp.float16)
+    np.testing.assert_allclose(np.float32(L.euclidean_distance(a, far)[0]), 300.0)
+    np.testing.assert_allclose(np.float32(L.euclidean_distance(a, near)[0]), 1e-4, rtol=1e-3)
+    assert L.euclidean_distance(a, far).dtype == jnp.float16
+    negative = jnp.array([[400.0, 0.0]], jnp.float16)
+    assert float(L.triplet_margin(a, far, negative)[0]) == 0.0  # was NaN
+
+
+def test_unsigned_labels_are_range_checked_before_any_cast(x64):
+    # uint64 2**32 + 2 was cast to int32 first: class 2, no error, no NaN.
+    from gradlab import losses as L
+
+    logits = jnp.array([[0.0, 1.0, 2.0, 3.0]])
+    big = np.array([2**32 + 2], np.uint64)
+    with pytest.raises(ValueError, match="got 4294967298"):
+        L.softmax_cross_entropy_with_integer_labels(logits, big)
+    assert np.isnan(jax.jit(L.softmax_cross_entropy_with_integer_labels)(logits, big)[0])
+    want = L.softmax_cross_entropy_with_integer_labels(logits, np.array([2]))
+    got = L.softmax_cross_entropy_with_integer_labels(logits, np.array([2], np.uint8))
+    np.testing.assert_array_equal(got, want)

@@ -239,9 +239,6 @@ def softmax_cross_entropy_with_integer_labels(logits: ArrayLike, labels: ArrayLi
             f"labels must be integer class indices, got dtype {labels.dtype}; "
             "for one-hot or soft labels use softmax_cross_entropy"
         )
-    if labels.dtype not in (jnp.int32, jnp.int64):
-        # Narrow or unsigned labels (uint8, int16) could not hold C or -1 below.
-        labels = labels.astype(jnp.int32)
     x = as_float(logits)
     n_classes = x.shape[-1]
     if labels.shape != x.shape[:-1]:
@@ -255,8 +252,14 @@ def softmax_cross_entropy_with_integer_labels(logits: ArrayLike, labels: ArrayLi
         lambda a: (a >= 0) & (a < n_classes),
         f"class indices in [0, {n_classes})",
     )
-    valid = (labels >= 0) & (labels < n_classes)
-    index = jnp.clip(labels, 0, n_classes - 1)[..., None]
+    # Checked and clipped in the labels' own dtype: a cast to int32 first
+    # would wrap a uint64 2**32 + 2 to the valid class 2, or a uint32 to -1.
+    # Where the dtype cannot hold C (uint8, 300 classes) every label is < C.
+    top = int(np.iinfo(labels.dtype).max)
+    valid = labels >= 0
+    if top >= n_classes:
+        valid &= labels < n_classes
+    index = jnp.clip(labels, 0, min(n_classes - 1, top)).astype(jnp.int32)[..., None]
     label_logit = jnp.take_along_axis(x, index, axis=-1)[..., 0]
     loss = jax.nn.logsumexp(x, axis=-1) - label_logit
     return jnp.where(valid, loss, jnp.nan)

@@ -68,6 +68,14 @@ def weighted_sum(
     except ValueError:
         shapes = ", ".join(f"{name!r} {v.shape}" for name, v in values.items())
         raise ValueError(f"loss values have shapes that do not broadcast: {shapes}") from None
+    for name, value in values.items():
+        try:
+            jnp.broadcast_shapes(jnp.shape(terms[name][0]), value.shape)
+        except ValueError:
+            raise ValueError(
+                f"the weight of {name!r} has shape {jnp.shape(terms[name][0])}, which does not "
+                f"broadcast with its value's {value.shape}"
+            ) from None
     parts = {name: cast(terms[name][0], dtype) * values[name].astype(dtype) for name in values}
     names = list(parts)
     total = parts[names[0]]

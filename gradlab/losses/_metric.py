@@ -48,9 +48,12 @@ def euclidean_distance(a: ArrayLike, b: ArrayLike) -> Array:
     if jnp.ndim(a) < 1:
         raise ValueError(f"a and b must have a last (feature) axis, got shape {jnp.shape(a)}")
     a = as_float(a)
-    sq = jnp.sum(jnp.square(a - cast(b, a.dtype)), axis=-1)
+    # 16-bit inputs are summed in float32: in float16 a distance of 256 would
+    # square to inf and one of 2e-4 to 0 (torch gets both right).
+    acc = a.dtype if jnp.finfo(a.dtype).bits >= 32 else jnp.float32
+    sq = jnp.sum(jnp.square(a.astype(acc) - cast(b, a.dtype).astype(acc)), axis=-1)
     nonzero = sq > 0
-    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1)), 0)
+    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1)), 0).astype(a.dtype)
 
 
 def contrastive(distance: ArrayLike, is_dissimilar: ArrayLike, margin: ArrayLike = 1.0) -> Array:

@@ -30,13 +30,17 @@ def _tree_sum(fn: Callable[[Array], Array], params: Any) -> Array:
     leaves = [as_float(leaf) for leaf in jax.tree.leaves(params)]
     if not leaves:
         return jnp.zeros((), jnp.result_type(float))
-    # The common dtype only; the sums themselves run leaf by leaf in strict mode.
+    # The common dtype only; the sums themselves run leaf by leaf in strict mode,
+    # each in at least float32 (a float16 300**2 overflows, a bfloat16 sum of
+    # 1001 ones is 1000), rounded to the common dtype once at the end.
     with jax.numpy_dtype_promotion("standard"):
         dtype = jnp.result_type(*leaves)
-    return sum(
-        (jnp.sum(fn(leaf)).astype(dtype) for leaf in leaves[1:]),
-        jnp.sum(fn(leaves[0])).astype(dtype),
+        acc = jnp.result_type(dtype, jnp.float32)
+    total = sum(
+        (jnp.sum(fn(leaf.astype(acc))) for leaf in leaves[1:]),
+        jnp.sum(fn(leaves[0].astype(acc))),
     )
+    return total.astype(dtype)
 
 
 def l1_penalty(params: Any) -> Array:
