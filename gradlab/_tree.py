@@ -95,8 +95,12 @@ def map_like(
     for tree in trees:
         check_same_structure(tree, updates, tree_name, "gradient")
         check_same_shapes(tree, updates, tree_name, "gradient")
+
     # A Python number among the params is a float leaf (as_param), as in Optax.
-    trees = tuple(jax.tree.map(as_param, tree) for tree in trees)
+    def number_as_param(x: Any) -> Any:
+        return as_param(x) if isinstance(x, int | float) else x
+
+    trees = tuple(jax.tree.map(number_as_param, tree) for tree in trees)
     return jax.tree.map(fn, updates, *trees)
 
 
