@@ -216,26 +216,24 @@ def per_dtype(fn: Callable[[np.dtype], Any]) -> Callable[[Any], Any]:
 
 def scale(tree: Tree, factor: Any) -> Tree:
     """``factor * x`` for every leaf, computed in the compute dtype, stored as x's dtype."""
-    factor_as = per_dtype(lambda dt: hp(factor, dt))
-
-    def mul(x):
-        dt = compute_dtype(x.dtype)
-        return (factor_as(dt) * x.astype(dt)).astype(x.dtype)
-
-    return jax.tree.map(mul, as_updates(tree))
+    return _by_scalar(tree, factor, jnp.multiply)
 
 
 def unscale(tree: Tree, divisor: Any) -> Tree:
     """``x / divisor`` for every leaf, like :func:`scale`: dividing keeps a
     result that ``x * (1 / divisor)`` would lose when ``1 / divisor`` is
     subnormal (flushed to 0 on CPU) -- a norm above ~8.5e37 in float32."""
-    divisor_as = per_dtype(lambda dt: hp(divisor, dt))
+    return _by_scalar(tree, divisor, lambda d, x: x / d)
 
-    def div(x):
+
+def _by_scalar(tree: Tree, value: Any, op: Callable[[jax.Array, jax.Array], jax.Array]) -> Tree:
+    value_as = per_dtype(lambda dt: hp(value, dt))
+
+    def leaf(x):
         dt = compute_dtype(x.dtype)
-        return (x.astype(dt) / divisor_as(dt)).astype(x.dtype)
+        return op(value_as(dt), x.astype(dt)).astype(x.dtype)
 
-    return jax.tree.map(div, as_updates(tree))
+    return jax.tree.map(leaf, as_updates(tree))
 
 
 def moment_step(

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_state
+from gradlab._checks import check_schedule_value, check_state
 from gradlab._core import GradientTransformation, call_update
 from gradlab.combinators import _walk
 
@@ -113,28 +113,18 @@ def inject_hyperparams(
         # first value: the factory itself may not take a schedule there).
         first = {k: fn(_tree.step_counter()) for k, fn in schedules.items()}
         for k, value in first.items():
-            _check_schedule_value(factory, k, value)
+            try:
+                check_schedule_value(k, value)
+            except (TypeError, ValueError) as e:
+                raise TypeError(
+                    f"inject_hyperparams({_name(factory)}): {k} is a callable, taken for a "
+                    f"schedule, but at step 0: {e}. If it is not a schedule, name it in "
+                    f"static_args=({k!r},)"
+                ) from None
         build(first)
         return _injected(build, numeric, schedules, hyperparam_dtype, _name(factory))
 
     return wrapped
-
-
-def _check_schedule_value(factory: Any, name: str, value: Any) -> None:
-    """A callable taken for a schedule returned a number (not a bool, a tree, an array)."""
-    dtype = getattr(value, "dtype", None)
-    if isinstance(value, bool | np.bool_) or (dtype is not None and np.dtype(dtype) == np.bool_):
-        ok = False
-    elif isinstance(value, int | float | np.integer | np.floating):
-        ok = True
-    else:
-        ok = dtype is not None and np.ndim(value) == 0 and jnp.issubdtype(dtype, jnp.number)
-    if not ok:
-        raise TypeError(
-            f"inject_hyperparams({_name(factory)}): {name} is a callable, taken for a schedule "
-            f"(step -> number), but {name}(0) returned {value!r}; if it is not a schedule, "
-            f"name it in static_args=({name!r},)"
-        )
 
 
 def _name(factory: Any) -> str:

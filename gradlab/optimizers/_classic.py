@@ -83,7 +83,7 @@ def rmsprop(
 
     >>> tx = rmsprop(1e-3, centered=True, momentum=0.9)
     """
-    check_bools(centered=centered, nesterov=nesterov)
+    check_bools(nesterov=nesterov)  # centered: scale_by_rms checks it
     return chain(
         scale_by_rms(decay, eps, initial_scale, centered),
         _momentum(momentum, nesterov),
@@ -110,7 +110,6 @@ def adam(
 
     >>> tx = adam(1e-3)
     """
-    check_bools(nesterov=nesterov)
     return chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         scale_by_learning_rate(learning_rate),

@@ -191,7 +191,6 @@ def radam(
 
     >>> tx = radam(1e-3)
     """
-    check_bools(nesterov=nesterov)
     return chain(
         scale_by_radam(b1, b2, eps, eps_root, threshold, mu_dtype, nesterov=nesterov),
         scale_by_learning_rate(learning_rate),
@@ -238,7 +237,6 @@ def adabelief(
 
     >>> tx = adabelief(1e-3)
     """
-    check_bools(nesterov=nesterov)
     return chain(
         scale_by_belief(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         scale_by_learning_rate(learning_rate),
@@ -366,7 +364,6 @@ def lars(
 
     >>> tx = lars(0.1, weight_decay=1e-4, trust_ratio_mask=lambda p: {k: k != "b" for k in p})
     """
-    check_bools(nesterov=nesterov)
     _check_rate("momentum", momentum)  # named as the caller knows it, not trace's "decay"
     return chain(
         add_decayed_weights(weight_decay, weight_decay_mask),
@@ -467,7 +464,7 @@ def adafactor(
 
     >>> tx = adafactor()  # relative steps
     """
-    check_bools(multiply_by_parameter_scale=multiply_by_parameter_scale, factored=factored)
+    check_bools(multiply_by_parameter_scale=multiply_by_parameter_scale)  # factored: its block
     if momentum is not None:
         _check_rate("momentum", momentum)
         check_float_dtype("dtype_momentum", dtype_momentum)

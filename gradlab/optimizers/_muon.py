@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 
 from gradlab import _masks
-from gradlab._checks import check_bools
 from gradlab._core import GradientTransformation, chain, structural
 from gradlab.blocks import (
     add_decayed_weights,
@@ -99,7 +98,6 @@ def muon(
 
     >>> tx = muon(0.02, adam_learning_rate=3e-4, weight_decay=0.01)
     """
-    check_bools(nesterov=nesterov)
     adam_lr = learning_rate if adam_learning_rate is None else adam_learning_rate
     groups = {
         "muon": chain(
