@@ -638,7 +638,7 @@ INVALID = [
     bad(lambda: S.step_decay(1.0, 2.5), "step_size", "step_decay-size-frac"),
     bad(lambda: S.step_decay(1.0, 30, gamma=0.0), "gamma", "step_decay-gamma0"),
     bad(lambda: S.step_decay(1.0, 30, gamma=-0.1), "gamma", "step_decay-gamma-neg"),
-    bad(lambda: S.multistep_decay(1.0, [30, 10]), "milestones", "multistep-unsorted"),
+    bad(lambda: S.multistep_decay(1.0, [10.5]), "milestones", "multistep-fractional"),
     bad(lambda: S.multistep_decay(1.0, [-1, 5]), "milestones", "multistep-negative"),
     bad(lambda: S.multistep_decay(1.0, [[1, 2]]), "milestones", "multistep-2d"),
     bad(lambda: S.multistep_decay(1.0, [10], gamma=0), "gamma", "multistep-gamma"),
@@ -1107,3 +1107,19 @@ def test_jitted_warm_restarts_restart_exactly_at_each_cycle_start(first, mult):
     before = np.asarray(s(jnp.asarray(starts[1:]) - 1))
     np.testing.assert_array_equal(at, 1.0)
     assert np.all(before < 0.5), before
+
+
+@pytest.mark.parametrize(
+    "milestones", [[20, 3, 10], (10, 3, 10, 20), {20, 3, 10}], ids=["unsorted", "repeat", "set"]
+)
+def test_multistep_decay_takes_milestones_in_any_order_as_torch_does(milestones):
+    torch = pytest.importorskip("torch")
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.5)
+    expected = []
+    for _ in range(25):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    s = S.multistep_decay(1.0, milestones, gamma=0.5)
+    np.testing.assert_allclose(np.asarray(s(np.arange(25))), expected, rtol=1e-6)

@@ -73,8 +73,9 @@ def multistep_decay(
 
     ``lr_t = init_value * gamma ** #{m in milestones : m <= t}``
     (PyTorch ``MultiStepLR``; a repeated milestone applies ``gamma`` twice, as
-    in torch). ``milestones`` is a sorted sequence or 1-D array of steps and
-    may be a traced array.
+    in torch). ``milestones`` is a sequence, set or 1-D array of steps in any
+    order (the count does not depend on it, as in torch) and may be a traced
+    array.
 
     Example:
         >>> from gradlab import schedules
@@ -83,7 +84,9 @@ def multistep_decay(
         [1.0, 1.0, 0.5, 0.5, 0.25]
     """
     check_value("init_value", init_value)
-    milestones = as_sequence("milestones", milestones, minimum=0)
+    if isinstance(milestones, set | frozenset):
+        milestones = sorted(milestones)
+    milestones = as_sequence("milestones", milestones, minimum=0, sort=False)
     check_factor("gamma", gamma)
 
     def schedule(step: ArrayLike):
