@@ -530,3 +530,23 @@ def test_a_grid_seed_is_the_optimizers_and_whole_numbers_must_fit_int32():
     with pytest.raises(ValueError, match=r"grid 'n': 8589934592 does not fit in int32"):
         gl.sweep(lambda n: gl.sgd(n * 1e-11), loss, jnp.ones(3), lambda s: 0.0,
                  {"n": [2**33, 2**31 + 5]}, num_steps=2)  # fmt: skip
+
+
+def test_sweep_under_x64_in_float64_against_numpy(x64):
+    # The scan over steps carried an int32 "diverged at" step next to int64
+    # steps from jnp.arange under x64: every x64 sweep failed to trace.
+    x, y = jnp.asarray(LSQ_X), jnp.asarray(LSQ_Y)  # float64
+    for batches in ((x, y), lambda step: (x[step % 3], y[step % 3])):
+        result = gl.sweep(
+            lambda learning_rate: gl.sgd(learning_rate, 0.9),
+            lsq_loss,
+            jnp.zeros(5),
+            batches,
+            {"learning_rate": [0.01, 0.03]},
+            num_steps=6,
+            progress=False,
+        )
+        assert result.params.dtype == jnp.float64
+        for i, c in enumerate(result.configs):
+            traj = ref.sgd(LSQ_P0, lsq_np_grad, [c["learning_rate"]] * 6, 0.9, False)
+            np.testing.assert_allclose(result.params[i], traj[-1], rtol=1e-12, atol=1e-14)

@@ -433,7 +433,8 @@ def _group_program(
             return (params, state, ok, diverged_at), out
 
         carry = (params0, state0, alive0, diverged0)
-        (params, _, _, diverged_at), out = jax.lax.scan(body, carry, jnp.arange(num_steps))
+        steps = jnp.arange(num_steps, dtype=jnp.int32)  # int32 under x64 too, as diverged0
+        (params, _, _, diverged_at), out = jax.lax.scan(body, carry, steps)
         evals = None
         if eval_fn is not None:
             rows = jnp.asarray(eval_rows)
