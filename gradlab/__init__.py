@@ -13,6 +13,7 @@ from gradlab._checkpoint import load_state, save_state
 from gradlab._core import (
     ELEMENTWISE,
     PER_LEAF,
+    WHOLE_TREE,
     EmptyState,
     GradientTransformation,
     apply_updates,
@@ -161,6 +162,7 @@ _LAZY_SUBMODULES = ("schedules", "losses", "plot")
 __all__ = [
     "ELEMENTWISE",
     "PER_LEAF",
+    "WHOLE_TREE",
     "AddNoiseState",
     "ApplyIfFiniteState",
     "BacktrackingLinesearchState",

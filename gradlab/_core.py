@@ -42,9 +42,14 @@ Schedule = Callable[[Any], Any]
 # How a transformation runs under `gl.packed` (GradientTransformation.packing):
 ELEMENTWISE = "elementwise"
 """Safe on concatenated buffers as it is: each output element depends only on the
-same element of the updates, state and params, and on scalars (hyperparameters,
-step counters, reductions over the whole tree such as the global norm); its
-state is scalars or trees shaped like the updates."""
+same element of the updates, state and params, and on scalars that do not
+depend on them (hyperparameters, step counters, the loss value); its state is
+scalars or trees shaped like the updates."""
+WHOLE_TREE = "whole_tree"
+"""Safe on concatenated buffers as it is, like :data:`ELEMENTWISE`, except that
+its outputs also depend on a reduction over every element (the global norm of
+``clip_by_global_norm``). Under a mask it must see the masked leaves only, so
+``masked`` runs it on them (packed apart), not on the whole buffers."""
 PER_LEAF = "per_leaf"
 """Needs the real leaves (their shapes, their tree, one key or flag per leaf):
 under `packed` it runs on the unpacked leaves and keeps its state per leaf."""
@@ -63,7 +68,8 @@ class GradientTransformation(_InitUpdate):
     as ``value=`` (the current loss); transforms ignore what they don't use.
 
     ``packing`` declares how :func:`gradlab.packed` may run it:
-    :data:`ELEMENTWISE` (on concatenated buffers as it is), :data:`PER_LEAF`
+    :data:`ELEMENTWISE` (on concatenated buffers as it is), :data:`WHOLE_TREE`
+    (on the buffers too, but it reduces over all of them), :data:`PER_LEAF`
     (on the unpacked leaves), a rule ``ctx -> GradientTransformation`` that
     builds its buffer form (combinators, masks), or ``None``: undeclared, and
     ``packed`` refuses it. The tuple itself stays ``(init, update)``, as in

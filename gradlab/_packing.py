@@ -60,6 +60,7 @@ from gradlab._checks import (
 from gradlab._core import (
     ELEMENTWISE,
     PER_LEAF,
+    WHOLE_TREE,
     GradientTransformation,
     call_update,
 )
@@ -245,10 +246,15 @@ def _describe(tx: Any) -> str:
 class PackContext:
     """What a combinator's packing rule may use to build its buffer form.
 
-    ``tree``: the real (unpacked) params tree -- at ``update``, the params if
-    given, else the gradient tree (masks are resolved against it).
-    ``per_leaf_log``: the path of every member the forms built so far run per
-    leaf (shared by a context and its children; see :meth:`runs_on_buffers`).
+    ``tree``: the params tree the member sees -- at ``update``, the params if
+    given, else the gradient tree (masks are resolved against it); inside a
+    mask (:meth:`seeing`), that tree with the unmasked leaves replaced by empty
+    nodes, as the unpacked member sees it. ``keep``: which of the layout's
+    leaves ``tree`` holds (None: all).
+    ``apart_log``: the path of every member the forms built so far cannot run
+    on the whole buffers under a mask -- per-leaf members and whole-tree
+    reductions (shared by a context and its children; see
+    :meth:`runs_on_buffers`).
     """
 
     def __init__(
@@ -257,24 +263,41 @@ class PackContext:
         tree: Any,
         offsets: Any,
         path: tuple[str, ...] = (),
-        per_leaf_log: list[str] | None = None,
+        apart_log: list[str] | None = None,
+        keep: list[bool] | None = None,
     ):
         self.layout, self.tree, self.offsets, self.path = layout, tree, offsets, path
-        self.per_leaf_log = [] if per_leaf_log is None else per_leaf_log
+        self.apart_log = [] if apart_log is None else apart_log
+        self.keep = keep
 
-    def child(self, where: str, per_leaf_log: list[str] | None = None) -> PackContext:
+    def child(self, where: str, apart_log: list[str] | None = None) -> PackContext:
         """The context of a member named ``where``."""
-        log = self.per_leaf_log if per_leaf_log is None else per_leaf_log
-        return PackContext(self.layout, self.tree, self.offsets, (*self.path, where), log)
+        log = self.apart_log if apart_log is None else apart_log
+        path = (*self.path, where)
+        return PackContext(self.layout, self.tree, self.offsets, path, log, self.keep)
+
+    def seeing(self, tree: Any, keep: list[bool]) -> PackContext:
+        """The context of a masked member: it sees ``tree`` (this context's tree
+        with the leaves whose ``keep`` is False replaced by empty nodes)."""
+        full = self.keep if self.keep is not None else [True] * len(keep)
+        chosen = iter(keep)
+        keep = [next(chosen) if k else False for k in full]
+        return PackContext(self.layout, tree, self.offsets, self.path, self.apart_log, keep)
 
     def runs_on_buffers(self, tx: Any, where: str) -> tuple[GradientTransformation, bool]:
-        """``tx``'s buffer form, and whether all of it runs on the buffers (no
-        member per leaf) -- what a mask needs to know: a per-leaf member fed the
-        whole tree would see leaves it must not (``add_noise`` would draw keys
-        for them)."""
+        """``tx``'s buffer form, and whether a mask may run it on the whole
+        buffers, selecting the masked elements of its output: only if no member
+        runs per leaf (fed the whole tree, ``add_noise`` would draw keys for
+        leaves it must not see) and none reduces over the whole tree (a global
+        norm would count the unmasked elements)."""
         log: list[str] = []
         form = self.child(where, log).form_here(tx)
         return form, not log
+
+    def reduces_whole_tree(self) -> None:
+        """Record, from a combinator's rule, that its form reduces over every
+        element (``apply_if_finite``'s finiteness test)."""
+        self.apart_log.append(" > ".join(self.path))
 
     def form(self, tx: Any, where: str) -> GradientTransformation:
         """The buffer form of member ``tx`` (``where`` names it in errors)."""
@@ -285,6 +308,9 @@ class PackContext:
         here = self
         packing = tx.packing if isinstance(tx, GradientTransformation) else None
         if packing == ELEMENTWISE:
+            return tx
+        if packing == WHOLE_TREE:
+            here.reduces_whole_tree()
             return tx
         if packing == PER_LEAF:
             return here.per_leaf(tx)
@@ -299,12 +325,17 @@ class PackContext:
         )
 
     def mask(self, spec: Any) -> Packed:
-        """A mask (tree, prefix or callable) resolved against the real params tree, packed."""
-        return self.layout.pack_mask(_masks.resolve(spec, self.tree))
+        """A mask (tree, prefix or callable) resolved against the tree the member
+        sees, as unpacked, then packed (False on the leaves it does not see)."""
+        mask = _masks.resolve(spec, self.tree)
+        if self.keep is not None:
+            seen = iter(jax.tree.structure(self.tree).flatten_up_to(mask))
+            mask = self.layout.treedef.unflatten([next(seen) if k else False for k in self.keep])
+        return self.layout.pack_mask(mask)
 
     def per_leaf(self, tx: Any) -> GradientTransformation:
         """``tx`` run on the unpacked leaves; its state is kept per leaf."""
-        self.per_leaf_log.append(" > ".join(self.path))
+        self.apart_log.append(" > ".join(self.path))
         layout, real_tree, offsets = self.layout, self.tree, self.offsets
 
         def init(packed_params):

@@ -13,7 +13,7 @@ import pytest
 import references_modern as ref
 
 import gradlab as gl
-from gradlab._core import ELEMENTWISE, PER_LEAF
+from gradlab._core import ELEMENTWISE, PER_LEAF, WHOLE_TREE
 
 KEYS = cm.KEYS
 _rng = np.random.default_rng(11)
@@ -99,7 +99,7 @@ BLOCKS = [
         "normalize_by_update_norm",
         lambda: gl.normalize_by_update_norm(2.0),
         "tree",
-        ELEMENTWISE,
+        WHOLE_TREE,
     ),
 ]
 

@@ -325,6 +325,87 @@ def test_an_optax_mask_declared_per_leaf_sees_the_real_params_tree():
     assert not np.allclose(ours["layers"][0]["b"], unmasked["layers"][0]["b"], atol=1e-6)
 
 
+def _all_but_last(tree):
+    """A mask callable that depends on the tree it is given: every leaf but the last."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef.unflatten([i < len(leaves) - 1 for i in range(len(leaves))])
+
+
+def _params_abc():
+    return {"a": jnp.ones(2), "b": 10 * jnp.ones(2), "c": jnp.ones(3)}
+
+
+_ZERO_AB = {"a": jnp.zeros(2), "b": jnp.zeros(2), "c": jnp.ones(3)}  # c is never masked in
+
+
+@pytest.mark.parametrize(
+    "make, grads, expected",
+    [
+        # Decay on "a" only, then a global-norm clip over what the mask sees:
+        # ||0.5 * [1, 1]|| = 0.707 clipped to 0.1, so 0.0707 each. The buffer
+        # form zeroed the unmasked gradients but not their decayed params, and
+        # the clip counted b's 0.5 * 10 (0.00704 each, silently).
+        (
+            lambda: gl.masked(
+                gl.chain(gl.add_decayed_weights(0.5), gl.clip_by_global_norm(0.1), gl.trace(0.9)),
+                {"a": True, "b": False, "c": False},
+            ),
+            _ZERO_AB,
+            {"a": [0.1 / np.sqrt(2)] * 2, "b": [0.0] * 2, "c": [1.0] * 3},
+        ),
+        # A mask inside a mask sees the outer mask's subtree, as unpacked: the
+        # last leaf it sees is "b" (the buffer form resolved it against the
+        # whole tree, where the last leaf is "c", and decayed "b").
+        (
+            lambda: gl.masked(
+                gl.chain(gl.add_decayed_weights(0.5, mask=_all_but_last), gl.trace(0.9)),
+                {"a": True, "b": True, "c": False},
+            ),
+            _ZERO_AB,
+            {"a": [0.5] * 2, "b": [0.0] * 2, "c": [1.0] * 3},
+        ),
+        (
+            lambda: gl.masked(
+                gl.masked(gl.chain(gl.add_decayed_weights(0.5), gl.trace(0.9)), _all_but_last),
+                {"a": True, "b": True, "c": False},
+            ),
+            _ZERO_AB,
+            {"a": [0.5] * 2, "b": [0.0] * 2, "c": [1.0] * 3},
+        ),
+        (
+            lambda: gl.masked(
+                gl.chain(gl.trace(0.9), gl.freeze(_all_but_last)),
+                {"a": True, "b": True, "c": False},
+            ),
+            {"a": jnp.ones(2), "b": jnp.ones(2), "c": jnp.ones(3)},
+            {"a": [0.0] * 2, "b": [1.0] * 2, "c": [1.0] * 3},
+        ),
+    ],
+    ids=["decay-then-clip", "inner-mask", "mask-in-mask", "freeze-in-mask"],
+)
+def test_a_mask_runs_packed_as_unpacked_its_inner_sees_the_masked_leaves_only(
+    make, grads, expected
+):
+    params = _params_abc()
+    for tx in (make(), gl.packed(make())):
+        updates, _ = tx.update(grads, tx.init(params), params)
+        for k, v in expected.items():
+            np.testing.assert_allclose(updates[k], v, rtol=1e-6, err_msg=k)
+
+
+def test_a_mask_around_a_whole_tree_reduction_runs_it_apart_else_on_the_buffers():
+    params = _params_abc()
+    on = {"a": True, "b": True, "c": False}
+    elementwise = gl.packed(gl.masked(gl.chain(gl.add_decayed_weights(0.5), gl.trace(0.9)), on))
+    reducing = gl.packed(gl.masked(gl.chain(gl.trace(0.9), gl.clip_by_global_norm(1.0)), on))
+    # on the buffers: the momentum spans the whole packed buffer (7 elements);
+    # apart: the inner is packed on its own over the masked leaves (4 elements)
+    (trace,) = elementwise.init(params).inner.inner_state[1]
+    assert trace.buffers["float32"].shape == (7,)
+    (trace,) = reducing.init(params).inner.inner_state.inner[0]
+    assert trace.buffers["float32"].shape == (4,)
+
+
 def test_zero_nans_keeps_one_flag_per_leaf_when_packed():
     params = _tree()
     tx = gl.packed(gl.chain(gl.zero_nans(), gl.adam(0.1)), max_leaf_size=32)

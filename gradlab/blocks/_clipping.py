@@ -15,7 +15,7 @@ from gradlab._checks import (
     check_scalars,
     check_state,
 )
-from gradlab._core import ELEMENTWISE, PER_LEAF, GradientTransformation, stateless
+from gradlab._core import ELEMENTWISE, PER_LEAF, WHOLE_TREE, GradientTransformation, stateless
 from gradlab.blocks._regularize import ZeroNansState
 
 
@@ -54,8 +54,8 @@ def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
         return _tree.unscale(updates, jnp.where(norm > limit, norm / limit, 1)), state
 
     # A whole-tree reduction gives the same norm over packed buffers (summed in
-    # another order: equal to round-off), so it counts as elementwise.
-    return stateless(update, packing=ELEMENTWISE)
+    # another order: equal to round-off); under a mask it must not see the rest.
+    return stateless(update, packing=WHOLE_TREE)
 
 
 def zero_nans() -> GradientTransformation:

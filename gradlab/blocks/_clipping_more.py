@@ -17,7 +17,7 @@ from gradlab._checks import (
     check_positive,
     check_scalars,
 )
-from gradlab._core import ELEMENTWISE, PER_LEAF, GradientTransformation, stateless
+from gradlab._core import PER_LEAF, WHOLE_TREE, GradientTransformation, stateless
 from gradlab.blocks._helpers import rms, widest
 
 
@@ -93,8 +93,8 @@ def normalize_by_update_norm(scale_factor: Any = 1.0, eps: Any = 1e-6) -> Gradie
     """``u <- scale_factor * u / (||u|| + eps)`` with the global norm over all
     leaves (normalised gradient descent). ``optax.normalize_by_update_norm``.
 
-    A whole-tree reduction, so elementwise under ``gl.packed`` (like
-    ``clip_by_global_norm``).
+    A whole-tree reduction: on the buffers under ``gl.packed``, declared
+    :data:`gradlab.WHOLE_TREE` (like ``clip_by_global_norm``).
     """
     check_scalars(scale_factor=scale_factor, eps=eps)
     check_number("scale_factor", scale_factor)
@@ -106,7 +106,7 @@ def normalize_by_update_norm(scale_factor: Any = 1.0, eps: Any = 1e-6) -> Gradie
         factor = jnp.asarray(scale_factor, n.dtype) / (n + jnp.asarray(eps, n.dtype))
         return _tree.scale(updates, factor), state
 
-    return stateless(update, packing=ELEMENTWISE)
+    return stateless(update, packing=WHOLE_TREE)
 
 
 def centralize() -> GradientTransformation:

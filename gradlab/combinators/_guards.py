@@ -97,6 +97,7 @@ def _guard(inner: Any, max_errors: Any, declared: Any) -> GradientTransformation
 
     def packing(ctx):
         # Finiteness over the packed buffers is finiteness over the leaves.
+        ctx.reduces_whole_tree()
         return _guard(ctx.form(declared, "apply_if_finite inner"), max_errors, declared)
 
     return GradientTransformation(init, update, packing=packing)

@@ -66,11 +66,13 @@ def masked(
     leaves replaced by :class:`MaskedNode`, so its state covers the masked
     leaves only (``optax.masked``). The state is :class:`MaskedState`.
 
-    Under :func:`gradlab.packed`, an ``inner`` that runs elementwise on the
-    buffers is run on them with the unmasked elements zeroed (so whole-tree
-    reductions such as a global norm see the masked leaves only) and its output
-    selected by the packed mask; its state then spans the packed buffers. Any
-    other ``inner`` runs on the masked leaves, packed on its own.
+    Under :func:`gradlab.packed`, an ``inner`` whose members all run
+    elementwise on the buffers is run on them with the unmasked elements zeroed,
+    and its output selected by the packed mask; its state then spans the packed
+    buffers. Any other ``inner`` -- with a per-leaf member, or a reduction over
+    the whole tree such as a global norm, which must not count the unmasked
+    leaves -- runs on the masked leaves, packed on its own. Masks inside
+    ``inner`` are resolved against the tree it sees, as unpacked.
 
     >>> decay_weights = gl.masked(gl.add_decayed_weights(1e-4), lambda p: {k: k != "b" for k in p})
     """
@@ -91,8 +93,9 @@ def masked(
         return merge(updates, keep, out), MaskedState(inner_state)
 
     def packing(ctx):
-        _masks.resolve_static(mask, ctx.tree)  # the same errors as unpacked
-        form, on_buffers = ctx.runs_on_buffers(inner, "masked inner")
+        keep = _masks.resolve_static(mask, ctx.tree)  # the same errors as unpacked
+        seen = ctx.seeing(subtree(ctx.tree, keep), keep)
+        form, on_buffers = seen.runs_on_buffers(inner, "masked inner")
         if not on_buffers:
             return ctx.per_leaf(masked(packed_apart(ctx, inner, "masked inner"), mask))
         return _masked_buffers(form, ctx.mask(mask))
@@ -103,10 +106,10 @@ def masked(
 def _masked_buffers(form: GradientTransformation, on: Any) -> GradientTransformation:
     """``masked`` on packed buffers: ``form`` runs on every element, the unmasked
     ones zeroed on the way in and restored on the way out. ``on`` is the mask
-    packed like the updates. Zeros leave the whole-tree reductions that
-    elementwise members may use (sums, norms, finiteness) as over the masked
-    leaves alone; what ``form`` outputs (and stores) for the unmasked elements
-    is never used."""
+    packed like the updates. ``form`` has no whole-tree reduction (see
+    :meth:`PackContext.runs_on_buffers`), so each masked element of its output
+    depends on that element alone; what it outputs (and stores) for the
+    unmasked ones is never used."""
 
     def update(updates, state, params=None, **extra):
         check_state("masked", state, MaskedState)
