@@ -483,6 +483,17 @@ def _norm_jvp(dt, axis, keepdims, primals, tangents):
     return n, jnp.where(positive, dot / jnp.where(positive, n, 1), 0)
 
 
+def sqrt_or_zero(x: jax.Array) -> jax.Array:
+    """``sqrt(x)`` where ``x > 0``, else 0, with a finite derivative everywhere.
+
+    ``jnp.sqrt(jnp.maximum(x, 0))`` has the same values, but its derivative at
+    a clamped ``x`` is ``inf * 0 = NaN``, which poisons ``jax.grad`` through
+    every branch of a ``where`` (radam's rectifier, the 1-sqrt cooldown).
+    """
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), 0)
+
+
 def safe_increment(count: jax.Array) -> jax.Array:
     """``count + 1`` for an int32 step counter, saturating at 2**31 - 1."""
     return jnp.where(count < INT32_MAX, count + 1, jnp.asarray(INT32_MAX, count.dtype))

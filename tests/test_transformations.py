@@ -116,6 +116,35 @@ def test_the_hypergradient_table_covers_every_optimizer_but_the_line_searches():
     assert set(OPTIMIZERS) - covered <= {"schedule_free", "lbfgs"}, set(OPTIMIZERS) - covered
 
 
+def test_hypergradients_through_a_clamped_square_root_are_finite(x64):
+    """radam's rectifier and the 1-sqrt cooldown take ``sqrt`` of a clamped
+    argument in a branch ``where`` does not select: ``jnp.sqrt(maximum(x, 0))``
+    made the reverse-mode gradient ``inf * 0 = NaN`` (forward mode was right)."""
+
+    def radam_loss(b2):  # 8 steps: rho_t is in (2, 4) on the first ones
+        tx = gl.radam(0.05, b2=b2)
+        p = jnp.array([0.3, 0.4])
+        s = tx.init(p)
+        for _ in range(8):
+            u, s = tx.update(2 * (p - jnp.array([1.0, -2.0])), s, p)
+            p = gl.apply_updates(p, u)
+        return jnp.sum((p - jnp.array([1.0, -2.0])) ** 2)
+
+    b2, h = 0.999, 1e-7
+    fd = (radam_loss(b2 + h) - radam_loss(b2 - h)) / (2 * h)
+    np.testing.assert_allclose(jax.grad(radam_loss)(b2), fd, rtol=1e-5)
+
+    def wsd(warmup, decay):  # step 1: warm-up, where the value is smooth in warmup_steps
+        s = gl.schedules.warmup_stable_decay(1.0, warmup, 2.0, 4.0, init_value=0.1, decay=decay)
+        return s(1)
+
+    for decay in ("linear", "sqrt"):  # (0.1 - 1) * 1 / warmup^2 at warmup = 4
+        np.testing.assert_allclose(jax.grad(wsd)(4.0, decay), -0.9 / 16, rtol=1e-12)
+    # in the cooldown, the derivative of 1 - sqrt((t - 6) / 4) in decay_steps, at t = 8
+    grad = jax.grad(lambda n: gl.schedules.warmup_stable_decay(1.0, 4, 2, n, decay="sqrt")(8))
+    np.testing.assert_allclose(grad(4.0), 0.5 * np.sqrt(2 / 4) / 4, rtol=1e-12)
+
+
 # ---------------------------------------------------------------- donation
 
 PARAMS = {"w": jnp.asarray([[0.3, 1.2], [0.8, 0.1]]), "b": jnp.asarray([0.5, 1.0])}

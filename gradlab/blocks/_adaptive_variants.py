@@ -240,7 +240,7 @@ def scale_by_radam(
             rho = rho_inf - 2 * t * b2t / (1 - b2t)
             # The argument is negative while rho < 4 < threshold: that branch is not taken.
             arg = (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)
-            return {"r": jnp.sqrt(jnp.maximum(arg, 0)), "on": rho >= _tree.hp(threshold, dt)}
+            return {"r": _tree.sqrt_or_zero(arg), "on": rho >= _tree.hp(threshold, dt)}
 
         rect = constants(rectifier)
 

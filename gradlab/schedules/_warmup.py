@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from gradlab import _tree
 from gradlab._checks import check_choice
 from gradlab.schedules._common import (
     Schedule,
@@ -153,7 +154,7 @@ def warmup_stable_decay(
         elif decay == "cosine":
             f = cosine_factor(pct)
         else:
-            f = 1.0 - jnp.sqrt(pct)
+            f = 1.0 - _tree.sqrt_or_zero(pct)
         return jnp.where(t < w, warm, end + (peak - end) * f)
 
     return schedule
