@@ -321,3 +321,13 @@ def check_schedule(name: str, schedule: Any) -> None:
     except _NEEDS_A_VALUE:
         return
     check_schedule_value(name, returned[0])
+
+
+def check_learning_rate(name: str, value: Any) -> None:
+    """A learning rate given as ``name``: a schedule (checked as one), or a
+    scalar ``>= 0`` (checked if concrete)."""
+    check_scalars(**{name: value})
+    if callable(value):
+        check_schedule(name, value)
+    else:
+        check_nonnegative(name, value)

@@ -318,3 +318,31 @@ def test_structural_integers_stay_static_and_the_injected_run_equals_the_plain_o
     assert fixed not in gl.inject_hyperparams(factory)(**kwargs).init(params).hyperparams
     for a, b in zip(jax.tree.leaves(runs[0]), jax.tree.leaves(runs[1]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # jit folds constants
+
+
+@pytest.mark.parametrize("make", [gl.schedule_free_sgd, gl.schedule_free_adamw])
+def test_schedule_free_b1_set_between_steps_is_the_b1_the_step_uses(make):
+    # b1 is also kept in the state (for schedule_free_eval_params); the update
+    # read that copy, so an injected b1 changed with set_hyperparams did nothing.
+    params = jnp.asarray([1.0, -2.0, 0.5])
+    grad = lambda p: p * jnp.asarray([1.0, 3.0, 0.5]) - 0.2  # noqa: E731
+    runs = {}
+    for name, tx in {
+        "injected": gl.inject_hyperparams(make)(learning_rate=0.1),
+        "fresh": make(0.1, b1=0.5),
+    }.items():
+        p, s = params, tx.init(params)
+        if name == "injected":
+            s = gl.set_hyperparams(s, b1=0.5)
+        for _ in range(3):
+            u, s = tx.update(grad(p), s, p)
+            p = gl.apply_updates(p, u)
+        runs[name] = (p, gl.schedule_free_eval_params(s, p))
+    for a, b in zip(runs["injected"], runs["fresh"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    default = gl.schedule_free_sgd(0.1) if make is gl.schedule_free_sgd else make(0.1)
+    p, s = params, default.init(params)
+    for _ in range(3):
+        u, s = default.update(grad(p), s, p)
+        p = gl.apply_updates(p, u)
+    assert not np.allclose(p, runs["fresh"][0])  # b1 matters on this run

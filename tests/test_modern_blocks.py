@@ -432,3 +432,23 @@ def test_muon_mask_sends_the_chosen_leaves_to_adam():
     assert set(state.inner_states) == {"muon", "adam"}
     with pytest.raises(ValueError, match="rank"):  # a vector cannot be orthogonalised
         gl.muon(0.1, muon_mask=True).init({"b": jnp.ones(3)})
+
+
+def test_schedule_free_warmup_ramps_a_bfloat16_rate_in_float32_and_takes_a_float_seed():
+    # The ramp lr * k / n was computed in the rate's dtype (0.16699 for 0.5 / 3):
+    # 0.5 is exact in bfloat16, so both runs must be the same.
+    p0 = jnp.asarray([1.0, -2.0])
+    runs = []
+    for lr in (jnp.bfloat16(0.5), 0.5):
+        tx = gl.schedule_free_sgd(lr, warmup_steps=3)
+        p, s = p0, tx.init(p0)
+        for _ in range(4):
+            u, s = tx.update(p - 0.3, s, p)
+            p = gl.apply_updates(p, u)
+        runs.append(p)
+    np.testing.assert_array_equal(runs[0], runs[1])
+    # noisy_sgd(seed=3.0) (a whole number from a config file) is seed 3
+    a, b = gl.noisy_sgd(0.1, seed=3.0), gl.noisy_sgd(0.1, seed=3)
+    ua, _ = a.update(jnp.ones(2), a.init(p0), p0)
+    ub, _ = b.update(jnp.ones(2), b.init(p0), p0)
+    np.testing.assert_array_equal(ua, ub)

@@ -7,9 +7,17 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradlab import _masks, _tree
-from gradlab._checks import check_int, check_nonnegative, check_params, check_scalars, check_state
+from gradlab._checks import (
+    check_int,
+    check_nonnegative,
+    check_params,
+    check_scalars,
+    check_state,
+    is_traced,
+)
 from gradlab._core import ELEMENTWISE, PER_LEAF, GradientTransformation, stateless
 
 
@@ -66,6 +74,11 @@ def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:
     check_nonnegative("eta", eta)
     check_nonnegative("gamma", gamma)
     check_int("seed", seed)
+    if is_traced(seed):
+        if not jnp.issubdtype(seed.dtype, jnp.integer):
+            raise TypeError(f"seed must be an integer, got a traced {seed.dtype} value")
+    elif np.asarray(seed).dtype.kind == "f":
+        seed = int(np.asarray(seed))  # 3.0 from a config file: check_int let it through
 
     def init(params):
         # + a zero that lives with the params: the key replicated over their devices

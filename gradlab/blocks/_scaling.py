@@ -9,7 +9,7 @@ import jax
 from gradlab import _tree
 from gradlab._checks import (
     check_bools,
-    check_nonnegative,
+    check_learning_rate,
     check_number,
     check_scalars,
     check_schedule,
@@ -65,9 +65,7 @@ def scale_by_learning_rate(learning_rate: Any, *, flip_sign: bool = True) -> Gra
     real number raises ``TypeError``/``ValueError`` naming ``learning_rate``.
     """
     check_bools(flip_sign=flip_sign)
-    check_scalars(learning_rate=learning_rate)
-    if not callable(learning_rate):
-        check_nonnegative("learning_rate", learning_rate)
+    check_learning_rate("learning_rate", learning_rate)
     return _scale_by_schedule(learning_rate, "learning_rate", -1.0 if flip_sign else 1.0)
 
 

@@ -69,6 +69,13 @@ def inject_hyperparams(
     stored value is overwritten at the next step: to override it, inject a
     number instead. The state is :class:`InjectHyperparamsState`.
 
+    Values that only ``init`` reads -- ``initial_accumulator_value``
+    (``adagrad``, ``yogi``), ``initial_scale`` (``rmsprop``), ``rprop``'s
+    initial step size, ``add_noise``'s ``seed`` -- are stored and may be
+    vmapped (each lane is initialised with its own), but changing them with
+    :func:`set_hyperparams` after ``init`` changes nothing: the state they
+    built is already there (as in Optax). Build a new state instead.
+
     >>> tx = gl.inject_hyperparams(gl.adamw)(learning_rate=1e-3, weight_decay=0.01)
     >>> state = gl.set_hyperparams(tx.init(params), learning_rate=3e-4)
     """

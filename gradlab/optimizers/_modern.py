@@ -14,7 +14,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradlab._checks import check_bools, check_float_dtype, check_in_range, check_int, check_scalars
+from gradlab._checks import (
+    check_bools,
+    check_float_dtype,
+    check_in_range,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_scalars,
+)
 from gradlab._core import GradientTransformation, chain, structural
 from gradlab.blocks import (
     add_decayed_weights,
@@ -470,6 +478,13 @@ def adafactor(
         check_float_dtype("dtype_momentum", dtype_momentum)
     check_scalars(decay_offset=decay_offset)
     check_int("decay_offset", decay_offset, minimum=0)
+    # checked under the names given here (their blocks say threshold, weight_decay)
+    if clipping_threshold is not None:
+        check_scalars(clipping_threshold=clipping_threshold)
+        check_positive("clipping_threshold", clipping_threshold)
+    if weight_decay_rate is not None:
+        check_scalars(weight_decay_rate=weight_decay_rate)
+        check_nonnegative("weight_decay_rate", weight_decay_rate)
     lr = _relative_step if learning_rate is None else learning_rate
     return chain(
         scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor, eps),

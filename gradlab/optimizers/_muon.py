@@ -9,6 +9,12 @@ import jax
 import jax.numpy as jnp
 
 from gradlab import _masks
+from gradlab._checks import (
+    check_in_range,
+    check_learning_rate,
+    check_nonnegative,
+    check_scalars,
+)
 from gradlab._core import GradientTransformation, chain, structural
 from gradlab.blocks import (
     add_decayed_weights,
@@ -98,6 +104,16 @@ def muon(
 
     >>> tx = muon(0.02, adam_learning_rate=3e-4, weight_decay=0.01)
     """
+    # The Adam group's values, checked under the names they were given here
+    # (its blocks would name them b1, b2, ...).
+    check_scalars(adam_b1=adam_b1, adam_b2=adam_b2)
+    check_in_range("adam_b1", adam_b1, 0.0, 1.0, hi_open=True)
+    check_in_range("adam_b2", adam_b2, 0.0, 1.0, hi_open=True)
+    check_scalars(adam_eps_root=adam_eps_root, adam_weight_decay=adam_weight_decay)
+    check_nonnegative("adam_eps_root", adam_eps_root)
+    check_nonnegative("adam_weight_decay", adam_weight_decay)
+    if adam_learning_rate is not None:
+        check_learning_rate("adam_learning_rate", adam_learning_rate)
     adam_lr = learning_rate if adam_learning_rate is None else adam_learning_rate
     groups = {
         "muon": chain(

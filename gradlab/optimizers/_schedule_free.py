@@ -20,10 +20,10 @@ from gradlab._checks import (
     check_float_dtype,
     check_in_range,
     check_int,
+    check_learning_rate,
     check_nonnegative,
     check_params,
     check_scalars,
-    check_schedule,
     check_schedule_value,
     check_state,
     check_transformation,
@@ -85,11 +85,8 @@ def schedule_free(
     Params are required. Elementwise when the base optimizer is.
     """
     check_transformation("base_optimizer", base_optimizer)
-    check_scalars(learning_rate=learning_rate, b1=b1, weight_lr_power=weight_lr_power)
-    if callable(learning_rate):
-        check_schedule("learning_rate", learning_rate)
-    else:
-        check_nonnegative("learning_rate", learning_rate)
+    check_scalars(b1=b1, weight_lr_power=weight_lr_power)
+    check_learning_rate("learning_rate", learning_rate)
     check_in_range("b1", b1, 0.0, 1.0, lo_open=True)
     check_nonnegative("weight_lr_power", weight_lr_power)
     check_float_dtype("state_dtype", state_dtype)
@@ -120,7 +117,10 @@ def schedule_free(
         weight_sum = state.weight_sum + weight
         c = jnp.where(weight_sum > 0, weight / jnp.where(weight_sum > 0, weight_sum, 1), 0)
         steps, base_state = call_update(base_optimizer, updates, state.base_state, params, extra)
-        b1_ = state.b1
+        # The b1 this transformation was built with (inject_hyperparams rebuilds
+        # it with the current value), placed like the state's copy, which
+        # schedule_free_eval_params reads.
+        b1_ = _tree.full_along(state.b1, (), b1, dt)
 
         def leaf(dz, y, z):
             dtl = widest(dz, y, z)
@@ -146,15 +146,18 @@ def schedule_free(
 
 
 def _with_warmup(learning_rate: ScalarOrSchedule, warmup_steps: Any) -> ScalarOrSchedule:
-    """``learning_rate`` times a linear warm-up from 0 over ``warmup_steps`` (None: none)."""
+    """``learning_rate`` times a linear warm-up from 0 over ``warmup_steps`` (None:
+    none), computed in at least float32 (a bfloat16 rate ramps in float32)."""
     if warmup_steps is None:
         return learning_rate
+    check_learning_rate("learning_rate", learning_rate)  # before it is hidden in a schedule
+    check_scalars(warmup_steps=warmup_steps)
     check_int("warmup_steps", warmup_steps, minimum=0)
     fn = as_schedule(learning_rate)
 
     def schedule(count):
         lr = jnp.asarray(fn(count))
-        dt = lr.dtype if jnp.issubdtype(lr.dtype, jnp.floating) else jnp.float32
+        dt = _tree.compute_dtype(lr.dtype) if _tree.is_float(lr.dtype) else jnp.float32
         k, n = jnp.asarray(count).astype(dt), jnp.asarray(warmup_steps).astype(dt)
         ramp = jnp.where(n > 0, jnp.minimum(k / jnp.where(n > 0, n, 1), 1), 1)
         return lr.astype(dt) * ramp
