@@ -314,6 +314,22 @@ def test_add_noise_with_zero_eta_adds_nothing(run_mode):
     np.testing.assert_array_equal(out["x"], np.arange(4.0))
 
 
+def test_add_noise_on_float64_leaves_scales_by_a_float64_std(x64):
+    # The std was computed in float32: float64 noise was off by ~1e-8 relative,
+    # and eager and jitted runs differed in the last float32 bits.
+    eta, gamma = 0.0390625, 0.625
+    tx = gl.add_noise(eta, gamma, seed=0)
+    p = jnp.zeros(3, jnp.float64)
+    state, step = tx.init(p), jax.jit(tx.update)
+    for t in range(3):
+        out, new_state = step(p, state)
+        _, k = jax.random.split(jax.random.wrap_key_data(state.rng_key))
+        z = np.asarray(jax.random.normal(k, (3,), jnp.float64))
+        np.testing.assert_allclose(out, np.sqrt(eta / (1 + t) ** gamma) * z, rtol=1e-15)
+        np.testing.assert_allclose(out, tx.update(p, state)[0], rtol=1e-15)  # eager = jit
+        state = new_state
+
+
 def test_add_noise_keeps_low_precision_dtype():
     tx = gl.add_noise(0.1, 0.55, 0)
     u = {"x": jnp.zeros(8, jnp.bfloat16)}

@@ -91,13 +91,16 @@ def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:
         leaves, treedef = jax.tree.flatten(updates)
         # One key per leaf: the noise depends on the leaves, so packed runs this per leaf.
         key, *keys = jax.random.split(jax.random.wrap_key_data(state.rng_key), len(leaves) + 1)
-        t = state.count.astype(jnp.float32)
-        std = jnp.sqrt(jnp.asarray(eta, jnp.float32) / (1 + t) ** jnp.asarray(gamma, jnp.float32))
+
+        @_tree.per_dtype
+        def std(dt):  # in each leaf's compute dtype: float64 leaves get a float64 std
+            t = state.count.astype(dt)
+            return jnp.sqrt(_tree.hp(eta, dt) / (1 + t) ** _tree.hp(gamma, dt))
 
         def noisy(u, k):
             dt = _tree.compute_dtype(u.dtype)
             z = jax.random.normal(k, u.shape, dt)
-            return (u.astype(dt) + std.astype(dt) * z).astype(u.dtype)
+            return (u.astype(dt) + std(dt) * z).astype(u.dtype)
 
         out = treedef.unflatten([noisy(u, k) for u, k in zip(leaves, keys, strict=True)])
         new_state = AddNoiseState(_tree.safe_increment(state.count), jax.random.key_data(key))
