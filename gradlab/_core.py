@@ -171,9 +171,11 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     check_same_shapes(params, updates, "params", "updates")
 
     def add(path, p, u):
-        p = as_param(p)
         if not isinstance(u, jax.Array):  # a Python number or a NumPy array
             u = as_param(u)
+        # A Python number is a float param; a weakly typed int array (what a
+        # Python int becomes under jit) too, unless it counts integer updates.
+        p = jnp.asarray(p) if isinstance(p, jax.Array) and not is_float(u.dtype) else as_param(p)
         if p.dtype == u.dtype:
             # lax, not jnp: one primitive per leaf keeps tracing many-leaf trees cheap.
             return jax.lax.add(p, u)
@@ -238,7 +240,7 @@ def elementwise(transform: Any) -> GradientTransformation:
     >>> tx = gl.packed(gl.chain(gl.elementwise(optax.scale_by_adam()), gl.scale(-1e-3)))
     """
     check_transformation("transform", transform)
-    return GradientTransformation(transform.init, transform.update, packing=ELEMENTWISE)
+    return GradientTransformation(transform.init, _with_extras(transform), packing=ELEMENTWISE)
 
 
 def per_leaf(transform: Any) -> GradientTransformation:
@@ -247,7 +249,19 @@ def per_leaf(transform: Any) -> GradientTransformation:
     transformations that are not elementwise (``optax.masked``, per-leaf norms).
     """
     check_transformation("transform", transform)
-    return GradientTransformation(transform.init, transform.update, packing=PER_LEAF)
+    return GradientTransformation(transform.init, _with_extras(transform), packing=PER_LEAF)
+
+
+def _with_extras(transform: Any) -> Callable[..., tuple[Updates, State]]:
+    """``transform.update`` taking keyword extras, and dropping them for an
+    update that takes none (Optax's rule, as in :func:`chain`)."""
+    if takes_extra(transform.update):
+        return transform.update
+
+    def update(updates, state, params=None, **extra):
+        return transform.update(updates, state, params)
+
+    return update
 
 
 def as_schedule(value: Any) -> Schedule:

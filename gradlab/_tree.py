@@ -98,7 +98,7 @@ def map_like(
 
     # A Python number among the params is a float leaf (as_param), as in Optax.
     def number_as_param(x: Any) -> Any:
-        return as_param(x) if isinstance(x, int | float) else x
+        return as_param(x) if is_number(x) else x
 
     trees = tuple(jax.tree.map(number_as_param, tree) for tree in trees)
     return jax.tree.map(fn, updates, *trees)
@@ -109,6 +109,20 @@ def split_outputs(tree_of_tuples: Tree, like: Tree, n: int) -> tuple[Tree, ...]:
     treedef = jax.tree.structure(like)
     leaves = treedef.flatten_up_to(tree_of_tuples)
     return tuple(treedef.unflatten([leaf[i] for leaf in leaves]) for i in range(n))
+
+
+def is_number(x: Any) -> bool:
+    """A Python int or float (not a bool), or what JAX makes of one when it is
+    an argument of a traced function (``jax.jit(tx.init)({"a": 1})``: a weakly
+    typed integer scalar). Such param leaves are floats, as in Optax."""
+    if isinstance(x, bool):
+        return False
+    if isinstance(x, int | float):
+        return True
+    if not isinstance(x, jax.Array):
+        return False
+    aval = jax.typeof(x)
+    return aval.weak_type and aval.shape == () and jnp.issubdtype(aval.dtype, jnp.integer)
 
 
 def check_float_params(params: Tree, where: str) -> None:
@@ -122,6 +136,8 @@ def check_float_params(params: Tree, where: str) -> None:
         return
     for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
         dtype = getattr(x, "dtype", None)
+        if is_number(x):
+            continue
         if dtype is None and (isinstance(x, bool) or not isinstance(x, int | float)):
             raise TypeError(
                 f"{where}: param leaf {jax.tree_util.keystr(path) or '(root)'} is a "
@@ -139,7 +155,18 @@ def as_param(x: Any) -> jax.Array:
     """A param leaf as an array; a Python number becomes a float (as in Optax)."""
     if isinstance(x, int | float) and not isinstance(x, bool):
         return jnp.asarray(float(x))
+    if is_number(x):  # a Python int, traced
+        return jnp.asarray(x, jnp.result_type(float))
     return jnp.asarray(x)
+
+
+def strong_copy(x: Any, dtype: Any = None) -> jax.Array:
+    """A copy of the param leaf ``x`` in ``dtype`` (default: its own), never
+    weakly typed: a state leaf copied from a Python-number param (weak) would
+    come back strong from ``update``, and a jitted step would compile twice.
+    A copy, so that params and state can both be donated to a jitted step."""
+    x = as_param(x)
+    return jnp.array(x, dtype=dtype or x.dtype, copy=True)
 
 
 def _like(x: Any, value: Any, dtype: Any) -> jax.Array:

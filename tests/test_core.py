@@ -686,3 +686,57 @@ def test_concrete_16_bit_hyperparameters_are_accepted_like_traced_ones(dtype):
     np.testing.assert_array_equal(traced["w"], np.full(3, -0.25))
     with pytest.raises(ValueError, match="learning_rate"):
         gl.sgd(jnp.array(-0.125, dtype))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: gl.lookahead(gl.sgd(0.1), 2, 0.5), lambda: gl.schedule_free_sgd(1.0), gl.adam],
+    ids=["lookahead", "schedule_free", "adam"],
+)
+def test_python_number_params_give_a_state_whose_type_update_keeps(make):
+    # lookahead's slow copy and schedule-free's z copied a Python-number param
+    # with its weak type; update returned it strong, so a jitted step compiled twice.
+    tx = make() if make is not gl.adam else gl.adam(0.1)
+    params = {"w": jnp.ones(2), "t": 0.5}  # a Python float leaf: weakly typed in JAX
+    grads = {"w": jnp.ones(2), "t": jnp.float32(0.1)}
+    state = tx.init(params)
+    _, new_state = tx.update(grads, state, params)
+    assert jax.tree.map(jax.typeof, new_state) == jax.tree.map(jax.typeof, state)
+
+
+def test_python_int_params_are_floats_under_jit_and_eval_shape_too():
+    # Eagerly {"a": 1} was a float leaf; traced, the 1 arrived as a weak int32
+    # and init/apply_updates refused it as an integer param.
+    tx, params = gl.adam(0.1), {"a": 1, "b": 2.0}
+    eager = tx.init(params)
+    for traced in (jax.eval_shape(tx.init, params), jax.jit(tx.init)(params)):
+        assert jax.tree.map(lambda x: x.dtype, traced) == jax.tree.map(lambda x: x.dtype, eager)
+    updates = {"a": jnp.float32(0.25), "b": jnp.float32(0.5)}
+    new = jax.jit(gl.apply_updates)(params, updates)
+    assert new == {"a": 1.25, "b": 2.5} and new["a"].dtype == jnp.float32
+    # a weakly typed integer array counting integer updates still adds exactly
+    counter = gl.apply_updates({"n": jnp.asarray(5)}, {"n": jnp.asarray(2)})["n"]
+    assert counter.dtype == jnp.int32 and int(counter) == 7
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: gl.sgd(0.1), lambda: gl.sign_sgd(0.1), lambda: gl.noisy_sgd(0.1)]
+)
+def test_optimizers_without_moments_refuse_integer_params_at_init(make):
+    tx = make()
+    with pytest.raises(TypeError, match=r"\['n'\].*int32"):
+        tx.init({"w": jnp.ones(2), "n": jnp.asarray(3, jnp.int32)})
+    # a frozen integer leaf in a partition is still fine: only the trained group is checked
+    labels = {"w": "train", "n": "frozen"}
+    ok = gl.partition({"train": tx, "frozen": gl.freeze(True)}, labels)
+    ok.init({"w": jnp.ones(2), "n": jnp.asarray(3, jnp.int32)})
+
+
+@pytest.mark.parametrize("declare", [gl.elementwise, gl.per_leaf])
+def test_a_declared_foreign_transformation_ignores_extras(declare):
+    tx = declare(optax.scale_by_adam())
+    params = {"w": jnp.ones(3)}
+    with jax.numpy_dtype_promotion("standard"):  # Optax's arithmetic is not strict-clean
+        updates, _ = tx.update(params, tx.init(params), params, value=jnp.float32(1.0))
+        expected, _ = optax.scale_by_adam().update(params, optax.scale_by_adam().init(params))
+    np.testing.assert_allclose(updates["w"], expected["w"])

@@ -658,3 +658,42 @@ def test_after_a_trial_outside_the_domain_the_zoom_search_halves_its_way_back():
     tx.update(grad, tx.init(x), x, value=value, grad=grad, value_fn=f)
     jax.effects_barrier()
     assert trials[:2] == [-0.5, 0.0], trials  # t = 1 (NaN), then t = 1/2
+
+
+@pytest.mark.parametrize(
+    "params_dtype, grad_dtype",
+    [
+        ("float64", "float32"),
+        ("float32", "float64"),
+        ("bfloat16", "float32"),
+        ("float32", "bfloat16"),
+    ],
+)
+@pytest.mark.parametrize("search", ["zoom", "backtracking", None])
+def test_a_gradient_in_another_dtype_than_the_params_keeps_the_state_a_loop_carry(
+    params_dtype, grad_dtype, search, x64
+):
+    # L-BFGS stored the gradient (and the new pair) in the gradient's dtype,
+    # and the searches carried a grad= of another dtype through their loops:
+    # the state changed type (a lax.scan refused it) or the loop did not trace.
+    f = lambda p: jnp.sum((p["w"].astype(jnp.float32) - 1.0) ** 2)  # noqa: E731
+    searches = {
+        "zoom": gl.scale_by_zoom_linesearch(10),
+        "backtracking": gl.scale_by_backtracking_linesearch(10),
+        None: None,
+    }
+    tx = gl.lbfgs(linesearch=searches[search])
+    params = {"w": jnp.asarray([0.5, -1.0, 2.0], params_dtype)}
+
+    def step(carry, _):
+        p, s = carry
+        v, g = jax.value_and_grad(f)(p)
+        g = jax.tree.map(lambda x: x.astype(grad_dtype), g)
+        u, s = tx.update(g, s, p, value=v, grad=g, value_fn=f)
+        return (gl.apply_updates(p, u), s), v
+
+    state = tx.init(params)
+    (params, new_state), values = jax.lax.scan(step, (params, state), length=3)
+    assert jax.tree.map(jax.typeof, new_state) == jax.tree.map(jax.typeof, state)
+    assert params["w"].dtype == jnp.dtype(params_dtype)
+    assert values[-1] < values[0]

@@ -79,6 +79,9 @@ def _scale_by_schedule(schedule: Any, name: str, sign: float | None) -> Gradient
     fn = as_schedule(schedule)
 
     def init(params):
+        # Every optimizer ends in this block: refuse integer params here, at
+        # init, not at the first apply_updates (sgd keeps no other state).
+        _tree.check_float_params(params, "init")
         return ScaleByScheduleState(_tree.step_counter(params))
 
     def update(updates, state, params=None, **extra):

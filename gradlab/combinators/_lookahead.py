@@ -60,7 +60,7 @@ def lookahead(
 
     def init(params):
         _tree.check_float_params(params, "lookahead init")
-        slow = jax.tree.map(lambda p: jnp.array(_tree.as_param(p)), params)  # a copy
+        slow = jax.tree.map(_tree.strong_copy, params)
         return LookaheadState(_tree.step_counter(params), slow, fast.init(params))
 
     def update(updates, state, params=None, **extra):

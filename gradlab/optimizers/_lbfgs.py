@@ -70,8 +70,10 @@ def _in_compute_dtype(tree: Any) -> Any:
 def _lbfgs_update(updates, state, params, eps):
     """One step of :func:`scale_by_lbfgs` (module level: compiled once when eager)."""
     m = state.rho.shape[0]
-    g = _in_compute_dtype(_tree.map_like(lambda u, _: u, updates, state.updates))
-    x = _in_compute_dtype(_tree.map_like(lambda p, _: p, params, state.params, tree_name="state"))
+    # In the state's dtypes (the params' compute dtypes): a float32 gradient of
+    # float64 params must not turn the stored pairs float32 (a scan carry).
+    g = _tree.map_like(lambda u, s: u.astype(s.dtype), updates, state.updates)
+    x = _tree.map_like(lambda p, s: p.astype(s.dtype), params, state.params, tree_name="state")
     dt = state.rho.dtype
 
     # 1. The newest pair, kept if it has positive curvature.

@@ -197,6 +197,8 @@ def _ray(value_fn, updates, params, value, grad) -> _Ray:
     value_and_grad = jax.value_and_grad(value_fn)
     if value is None or grad is None:  # one extra evaluation, but a working search
         value, grad = value_and_grad(params)
+    else:  # in the params' dtypes, as every gradient the search computes (a loop carry)
+        grad = _tree.map_like(lambda g, p: g.astype(p.dtype), grad, params, tree_name="params")
     dt = _scalar_dtype(params)
     return _Ray(
         params,

@@ -96,7 +96,7 @@ def schedule_free(
         _tree.check_float_params(params, "init")
         dt = _scalar_dtype(params)
         # A copy, so that params and z can both be donated to a jitted step.
-        z = jax.tree.map(lambda p: jnp.array(p, dtype=state_dtype, copy=True), params)
+        z = jax.tree.map(lambda p: _tree.strong_copy(p, state_dtype), params)
         return ScheduleFreeState(
             b1=_tree.scalar_like(params, _tree.hp(b1, dt), dt),
             weight_sum=_tree.scalar_like(params, 0, dt),
