@@ -76,6 +76,13 @@ def inject_hyperparams(
     :func:`set_hyperparams` after ``init`` changes nothing: the state they
     built is already there (as in Optax). Build a new state instead.
 
+    A foreign factory (``optax.adam``) computes with the stored float32 values
+    as given: with bfloat16 params, Optax's arithmetic then promotes its
+    moments to float32 after the first step (a changed ``lax.scan`` carry).
+    Optax's own ``inject_hyperparams`` stores bfloat16 values instead, where
+    ``b2 = 0.999`` rounds to 1 and Adam's first update is NaN. gradlab's
+    factories keep each param's dtype with float32 values.
+
     >>> tx = gl.inject_hyperparams(gl.adamw)(learning_rate=1e-3, weight_decay=0.01)
     >>> state = gl.set_hyperparams(tx.init(params), learning_rate=3e-4)
     """
