@@ -57,7 +57,8 @@ def is_float(dtype: Any) -> bool:
 def as_updates(updates: Tree) -> Tree:
     """``updates`` with every leaf a floating-point array, or a ``TypeError``.
 
-    Python numbers become (weakly typed) float arrays, as Optax accepts them.
+    Python numbers become float arrays, as Optax accepts them (under a trace
+    too, where a Python int is a weakly typed int: :func:`is_number`).
     Integer or boolean leaves are refused, naming the leaf: ``-0.1 * 1`` kept
     in an int32 update would be truncated to 0 without a word. So are complex
     leaves: the blocks square gradients as ``g*g``, not ``|g|**2``.
@@ -68,8 +69,8 @@ def as_updates(updates: Tree) -> Tree:
         return updates
     fixed = []
     for path, x in jax.tree_util.tree_flatten_with_path(updates)[0]:
-        if isinstance(x, int | float) and not isinstance(x, bool):
-            x = jnp.asarray(float(x))
+        if is_number(x):  # a Python number, maybe traced (a weak int)
+            x = as_param(x)
         dtype = getattr(x, "dtype", None)
         if dtype is None or not is_float(dtype):
             what = f"dtype {dtype}" if dtype is not None else type(x).__name__

@@ -740,3 +740,24 @@ def test_a_declared_foreign_transformation_ignores_extras(declare):
         updates, _ = tx.update(params, tx.init(params), params, value=jnp.float32(1.0))
         expected, _ = optax.scale_by_adam().update(params, optax.scale_by_adam().init(params))
     np.testing.assert_allclose(updates["w"], expected["w"])
+
+
+def test_python_int_params_work_with_lbfgs_and_schedule_free_eval_params_under_jit(x64):
+    # Traced, a Python int param reached code that checks its first tree as a
+    # gradient (L-BFGS's params, eval_params' y) and was refused as an integer.
+    def fun(p):
+        return (p["a"] - 3.0) ** 2 + jnp.sum((p["w"] - 1.0) ** 2)
+
+    ints, floats = (
+        {"a": 2, "w": jnp.asarray([0.5, -1.0])},
+        {"a": 2.0, "w": jnp.asarray([0.5, -1.0])},
+    )
+    v, g = jax.value_and_grad(fun)(floats)
+    tx = gl.lbfgs()
+    expected, _ = tx.update(g, tx.init(floats), floats, value=v, grad=g, value_fn=fun)
+    got, _ = tx.update(g, tx.init(ints), ints, value=v, grad=g, value_fn=fun)
+    np.testing.assert_allclose(got["a"], expected["a"], rtol=1e-12)
+    sf = gl.schedule_free_sgd(1.0)
+    state = sf.init(ints)
+    eval_params = jax.jit(gl.schedule_free_eval_params)(state, ints)
+    assert float(eval_params["a"]) == 2.0
