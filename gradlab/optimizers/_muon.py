@@ -106,10 +106,14 @@ def muon(
     """
     # The Adam group's values, checked under the names they were given here
     # (its blocks would name them b1, b2, ...).
-    check_scalars(adam_b1=adam_b1, adam_b2=adam_b2)
+    check_scalars(
+        adam_b1=adam_b1,
+        adam_b2=adam_b2,
+        adam_eps_root=adam_eps_root,
+        adam_weight_decay=adam_weight_decay,
+    )
     check_in_range("adam_b1", adam_b1, 0.0, 1.0, hi_open=True)
     check_in_range("adam_b2", adam_b2, 0.0, 1.0, hi_open=True)
-    check_scalars(adam_eps_root=adam_eps_root, adam_weight_decay=adam_weight_decay)
     check_nonnegative("adam_eps_root", adam_eps_root)
     check_nonnegative("adam_weight_decay", adam_weight_decay)
     if adam_learning_rate is not None:
