@@ -214,3 +214,25 @@ def test_tol_zero_converges_at_an_exact_stationary_point(dtype):
     tiny = gl.minimize(lambda x: jnp.sum(x) * 1e-21, jnp.ones(4), gl.sgd(0.1), max_steps=2, tol=0.0)
     np.testing.assert_allclose(float(tiny.grad_norm), 2e-21, rtol=1e-5)
     assert not bool(tiny.converged) and int(tiny.num_steps) == 2
+
+
+def test_python_number_leaves_of_x0_are_floats_as_for_the_optimizers():
+    # {"a": 2} was refused ("must be a float array, got int") by minimize,
+    # sweep and lr_finder, though every optimizer takes it as the float 2.0.
+    def fun(p):
+        return (p["a"] - 3.0) ** 2 + jnp.sum((p["w"] - 1.0) ** 2)
+
+    ints = gl.minimize(fun, {"a": 2, "w": jnp.zeros(2)}, gl.lbfgs(), max_steps=50, tol=1e-5)
+    floats = gl.minimize(fun, {"a": 2.0, "w": jnp.zeros(2)}, gl.lbfgs(), max_steps=50, tol=1e-5)
+    assert bool(ints.converged) and ints.params["a"].dtype == floats.params["a"].dtype
+    np.testing.assert_allclose(ints.params["a"], floats.params["a"], rtol=1e-7)
+    result = gl.sweep(
+        lambda learning_rate: gl.sgd(learning_rate),
+        lambda p, b: (p["a"] - b) ** 2,
+        {"a": 2},
+        jnp.ones(3),
+        {"learning_rate": [0.1]},
+        num_steps=3,
+        progress=False,
+    )
+    np.testing.assert_allclose(result.params["a"], [1.0 + 0.8**3], rtol=1e-6)

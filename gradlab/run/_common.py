@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradlab import _tree
+
 
 def _required_positional(fn: Callable) -> int | None:
     try:
@@ -80,22 +82,25 @@ def as_batches(batches: Any) -> Batches:
     return Batches(jax.tree.map(jnp.asarray, batches), None, False)
 
 
-def check_params(params: Any, name: str = "params") -> None:
-    """``params`` is a pytree of float arrays or a function ``key -> params``."""
+def check_params(params: Any, name: str = "params") -> Any:
+    """``params`` is a pytree of float arrays or a function ``key -> params``;
+    returned with Python-number leaves as float arrays (the optimizers take
+    them as floats, and ``jax.grad`` needs float inputs)."""
     if callable(params):
-        return
+        return params
     leaves = jax.tree.leaves(params)
     if not leaves:
         raise ValueError(f"{name} must hold at least one array, got {params!r}")
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         dtype = getattr(leaf, "dtype", None)
-        if isinstance(leaf, float):
+        if _tree.is_number(leaf):
             continue
         if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(
                 f"{name} leaf {jax.tree_util.keystr(path) or '(root)'} must be a float array, "
                 f"got {dtype or type(leaf).__name__}"
             )
+    return jax.tree.map(lambda x: _tree.as_param(x) if _tree.is_number(x) else x, params)
 
 
 def check_loss(loss: Any) -> None:

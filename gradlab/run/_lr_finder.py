@@ -280,7 +280,7 @@ def lr_finder(
     _check_args(
         make_optimizer, loss_fn, min_lr, max_lr, num_steps, mode, smoothing, diverge_threshold, rule
     )
-    check_params(params)
+    params = check_params(params)
     if callable(params):
         raise TypeError("lr_finder's params must be a pytree of arrays, got a function")
     data = as_batches(batches)

@@ -156,7 +156,7 @@ def minimize(
     check_nonnegative("tol", tol)
     if callable(x0):
         raise TypeError(f"x0 must be a pytree of float arrays, got the callable {x0!r}")
-    check_params(x0, "x0")
+    x0 = check_params(x0, "x0")
 
     out = jax.eval_shape(fun, x0)
     if has_aux:

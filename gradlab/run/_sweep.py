@@ -605,7 +605,7 @@ def sweep(
                 raise ValueError(f"seeds must fit in int32, got {s}")
         configs = [{**c, "seed": int(s)} for c in configs for s in seeds]
     data = as_batches(batches)
-    check_params(params)
+    params = check_params(params)
     init = params if callable(params) else None
     shared_params = None if init is not None else jax.tree.map(jnp.asarray, params)
     per_config_data = seeds is not None and data.takes_key
