@@ -97,11 +97,7 @@ def map_like(
         check_same_structure(tree, updates, tree_name, "gradient")
         check_same_shapes(tree, updates, tree_name, "gradient")
 
-    # A Python number among the params is a float leaf (as_param), as in Optax.
-    def number_as_param(x: Any) -> Any:
-        return as_param(x) if is_number(x) else x
-
-    trees = tuple(jax.tree.map(number_as_param, tree) for tree in trees)
+    trees = tuple(numbers_as_params(tree) for tree in trees)
     return jax.tree.map(fn, updates, *trees)
 
 
@@ -124,6 +120,12 @@ def is_number(x: Any) -> bool:
         return False
     aval = jax.typeof(x)
     return aval.weak_type and aval.shape == () and jnp.issubdtype(aval.dtype, jnp.integer)
+
+
+def numbers_as_params(tree: Tree) -> Tree:
+    """``tree`` with each Python-number leaf (:func:`is_number`) as a float
+    array (:func:`as_param`), as Optax takes them; other leaves as they are."""
+    return jax.tree.map(lambda x: as_param(x) if is_number(x) else x, tree)
 
 
 def check_float_params(params: Tree, where: str) -> None:

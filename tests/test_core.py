@@ -690,13 +690,17 @@ def test_concrete_16_bit_hyperparameters_are_accepted_like_traced_ones(dtype):
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: gl.lookahead(gl.sgd(0.1), 2, 0.5), lambda: gl.schedule_free_sgd(1.0), gl.adam],
+    [
+        lambda: gl.lookahead(gl.sgd(0.1), 2, 0.5),
+        lambda: gl.schedule_free_sgd(1.0),
+        lambda: gl.adam(0.1),
+    ],
     ids=["lookahead", "schedule_free", "adam"],
 )
 def test_python_number_params_give_a_state_whose_type_update_keeps(make):
     # lookahead's slow copy and schedule-free's z copied a Python-number param
     # with its weak type; update returned it strong, so a jitted step compiled twice.
-    tx = make() if make is not gl.adam else gl.adam(0.1)
+    tx = make()
     params = {"w": jnp.ones(2), "t": 0.5}  # a Python float leaf: weakly typed in JAX
     grads = {"w": jnp.ones(2), "t": jnp.float32(0.1)}
     state = tx.init(params)

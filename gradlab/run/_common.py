@@ -100,7 +100,7 @@ def check_params(params: Any, name: str = "params") -> Any:
                 f"{name} leaf {jax.tree_util.keystr(path) or '(root)'} must be a float array, "
                 f"got {dtype or type(leaf).__name__}"
             )
-    return jax.tree.map(lambda x: _tree.as_param(x) if _tree.is_number(x) else x, params)
+    return _tree.numbers_as_params(params)
 
 
 def check_loss(loss: Any) -> None:
