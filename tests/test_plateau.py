@@ -225,3 +225,24 @@ def test_missing_or_non_scalar_value_and_bad_arguments_raise():
         with pytest.raises(ValueError) as info:
             gl.reduce_on_plateau(**kwargs)
         assert words in str(info.value)
+
+
+def test_under_x64_decisions_and_scale_are_torchs_float64(x64):
+    """Under x64, losses that differ below float32's resolution are compared as
+    torch compares Python floats, and the scale is torch's float64 lr."""
+    params, grads = {"w": jnp.zeros(2, jnp.float64)}, {"w": jnp.ones(2, jnp.float64)}
+    # improvements of 1e-9 (invisible in float32), then a flat stretch
+    values = np.concatenate([1.0 - 1e-9 * np.arange(6), np.full(8, 1.0 - 5e-9)])
+    setting = ("min", 0.1, 1, 0.0, "rel", 0, 0.0)
+    expected = torch_lrs(values, *setting)
+    tx = gl.reduce_on_plateau(factor=0.1, patience=1, rtol=0.0)
+    state = tx.init(params)
+    assert state.best_value.dtype == jnp.float64
+    step = jax.jit(tx.update)
+    scales = []
+    for v in values:
+        u, state = step(grads, state, params, value=jnp.float64(v))
+        scales.append(float(state.scale))
+        assert u["w"].dtype == jnp.float64
+    np.testing.assert_allclose(scales, expected, rtol=1e-15)
+    assert expected[5] == 1.0 and expected[-1] < 1e-3  # no reduction in the first six

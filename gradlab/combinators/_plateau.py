@@ -20,11 +20,12 @@ from gradlab._core import ELEMENTWISE, GradientTransformation
 
 
 class ReduceLROnPlateauState(NamedTuple):
-    """``scale``: the current factor on the updates (float32); ``best_value``:
+    """``scale``: the current factor on the updates; ``best_value``:
     the best (averaged) value so far; ``plateau_count``: int32 decisions without
     improvement; ``cooldown_count``: int32 decisions left in the cooldown;
     ``count``: int32 values averaged toward the next decision; ``avg_value``:
-    their running mean."""
+    their running mean. The three floats are float32, or float64 when
+    ``jax_enable_x64`` is on at ``init`` (as a Python float or torch's)."""
 
     scale: jax.Array
     best_value: jax.Array
@@ -62,7 +63,9 @@ def reduce_on_plateau(
     ``min_scale = min_lr / base_lr``; torch's ``eps`` (skip a reduction
     smaller than 1e-8) is not reproduced. Optax's ``reduce_on_plateau``
     reduces one decision earlier (after ``patience``, not ``patience + 1``).
-    The comparison runs in float32, the same eager, jitted and in ``lax.scan``.
+    The comparison runs in float32 (float64 when ``jax_enable_x64`` is on at
+    ``init``: torch compares Python floats), the same eager, jitted and in
+    ``lax.scan``.
     Compose it with a schedule (warm-up, then reduce on plateau) by chaining:
     ``chain(adam(warmup_schedule), reduce_on_plateau())``. The current scale
     is ``state.scale``.
@@ -82,12 +85,13 @@ def reduce_on_plateau(
     check_nonnegative("min_scale", min_scale)
     check_int("accumulation_size", accumulation_size, minimum=1)
     check_choice("mode", mode, ("min", "max"))
-    f32 = jnp.float32
 
     def init(params):
         # a buffer each (one buffer twice in a state cannot be donated), each
-        # replicated over the params' devices (scalar_like)
-        def scalar(value, dtype=f32):
+        # replicated over the params' devices (scalar_like); float64 under x64
+        f = jax.dtypes.canonicalize_dtype(jnp.float64)
+
+        def scalar(value, dtype=f):
             return _tree.scalar_like(params, value, dtype)
 
         worst = scalar(jnp.inf if mode == "min" else -jnp.inf)
@@ -97,13 +101,14 @@ def reduce_on_plateau(
         )
 
     def improves(value, best):
+        f = best.dtype
         # value + atol < best * (1 - rtol), not value < best * (1 - rtol) - atol:
         # under jit XLA fuses a multiply feeding an add into one FMA (one
         # rounding, eagerly two), and a value at the threshold would be
         # decided differently. Here no product feeds a sum.
         if mode == "min":
-            return value + jnp.asarray(atol, f32) < best * (1 - jnp.asarray(rtol, f32))
-        return value - jnp.asarray(atol, f32) > best * (1 + jnp.asarray(rtol, f32))
+            return value + jnp.asarray(atol, f) < best * (1 - jnp.asarray(rtol, f))
+        return value - jnp.asarray(atol, f) > best * (1 + jnp.asarray(rtol, f))
 
     def decide(state, value):
         """torch's ReduceLROnPlateau.step(value)."""
@@ -114,7 +119,8 @@ def reduce_on_plateau(
         cooldown_left = jnp.where(cooling, state.cooldown_count - 1, 0)
         bad = jnp.where(cooling, 0, bad)  # bad decisions in the cooldown are ignored
         reduce = bad > jnp.asarray(patience, jnp.int32)
-        lowered = jnp.maximum(state.scale * jnp.asarray(factor, f32), jnp.asarray(min_scale, f32))
+        f = state.scale.dtype
+        lowered = jnp.maximum(state.scale * jnp.asarray(factor, f), jnp.asarray(min_scale, f))
         scale = jnp.where(reduce, lowered, state.scale)
         cooldown_left = jnp.where(reduce, jnp.asarray(cooldown, jnp.int32), cooldown_left)
         return scale, best, jnp.where(reduce, 0, bad), cooldown_left
@@ -129,9 +135,10 @@ def reduce_on_plateau(
         value = jnp.asarray(value)
         if value.shape != ():
             raise ValueError(f"value must be a scalar loss, got an array of shape {value.shape}")
-        value = value.astype(f32)
+        f = state.avg_value.dtype
+        value = value.astype(f)
         count = _tree.safe_increment(state.count)
-        avg = state.avg_value + (value - state.avg_value) / count.astype(f32)
+        avg = state.avg_value + (value - state.avg_value) / count.astype(f)
         ready = count >= jnp.asarray(accumulation_size, jnp.int32)
         decided = decide(state, avg)
         kept = (state.scale, state.best_value, state.plateau_count, state.cooldown_count)
@@ -144,7 +151,7 @@ def reduce_on_plateau(
             bad,
             cooldown_left,
             jnp.where(ready, 0, count),
-            jnp.where(ready, 0, avg).astype(f32),
+            jnp.where(ready, 0, avg).astype(f),
         )
         return _tree.scale(updates, scale), new_state
 
