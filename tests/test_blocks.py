@@ -120,6 +120,21 @@ def test_blocks_that_read_params_require_them():
             tx.update(grads, tx.init(grads))
 
 
+def test_a_weight_decay_known_to_be_zero_runs_without_params():
+    """adadelta's default weight_decay=0 needs no params, as sgd or adam do
+    (torch's Adadelta); the decay's own value is used, not its default."""
+    grads = {"a": jnp.array([1.0, -2.0])}
+    tx = gl.adadelta()
+    state = tx.init(grads)
+    without, _ = tx.update(grads, state)
+    with_params, _ = tx.update(grads, state, {"a": jnp.array([5.0, 7.0])})
+    np.testing.assert_array_equal(without["a"], with_params["a"])
+    # a traced weight decay may be nonzero: params are still required
+    traced = jax.jit(lambda wd: gl.add_decayed_weights(wd).update(grads, None)[0])
+    with pytest.raises(ValueError, match="add_decayed_weights uses the params"):
+        traced(0.0)
+
+
 # --------------------------------------------------------------------------
 # State dtypes
 # --------------------------------------------------------------------------

@@ -43,12 +43,17 @@ def add_decayed_weights(
     ``params -> tree``; leaves may be boolean arrays, elementwise) limits the
     decay to where it is True — e.g. skip biases and norm scales.
     Followed by ``scale_by_learning_rate`` this is AdamW's
-    ``p <- p - lr * wd * p`` (Loshchilov & Hutter 2019).
+    ``p <- p - lr * wd * p`` (Loshchilov & Hutter 2019). With a weight decay
+    known to be 0 (not traced) it runs without params, as the updates pass
+    unchanged (so ``adadelta()`` does too); otherwise it needs them.
     """
     check_scalars(weight_decay=weight_decay)
     check_nonnegative("weight_decay", weight_decay)
+    no_decay = not is_traced(weight_decay) and not np.any(np.asarray(weight_decay))
 
     def update(updates, state, params=None, **extra):
+        if params is None and no_decay:
+            return _tree.as_updates(updates), state
         check_params("add_decayed_weights", params)
         decayed = _tree.map_like(decay_leaf, updates, params, tree_name="params")
         return _masks.select_tree(mask, params, decayed, _tree.as_updates(updates)), state
