@@ -8,8 +8,10 @@ Schedules (callables) are validated by the schedule itself, not here.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -33,6 +35,7 @@ __all__ = [
     "check_state",
     "check_transformation",
     "is_traced",
+    "keyword_alias",
     "short_structure",
 ]
 
@@ -203,6 +206,30 @@ def check_transformation(name: str, value: Any) -> None:
     """``value`` looks like a GradientTransformation (an ``(init, update)`` tuple)."""
     if not (isinstance(value, tuple) and hasattr(value, "init") and hasattr(value, "update")):
         raise TypeError(f"{name} must be a GradientTransformation, got {type(value).__name__}")
+
+
+def keyword_alias(alias: str, name: str) -> Callable[[Callable], Callable]:
+    """Decorator: the argument ``name`` may also be passed as ``alias=``, where
+    the API's name and Optax's differ (``masked(inner=...)``, Optax's, for
+    ``transform``; ``scale_by_learning_rate(lr=...)``, the API's, for
+    ``learning_rate``), so code written for either runs unchanged. The
+    signature shown is the function's own."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if alias in kwargs:
+                if name in kwargs:
+                    raise TypeError(
+                        f"{fn.__name__}() got both {name!r} and {alias!r} (another name "
+                        f"for {name!r}): pass one"
+                    )
+                kwargs[name] = kwargs.pop(alias)
+            return fn(*args, **kwargs)
+
+        return call
+
+    return wrap
 
 
 def check_bools(**flags: Any) -> None:

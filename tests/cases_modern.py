@@ -421,7 +421,7 @@ BAD_HYPERPARAMETERS: list[tuple[str, Callable[[], Any], tuple[str, ...]]] = [
     ("adafactor-negative-lr", lambda: gl.adafactor(-1.0), ("learning_rate", "-1.0")),
     ("adafactor-zero-clip", lambda: gl.adafactor(clipping_threshold=0.0), ("threshold", "0.0")),
     ("adafactor-negative-decay", lambda: gl.adafactor(decay_rate=-0.8), ("decay_rate", "-0.8")),
-    ("adafactor-negative-eps", lambda: gl.adafactor(eps=-1.0), ("epsilon", "-1.0")),
+    ("adafactor-negative-eps", lambda: gl.adafactor(eps=-1.0), ("eps must be", "-1.0")),
     ("adafactor-momentum-2", lambda: gl.adafactor(momentum=2.0), ("momentum", "2.0")),
     ("adafactor-offset-float", lambda: gl.adafactor(decay_offset=2.5), ("decay_offset", "2.5")),
     ("adafactor-min-dim-negative", lambda: gl.adafactor(min_dim_size_to_factor=-1), ("min_dim",)),

@@ -221,7 +221,7 @@ def test_mask_that_is_not_one_static_bool_per_leaf_raises_naming_the_leaf(make):
 
 
 def test_masked_rejects_a_non_transformation():
-    with pytest.raises(TypeError, match="inner must be a GradientTransformation"):
+    with pytest.raises(TypeError, match="transform must be a GradientTransformation"):
         gl.masked("adam", {"w": True})
 
 

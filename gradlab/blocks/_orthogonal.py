@@ -92,8 +92,9 @@ def scale_by_muon(
     check_nonnegative("eps", eps)
     check_int("ns_steps", ns_steps, minimum=0)
     check_float_dtype("mu_dtype", mu_dtype)
-    if len(ns_coeffs) != 3:
+    if not hasattr(ns_coeffs, "__len__") or len(ns_coeffs) != 3:
         raise ValueError(f"ns_coeffs must be three numbers (a, b, c), got {ns_coeffs!r}")
+    check_scalars(**{f"ns_coeffs[{i}]": c for i, c in enumerate(ns_coeffs)})
 
     def init(params):
         for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:

@@ -15,6 +15,7 @@ from gradlab._checks import (
     check_schedule,
     check_schedule_value,
     check_state,
+    keyword_alias,
 )
 from gradlab._core import ELEMENTWISE, GradientTransformation, as_schedule, stateless
 
@@ -56,8 +57,11 @@ def scale_by_schedule(schedule: Any) -> GradientTransformation:
     return _scale_by_schedule(schedule, "schedule", None)
 
 
+@keyword_alias("lr", "learning_rate")
 def scale_by_learning_rate(learning_rate: Any, *, flip_sign: bool = True) -> GradientTransformation:
     """``u <- -lr(k) * u`` (``flip_sign=False``: ``+lr(k) * u``).
+
+    ``learning_rate`` may also be passed as ``lr=`` (the API's name for it).
 
     ``learning_rate`` is a number, an array (possibly traced, e.g. under a
     ``vmap`` over learning rates) or a schedule ``step -> lr``. Concrete

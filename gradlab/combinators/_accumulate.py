@@ -17,6 +17,7 @@ from gradlab._checks import (
     check_schedule_value,
     check_state,
     check_transformation,
+    keyword_alias,
 )
 from gradlab._core import GradientTransformation, as_schedule, call_update
 from gradlab.combinators._control import branch, zeros_shaped_like
@@ -37,46 +38,48 @@ class MultiStepsState(NamedTuple):
 
 
 class MultiSteps:
-    """Gradient accumulation: ``opt`` steps once every ``k`` calls, on the mean gradient.
+    """Gradient accumulation: ``transform`` steps once every ``k`` calls, on the mean gradient.
 
-    ``MultiSteps(opt, every_k_schedule)`` returns a
+    ``MultiSteps(transform, every_k_schedule)`` returns a
     :class:`~gradlab.GradientTransformation`. Each call adds the gradient to
     a running mean (``acc <- acc + (g - acc) / n`` at the ``n``-th mini-step)
-    and returns zero updates, except at the ``k``-th call, where ``opt`` runs
+    and returns zero updates, except at the ``k``-th call, where ``transform`` runs
     on the mean and its updates are returned; then the mean restarts.
     ``every_k_schedule`` is an int or a schedule ``gradient_step -> k``
     (evaluated at the number of inner updates so far, so the batch size can
-    grow during training). Keyword extras (``value=``) reach ``opt`` at its
+    grow during training). Keyword extras (``value=``) reach ``transform`` at its
     update only (the last mini-step's ones).
 
     Memory: one accumulator per param, stored in the param's dtype (or
     ``accumulator_dtype``; the mean is computed in float32 at least), and
-    ``opt`` runs only on the steps it updates (a ``lax.cond``). With
-    ``every_k_schedule=1`` (a Python int) it is ``opt`` itself, without an
+    ``transform`` runs only on the steps it updates (a ``lax.cond``). With
+    ``every_k_schedule=1`` (a Python int) it is ``transform`` itself, without an
     accumulator (``acc_grads=()``; a traced or array ``1`` keeps one, so that
     the state structure stays that of other ``k``).
     ``MultiSteps.has_updated(state)`` (also ``tx.has_updated(state)``) says
-    whether the last call updated. ``optax.MultiSteps``.
+    whether the last call updated. ``optax.MultiSteps`` (its keyword
+    ``opt=`` is accepted too).
 
     >>> tx = gl.MultiSteps(gl.adam(1e-3), every_k_schedule=4)
     >>> updates, state = tx.update(grads, state, params)
     >>> gl.MultiSteps.has_updated(state)  # True every 4th call
     """
 
+    @keyword_alias("opt", "transform")
     def __new__(
         cls,
-        opt: GradientTransformation,
+        transform: GradientTransformation,
         every_k_schedule: int | Callable[[Any], Any],
         *,
         accumulator_dtype: Any = None,
     ) -> GradientTransformation:
-        check_transformation("opt", opt)
+        check_transformation("transform", transform)
         check_float_dtype("accumulator_dtype", accumulator_dtype)
         if callable(every_k_schedule):
             check_schedule("every_k_schedule", every_k_schedule)
         else:
             check_int("every_k_schedule", every_k_schedule, minimum=1)
-        tx = _multi_steps(opt, every_k_schedule, accumulator_dtype, opt)
+        tx = _multi_steps(transform, every_k_schedule, accumulator_dtype, transform)
         tx.has_updated = MultiSteps.has_updated  # Optax spells it opt.has_updated(state)
         return tx
 

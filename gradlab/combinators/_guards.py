@@ -8,7 +8,13 @@ import jax
 import jax.numpy as jnp
 
 from gradlab import _tree
-from gradlab._checks import check_int, check_scalars, check_state, check_transformation
+from gradlab._checks import (
+    check_int,
+    check_scalars,
+    check_state,
+    check_transformation,
+    keyword_alias,
+)
 from gradlab._core import GradientTransformation, call_update
 from gradlab.combinators._control import branch, zeros_shaped_like
 
@@ -40,30 +46,31 @@ def all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in parts]))
 
 
+@keyword_alias("inner", "transform")
 def apply_if_finite(
-    inner: GradientTransformation, max_consecutive_errors: Any
+    transform: GradientTransformation, max_consecutive_errors: Any
 ) -> GradientTransformation:
     """Skip steps whose gradients hold NaN or Inf, counting them in the state.
 
     On a step whose gradients are not all finite (one fused check over the
-    whole tree) the updates are zeros and ``inner``'s state is kept
+    whole tree) the updates are zeros and ``transform``'s state is kept
     bit-for-bit, so the params do not move; ``notfinite_count`` (consecutive),
     ``total_notfinite`` and ``last_finite`` record it. After
     ``max_consecutive_errors`` consecutive skipped steps, the next non-finite
-    step is *applied anyway*: ``inner`` updates its state with those
+    step is *applied anyway*: ``transform`` updates its state with those
     non-finite gradients and its (non-finite) updates are returned, so a
     training that keeps producing NaN does not stall silently; the consecutive
     count then restarts from 0 (Optax's ``apply_if_finite`` does not reset it
     and applies every later bad step too, its PR #1746).
     ``max_consecutive_errors=0`` applies every step (and only counts).
-    ``optax.apply_if_finite``.
+    ``optax.apply_if_finite`` (its keyword ``inner=`` is accepted too).
 
     >>> tx = gl.apply_if_finite(gl.adam(1e-3), max_consecutive_errors=5)
     """
-    check_transformation("inner", inner)
+    check_transformation("transform", transform)
     check_scalars(max_consecutive_errors=max_consecutive_errors)
     check_int("max_consecutive_errors", max_consecutive_errors, minimum=0)
-    return _guard(inner, max_consecutive_errors, inner)
+    return _guard(transform, max_consecutive_errors, transform)
 
 
 def _guard(inner: Any, max_errors: Any, declared: Any) -> GradientTransformation:

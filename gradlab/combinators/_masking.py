@@ -18,7 +18,12 @@ import jax
 import jax.numpy as jnp
 
 from gradlab import _masks, _tree
-from gradlab._checks import check_same_structure, check_state, check_transformation
+from gradlab._checks import (
+    check_same_structure,
+    check_state,
+    check_transformation,
+    keyword_alias,
+)
 from gradlab._core import (
     ELEMENTWISE,
     GradientTransformation,
@@ -54,32 +59,34 @@ def merge(tree: Tree, keep: list[bool], sub: Tree) -> Tree:
     return treedef.unflatten([n if k else x for x, n, k in zip(leaves, new, keep, strict=True)])
 
 
+@keyword_alias("inner", "transform")
 def masked(
-    inner: GradientTransformation, mask: Any | Callable[[Tree], Tree]
+    transform: GradientTransformation, mask: Any | Callable[[Tree], Tree]
 ) -> GradientTransformation:
-    """Apply ``inner`` only to the leaves where ``mask`` is True; pass the others through.
+    """Apply ``transform`` only to the leaves where ``mask`` is True; pass the others through.
 
     ``mask``: a tree of bools like the params, a prefix of it (``{"encoder":
     False, "head": True}``), or a function ``params -> tree`` (called on the
     params, or on the updates when ``update`` gets no params). One bool per
-    leaf, known when tracing. ``inner`` sees the params tree with the other
+    leaf, known when tracing. ``transform`` sees the params tree with the other
     leaves replaced by :class:`MaskedNode`, so its state covers the masked
-    leaves only (``optax.masked``). The state is :class:`MaskedState`.
+    leaves only (``optax.masked``; its keyword ``inner=`` is accepted too).
+    The state is :class:`MaskedState`.
 
-    Under :func:`gradlab.packed`, an ``inner`` whose members all run
+    Under :func:`gradlab.packed`, a ``transform`` whose members all run
     elementwise on the buffers is run on them with the unmasked elements zeroed,
     and its output selected by the packed mask; its state then spans the packed
-    buffers. Any other ``inner`` -- with a per-leaf member, or a reduction over
+    buffers. Any other ``transform`` -- with a per-leaf member, or a reduction over
     the whole tree such as a global norm, which must not count the unmasked
     leaves -- runs on the masked leaves, packed on its own. Masks inside
-    ``inner`` are resolved against the tree it sees, as unpacked.
+    ``transform`` are resolved against the tree it sees, as unpacked.
 
     >>> decay_weights = gl.masked(gl.add_decayed_weights(1e-4), lambda p: {k: k != "b" for k in p})
     """
-    check_transformation("inner", inner)
+    check_transformation("transform", transform)
 
     def init(params):
-        return MaskedState(inner.init(subtree(params, _masks.resolve_static(mask, params))))
+        return MaskedState(transform.init(subtree(params, _masks.resolve_static(mask, params))))
 
     def update(updates, state, params=None, **extra):
         check_state("masked", state, MaskedState)
@@ -88,16 +95,16 @@ def masked(
         keep = _masks.resolve_static(mask, updates if params is None else params)
         sub_params = None if params is None else subtree(params, keep)
         out, inner_state = call_update(
-            inner, subtree(updates, keep), state.inner_state, sub_params, extra
+            transform, subtree(updates, keep), state.inner_state, sub_params, extra
         )
         return merge(updates, keep, out), MaskedState(inner_state)
 
     def packing(ctx):
         keep = _masks.resolve_static(mask, ctx.tree)  # the same errors as unpacked
         seen = ctx.seeing(subtree(ctx.tree, keep), keep)
-        form, on_buffers = seen.runs_on_buffers(inner, "masked inner")
+        form, on_buffers = seen.runs_on_buffers(transform, "masked inner")
         if not on_buffers:
-            return ctx.per_leaf(masked(packed_apart(ctx, inner, "masked inner"), mask))
+            return ctx.per_leaf(masked(packed_apart(ctx, transform, "masked inner"), mask))
         return _masked_buffers(form, ctx.mask(mask))
 
     return GradientTransformation(init, update, packing=packing)

@@ -184,9 +184,9 @@ def radam(
     b1: Any = 0.9,
     b2: Any = 0.999,
     eps: Any = 1e-8,
-    eps_root: Any = 0.0,
     threshold: Any = 5.0,
     *,
+    eps_root: Any = 0.0,
     nesterov: bool = False,
     mu_dtype: Any = None,
 ) -> GradientTransformation:
@@ -196,6 +196,8 @@ def radam(
     to be trusted), then ``p <- p - lr * r_t m̂ / (sqrt(v̂ + eps_root) + eps)``
     (see ``scale_by_radam``). ``optax.radam``; ``torch.optim.RAdam`` switches
     at ``rho_t > 5`` and adds ``eps`` to the uncorrected ``sqrt(v)``.
+    ``eps_root`` is keyword-only: the fifth positional argument is
+    ``threshold``, as the API fixes it (Optax's fifth is ``eps_root``).
 
     >>> tx = radam(1e-3)
     """
@@ -331,17 +333,19 @@ def lamb(
     b1: Any = 0.9,
     b2: Any = 0.999,
     eps: Any = 1e-6,
-    eps_root: Any = 0.0,
     weight_decay: Any = 0.0,
     mask: Mask = None,
     *,
+    eps_root: Any = 0.0,
     mu_dtype: Any = None,
 ) -> GradientTransformation:
     """LAMB (You et al. 2020): AdamW's step rescaled per layer to the layer's norm.
 
     ``r = m̂/(sqrt(v̂ + eps_root) + eps) + weight_decay p``;
     ``p <- p - lr * ||p|| / ||r|| * r`` per leaf (ratio 1 where a norm is 0).
-    ``optax.lamb`` (no clipping of ``||p||``, the paper's ``φ``).
+    ``optax.lamb`` (no clipping of ``||p||``, the paper's ``φ``). ``eps_root``
+    is keyword-only: the fifth positional argument is ``weight_decay``, as the
+    API fixes it (Optax's fifth is ``eps_root``).
 
     >>> tx = lamb(1e-3, weight_decay=1e-2)
     """
@@ -478,7 +482,9 @@ def adafactor(
         check_float_dtype("dtype_momentum", dtype_momentum)
     check_scalars(decay_offset=decay_offset)
     check_int("decay_offset", decay_offset, minimum=0)
-    # checked under the names given here (their blocks say threshold, weight_decay)
+    # checked under the names given here (their blocks say epsilon, threshold, weight_decay)
+    check_scalars(eps=eps)
+    check_nonnegative("eps", eps)
     if clipping_threshold is not None:
         check_scalars(clipping_threshold=clipping_threshold)
         check_positive("clipping_threshold", clipping_threshold)
