@@ -86,6 +86,10 @@ class PackedState(NamedTuple):
     inner: Any
     offsets: Any
 
+    # the inner transformation's updates are returned unchanged, unpacked (see
+    # gradlab.optimizers._linesearch.final_linesearch_state)
+    passes_updates_of = "inner"
+
 
 class Layout:
     """Where each leaf of a tree lives in its :class:`Packed` form (static metadata).

@@ -394,6 +394,21 @@ def reduction_parts(leaves: list[jax.Array]) -> list[jax.Array]:
     return parts + [concatenate(v) for v in small.values()]
 
 
+def all_finite(tree: Tree) -> jax.Array:
+    """Whether every element of every leaf is finite, as ONE reduction.
+
+    Small leaves are concatenated per dtype and reduced together (as in
+    :func:`global_norm`: a reduction per leaf costs kernels and,
+    fused, a compile time that grows superlinearly with the leaf count); big
+    leaves are reduced in place; the per-part flags are stacked and reduced once.
+    """
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.asarray(True)
+    parts = reduction_parts(leaves)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in parts]))
+
+
 def global_norm(tree: Tree) -> jax.Array:
     """``sqrt(sum_i ||x_i||^2)`` over all leaves, accumulated in float32 (or float64).
 

@@ -335,11 +335,11 @@ def test_apply_if_finite_checks_the_whole_tree_in_one_reduction():
     """One reduce over a concatenation of the small leaves, one over the stacked
     flags: not a reduction per leaf (100 leaves here)."""
     tree = {f"b{i}": jnp.ones(7) for i in range(100)}
-    jaxpr = jax.make_jaxpr(gl.combinators._guards.all_finite)(tree)
+    jaxpr = jax.make_jaxpr(gl._tree.all_finite)(tree)
     reductions = [e for e in jaxpr.eqns if e.primitive.name.startswith("reduce_")]
     assert len(reductions) == 2, [e.primitive.name for e in jaxpr.eqns]
-    assert bool(gl.combinators._guards.all_finite(tree))
-    assert not bool(gl.combinators._guards.all_finite({**tree, "b7": tree["b7"].at[3].set(np.inf)}))
+    assert bool(gl._tree.all_finite(tree))
+    assert not bool(gl._tree.all_finite({**tree, "b7": tree["b7"].at[3].set(np.inf)}))
 
 
 # ----------------------------------------------------------------- MultiSteps

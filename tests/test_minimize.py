@@ -236,3 +236,87 @@ def test_python_number_leaves_of_x0_are_floats_as_for_the_optimizers():
         progress=False,
     )
     np.testing.assert_allclose(result.params["a"], [1.0 + 0.8**3], rtol=1e-6)
+
+
+def _true_value_and_norm(f, params):
+    value, grad = jax.value_and_grad(f)(params)
+    return float(value), float(np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(grad))))
+
+
+ROSEN4 = jnp.array([-1.2, 1.0, -1.2, 1.0])
+
+
+def rosenbrock(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["MultiSteps(lbfgs)", "lookahead(lbfgs)", "chain(lbfgs, scale)", "apply_if_finite(lbfgs)"],
+)
+def test_the_reported_value_and_gradient_are_at_the_returned_params(name):
+    """A line search's stored value is the objective at the new params only when
+    its step is the update: around a wrapper that changes the step (or with a
+    member after it) minimize evaluates instead of reporting another point's
+    values (MultiSteps(lbfgs) reported converged=True, grad_norm 0, at f = 272)."""
+    tx = {
+        "MultiSteps(lbfgs)": lambda: gl.MultiSteps(gl.lbfgs(), 2),
+        "lookahead(lbfgs)": lambda: gl.lookahead(gl.lbfgs(), 5, 0.5),
+        "chain(lbfgs, scale)": lambda: gl.chain(gl.lbfgs(), gl.scale(0.5)),
+        "apply_if_finite(lbfgs)": lambda: gl.apply_if_finite(gl.lbfgs(), 3),
+    }[name]()
+    r = gl.minimize(rosenbrock, ROSEN4, tx, max_steps=12, tol=1e-5)
+    value, norm = _true_value_and_norm(rosenbrock, r.params)
+    np.testing.assert_allclose(float(r.value), value, rtol=1e-5)
+    np.testing.assert_allclose(float(r.grad_norm), norm, rtol=1e-4)
+    assert bool(r.converged) == (norm <= 1e-5) and not bool(r.failed)
+
+
+def test_value_and_grad_from_state_refuses_a_search_whose_step_is_changed():
+    f = lambda x: jnp.sum((x - 1.0) ** 2)  # noqa: E731
+    fn = gl.value_and_grad_from_state(f)
+    x = jnp.zeros(2)
+    for tx in (gl.MultiSteps(gl.lbfgs(), 2), gl.chain(gl.lbfgs(), gl.scale(0.5))):
+        with pytest.raises(ValueError, match="found 1 line search"):
+            fn(x, state=tx.init(x))
+    for tx in (gl.inject_hyperparams(gl.lbfgs)(), gl.packed(gl.lbfgs())):  # its step is the update
+        value, _ = fn(x, state=tx.init(x))
+        assert float(value) == 2.0
+
+
+def test_lbfgs_stays_finite_when_gradients_underflow():
+    """float32 gradients of ~1e-20: <y, y> underflows to 0; the pair used to be
+    stored, gamma = inf and the params NaN, reported as not failed."""
+    quartic = lambda x: jnp.sum((x - jnp.arange(1.0, 4.0)) ** 4)  # noqa: E731
+    tiny = lambda x: 1e-20 * jnp.sum(jnp.arange(1.0, 4.0) * (x - 1.0) ** 2)  # noqa: E731
+    for f, steps in ((quartic, 200), (tiny, 5)):
+        r = gl.minimize(f, jnp.zeros(3), gl.lbfgs(), max_steps=steps, tol=0.0)
+        assert np.all(np.isfinite(r.params)) and not bool(r.failed)
+        np.testing.assert_allclose(float(r.value), float(f(r.params)), rtol=1e-5, atol=1e-38)
+        assert float(r.value) < float(f(jnp.zeros(3)))
+
+
+def test_minimize_takes_params_with_an_empty_leaf():
+    f = lambda p: jnp.sum((p["w"] - 1.0) ** 2) + jnp.sum(p["e"])  # noqa: E731
+    x0 = {"e": jnp.zeros(0), "w": jnp.zeros(2)}
+    for tx in (gl.lbfgs(), gl.adam(0.3)):
+        r = gl.minimize(f, x0, tx, max_steps=300, tol=1e-3)
+        assert bool(r.converged) and r.params["e"].shape == (0,)
+    assert float(gl.minimize(lambda p: 0.0 * jnp.sum(p), jnp.zeros(0), gl.adam(0.1),
+                             max_steps=3, tol=0.0).grad_norm) == 0.0  # fmt: skip
+
+
+def test_a_failed_backtracking_search_is_not_repeated_forever(x64):
+    """Powell's badly scaled function (Moré, Garbow & Hillstrom 1981, #3): the
+    first unit step must shrink below 0.8**20. A failed search used to restart
+    from t = 1 at the same point and fail again, forever (f stayed 1.135)."""
+
+    def powell(x):
+        r = jnp.stack([1e4 * x[0] * x[1] - 1, jnp.exp(-x[0]) + jnp.exp(-x[1]) - 1.0001])
+        return jnp.sum(r**2)
+
+    x0 = jnp.array([0.0, 1.0])
+    for guess in ("keep", "one"):
+        tx = gl.lbfgs(linesearch=gl.scale_by_backtracking_linesearch(initial_guess=guess))
+        r = gl.minimize(powell, x0, tx, max_steps=400, tol=1e-6)
+        assert float(r.value) < 1e-10, (guess, float(r.value))  # MGH: f* = 0

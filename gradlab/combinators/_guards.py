@@ -30,20 +30,9 @@ class ApplyIfFiniteState(NamedTuple):
     total_notfinite: jax.Array
     inner_state: Any
 
-
-def all_finite(tree: Any) -> jax.Array:
-    """Whether every element of every leaf is finite, as ONE reduction.
-
-    Small leaves are concatenated per dtype and reduced together (as in
-    :func:`gradlab._tree.global_norm`: a reduction per leaf costs kernels and,
-    fused, a compile time that grows superlinearly with the leaf count); big
-    leaves are reduced in place; the per-part flags are stacked and reduced once.
-    """
-    leaves = jax.tree.leaves(tree)
-    if not leaves:
-        return jnp.asarray(True)
-    parts = _tree.reduction_parts(leaves)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in parts]))
+    # the inner transformation's updates are returned unchanged, or zeros with
+    # its state kept (see gradlab.optimizers._linesearch.final_linesearch_state)
+    passes_updates_of = "inner_state"
 
 
 @keyword_alias("inner", "transform")
@@ -86,7 +75,7 @@ def _guard(inner: Any, max_errors: Any, declared: Any) -> GradientTransformation
     def update(updates, state, params=None, **extra):
         check_state("apply_if_finite", state, ApplyIfFiniteState)
         updates = _tree.as_updates(updates)
-        finite = all_finite(updates)
+        finite = _tree.all_finite(updates)
         bad_run = jnp.where(finite, 0, _tree.safe_increment(state.notfinite_count))
         give_up = bad_run > jnp.asarray(max_errors, jnp.int32)
 

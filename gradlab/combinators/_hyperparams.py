@@ -27,6 +27,10 @@ class InjectHyperparamsState(NamedTuple):
     hyperparams: dict[str, jax.Array]
     inner_state: Any
 
+    # the inner transformation's updates are returned unchanged (see
+    # gradlab.optimizers._linesearch.final_linesearch_state)
+    passes_updates_of = "inner_state"
+
 
 def inject_hyperparams(
     factory: Callable[..., GradientTransformation],

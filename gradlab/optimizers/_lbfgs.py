@@ -23,6 +23,7 @@ from gradlab._core import PER_LEAF, GradientTransformation, chain, structural
 from gradlab.blocks import scale, scale_by_learning_rate
 from gradlab.optimizers._linesearch import (
     _scalar_dtype,
+    _select,
     _vdot,
     eager_jit,
     scale_by_zoom_linesearch,
@@ -76,11 +77,14 @@ def _lbfgs_update(updates, state, params, eps):
     x = _tree.map_like(lambda p, s: p.astype(s.dtype), params, state.params, tree_name="state")
     dt = state.rho.dtype
 
-    # 1. The newest pair, kept if it has positive curvature.
+    # 1. The newest pair, kept if it has positive curvature and its 1 / <s, y>
+    # and <s, y> / <y, y> are finite and positive: with |y| ~ 1e-20 (float32)
+    # <y, y> underflows to 0, and gamma would be inf and the direction NaN.
     s = jax.tree.map(jnp.subtract, x, state.params)
     y = jax.tree.map(jnp.subtract, g, state.updates)
     sy, ss, yy = _vdot(s, y, dt), _vdot(s, s, dt), _vdot(y, y, dt)
-    keep = (state.count > 0) & (sy > _tree.hp(eps, dt) * jnp.sqrt(ss * yy))
+    usable = (yy > 0) & jnp.isfinite(1 / sy) & jnp.isfinite(sy / yy)
+    keep = (state.count > 0) & (sy > _tree.hp(eps, dt) * jnp.sqrt(ss * yy)) & usable
     slot = state.index
 
     def write(memory, new):
@@ -116,6 +120,10 @@ def _lbfgs_update(updates, state, params, eps):
         return _axpy(alpha - beta, _slot(diff_params, j), r), None
 
     r, _ = jax.lax.scan(oldest_to_newest, r, (order[::-1], alphas[::-1]))
+    # A finite gradient gets a finite direction: should the recursion still
+    # overflow (extreme scales), take the unit-length gradient step instead.
+    fallback = jax.tree.map(lambda v: v / _tree.global_norm(g).astype(v.dtype), g)
+    r = _select(_tree.all_finite(r) | ~_tree.all_finite(g), r, fallback)
 
     out = jax.tree.map(lambda v, u: v.astype(u.dtype), r, _tree.as_updates(updates))
     new_state = ScaleByLbfgsState(
@@ -141,7 +149,10 @@ def scale_by_lbfgs(memory_size: int = 10, eps: Any = 1e-10) -> GradientTransform
     scale, as :func:`lbfgs` does). With an empty memory ``gamma = 1 / |g|``:
     the first step has unit length, as in scipy's L-BFGS-B. A pair is stored
     only when ``<s, y> > eps |s| |y|`` (the curvature condition; otherwise the
-    update could lose positive definiteness). Inner products run over the whole
+    update could lose positive definiteness) and ``1 / <s, y>`` and ``gamma``
+    are finite and positive (not so when ``<y, y>`` underflows, at gradients of
+    ~1e-20 in float32). A finite gradient always gets a finite direction (the
+    unit-length gradient step, should the recursion overflow). Inner products run over the whole
     pytree; the memory is kept per leaf. Equivalent of ``optax.scale_by_lbfgs``.
 
     Args:

@@ -68,7 +68,9 @@ class ZoomLinesearchState(NamedTuple):
 
 
 class BacktrackingLinesearchState(NamedTuple):
-    """As :class:`ZoomLinesearchState`, for the backtracking (Armijo) search."""
+    """As :class:`ZoomLinesearchState`, for the backtracking (Armijo) search;
+    after a search that ran out of steps (``info.succeeded`` False, no step
+    taken), ``step_size`` is the next step to try, where the next search starts."""
 
     step_size: jax.Array
     value: jax.Array
@@ -476,6 +478,10 @@ def _backtracking_update(updates, params, value, grad, state, hyper, *, value_fn
     t0 = _initial_step(
         initial_guess, state.step_size, hyper["increase_factor"], hyper["max_stepsize"], dt
     )
+    # After a search that ran out of steps (no move, succeeded False, step_size
+    # = the next step it would have tried), continue from there: restarting at
+    # t0 would repeat it exactly (the same point, direction and memory).
+    t0 = jnp.where(~state.info.succeeded & (state.step_size > 0), state.step_size, t0)
     descent = jnp.isfinite(ray.value) & (ray.slope < 0)
     max_steps = jnp.asarray(hyper["max_steps"]).astype(jnp.int32)
 
@@ -492,12 +498,15 @@ def _backtracking_update(updates, params, value, grad, state, hyper, *, value_fn
 
     start = (jnp.zeros((), jnp.int32), jnp.zeros((), bool), t0, ray.value, ray.grad)
     count, ok, t, value, grad = jax.lax.while_loop(cond, body, start)
-    # No acceptable step: stay where we are (its value and gradient are known).
-    t = jnp.where(ok, t, jnp.zeros((), dt))
+    # No acceptable step: stay where we are (its value and gradient are known);
+    # if the steps ran out, keep the next one to try for the next search.
+    ran_out = ~ok & descent & (count >= max_steps)
+    step = jnp.where(ok, t, jnp.zeros((), dt))
     value = jnp.where(ok, value, ray.value)
     grad = _select(ok, grad, ray.grad)
-    new_state = BacktrackingLinesearchState(t, value, grad, LinesearchInfo(count, ok))
-    return _tree.scale(ray.direction, t), new_state
+    kept = jnp.where(ran_out, t, step)
+    new_state = BacktrackingLinesearchState(kept, value, grad, LinesearchInfo(count, ok))
+    return _tree.scale(ray.direction, step), new_state
 
 
 def scale_by_backtracking_linesearch(
@@ -515,7 +524,12 @@ def scale_by_backtracking_linesearch(
     ``t * d`` for the first ``t`` with ``f(x + t d) <= f(x) + c1 t <grad f(x), d>``
     (a non-finite ``f`` counts as failing it). The search starts from the
     previous step times ``increase_factor`` (``initial_guess="keep"``, capped at
-    ``max_stepsize``) or from ``t0 = 1`` (``"one"``). Equivalent of
+    ``max_stepsize``) or from ``t0 = 1`` (``"one"``). When all
+    ``max_backtracking_steps`` fail, the params do not move (``t = 0``; Optax
+    takes the last, non-decreasing step instead), ``step_size`` holds the next
+    step it would have tried and ``info.succeeded`` is False, and the next
+    search continues from there, so the same failed search is not repeated
+    forever. Equivalent of
     ``optax.scale_by_backtracking_linesearch(slope_rtol=c1, store_grad=True)``,
     with its defaults (``0.8``, ``1.5``): with ``increase_factor=1`` and
     ``"keep"`` a step, once shrunk, never grows back (L-BFGS on 10-D Rosenbrock
@@ -566,6 +580,30 @@ def find_linesearch_states(state: Any) -> list[Any]:
     return [x for x in jax.tree.leaves(state, is_leaf=is_ls) if is_ls(x)]
 
 
+def final_linesearch_state(state: Any) -> Any | None:
+    """The state of the line search whose step *is* the optimizer's update, or None.
+
+    That is the search reached from the top by following the last member of
+    every chain (a plain tuple) and the inner state of wrappers that declare
+    they return their inner updates unchanged (a ``passes_updates_of`` field
+    name on their state class: ``inject_hyperparams``, ``apply_if_finite``,
+    ``packed``). Only then is the point where it evaluated the objective the
+    new params. A search followed by another member (``chain(lbfgs(),
+    scale(0.5))``) or inside a wrapper that changes the step (``MultiSteps``,
+    ``lookahead``, ``masked``, ``partition``) gives None.
+    """
+    node = state
+    while not isinstance(node, LINESEARCH_STATES):
+        field = getattr(type(node), "passes_updates_of", None)
+        if type(node) is tuple and node:
+            node = node[-1]
+        elif isinstance(field, str):
+            node = getattr(node, field)
+        else:
+            return None
+    return node
+
+
 def value_and_grad_from_state(
     value_fn: Callable[..., Any],
 ) -> Callable[..., tuple[jax.Array, Any]]:
@@ -576,9 +614,12 @@ def value_and_grad_from_state(
     The returned function is called as ``fn(params, *args, state=opt_state, **kwargs)``.
     It evaluates ``value_fn`` only when the state holds no value yet (before
     the first update, or after a search where the objective was not finite).
-    The state must hold exactly one line search, and it must be the last
-    member that changes the updates (true of :func:`gradlab.lbfgs`), so that
-    the stored point is ``params``.
+    The line search's step must be the optimizer's update (true of
+    :func:`gradlab.lbfgs`, also inside ``chain``, ``inject_hyperparams``,
+    ``apply_if_finite`` and ``packed``), so that the stored point is
+    ``params``; otherwise (a member after it, or a wrapper that changes the
+    step such as ``MultiSteps``) it raises ``ValueError`` rather than return
+    values at another point.
 
     >>> tx = gl.lbfgs()
     >>> f = lambda x: jnp.sum((x - 1.0) ** 2) + jnp.sum(x**4)
@@ -595,14 +636,16 @@ def value_and_grad_from_state(
         )
 
     def fn(params: Any, *args: Any, state: Any, **kwargs: Any) -> tuple[jax.Array, Any]:
-        found = find_linesearch_states(state)
-        if len(found) != 1:
+        ls = final_linesearch_state(state)
+        if ls is None:
+            found = len(find_linesearch_states(state))
             raise ValueError(
-                "value_and_grad_from_state needs an optimizer state holding exactly one "
-                f"line search (scale_by_zoom_linesearch or scale_by_backtracking_linesearch); "
-                f"found {len(found)}"
+                "value_and_grad_from_state needs an optimizer whose update is a line search's "
+                "step (scale_by_zoom_linesearch or scale_by_backtracking_linesearch last in "
+                f"its chain, as in gl.lbfgs()); found {found} line search(es), none whose "
+                "step is the update (another member follows it, or a wrapper such as "
+                "MultiSteps or lookahead changes its step): use jax.value_and_grad"
             )
-        (ls,) = found
         return _stored_or_computed(params, args, kwargs, ls.value, ls.grad, value_fn=value_fn)
 
     return fn

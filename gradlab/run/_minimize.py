@@ -24,7 +24,7 @@ from gradlab._checks import (
     check_transformation,
 )
 from gradlab._core import apply_updates, call_update
-from gradlab.optimizers._linesearch import find_linesearch_states
+from gradlab.optimizers._linesearch import final_linesearch_state
 from gradlab.run._common import check_params
 
 
@@ -33,8 +33,9 @@ class MinimizeResult(NamedTuple):
 
     ``params``: the last iterate; ``value``: the objective there;
     ``grad_norm``: the global norm of its gradient; ``num_steps``: int32
-    optimizer updates taken; ``converged``: ``grad_norm <= tol``; ``failed``:
-    the value or gradient became NaN/Inf, which stopped the loop;
+    optimizer updates taken; ``converged``: ``grad_norm <= tol`` (and not
+    ``failed``); ``failed``: the value, gradient or params became NaN/Inf,
+    which stopped the loop;
     ``aux``: ``fun``'s auxiliary output at ``params`` (``has_aux=True``), else None.
     """
 
@@ -62,17 +63,18 @@ def stepper(
     """``step(params, state, value, grad) -> (params, state, value, grad)``: one
     update with the extras a line search needs (``value``, ``grad``, ``value_fn``),
     then the value and gradient at the new params -- read from the line search's
-    state when the optimizer holds exactly one (it evaluated them already), else
-    computed. ``state`` (an initial state) tells which case applies."""
+    state when its step is the update (it evaluated them there already, see
+    ``final_linesearch_state``), else computed. ``state`` (an initial state)
+    tells which case applies."""
     value_and_grad = jax.value_and_grad(value_fn)
-    reuse = len(find_linesearch_states(state)) == 1
+    reuse = final_linesearch_state(state) is not None
 
     def step(params, state, value, grad):
         extra = {"value": value, "grad": grad, "value_fn": value_fn}
         updates, state = call_update(optimizer, grad, state, params, extra)
         params = apply_updates(params, updates)
         if reuse:
-            (ls,) = find_linesearch_states(state)
+            ls = final_linesearch_state(state)
             new_value, new_grad = ls.value, ls.grad
         else:
             new_value, new_grad = value_and_grad(params)
@@ -94,7 +96,9 @@ def _grad_norm(grad: Any) -> jax.Array:
     0 for a zero gradient). Not differentiated here.
     """
     norm = _tree.global_norm(grad)
-    leaves = [g.astype(norm.dtype) for g in jax.tree.leaves(grad)]
+    leaves = [g.astype(norm.dtype) for g in jax.tree.leaves(grad) if g.size]  # not 0-size
+    if not leaves:
+        return jnp.zeros((), norm.dtype)
     big = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(g)) for g in leaves])
     a = jnp.where(big > 0, big, 1)
     small = a * jnp.sqrt(sum(jnp.sum(jnp.square(g / a)) for g in leaves))
@@ -114,7 +118,7 @@ def minimize(
 
     One ``lax.while_loop``: compute ``value, grad = value_and_grad(fun)(params)``;
     stop if the gradient's global norm (over the whole pytree) is at most
-    ``tol``, if the value or gradient is not finite (``failed``), or after
+    ``tol``, if the value, gradient or params are not finite (``failed``), or after
     ``max_steps`` updates; else ``updates, state = optimizer.update(grad, state,
     params, value=value, grad=grad, value_fn=fun)`` and ``params += updates``.
 
@@ -122,9 +126,12 @@ def minimize(
     optimizers cost one evaluation of ``fun`` and its gradient per step; with
     a line search (:func:`gradlab.lbfgs`) the evaluations happen inside the
     search, and the value and gradient at the accepted point are read from its
-    state (it must be the last member that changes the updates, as in
-    ``lbfgs``). Contrast: Optax leaves this loop to the user and has no
-    convergence flag; ``scipy.optimize.minimize`` stops on a gradient test too.
+    state when its step is the update (as in ``lbfgs``, also inside ``chain``,
+    ``inject_hyperparams``, ``apply_if_finite``, ``packed``); otherwise (a
+    member after the search, or a wrapper such as ``MultiSteps`` changing its
+    step) they are computed at the new params. Contrast: Optax leaves this
+    loop to the user and has no convergence flag; ``scipy.optimize.minimize``
+    stops on a gradient test too.
 
     ``jit``: call it inside a jitted function (each eager call compiles its
     loop anew). ``vmap``: over ``x0``, or over hyperparameters by building the
@@ -180,9 +187,11 @@ def minimize(
     tol_ = _tree.hp(tol, norm_dtype)
     max_steps_ = jnp.asarray(max_steps).astype(jnp.int32)
 
+    def finite(c: _Carry) -> jax.Array:
+        return jnp.isfinite(c.value) & jnp.isfinite(c.grad_norm) & _tree.all_finite(c.params)
+
     def cond(c: _Carry) -> jax.Array:
-        finite = jnp.isfinite(c.value) & jnp.isfinite(c.grad_norm)
-        return (c.num_steps < max_steps_) & (c.grad_norm > tol_) & finite
+        return (c.num_steps < max_steps_) & (c.grad_norm > tol_) & finite(c)
 
     def body(c: _Carry) -> _Carry:
         params, state, value, grad = step(c.params, c.state, c.value, c.grad)
@@ -191,7 +200,7 @@ def minimize(
     start = _Carry(x0, state, value, grad, _grad_norm(grad), jnp.zeros((), jnp.int32))
     c = jax.lax.while_loop(cond, body, start)
     aux = fun(c.params)[1] if has_aux else None
-    failed = ~(jnp.isfinite(c.value) & jnp.isfinite(c.grad_norm))
+    failed = ~finite(c)
     return MinimizeResult(
-        c.params, c.value, c.grad_norm, c.num_steps, c.grad_norm <= tol_, failed, aux
+        c.params, c.value, c.grad_norm, c.num_steps, (c.grad_norm <= tol_) & ~failed, failed, aux
     )
