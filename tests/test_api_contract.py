@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import inspect
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import gradlab as gl
@@ -377,3 +379,28 @@ def test_a_positional_call_written_against_the_contract_sets_what_it_names():
         gl.lamb(0.01, 0.9, 0.999, 1e-6, -0.5)
     with pytest.raises(ValueError, match="threshold"):
         gl.radam(0.01, 0.9, 0.999, 1e-8, 4.0)  # threshold <= 4: r_t is not real
+
+
+def test_optax_keywords_of_partition_lookahead_adamw_and_sgd():
+    """Optax code ported as is: partition(param_labels=), lookahead(fast_optimizer=),
+    adamw's keyword-only eps_root/nesterov (same numbers as Optax), sgd's
+    accumulator_dtype (the momentum is stored in it)."""
+    optax = pytest.importorskip("optax")
+    params = {"w": jnp.array([1.0, -2.0, 3.0])}
+    state = gl.partition({"a": gl.sgd(0.1)}, param_labels="a").init(params)
+    assert set(state.inner_states) == {"a"}
+    tx = gl.lookahead(fast_optimizer=gl.sgd(0.1), sync_period=2, slow_step_size=0.5)
+    assert tx.update(params, tx.init(params), params)[0]["w"].shape == (3,)
+    ours = gl.adamw(0.1, weight_decay=0.1, eps_root=1e-3, nesterov=True)
+    theirs = optax.adamw(0.1, weight_decay=0.1, eps_root=1e-3, nesterov=True)
+    got = []
+    for tx in (ours, theirs):
+        x, s = params, tx.init(params)
+        with jax.numpy_dtype_promotion("standard"):  # Optax's code is not strict-clean
+            for k in range(4):
+                u, s = tx.update({"w": jnp.sin((k + 1.0) * x["w"])}, s, x)
+                x = optax.apply_updates(x, u)
+        got.append(x["w"])
+    np.testing.assert_allclose(got[0], got[1], rtol=1e-5)
+    momentum = jax.tree.leaves(gl.sgd(0.1, 0.9, accumulator_dtype=jnp.bfloat16).init(params))
+    assert jnp.bfloat16 in [leaf.dtype for leaf in momentum]

@@ -15,6 +15,7 @@ from gradlab._checks import (
     check_scalars,
     check_state,
     check_transformation,
+    keyword_alias,
 )
 from gradlab._core import GradientTransformation, call_update
 from gradlab.combinators._masking import packed_apart
@@ -31,6 +32,7 @@ class LookaheadState(NamedTuple):
     fast_state: Any
 
 
+@keyword_alias("fast_optimizer", "fast")
 def lookahead(
     fast: GradientTransformation,
     sync_period: Any,
@@ -47,7 +49,8 @@ def lookahead(
     weights: ``gl.lookahead_params(state)``. ``reset_state=True`` also
     restarts ``fast``'s state at each synchronisation. Needs ``params`` in
     ``update``. Same trajectory as ``optax.lookahead``, whose params are a
-    ``LookaheadParams(fast, slow)`` pair; here they stay a plain tree.
+    ``LookaheadParams(fast, slow)`` pair; here they stay a plain tree (its
+    keyword ``fast_optimizer=`` is accepted too).
 
     >>> tx = gl.lookahead(gl.adam(1e-3), sync_period=5, slow_step_size=0.5)
     >>> eval_params = gl.lookahead_params(state)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
 from gradlab import _masks
-from gradlab._checks import check_same_structure, check_transformation
+from gradlab._checks import check_same_structure, check_transformation, keyword_alias
 from gradlab._core import GradientTransformation, call_update
 from gradlab.combinators._masking import merge, packed_apart, subtree
 
@@ -19,6 +19,7 @@ class PartitionState(NamedTuple):
     inner_states: dict[Hashable, Any]
 
 
+@keyword_alias("param_labels", "labels")
 def partition(
     transforms: dict[Hashable, GradientTransformation],
     labels: Any | Callable[[Tree], Tree],
@@ -27,10 +28,11 @@ def partition(
 
     ``labels``: a tree of labels like the params, a prefix of it
     (``{"encoder": "slow", "head": "fast"}``), or a function ``params -> tree``
-    (called on the params, or on the updates when ``update`` gets no params).
-    Each group's transformation sees the params tree with the other groups'
-    leaves replaced by :class:`MaskedNode`: its state holds its own leaves only,
-    and reductions inside it (a global norm) run over its group. A label with
+    (called on the params, or on the updates when ``update`` gets no params;
+    Optax's keyword ``param_labels=`` is accepted too). Each group's
+    transformation sees the params tree with the other groups' leaves replaced
+    by :class:`MaskedNode`: its state holds its own leaves only, and
+    reductions inside it (a global norm) run over its group. A label with
     no transformation, or a transformation that labels no leaf, raises
     ``ValueError`` naming it. ``optax.partition``; PyTorch's param groups.
     The state is ``PartitionState({label: state})``.

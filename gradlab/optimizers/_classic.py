@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gradlab._checks import check_bools, check_in_range, check_scalars
+from gradlab._checks import check_bools, check_float_dtype, check_in_range, check_scalars
 from gradlab._core import GradientTransformation, chain
 from gradlab.blocks import (
     add_decayed_weights,
@@ -24,7 +24,9 @@ from gradlab.blocks import (
 ScalarOrSchedule = Any  # float | jax.Array | Callable[[step], float]
 
 
-def _momentum(momentum: Any, nesterov: bool) -> GradientTransformation:
+def _momentum(
+    momentum: Any, nesterov: bool, accumulator_dtype: Any = None
+) -> GradientTransformation:
     """``trace(momentum)`` or, for ``momentum=None``, nothing (nesterov needs momentum)."""
     if momentum is None:
         if nesterov:
@@ -34,21 +36,29 @@ def _momentum(momentum: Any, nesterov: bool) -> GradientTransformation:
     check_in_range("momentum", momentum, 0.0, 1.0)
     if nesterov:  # torch.optim.SGD: "Nesterov momentum requires a momentum"
         check_in_range("momentum (with nesterov=True)", momentum, 0.0, 1.0, lo_open=True)
-    return trace(momentum, nesterov=nesterov)
+    return trace(momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype)
 
 
 def sgd(
-    learning_rate: ScalarOrSchedule, momentum: Any = None, nesterov: bool = False
+    learning_rate: ScalarOrSchedule,
+    momentum: Any = None,
+    nesterov: bool = False,
+    *,
+    accumulator_dtype: Any = None,
 ) -> GradientTransformation:
     """Stochastic gradient descent, optionally with (Nesterov) momentum.
 
     ``v <- momentum*v + g``; ``p <- p - lr * v`` (Nesterov: ``p <- p - lr*(g + momentum*v)``).
-    Matches ``torch.optim.SGD(lr, momentum, dampening=0, nesterov)``.
+    Matches ``torch.optim.SGD(lr, momentum, dampening=0, nesterov)``;
+    ``accumulator_dtype`` stores ``v`` in that dtype (``optax.sgd``'s).
 
     >>> tx = sgd(0.1, momentum=0.9)
     """
     check_bools(nesterov=nesterov)
-    return chain(_momentum(momentum, nesterov), scale_by_learning_rate(learning_rate))
+    check_float_dtype("accumulator_dtype", accumulator_dtype)
+    return chain(
+        _momentum(momentum, nesterov, accumulator_dtype), scale_by_learning_rate(learning_rate)
+    )
 
 
 def adagrad(
@@ -124,18 +134,21 @@ def adamw(
     weight_decay: Any = 1e-4,
     mask: Any | Callable[[Any], Any] = None,
     *,
+    eps_root: Any = 0.0,
+    nesterov: bool = False,
     mu_dtype: Any = None,
 ) -> GradientTransformation:
     """AdamW (Loshchilov & Hutter 2019): Adam plus decoupled weight decay.
 
     ``p <- p - lr * (m̂ / (sqrt(v̂) + eps) + weight_decay * p)``; ``mask``
     (tree of bools or ``params -> tree``) selects the decayed leaves.
-    Matches ``torch.optim.AdamW`` / ``optax.adamw``.
+    Matches ``torch.optim.AdamW`` / ``optax.adamw`` (whose keyword-only
+    ``eps_root`` and ``nesterov`` work here too: ``nesterov=True`` is ``nadamw``).
 
     >>> tx = adamw(1e-3, weight_decay=0.01)
     """
     return chain(
-        scale_by_adam(b1, b2, eps, 0.0, mu_dtype),
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
