@@ -348,7 +348,7 @@ SCHEDULES: list[Row] = [
     ("warmup_cosine_decay: decay_steps not after warmup_steps", lambda: gl.schedules.warmup_cosine_decay(0.0, 0.1, 100, 50), ValueError, ("decay_steps", "50")),
     ("warmup_linear_decay: NaN peak_value", lambda: gl.schedules.warmup_linear_decay(0.0, NAN, 10, 100), ValueError, ("peak_value", "nan")),
     ("warmup_stable_decay: negative stable_steps", lambda: gl.schedules.warmup_stable_decay(0.1, 10, -1, 10), ValueError, ("stable_steps", "-1")),
-    ("warmup_stable_decay: unknown decay", lambda: gl.schedules.warmup_stable_decay(0.1, 10, 10, 10, decay="exp"), ValueError, ("decay", "'exp'")),
+    ("warmup_stable_decay: unknown decay", lambda: gl.schedules.warmup_stable_decay(0.1, 10, 10, 30, decay="exp"), ValueError, ("decay", "'exp'")),
     ("cyclic: step_size_up 0", lambda: gl.schedules.cyclic(0.01, 0.1, 0), ValueError, ("step_size_up", "0")),
     ("cyclic: unknown mode", lambda: gl.schedules.cyclic(0.01, 0.1, 10, mode="sine"), ValueError, ("mode", "'sine'")),
     ("cyclic: gamma above 1", lambda: gl.schedules.cyclic(0.01, 0.1, 10, gamma=1.5), ValueError, ("gamma", "1.5")),

@@ -138,10 +138,10 @@ def ref_warmup_stable_decay(
 ):  # fmt: skip
     if t < warmup_steps:
         return init_value + (peak_value - init_value) * t / warmup_steps
-    decay_start = warmup_steps + stable_steps
+    decay_start = warmup_steps + stable_steps  # the decay ends at decay_steps (from the start)
     if t <= decay_start:
         return peak_value
-    frac = min((t - decay_start) / decay_steps, 1.0)
+    frac = min((t - decay_start) / (decay_steps - decay_start), 1.0)
     shape = {
         "linear": 1 - frac,
         "cosine": (1 + math.cos(math.pi * frac)) / 2,
@@ -325,13 +325,13 @@ CASES = [
          init_value=0.0, peak_value=1.0, warmup_steps=20, decay_steps=120, end_value=0.1),
     case("warmup_stable_decay", S.warmup_stable_decay, ref_warmup_stable_decay, 140,
          {"peak_value": [1.0, 0.3], "warmup_steps": [0, 10], "stable_steps": [0, 40],
-          "decay_steps": [20, 50], "init_value": [0.0, 0.1], "end_value": [0.0, 0.05]},
-         peak_value=1.0, warmup_steps=10, stable_steps=40, decay_steps=50),
+          "decay_steps": [70, 100], "init_value": [0.0, 0.1], "end_value": [0.0, 0.05]},
+         peak_value=1.0, warmup_steps=10, stable_steps=40, decay_steps=100),
     case("warmup_stable_decay-cosine", S.warmup_stable_decay, ref_warmup_stable_decay, 100,
-         peak_value=1.0, warmup_steps=10, stable_steps=30, decay_steps=40, init_value=0.1,
+         peak_value=1.0, warmup_steps=10, stable_steps=30, decay_steps=80, init_value=0.1,
          end_value=0.01, decay="cosine"),
     case("warmup_stable_decay-sqrt", S.warmup_stable_decay, ref_warmup_stable_decay, 100,
-         peak_value=1.0, warmup_steps=5, stable_steps=20, decay_steps=60, decay="sqrt"),
+         peak_value=1.0, warmup_steps=5, stable_steps=20, decay_steps=85, decay="sqrt"),
     case("cyclic-triangular", S.cyclic, ref_cyclic, 100,
          {"base_value": [0.1, 0.0], "max_value": [1.0, 2.0], "step_size_up": [7, 3],
           "step_size_down": [5, 11]},
@@ -682,7 +682,8 @@ INVALID = [
     bad(lambda: S.warmup_stable_decay(1.0, -1, 10, 10), "warmup_steps", "wsd-warmup"),
     bad(lambda: S.warmup_stable_decay(1.0, 1, -10, 10), "stable_steps", "wsd-stable"),
     bad(lambda: S.warmup_stable_decay(1.0, 1, 10, 0), "decay_steps", "wsd-decay"),
-    bad(lambda: S.warmup_stable_decay(1.0, 1, 10, 10, decay="exp"), "decay", "wsd-kind"),
+    bad(lambda: S.warmup_stable_decay(1.0, 1, 10, 20, decay="exp"), "decay", "wsd-kind"),
+    bad(lambda: S.warmup_stable_decay(1.0, 10, 30, 20), "decay_steps", "wsd-decay-from-start"),
     bad(lambda: S.cyclic(0.1, 1.0, 0), "step_size_up", "cyclic-up"),
     bad(lambda: S.cyclic(0.1, 1.0, 5, 0), "step_size_down", "cyclic-down"),
     bad(lambda: S.cyclic(0.1, 1.0, 5, mode="triangle"), "mode", "cyclic-mode"),
@@ -841,7 +842,7 @@ def test_warmups_rise_to_the_peak_then_decay_to_the_end(
         s, top = S.warmup_linear_decay(init, peak, warmup, warmup + decay, end), warmup
     else:
         kind = which.split("-")[1]
-        s = S.warmup_stable_decay(peak, warmup, stable, decay, init, end, kind)
+        s = S.warmup_stable_decay(peak, warmup, stable, warmup + stable + decay, init, end, kind)
         top = warmup + stable
     v = np.asarray(s(STEPS))
     values_in(v, min(init, end), peak)
@@ -1041,8 +1042,12 @@ ENDS = {
         lambda n: n + 5,
         0.0,
     ),
-    "wsd_linear": (lambda n: S.warmup_stable_decay(1.0, 3, 4, n), lambda n: n + 7, 0.0),
-    "wsd_sqrt": (lambda n: S.warmup_stable_decay(1.0, 3, 4, n, decay="sqrt"), lambda n: n + 7, 0.0),
+    "wsd_linear": (lambda n: S.warmup_stable_decay(1.0, 3, 4, n + 7), lambda n: n + 7, 0.0),
+    "wsd_sqrt": (
+        lambda n: S.warmup_stable_decay(1.0, 3, 4, n + 7, decay="sqrt"),
+        lambda n: n + 7,
+        0.0,
+    ),
     # torch OneCycleLR ends at max / div_factor / final_div_factor, here 4e-11 (> 0)
     "one_cycle_linear": (
         lambda n: S.one_cycle(n, 1.0, anneal="linear", final_div_factor=1e9),

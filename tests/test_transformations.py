@@ -135,14 +135,14 @@ def test_hypergradients_through_a_clamped_square_root_are_finite(x64):
     np.testing.assert_allclose(jax.grad(radam_loss)(b2), fd, rtol=1e-5)
 
     def wsd(warmup, decay):  # step 1: warm-up, where the value is smooth in warmup_steps
-        s = gl.schedules.warmup_stable_decay(1.0, warmup, 2.0, 4.0, init_value=0.1, decay=decay)
+        s = gl.schedules.warmup_stable_decay(1.0, warmup, 2.0, 10.0, init_value=0.1, decay=decay)
         return s(1)
 
     for decay in ("linear", "sqrt"):  # (0.1 - 1) * 1 / warmup^2 at warmup = 4
         np.testing.assert_allclose(jax.grad(wsd)(4.0, decay), -0.9 / 16, rtol=1e-12)
-    # in the cooldown, the derivative of 1 - sqrt((t - 6) / 4) in decay_steps, at t = 8
+    # in the cooldown, the derivative of 1 - sqrt((t - 6) / (n - 6)) in n, at t = 8, n = 10
     grad = jax.grad(lambda n: gl.schedules.warmup_stable_decay(1.0, 4, 2, n, decay="sqrt")(8))
-    np.testing.assert_allclose(grad(4.0), 0.5 * np.sqrt(2 / 4) / 4, rtol=1e-12)
+    np.testing.assert_allclose(grad(10.0), 0.5 * np.sqrt(2 / 4) / 4, rtol=1e-12)
 
 
 # ---------------------------------------------------------------- donation

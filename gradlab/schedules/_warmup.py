@@ -4,10 +4,11 @@ stable-then-decay phase (the transformer-style schedules)."""
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from gradlab import _tree
-from gradlab._checks import check_choice
+from gradlab._checks import check_choice, is_traced
 from gradlab.schedules._common import (
     Schedule,
     as_float,
@@ -119,18 +120,22 @@ def warmup_stable_decay(
 ) -> Schedule:
     """Warm-up / stable / decay (WSD, "trapezoidal") schedule.
 
-    Three consecutive phases whose *lengths* are the three step counts:
-    linear ``init_value -> peak_value`` over ``warmup_steps``; ``peak_value``
-    for ``stable_steps``; then decay to ``end_value`` over ``decay_steps`` and
-    hold. With ``pct`` the fraction of the decay phase done,
-    ``lr = end + (peak - end) f(pct)`` where ``f`` is ``1 - pct``
-    (``"linear"``), ``(1 + cos(pi pct)) / 2`` (``"cosine"``) or
+    Three consecutive phases. ``warmup_steps`` and ``decay_steps`` count from
+    the schedule's start, as in ``warmup_cosine_decay`` (the API's
+    convention): linear ``init_value -> peak_value`` until step
+    ``warmup_steps``; ``peak_value`` for ``stable_steps`` more steps; then a
+    decay that reaches ``end_value`` at step ``decay_steps`` and holds
+    (``decay_steps > warmup_steps + stable_steps``). With ``pct`` the fraction
+    of the decay phase done, ``lr = end + (peak - end) f(pct)`` where ``f`` is
+    ``1 - pct`` (``"linear"``), ``(1 + cos(pi pct)) / 2`` (``"cosine"``) or
     ``1 - sqrt(pct)`` (``"sqrt"``, the "1-sqrt" cooldown of Hägele et al.
-    2024). Hugging Face ``get_wsd_schedule`` uses the same phase lengths.
+    2024). Hugging Face ``get_wsd_schedule`` takes the decay's *length*
+    instead: its ``num_decay_steps`` is ``decay_steps - warmup_steps -
+    stable_steps`` here.
 
     Example:
         >>> from gradlab import schedules
-        >>> s = schedules.warmup_stable_decay(1.0, warmup_steps=2, stable_steps=3, decay_steps=4)
+        >>> s = schedules.warmup_stable_decay(1.0, warmup_steps=2, stable_steps=3, decay_steps=9)
         >>> [s(k).item() for k in range(10)]
         [0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
     """
@@ -141,6 +146,16 @@ def warmup_stable_decay(
     check_value("init_value", init_value)
     check_value("end_value", end_value)
     check_choice("decay", decay, _DECAYS)
+    if not is_traced((warmup_steps, stable_steps, decay_steps)):
+        start = np.asarray(warmup_steps) + np.asarray(stable_steps)
+        if not np.all(np.asarray(decay_steps) > start):
+            raise ValueError(
+                f"decay_steps is the step where the decay ends, counted from the schedule's "
+                f"start (as in warmup_cosine_decay), so it must be > warmup_steps + "
+                f"stable_steps = {start.tolist()!r}, got {np.asarray(decay_steps).tolist()!r} "
+                f"(for a decay phase of that length pass decay_steps="
+                f"{(start + np.asarray(decay_steps)).tolist()!r})"
+            )
 
     def schedule(step: ArrayLike):
         t = as_step(step)
@@ -148,7 +163,7 @@ def warmup_stable_decay(
         start = w + as_float(stable_steps)
         init, peak, end = as_float(init_value), as_float(peak_value), as_float(end_value)
         warm = init + (peak - init) * safe_div(t, w)
-        pct = fraction(t - start, n)
+        pct = fraction(t - start, n - start)
         if decay == "linear":
             f = 1.0 - pct
         elif decay == "cosine":
