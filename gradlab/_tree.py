@@ -539,6 +539,18 @@ def sqrt_or_zero(x: jax.Array) -> jax.Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), 0)
 
 
+def pow_or_zero(x: jax.Array, p: jax.Array) -> jax.Array:
+    """``x ** p`` where ``x > 0``; at ``x <= 0``, 0 (1 if ``p == 0``), with finite
+    derivatives (in ``x`` and ``p``) everywhere.
+
+    ``0 ** p`` with ``p < 1`` has an infinite derivative in its base, and
+    ``d/dp 0 ** p = 0 * log 0``: NaN in forward mode (``jax.jvp``) through a
+    decay that has ended, even where the value does not depend on them.
+    """
+    positive = x > 0
+    return jnp.where(positive, jnp.power(jnp.where(positive, x, 1), p), jnp.where(p == 0, 1, 0))
+
+
 def safe_increment(count: jax.Array) -> jax.Array:
     """``count + 1`` for an int32 step counter, saturating at 2**31 - 1."""
     return jnp.where(count < INT32_MAX, count + 1, jnp.asarray(INT32_MAX, count.dtype))

@@ -939,3 +939,28 @@ def test_unsigned_labels_are_range_checked_before_any_cast(x64):
     want = L.softmax_cross_entropy_with_integer_labels(logits, np.array([2]))
     got = L.softmax_cross_entropy_with_integer_labels(logits, np.array([2], np.uint8))
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "logits"),
+    [(jnp.bfloat16, [100.0, 99.0]), (jnp.bfloat16, [1000.0, 1000.0]),
+     (jnp.float16, [1000.0, 999.0]), (jnp.float32, [1e6, 1e6 - 1])],
+)  # fmt: skip
+def test_integer_label_cross_entropy_of_a_well_classified_example_in_low_precision(dtype, logits):
+    """A small loss was logsumexp(x) - x[label] of two large numbers, rounded in
+    the logits' dtype (bfloat16 [100, 99]: 0.5, exactly log(1 + e^-1) = 0.3133)."""
+    x = jnp.asarray([logits], dtype)
+    exact = float(np.logaddexp(0.0, np.float64(logits[1]) - np.float64(logits[0])))
+    got = L.softmax_cross_entropy_with_integer_labels(x, jnp.asarray([0]))
+    assert got.dtype == dtype
+    np.testing.assert_allclose(float(got[0]), exact, rtol=float(jnp.finfo(dtype).eps) * 2)
+
+
+def test_half_a_square_that_fits_float16_is_not_inf():
+    """0.5 * r**2 = 45000 fits float16 (max 65504) although r**2 = 90000 does not."""
+    r = jnp.asarray([300.0], jnp.float16)
+    for value in (L.huber(r, jnp.zeros(1, jnp.float16), delta=1000.0),
+                  L.contrastive(r, jnp.zeros(1))):  # fmt: skip
+        assert value.dtype == jnp.float16 and float(value[0]) == float(np.float16(45000.0))
+    grad = jax.grad(lambda p: L.huber(p, jnp.zeros(1, jnp.float16), 1000.0).sum())(r)
+    assert float(grad[0]) == 300.0

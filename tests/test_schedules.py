@@ -1128,3 +1128,44 @@ def test_multistep_decay_takes_milestones_in_any_order_as_torch_does(milestones)
         sched.step()
     s = S.multistep_decay(1.0, milestones, gamma=0.5)
     np.testing.assert_allclose(np.asarray(s(np.arange(25))), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: S.polynomial_decay(1.0, 0.0, n, power=0.5),
+        lambda n: S.cosine_decay(1.0, n, exponent=0.5),
+        lambda n: S.warmup_cosine_decay(0.0, 1.0, 5.0, n, exponent=0.5),
+    ],
+    ids=["polynomial", "cosine", "warmup_cosine"],
+)
+def test_forward_mode_derivative_is_zero_once_the_decay_has_ended(make):
+    """pow(0, p < 1) has an infinite base derivative: jax.jvp in decay_steps was
+    NaN past the end (jax.grad and finite differences give 0)."""
+    for step in (25.0, 40.0):
+        _, tangent = jax.jvp(lambda n, s=step: make(n)(s), (20.0,), (1.0,))
+        assert float(tangent) == 0.0
+    _, tangent = jax.jvp(lambda n: make(n)(10.0), (20.0,), (1.0,))  # mid-decay: nonzero, finite
+    assert np.isfinite(float(tangent)) and float(tangent) != 0.0
+
+
+def test_warm_restarts_period_mult_hypergradient_at_one_and_real_period_mult_starts(x64):
+    """d lr / d period_mult at period_mult = 1 equals the one-sided finite
+    difference (the m = 1 branch gave 0); with a real period_mult the restart
+    comes at the first step at or after T_0 (m^i - 1)/(m - 1) (a relative snap
+    tolerance moved the start 74808.28 to step 74808)."""
+    for step in (8, 10, 12):
+        f = lambda m, k=step: S.cosine_warm_restarts(1.0, 7, m)(k)  # noqa: E731
+        h = 1e-7
+        fd = (float(f(1.0 + h)) - float(f(1.0))) / h
+        np.testing.assert_allclose(float(jax.grad(f)(1.0)), fd, rtol=1e-4)
+    starts = 5 * (1.5 ** np.arange(0, 40) - 1) / 0.5  # cycle i starts at starts[i]
+    starts = starts[starts < 2**31]
+
+    def reference(k):  # the closed form, in float64
+        i = np.searchsorted(starts, k, side="right") - 1
+        return (1 + np.cos(np.pi * (k - starts[i]) / (5 * 1.5**i))) / 2
+
+    steps = np.concatenate([np.ceil(starts[1:]) - 1, np.ceil(starts[1:])]).astype(np.int64)
+    got = np.asarray(S.cosine_warm_restarts(1.0, 5, 1.5)(jnp.asarray(steps)))
+    np.testing.assert_allclose(got, [reference(k) for k in steps], atol=1e-9)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from gradlab import _tree
 from gradlab._checks import check_nonnegative
 from gradlab.losses._common import (
     Array,
@@ -84,9 +85,11 @@ def contrastive(distance: ArrayLike, is_dissimilar: ArrayLike, margin: ArrayLike
     check_same_shape("distance", distance, "is_dissimilar", is_dissimilar)
     check_label_values("is_dissimilar", is_dissimilar, lambda a: (a >= 0) & (a <= 1), "in [0, 1]")
     d = as_float(distance)
-    y = cast(is_dissimilar, d.dtype)
-    margin = cast(margin, d.dtype)
-    return 0.5 * ((1 - y) * jnp.square(d) + y * jnp.square(jax.nn.relu(margin - d)))
+    dc = d.astype(_tree.compute_dtype(d.dtype))  # 0.5 * D**2 fits float16 where D**2 may not
+    y = cast(is_dissimilar, dc.dtype)
+    margin = cast(margin, dc.dtype)
+    loss = 0.5 * ((1 - y) * jnp.square(dc) + y * jnp.square(jax.nn.relu(margin - dc)))
+    return loss.astype(d.dtype)
 
 
 def triplet_margin(

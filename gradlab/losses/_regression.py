@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from gradlab import _tree
 from gradlab._checks import check_positive
 from gradlab.losses._common import Array, ArrayLike, abs_, as_float, cast, check_same_shape
 
@@ -83,9 +84,11 @@ def huber(pred: ArrayLike, target: ArrayLike, delta: ArrayLike = 1.0) -> Array:
     """
     check_positive("delta", delta)
     r = _residual(pred, target)
-    delta = cast(delta, r.dtype)
-    abs_r = jnp.abs(r)
+    # In >= float32: 0.5 * r**2 fits float16 where r**2 overflows (r = 300).
+    rc = r.astype(_tree.compute_dtype(r.dtype))
+    delta = cast(delta, rc.dtype)
+    abs_r = jnp.abs(rc)
     # Branch-free so a traced delta works: the part of |r| inside delta is
     # penalised quadratically, the rest linearly.
     inside = jnp.minimum(abs_r, delta)
-    return 0.5 * jnp.square(inside) + delta * (abs_r - inside)
+    return (0.5 * jnp.square(inside) + delta * (abs_r - inside)).astype(r.dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from gradlab import _tree
 from gradlab._checks import check_in_range, check_number
 from gradlab.schedules._common import (
     Schedule,
@@ -23,7 +24,7 @@ def cosine_factor(pct: jnp.ndarray, exponent: ArrayLike = 1.0) -> jnp.ndarray:
     c = 0.5 * (1.0 + jnp.cos(jnp.pi * pct))
     if isinstance(exponent, int | float) and exponent == 1:
         return c  # skip pow: it is not bit-exact in XLA
-    return jnp.power(c, as_float(exponent))
+    return _tree.pow_or_zero(c, as_float(exponent))  # c is 0 at pct = 1
 
 
 def cosine_decay(
@@ -72,22 +73,28 @@ def _restart_position(t, first_period, period_mult):
     i1, pos1 = cycle_position(t, t0)  # m == 1
     # m > 1; a dummy m = 2 keeps the unused branch finite when m == 1.
     mg = jnp.where(m == 1.0, 2.0, m)
+    integral = (m == jnp.round(m)) & (t0 == jnp.round(t0))
 
     def start(i):
         s = t0 * (jnp.power(mg, i) - 1.0) / (mg - 1.0)
-        # With an integer m the starts are integers, but under jit XLA divides
-        # by the constant m - 1 as a multiplication by its reciprocal and can
-        # land a hair above one: the restart would come a step late. Snap.
-        r = jnp.round(s)
-        return jnp.where(jnp.abs(s - r) <= 1e-5 * jnp.maximum(r, 1.0), r, s)
+        # With integer m and T_0 the starts are integers, but under jit XLA
+        # divides by the constant m - 1 as a multiplication by its reciprocal
+        # and can land a hair above one: the restart would come a step late.
+        # Snap them; a real m's starts are not snapped (a relative tolerance
+        # moved a start of 74808.28 to 74808, a restart one step early).
+        return jnp.where(integral, jnp.round(s), s)
 
     i = jnp.floor(jnp.log1p(t / t0 * (mg - 1.0)) / jnp.log(mg))
     i = jnp.where(t < start(i), i - 1.0, jnp.where(t >= start(i + 1.0), i + 1.0, i))
     i = jnp.maximum(i, 0.0)
     geometric = m != 1.0
     index = jnp.where(geometric, i, i1)
-    pos = jnp.where(geometric, t - start(i), pos1)
-    length = jnp.where(geometric, t0 * jnp.power(mg, i), t0)
+    # At m = 1 the start T_0 i with its first-order term in m - 1, T_0 i (i - 1) / 2,
+    # and the length T_0 m^i: the same values, and the derivative in m is right
+    # there too (a hypergradient on period_mult starting from 1 moves).
+    flat_pos = pos1 - t0 * 0.5 * i1 * (i1 - 1.0) * (m - 1.0)
+    pos = jnp.where(geometric, t - start(i), flat_pos)
+    length = t0 * jnp.power(m, index)
     return index, pos, length
 
 

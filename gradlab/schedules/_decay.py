@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from gradlab import _tree
 from gradlab._checks import check_bools, is_traced
 from gradlab.schedules._common import (
     Schedule,
@@ -283,7 +284,7 @@ def _polynomial(init_value, end_value, steps, power, begin) -> Schedule:
         n = as_float(steps)
         frac = 1.0 - fraction(as_step(step) - as_float(begin), n)  # exactly 0 at the end
         if power is not None:
-            frac = jnp.power(frac, as_float(power))
+            frac = _tree.pow_or_zero(frac, as_float(power))  # frac is 0 once decayed
         init, end = as_float(init_value), as_float(end_value)
         return end + (init - end) * frac
 
