@@ -37,6 +37,7 @@ __all__ = [
     "is_traced",
     "keyword_alias",
     "short_structure",
+    "static_int",
 ]
 
 
@@ -60,6 +61,13 @@ def _concrete(name: str, value: Any) -> np.ndarray | None:
         raise TypeError(
             f"{name} must be a real number or a numeric array, got {value!r} (dtype {arr.dtype})"
         )
+    if arr.dtype.kind == "f" and not jax.config.jax_enable_x64:
+        big = np.isfinite(arr) & (np.abs(arr) > np.finfo(np.float32).max)
+        if np.any(big):  # it would become inf as float32: 1e39 passed as "finite"
+            raise ValueError(
+                f"{name} must fit in float32 (|x| <= 3.4e38; enable jax_enable_x64 for "
+                f"more), got {_fmt(value)}"
+            )
     return arr
 
 
@@ -119,11 +127,18 @@ def check_nonnegative(name: str, value: Any) -> None:
     check_in_range(name, value, 0.0)
 
 
-def check_int(name: str, value: Any, minimum: int | None = None) -> None:
-    """``value`` is an integer (Python or integer array) ``>= minimum``.
+COUNT_MAX = 2**31 - 1  # step counters are int32 (saturating): a larger count never comes
+
+
+def check_int(
+    name: str, value: Any, minimum: int | None = None, maximum: int | None = None
+) -> None:
+    """``value`` is an integer (Python or integer array) in ``[minimum, maximum]``.
 
     Floats with an integral value (``30.0``) are accepted, since step counts
     often arrive as floats from config files; ``2.5`` steps is an error.
+    Counts compared with int32 step counters take ``maximum=COUNT_MAX``
+    (``patience=10**10`` used to overflow inside JAX at the first step).
     """
     arr = _concrete(name, value)
     if arr is None:
@@ -132,6 +147,22 @@ def check_int(name: str, value: Any, minimum: int | None = None) -> None:
         raise ValueError(f"{name} must be an integer, got {_fmt(value)}")
     if minimum is not None and not np.all(arr >= minimum):
         raise ValueError(f"{name} must be >= {minimum}, got {_fmt(value)}")
+    if maximum is not None and not np.all(arr <= maximum):
+        raise ValueError(f"{name} must be <= {maximum}, got {_fmt(value)}")
+
+
+def static_int(name: str, value: Any, minimum: int | None = None) -> int:
+    """An integer that shapes the state or the program (a memory size, a
+    factoring threshold): known when tracing, checked like :func:`check_int`
+    (``10.0`` and a concrete 0-d integer array are fine), returned as an int."""
+    if is_traced(value):
+        raise TypeError(f"{name} must be known when tracing (it sets shapes), got a traced value")
+    if isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be an integer, got the boolean {value!r}")
+    check_int(name, value, minimum)
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a single integer, got {_fmt(value)}")
+    return int(np.asarray(value))
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -205,7 +236,14 @@ def check_float_dtype(name: str, value: Any) -> None:
 def check_transformation(name: str, value: Any) -> None:
     """``value`` looks like a GradientTransformation (an ``(init, update)`` tuple)."""
     if not (isinstance(value, tuple) and hasattr(value, "init") and hasattr(value, "update")):
-        raise TypeError(f"{name} must be a GradientTransformation, got {type(value).__name__}")
+        hint = (
+            f" {getattr(value, '__name__', '')}: call it to build one (gl.adam(1e-3), not gl.adam)"
+            if callable(value)
+            else ""
+        )
+        raise TypeError(
+            f"{name} must be a GradientTransformation, got {type(value).__name__}{hint}"
+        )
 
 
 def keyword_alias(alias: str, name: str) -> Callable[[Callable], Callable]:

@@ -43,6 +43,22 @@ def resolve(spec: Any, params: Tree, what: str = "mask") -> Tree:
         ) from None
 
 
+def _is_bool_leaf(leaf: Any) -> bool:
+    return isinstance(leaf, bool | np.bool_) or getattr(leaf, "dtype", None) == np.bool_
+
+
+def check_spec(name: str, spec: Any) -> None:
+    """At construction: a mask given as a tree (not None, not a callable) holds
+    bools or boolean arrays only. ``mask="w"`` or ``1.5`` would otherwise be
+    read as True (``0.0`` as False) without a word."""
+    if spec is None or callable(spec):
+        return
+    for path, leaf in jax.tree_util.tree_flatten_with_path(spec)[0]:
+        if not _is_bool_leaf(leaf):
+            where = f" leaf {jax.tree_util.keystr(path)}" if path else ""
+            raise TypeError(f"{name}{where} must be a bool or a boolean array, got {leaf!r}")
+
+
 def static_bool(value: Any) -> bool | None:
     """A mask leaf's value when it is known now (a Python/NumPy bool or a
     concrete 0-d bool array), else None (a traced or elementwise mask)."""
@@ -70,7 +86,14 @@ def select_tree(spec: Any, params: Tree, on: Tree, off: Tree, what: str = "mask"
     (``spec=None``: everything selected)."""
     if spec is None:
         return on
-    return jax.tree.map(select, resolve(spec, params, what), on, off)
+    tree = resolve(spec, params, what)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if not _is_bool_leaf(leaf):  # from a callable mask: checked here
+            raise TypeError(
+                f"{what} leaf {jax.tree_util.keystr(path) or '(root)'} must be a bool or a "
+                f"boolean array, got {leaf!r}"
+            )
+    return jax.tree.map(select, tree, on, off)
 
 
 def resolve_static(spec: Any, params: Tree, what: str = "mask") -> list[bool]:

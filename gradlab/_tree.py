@@ -44,7 +44,13 @@ def compute_dtype(dtype: Any) -> np.dtype:
 
 
 def hp(value: Any, dtype: Any) -> jax.Array:
-    """A hyperparameter (number or array, maybe traced) as an array of ``dtype``."""
+    """A hyperparameter (number or array, maybe traced) as an array of ``dtype``.
+
+    A Python int goes straight to ``dtype``: through the default int32 first,
+    ``eps=2**31`` overflowed inside JAX.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return jnp.asarray(value, dtype)
     return jnp.asarray(value).astype(dtype)
 
 

@@ -455,9 +455,15 @@ def test_bad_arguments_raise_naming_the_argument_and_value(make, name):
     assert "got" in str(info.value)
 
 
-def test_memory_size_must_be_a_python_int():
-    with pytest.raises(TypeError, match="memory_size"):
+def test_memory_size_is_a_static_integer():
+    """Known when tracing (it shapes the state); 10.0 from a config file or a
+    concrete 0-d integer array is 10 (they used to be refused)."""
+    with pytest.raises(ValueError, match=r"memory_size must be an integer, got 2\.5"):
         gl.scale_by_lbfgs(2.5)
+    with pytest.raises(TypeError, match="memory_size must be known when tracing"):
+        jax.jit(lambda m: gl.scale_by_lbfgs(m).init(jnp.zeros(2)))(3)
+    for m in (4.0, np.int64(4), jnp.asarray(4)):
+        assert gl.scale_by_lbfgs(m).init(jnp.zeros(2)).rho.shape == (4,)
 
 
 # --------------------------------------------------------------------------

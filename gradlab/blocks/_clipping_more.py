@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import (
@@ -46,7 +47,12 @@ def _unit_axes(x: jax.Array, axis: Any) -> tuple[int, ...]:
     or multi-head (``in, heads, out``) kernel, the spatial and input axes of a
     conv kernel (``HWIO``, ``DHWIO``)."""
     if axis is not None:
-        return (axis,) if isinstance(axis, int) else tuple(axis)
+        axes = (axis,) if isinstance(axis, int | np.integer) else tuple(axis)
+        if not all(-x.ndim <= a < x.ndim for a in axes):
+            raise ValueError(
+                f"adaptive_grad_clip: axis {axis!r} is out of range for a leaf of shape {x.shape}"
+            )
+        return tuple(int(a) for a in axes)
     if sum(d != 1 for d in x.shape) <= 1:
         return tuple(range(x.ndim))
     if x.ndim in (2, 3):
@@ -69,6 +75,12 @@ def adaptive_grad_clip(clipping: Any, eps: Any = 1e-3, axis: Any = None) -> Grad
     check_scalars(clipping=clipping, eps=eps)
     check_positive("clipping", clipping)
     check_nonnegative("eps", eps)
+    axes = (axis,) if isinstance(axis, int | np.integer) else axis
+    if axis is not None and not (
+        isinstance(axes, tuple | list)
+        and all(isinstance(a, int | np.integer) and not isinstance(a, bool) for a in axes)
+    ):
+        raise TypeError(f"axis must be None, an int or a tuple of ints, got {axis!r}")
 
     def update(updates, state, params=None, **extra):
         check_params("adaptive_grad_clip", params)

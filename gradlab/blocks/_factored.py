@@ -10,6 +10,7 @@ import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import (
+    COUNT_MAX,
     check_bools,
     check_int,
     check_nonnegative,
@@ -17,6 +18,7 @@ from gradlab._checks import (
     check_same_structure,
     check_scalars,
     check_state,
+    static_int,
 )
 from gradlab._core import PER_LEAF, GradientTransformation, structural
 from gradlab.blocks._helpers import widest
@@ -58,7 +60,8 @@ def scale_by_factored_rms(
 ) -> GradientTransformation:
     """Adafactor's direction (Shazeer & Stern 2018, Alg. 4 and 5), before clipping.
 
-    ``b_t = 1 - t^(-decay_rate)`` at 1-based step ``t`` (minus ``step_offset``),
+    ``b_t = 1 - t^(-decay_rate)`` at 1-based step ``t`` (minus ``step_offset``;
+    steps before the offset count as the first),
     so the first step keeps ``g²`` whole. For a matrix ``G`` (the two largest
     axes of a leaf with both >= ``min_dim_size_to_factor``; other axes are
     batch axes), with ``G² + epsilon``:
@@ -73,8 +76,8 @@ def scale_by_factored_rms(
     check_scalars(decay_rate=decay_rate, step_offset=step_offset, epsilon=epsilon)
     check_number("decay_rate", decay_rate)
     check_nonnegative("decay_rate", decay_rate)
-    check_int("step_offset", step_offset, minimum=0)
-    check_int("min_dim_size_to_factor", min_dim_size_to_factor, minimum=0)
+    check_int("step_offset", step_offset, minimum=0, maximum=COUNT_MAX)
+    min_dim_size_to_factor = static_int("min_dim_size_to_factor", min_dim_size_to_factor, 0)
     check_nonnegative("epsilon", epsilon)
 
     def dims(x):
@@ -120,8 +123,10 @@ def scale_by_factored_rms(
         t = state.count
 
         def consts(dt):
-            # in floats: the int32 t + 1 overflows once t saturates at 2**31 - 1
-            step = (t - jnp.asarray(step_offset, t.dtype)).astype(dt) + 1
+            # in floats: the int32 t + 1 overflows once t saturates at 2**31 - 1;
+            # steps before the offset count as the first (t - offset + 1 <= 0
+            # would give beta = NaN; Optax's formula has that hole)
+            step = jnp.maximum(t - jnp.asarray(step_offset, t.dtype), 0).astype(dt) + 1
             beta = 1 - step ** (-_tree.hp(decay_rate, dt))
             return beta, 1 - beta, _tree.hp(epsilon, dt)
 

@@ -15,6 +15,7 @@ from gradlab._checks import (
     check_in_range,
     check_int,
     check_nonnegative,
+    check_number,
     check_scalars,
     check_state,
 )
@@ -33,6 +34,19 @@ class ScaleByMuonState(NamedTuple):
     mu: Any
 
 
+def _check_newton_schulz(ns_coeffs: Any, ns_steps: Any, eps: Any) -> None:
+    """Three finite real coefficients, a step count >= 0, an ``eps >= 0``."""
+    if isinstance(ns_coeffs, str) or not hasattr(ns_coeffs, "__len__") or len(ns_coeffs) != 3:
+        raise ValueError(f"ns_coeffs must be three numbers (a, b, c), got {ns_coeffs!r}")
+    coeffs = {f"ns_coeffs[{i}]": c for i, c in enumerate(ns_coeffs)}
+    check_scalars(**coeffs)
+    for name, c in coeffs.items():
+        check_number(name, c)
+    check_int("ns_steps", ns_steps, minimum=0)
+    check_scalars(eps=eps)
+    check_nonnegative("eps", eps)
+
+
 def orthogonalize(
     x: jax.Array, ns_coeffs: Any = DEFAULT_NS_COEFFS, ns_steps: int = 5, eps: Any = 1e-8
 ) -> jax.Array:
@@ -49,7 +63,7 @@ def orthogonalize(
     """
     if x.ndim < 2:
         raise ValueError(f"orthogonalize needs a matrix (ndim >= 2), got shape {x.shape}")
-    check_int("ns_steps", ns_steps, minimum=0)
+    _check_newton_schulz(ns_coeffs, ns_steps, eps)
     dt = widest(x)
     a, b, c = (_tree.hp(v, dt) for v in ns_coeffs)
     X = x.astype(dt)
@@ -87,14 +101,10 @@ def scale_by_muon(
     Runs per leaf under ``gl.packed``.
     """
     check_bools(nesterov=nesterov)
-    check_scalars(beta=beta, eps=eps)
+    check_scalars(beta=beta)
     check_in_range("beta", beta, 0.0, 1.0, hi_open=True)
-    check_nonnegative("eps", eps)
-    check_int("ns_steps", ns_steps, minimum=0)
+    _check_newton_schulz(ns_coeffs, ns_steps, eps)
     check_float_dtype("mu_dtype", mu_dtype)
-    if not hasattr(ns_coeffs, "__len__") or len(ns_coeffs) != 3:
-        raise ValueError(f"ns_coeffs must be three numbers (a, b, c), got {ns_coeffs!r}")
-    check_scalars(**{f"ns_coeffs[{i}]": c for i, c in enumerate(ns_coeffs)})
 
     def init(params):
         for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:

@@ -49,6 +49,7 @@ def add_decayed_weights(
     """
     check_scalars(weight_decay=weight_decay)
     check_nonnegative("weight_decay", weight_decay)
+    _masks.check_spec("mask", mask)
     no_decay = not is_traced(weight_decay) and not np.any(np.asarray(weight_decay))
 
     def update(updates, state, params=None, **extra):
@@ -78,7 +79,7 @@ def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:
     check_scalars(eta=eta, gamma=gamma)
     check_nonnegative("eta", eta)
     check_nonnegative("gamma", gamma)
-    check_int("seed", seed)
+    check_int("seed", seed, minimum=-(2**31), maximum=2**32 - 1)  # a 32-bit seed
     if is_traced(seed):
         if not jnp.issubdtype(seed.dtype, jnp.integer):
             raise TypeError(f"seed must be an integer, got a traced {seed.dtype} value")

@@ -33,6 +33,7 @@ def scale_by_trust_ratio(
     check_nonnegative("min_norm", min_norm)
     check_nonnegative("trust_coefficient", trust_coefficient)
     check_nonnegative("eps", eps)
+    _masks.check_spec("mask", mask)
 
     def update(updates, state, params=None, **extra):
         check_params("scale_by_trust_ratio", params)

@@ -11,6 +11,7 @@ import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import (
+    COUNT_MAX,
     check_float_dtype,
     check_int,
     check_schedule,
@@ -78,7 +79,7 @@ class MultiSteps:
         if callable(every_k_schedule):
             check_schedule("every_k_schedule", every_k_schedule)
         else:
-            check_int("every_k_schedule", every_k_schedule, minimum=1)
+            check_int("every_k_schedule", every_k_schedule, minimum=1, maximum=COUNT_MAX)
         tx = _multi_steps(transform, every_k_schedule, accumulator_dtype, transform)
         tx.has_updated = MultiSteps.has_updated  # Optax spells it opt.has_updated(state)
         return tx

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from gradlab import _tree
 from gradlab._checks import (
+    COUNT_MAX,
     check_int,
     check_scalars,
     check_state,
@@ -58,7 +59,7 @@ def apply_if_finite(
     """
     check_transformation("transform", transform)
     check_scalars(max_consecutive_errors=max_consecutive_errors)
-    check_int("max_consecutive_errors", max_consecutive_errors, minimum=0)
+    check_int("max_consecutive_errors", max_consecutive_errors, minimum=0, maximum=COUNT_MAX)
     return _guard(transform, max_consecutive_errors, transform)
 
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_schedule_value, check_state
+from gradlab._checks import check_float_dtype, check_schedule_value, check_state
 from gradlab._core import GradientTransformation, call_update
 from gradlab.combinators import _walk
 
@@ -95,7 +95,15 @@ def inject_hyperparams(
             "factory must be a function that builds a GradientTransformation (e.g. gl.adam), "
             f"got {factory!r}"
         )
-    static = {static_args} if isinstance(static_args, str) else set(static_args)
+    check_float_dtype("hyperparam_dtype", hyperparam_dtype)  # int32 truncated lr=0.1 to 0
+    if isinstance(static_args, str):
+        static = {static_args}
+    elif isinstance(static_args, Iterable) and all(isinstance(a, str) for a in static_args):
+        static = set(static_args)
+    else:
+        raise TypeError(
+            f"static_args must be a parameter name or an iterable of names, got {static_args!r}"
+        )
     declared = set(getattr(factory, "structural_args", ()))  # gradlab._core.structural
     signature = inspect.signature(factory)
     unknown = static - set(signature.parameters)
@@ -325,6 +333,10 @@ def _unknown(key: str, keys: dict) -> str:
 
 
 def _cast_like(name: str, value: Any, old: jax.Array) -> jax.Array:
+    if isinstance(value, bool | np.bool_) or not (
+        isinstance(value, int | float | np.number | jax.Array | np.ndarray)
+    ):
+        raise TypeError(f"hyperparameter {name!r} must be a number or an array, got {value!r}")
     value = jnp.asarray(value)
     old_int = jnp.issubdtype(old.dtype, jnp.integer)
     if old_int and not jnp.issubdtype(value.dtype, jnp.integer):

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from gradlab import _tree
 from gradlab._checks import (
+    COUNT_MAX,
     check_bools,
     check_in_range,
     check_int,
@@ -58,7 +59,7 @@ def lookahead(
     check_bools(reset_state=reset_state)
     check_transformation("fast", fast)
     check_scalars(sync_period=sync_period, slow_step_size=slow_step_size)
-    check_int("sync_period", sync_period, minimum=1)
+    check_int("sync_period", sync_period, minimum=1, maximum=COUNT_MAX)
     check_in_range("slow_step_size", slow_step_size, 0.0, 1.0)
 
     def init(params):

@@ -84,6 +84,7 @@ def masked(
     >>> decay_weights = gl.masked(gl.add_decayed_weights(1e-4), lambda p: {k: k != "b" for k in p})
     """
     check_transformation("transform", transform)
+    _masks.check_spec("mask", mask)
 
     def init(params):
         return MaskedState(transform.init(subtree(params, _masks.resolve_static(mask, params))))
@@ -140,6 +141,7 @@ def freeze(mask: Any | Callable[[Tree], Tree]) -> GradientTransformation:
 
     >>> tx = gl.chain(gl.adam(1e-3), gl.freeze({"backbone": True, "head": False}))
     """
+    _masks.check_spec("mask", mask)
 
     def update(updates, state, params=None, **extra):
         updates = _tree.as_updates(updates)

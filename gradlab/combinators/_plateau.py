@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from gradlab import _tree
 from gradlab._checks import (
+    COUNT_MAX,
     check_choice,
     check_in_range,
     check_int,
@@ -78,12 +79,12 @@ def reduce_on_plateau(
         min_scale=min_scale, accumulation_size=accumulation_size,
     )  # fmt: skip
     check_in_range("factor", factor, 0.0, 1.0, lo_open=True, hi_open=True)
-    check_int("patience", patience, minimum=0)
+    check_int("patience", patience, minimum=0, maximum=COUNT_MAX)
     check_in_range("rtol", rtol, 0.0, 1.0)
     check_nonnegative("atol", atol)
-    check_int("cooldown", cooldown, minimum=0)
+    check_int("cooldown", cooldown, minimum=0, maximum=COUNT_MAX)
     check_nonnegative("min_scale", min_scale)
-    check_int("accumulation_size", accumulation_size, minimum=1)
+    check_int("accumulation_size", accumulation_size, minimum=1, maximum=COUNT_MAX)
     check_choice("mode", mode, ("min", "max"))
 
     def init(params):

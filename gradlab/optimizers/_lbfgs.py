@@ -15,10 +15,15 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_in_range, check_int, check_scalars, check_state, is_traced
+from gradlab._checks import (
+    check_in_range,
+    check_scalars,
+    check_state,
+    check_transformation,
+    static_int,
+)
 from gradlab._core import PER_LEAF, GradientTransformation, chain, structural
 from gradlab.blocks import scale, scale_by_learning_rate
 from gradlab.optimizers._linesearch import (
@@ -156,17 +161,14 @@ def scale_by_lbfgs(memory_size: int = 10, eps: Any = 1e-10) -> GradientTransform
     pytree; the memory is kept per leaf. Equivalent of ``optax.scale_by_lbfgs``.
 
     Args:
-        memory_size: number of pairs kept (a Python int: it sets the state's shape).
+        memory_size: number of pairs kept (known when tracing: it sets the state's shape).
         eps: relative tolerance of the curvature safeguard (>= 0).
 
     >>> tx = gl.chain(gl.scale_by_lbfgs(5), gl.scale(-1.0))   # no line search
     """
-    if is_traced(memory_size) or not isinstance(memory_size, int | np.integer):
-        raise TypeError(f"memory_size must be a Python int, got {memory_size!r}")
-    check_int("memory_size", memory_size, minimum=1)
+    m = static_int("memory_size", memory_size, minimum=1)
     check_scalars(eps=eps)
     check_in_range("eps", eps, 0.0)
-    m = int(memory_size)
 
     def init(params):
         # A new buffer for every field: one array twice in a state cannot be
@@ -225,6 +227,8 @@ def lbfgs(
     True
     """
     check_scalars(learning_rate=learning_rate)
+    if linesearch is not None:
+        check_transformation("linesearch", linesearch)
     steps = [scale_by_lbfgs(memory_size)]
     steps.append(scale(-1.0) if learning_rate is None else scale_by_learning_rate(learning_rate))
     if linesearch is not None:

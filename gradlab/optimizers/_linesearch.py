@@ -36,6 +36,7 @@ import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import (
+    COUNT_MAX,
     check_choice,
     check_in_range,
     check_int,
@@ -217,8 +218,17 @@ def _ray(value_fn, updates, params, value, grad) -> _Ray:
 
 def _check_common(max_steps_name: str, max_steps: Any, c1: Any) -> None:
     check_scalars(**{max_steps_name: max_steps}, c1=c1)
-    check_int(max_steps_name, max_steps, minimum=1)
+    check_int(max_steps_name, max_steps, minimum=1, maximum=COUNT_MAX)
     check_in_range("c1", c1, 0.0, 1.0, lo_open=True, hi_open=True)
+
+
+def _floats(**values: Any) -> dict[str, Any]:
+    """Python ints among real-valued settings as floats: they reach a jitted
+    search as arguments, where ``max_stepsize=2**31`` overflowed int32."""
+    return {
+        k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+        for k, v in values.items()
+    }
 
 
 def _initial_step(strategy: str, previous: jax.Array, factor: Any, max_step: Any, dt: Any):
@@ -457,12 +467,11 @@ def scale_by_zoom_linesearch(
 
     hyper = {
         "max_steps": max_linesearch_steps,
-        "c1": c1,
-        "c2": c2,
-        "increase_factor": increase_factor,
-        "max_stepsize": max_stepsize,
-        "approx_rtol": approx_decrease_rtol,
-    }
+        **_floats(
+            c1=c1, c2=c2, increase_factor=increase_factor, max_stepsize=max_stepsize,
+            approx_rtol=approx_decrease_rtol,
+        ),
+    }  # fmt: skip
 
     def update(updates, state, params=None, **extra):
         check_state("scale_by_zoom_linesearch", state, ZoomLinesearchState)
@@ -560,11 +569,11 @@ def scale_by_backtracking_linesearch(
 
     hyper = {
         "max_steps": max_backtracking_steps,
-        "c1": c1,
-        "decrease_factor": decrease_factor,
-        "increase_factor": increase_factor,
-        "max_stepsize": max_stepsize,
-    }
+        **_floats(
+            c1=c1, decrease_factor=decrease_factor, increase_factor=increase_factor,
+            max_stepsize=max_stepsize,
+        ),
+    }  # fmt: skip
 
     def update(updates, state, params=None, **extra):
         check_state("scale_by_backtracking_linesearch", state, BacktrackingLinesearchState)

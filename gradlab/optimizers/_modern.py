@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._checks import (
+    COUNT_MAX,
     check_bools,
     check_float_dtype,
     check_in_range,
@@ -428,6 +429,7 @@ def signum(
     >>> tx = signum(1e-3)
     """
     _check_rate("beta", beta)
+    check_float_dtype("mu_dtype", mu_dtype)  # under its own name (ema calls it accumulator_dtype)
     return chain(
         ema(beta, debias=False, accumulator_dtype=mu_dtype),
         scale_by_sign(),
@@ -481,7 +483,7 @@ def adafactor(
         _check_rate("momentum", momentum)
         check_float_dtype("dtype_momentum", dtype_momentum)
     check_scalars(decay_offset=decay_offset)
-    check_int("decay_offset", decay_offset, minimum=0)
+    check_int("decay_offset", decay_offset, minimum=0, maximum=COUNT_MAX)
     # checked under the names given here (their blocks say epsilon, threshold, weight_decay)
     check_scalars(eps=eps)
     check_nonnegative("eps", eps)

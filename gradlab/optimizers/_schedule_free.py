@@ -17,6 +17,7 @@ import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import (
+    COUNT_MAX,
     check_float_dtype,
     check_in_range,
     check_int,
@@ -152,7 +153,7 @@ def _with_warmup(learning_rate: ScalarOrSchedule, warmup_steps: Any) -> ScalarOr
         return learning_rate
     check_learning_rate("learning_rate", learning_rate)  # before it is hidden in a schedule
     check_scalars(warmup_steps=warmup_steps)
-    check_int("warmup_steps", warmup_steps, minimum=0)
+    check_int("warmup_steps", warmup_steps, minimum=0, maximum=COUNT_MAX)
     fn = as_schedule(learning_rate)
 
     def schedule(count):

@@ -28,10 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab._checks import (
+    COUNT_MAX,
     check_choice,
     check_in_range,
     check_int,
     check_positive,
+    check_scalars,
     check_transformation,
     is_traced,
 )
@@ -285,6 +287,9 @@ def lr_finder(
         raise TypeError("lr_finder's params must be a pytree of arrays, got a function")
     data = as_batches(batches)
     num_steps = int(num_steps)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    check_int("seed", seed, minimum=-(2**31), maximum=2**32 - 1)
     key = jax.random.key(seed)
 
     def one(extra, min_lr, max_lr, params, stacked, key):
@@ -355,13 +360,14 @@ def _check_args(
         )
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be a callable (params, batch) -> loss, got {loss_fn!r}")
+    check_scalars(min_lr=min_lr, max_lr=max_lr)
     check_positive("min_lr", min_lr)
     check_positive("max_lr", max_lr)
     if not is_traced((min_lr, max_lr)) and not float(min_lr) < float(max_lr):
         raise ValueError(f"min_lr must be < max_lr, got min_lr={min_lr!r}, max_lr={max_lr!r}")
     if isinstance(num_steps, bool) or is_traced(num_steps):
         raise TypeError(f"num_steps must be a Python int, got {num_steps!r}")
-    check_int("num_steps", num_steps, 2)
+    check_int("num_steps", num_steps, 2, maximum=COUNT_MAX)
     check_choice("mode", mode, MODES)
     check_in_range("smoothing", smoothing, 0.0, 1.0, hi_open=True)
     check_in_range("diverge_threshold", threshold, 1.0, lo_open=True)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from gradlab import _tree
 from gradlab._checks import (
+    COUNT_MAX,
     check_int,
     check_nonnegative,
     check_scalars,
@@ -159,7 +160,7 @@ def minimize(
         raise TypeError(f"fun must be a callable params -> scalar, got {fun!r}")
     check_transformation("optimizer", optimizer)
     check_scalars(max_steps=max_steps, tol=tol)
-    check_int("max_steps", max_steps, minimum=1)
+    check_int("max_steps", max_steps, minimum=1, maximum=COUNT_MAX)
     check_nonnegative("tol", tol)
     if callable(x0):
         raise TypeError(f"x0 must be a pytree of float arrays, got the callable {x0!r}")

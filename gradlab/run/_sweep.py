@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab._checks import check_int, check_transformation
+from gradlab._checks import COUNT_MAX, check_bools, check_int, check_transformation
 from gradlab._core import apply_updates
 from gradlab.run import _grid
 from gradlab.run._common import as_batches, check_loss, check_params
@@ -557,9 +557,11 @@ def sweep(
     t_start = time.perf_counter()
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be a callable (params, batch) -> loss, got {loss_fn!r}")
+    if progress is not None:
+        check_bools(progress=progress)  # "no" is truthy: it would show the bar
     if isinstance(num_steps, bool):
         raise TypeError("num_steps must be an integer, got a bool")
-    check_int("num_steps", num_steps, 1)
+    check_int("num_steps", num_steps, 1, maximum=COUNT_MAX)
     num_steps = int(num_steps)
     if chunk_size is not None:
         if isinstance(chunk_size, bool):
@@ -579,7 +581,7 @@ def sweep(
             raise TypeError(f"eval_fn must be a callable params -> metrics, got {eval_fn!r}")
         if eval_every is None:
             eval_every = max(1, num_steps // 10)
-        check_int("eval_every", eval_every, 1)
+        check_int("eval_every", eval_every, 1, maximum=COUNT_MAX)
         eval_every = int(eval_every)
 
     configs = _grid.expand(grid)
