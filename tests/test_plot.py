@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ pytest.importorskip("matplotlib")
 import matplotlib
 import matplotlib.figure
 
+import gradlab as gl
 from gradlab import plot
 from gradlab import schedules as S
 
@@ -85,3 +88,108 @@ def test_missing_matplotlib_gives_an_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     with pytest.raises(ImportError, match=r"pip install gradlab\[plot\]"):
         plot.schedules({"a": S.constant(1.0)}, 10)
+
+
+def _bowl(x):
+    return jnp.sum(x**2)
+
+
+@pytest.fixture(scope="module")
+def results():
+    """A two-configuration sweep and a range test, the smallest there are."""
+    params, batches = {"w": jnp.ones(2)}, jnp.ones((6, 2))
+
+    def loss(p, b):
+        return jnp.sum((p["w"] - 0.5 * b) ** 2)
+
+    sweep = gl.sweep(gl.sgd, loss, params, batches, {"learning_rate": [0.01, 0.1]},
+                     num_steps=6, progress=False)  # fmt: skip
+    return {"sweep": sweep, "lr_finder": gl.lr_finder(gl.sgd, loss, params, batches, num_steps=6)}
+
+
+def _trajectories(**kwargs):
+    return lambda _: plot.trajectories(_bowl, {"sgd": gl.sgd(0.1)}, np.ones(2), 3, **kwargs)
+
+
+CONSTANT = {"c": S.constant(0.1)}
+NAN = float("nan")
+
+# (call on the results fixture, the argument the message must name)
+BAD_ARGUMENTS = {
+    "trajectories levels=-1": (_trajectories(levels=-1), "levels"),
+    "trajectories levels='x'": (_trajectories(levels="x"), "levels"),
+    "trajectories levels=True": (_trajectories(levels=True), "levels"),
+    "trajectories levels decreasing": (_trajectories(levels=[3.0, 2.0]), "levels"),
+    "trajectories decades=0": (_trajectories(decades=0.0), "decades"),
+    "trajectories decades=-1": (_trajectories(decades=-1.0), "decades"),
+    "trajectories decades='4'": (_trajectories(decades="4"), "decades"),
+    "trajectories decades=nan": (_trajectories(decades=NAN), "decades"),
+    "trajectories bounds one pair": (_trajectories(bounds=((0, 1),)), "bounds"),
+    "trajectories bounds='x'": (_trajectories(bounds="x"), "bounds"),
+    "trajectories bounds nan": (_trajectories(bounds=((NAN, 1), (0, 1))), "bounds"),
+    "trajectories bounds reversed": (_trajectories(bounds=((1, -1), (0, 1))), "bounds"),
+    "trajectories bounds ragged": (_trajectories(bounds=((0, 1), (0,))), "bounds"),
+    "trajectories figsize=(-1, 5)": (_trajectories(figsize=(-1, 5)), "figsize"),
+    "trajectories figsize=5": (_trajectories(figsize=5), "figsize"),
+    "trajectories interval=-1": (_trajectories(animate=True, interval=-1), "interval"),
+    "trajectories animate='no'": (_trajectories(animate="no"), "animate"),
+    "trajectories ax='x'": (_trajectories(ax="x"), "ax"),
+    "trajectories x0 nan": (
+        lambda _: plot.trajectories(_bowl, {"sgd": gl.sgd(0.1)}, [NAN, 1.0], 3),
+        "x0",
+    ),
+    "trajectories fun=3": (
+        lambda _: plot.trajectories(3, {"sgd": gl.sgd(0.1)}, np.ones(2), 3),
+        "fun",
+    ),
+    "trajectories num_steps array": (
+        lambda _: plot.trajectories(_bowl, {"sgd": gl.sgd(0.1)}, np.ones(2), np.array([3, 4])),
+        "num_steps",
+    ),
+    "sweep by=1": (lambda r: plot.sweep(r["sweep"], by=1), "by"),
+    "sweep by=[1]": (lambda r: plot.sweep(r["sweep"], by=[1]), "by"),
+    "sweep log_scale='no'": (lambda r: plot.sweep(r["sweep"], log_scale="no"), "log_scale"),
+    "sweep metric=1": (lambda r: plot.sweep(r["sweep"], metric=1), "metric"),
+    "sweep smoothing array": (lambda r: plot.sweep(r["sweep"], smoothing=[0.1, 0.2]), "smoothing"),
+    "schedules log_scale='no'": (
+        lambda _: plot.schedules(CONSTANT, 10, log_scale="no"),
+        "log_scale",
+    ),
+    "schedules ax='x'": (lambda _: plot.schedules(CONSTANT, 10, ax="x"), "ax"),
+    "schedules num_steps array": (lambda _: plot.schedules(CONSTANT, [3, 4]), "num_steps"),
+    "schedules num_steps=True": (lambda _: plot.schedules(CONSTANT, True), "num_steps"),
+    "schedules returning strings": (
+        lambda _: plot.schedules({"c": lambda s: "x"}, 10),
+        "schedules['c']",
+    ),
+    "lr_finder show_raw='no'": (
+        lambda r: plot.lr_finder(r["lr_finder"], show_raw="no"),
+        "show_raw",
+    ),
+    "lr_finder ax=1": (lambda r: plot.lr_finder(r["lr_finder"], ax=1), "ax"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS.values(), ids=BAD_ARGUMENTS.keys())
+def test_bad_arguments_raise_naming_the_argument(case, results):
+    call, name = case
+    with pytest.raises((ValueError, TypeError)) as info:
+        call(results)  # figures are pyplot-free: nothing to close
+    assert name in str(info.value), str(info.value)
+    # raised by gradlab's checks, not deep in NumPy or matplotlib
+    assert "gradlab" in Path(info.traceback[-1].path).parts, info.traceback[-1]
+
+
+def test_what_is_accepted_is_drawn(results):
+    # a schedule returning one number (Optax's constant_schedule) holds it;
+    # one of Python control flow on its step is called at each step
+    fig = plot.schedules({"one": lambda step: 0.1, "two": lambda s: 0.1 if s < 3 else 0.2}, 5)
+    one, two = fig.axes[0].lines
+    np.testing.assert_allclose(one.get_ydata(), [0.1] * 5)
+    np.testing.assert_allclose(two.get_ydata(), [0.1, 0.1, 0.1, 0.2, 0.2])
+    # by= one name; levels many decades above a minimum far from 0 (levels the
+    # float spacing cannot tell apart merge instead of failing as not increasing)
+    assert len(plot.sweep(results["sweep"], by="learning_rate").axes) == 2
+    fig = plot.trajectories(lambda x: _bowl(x) + 5.0, {"sgd": gl.sgd(0.1)}, np.ones(2), 3,
+                            decades=30.0, resolution=10)  # fmt: skip
+    assert len(fig.axes[0].lines) == 3

@@ -6,7 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from gradlab._checks import check_bools
 from gradlab.plot._common import axes as _axes
+from gradlab.plot._common import check_ax
 
 MARKERS = {"valley": "o", "steepest": "v", "minimum": "s"}
 
@@ -38,6 +40,8 @@ def lr_finder(result: Any, *, show_raw: bool = True, ax: Any = None) -> Any:
             f"result must be what gl.lr_finder returned (an LRFinderResult), got a "
             f"{type(result).__name__}"
         )
+    check_bools(show_raw=show_raw)
+    check_ax(ax)
     lrs = np.atleast_2d(np.asarray(result.learning_rates, np.float64))
     raw = np.atleast_2d(np.asarray(result.losses, np.float64))
     smooth = np.atleast_2d(np.asarray(result.smoothed, np.float64))

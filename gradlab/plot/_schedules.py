@@ -7,8 +7,37 @@ from typing import Any
 
 import numpy as np
 
-from gradlab._checks import check_int
+from gradlab._checks import check_bools
 from gradlab.plot._common import axes as _axes
+from gradlab.plot._common import check_ax, check_count
+
+
+def _values(label: Any, fn: Callable, steps: np.ndarray) -> np.ndarray:
+    """``fn`` at every step, as float64 of ``steps``' shape: one call on the
+    array; a schedule of Python control flow on its step (``if step < 10``)
+    is called once per step instead, and one returning a single value for the
+    array (Optax's ``constant_schedule``) holds it at every step."""
+    try:
+        values = fn(steps)
+    except Exception:  # a schedule of one step at a time: call it at each
+        values = [fn(int(step)) for step in steps]
+    try:
+        values = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        shown = repr(values)
+        shown = shown if len(shown) <= 120 else f"{shown[:117]}..."
+        raise TypeError(
+            f"schedules[{label!r}] must return real numbers, got {shown} "
+            f"for steps {steps[0]}..{steps[-1]}"
+        ) from e
+    if values.shape == ():
+        return np.full(steps.shape, values)
+    if values.shape != steps.shape:
+        raise ValueError(
+            f"schedules[{label!r}] must return one value per step: called on "
+            f"arange({steps.size}) it returned shape {values.shape}, not {steps.shape}"
+        )
+    return values
 
 
 def schedules(
@@ -23,7 +52,8 @@ def schedules(
     Args:
         schedules: ``{label: schedule}`` (a single schedule is also accepted).
         num_steps: how many steps to evaluate; each schedule is called once on
-            ``arange(num_steps)``.
+            ``arange(num_steps)`` (a schedule that cannot take an array, one of
+            Python control flow on its step, is called at each step).
         log_scale: a logarithmic value axis (values <= 0 are not drawn).
         ax: a matplotlib ``Axes`` to draw into; a new figure if ``None``.
 
@@ -49,14 +79,15 @@ def schedules(
     for label, fn in schedules.items():
         if not callable(fn):
             raise TypeError(f"schedules[{label!r}] must be a callable step -> value, got {fn!r}")
-    check_int("num_steps", num_steps, 1)
+    check_count("num_steps", num_steps, 1)
+    check_bools(log_scale=log_scale)
+    check_ax(ax)
     num_steps = int(num_steps)
 
     ax = _axes(ax, figsize=(7.0, 4.0))
     steps = np.arange(num_steps)
     for label, fn in schedules.items():
-        values = np.asarray(fn(steps), dtype=np.float64)
-        ax.plot(steps, values, label=str(label))
+        ax.plot(steps, _values(label, fn, steps), label=str(label))
     if log_scale:
         ax.set_yscale("log")
     ax.set_xlabel("step")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from gradlab._checks import check_in_range
-from gradlab.plot._common import figure_module
+from gradlab.plot._common import check_scalar, figure_module
 
 MAX_LEGEND = 10
 
@@ -53,7 +53,7 @@ def sweep(
     metric: str = "loss",
     smoothing: float = 0.0,
     log_scale: bool | None = None,
-    by: Sequence[str] | None = None,
+    by: Sequence[str] | str | None = None,
 ) -> Any:
     """Plot a :class:`gradlab.SweepResult`: training curves, one colour per
     configuration, and the final value against each swept hyperparameter.
@@ -75,7 +75,8 @@ def sweep(
         log_scale: log value axis; ``None`` picks it when the values span a
             decade or more.
         by: the hyperparameters to put the final values against, one panel
-            each (default: every swept one that takes more than one value).
+            each: a list of swept names, or one name (default: every swept one
+            that takes more than one value).
 
     Returns:
         The ``matplotlib.figure.Figure``.
@@ -91,8 +92,25 @@ def sweep(
         raise TypeError(
             f"result must be what gl.sweep returned (a SweepResult), got a {type(result).__name__}"
         )
-    figure = figure_module()
+    if not isinstance(metric, str):
+        raise TypeError(f"metric must be 'loss' or the name of an eval metric, got {metric!r}")
+    check_scalar("smoothing", smoothing)
     check_in_range("smoothing", smoothing, 0.0, 1.0, hi_open=True)
+    if log_scale is not None and not isinstance(log_scale, bool | np.bool_):
+        raise TypeError(f"log_scale must be True, False or None (automatic), got {log_scale!r}")
+    names = result.names
+    if by is not None:
+        given = by
+        try:
+            by = [by] if isinstance(by, str) else list(by)
+        except TypeError:  # not iterable: by=1
+            by = None
+        if by is None or not all(isinstance(k, str) for k in by):
+            raise TypeError(f"by must be a swept name or a list of swept names, got {given!r}")
+        unknown = [k for k in by if k not in names]
+        if unknown:
+            raise ValueError(f"by: {unknown} are not swept names; these are {names}")
+    figure = figure_module()
     if metric == "loss":
         curves = np.asarray(result.losses, np.float64)
         steps = np.arange(curves.shape[1])
@@ -109,15 +127,8 @@ def sweep(
         ylabel, xlabel = metric, "step (updates)"
     curves = _ema(curves, float(smoothing))
     n = curves.shape[0]
-    names = result.names
     differ = [k for k in names if len({repr(c[k]) for c in result.configs}) > 1] or names[:1]
-    if by is None:
-        varied = differ
-    else:
-        varied = list(by)
-        unknown = [k for k in varied if k not in names]
-        if unknown:
-            raise ValueError(f"by: {unknown} are not swept names; these are {names}")
+    varied = differ if by is None else list(by)
     if log_scale is None:
         log_scale = _spans_decades(curves.ravel())
 

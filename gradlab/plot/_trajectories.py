@@ -9,8 +9,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab._checks import check_int, check_transformation
+from gradlab._checks import (
+    check_bools,
+    check_int,
+    check_number,
+    check_positive,
+    check_transformation,
+)
 from gradlab.plot._common import axes as _axes
+from gradlab.plot._common import (
+    check_ax,
+    check_count,
+    check_figsize,
+    check_scalar,
+    shape_of,
+)
 from gradlab.run._minimize import stepper
 
 
@@ -108,7 +121,37 @@ def _log_levels(z: np.ndarray, num_levels: int, decades: float) -> np.ndarray:
         )
     lo, hi = finite.min(), finite.max()
     span = max(hi - lo, np.finfo(np.float64).tiny)
-    return lo + np.geomspace(span * 10.0**-decades, span, num_levels)
+    # np.unique: levels closer than the float spacing at ``lo`` (many decades
+    # above a minimum far from 0) coincide, and contour levels must increase.
+    return np.unique(lo + span * np.logspace(-decades, 0.0, num_levels))
+
+
+def _check_bounds(bounds: Any) -> None:
+    """``((xmin, xmax), (ymin, ymax))``: finite numbers, each min below its max."""
+    expected = "bounds must be ((xmin, xmax), (ymin, ymax))"
+    if shape_of("bounds", bounds) != (2, 2):
+        raise ValueError(f"{expected}, got {bounds!r}")
+    if np.asarray(bounds).dtype == bool:
+        raise TypeError(f"{expected} of numbers, got booleans {bounds!r}")
+    check_number("bounds", bounds)  # numbers (TypeError), finite (ValueError)
+    lo, hi = np.asarray(bounds, np.float64).T
+    if not np.all(lo < hi):
+        raise ValueError(f"{expected} with xmin < xmax and ymin < ymax, got {bounds!r}")
+
+
+def _check_levels(levels: Any) -> None:
+    """A number of levels (an int >= 1), or the levels: finite, increasing."""
+    if shape_of("levels", levels) == ():
+        check_int("levels", levels, minimum=1)
+        return
+    arr = np.asarray(levels)
+    if arr.ndim != 1 or arr.dtype == bool:
+        raise ValueError(
+            f"levels must be a number of levels or a 1-D sequence of levels, got {levels!r}"
+        )
+    check_number("levels", levels)
+    if arr.size == 0 or np.any(np.diff(arr.astype(np.float64)) <= 0):
+        raise ValueError(f"levels must be a non-empty increasing sequence, got {levels!r}")
 
 
 def trajectories(
@@ -144,15 +187,17 @@ def trajectories(
             optimizers moving together (one frame per step) instead of a figure;
             save it with ``anim.save("paths.gif", writer="pillow")`` or show it in
             a notebook with ``HTML(anim.to_jshtml())``.
-        bounds: ``((xmin, xmax), (ymin, ymax))`` of the plot; default: the
-            extent of the paths' points where ``fun`` is finite, plus a margin
-            (a diverging path leaves the frame).
-        levels: number of log-spaced contour levels, or the levels themselves.
-        decades: the log-spaced levels span this many decades above the minimum.
+        bounds: ``((xmin, xmax), (ymin, ymax))`` of the plot (finite, each min
+            below its max); default: the extent of the paths' points where
+            ``fun`` is finite, plus a margin (a diverging path leaves the frame).
+        levels: number of log-spaced contour levels (>= 1), or the levels
+            themselves (increasing).
+        decades: the log-spaced levels span this many decades (> 0) above the
+            minimum; levels the float resolution cannot tell apart are merged.
         resolution: grid points per axis for the surface.
         ax: a matplotlib ``Axes`` to draw into (a new figure if None).
         figsize: size of a new figure.
-        interval: milliseconds between animation frames.
+        interval: milliseconds (> 0) between animation frames.
         num_frames: frames of the animation (evenly spaced steps, first and last
             included); default one per step. Each frame redraws the figure, so
             fewer frames make a smaller GIF, faster.
@@ -166,27 +211,42 @@ def trajectories(
         ...     rosen, {"adam": gl.adam(0.05), "lbfgs": gl.lbfgs()}, jnp.array([-1.5, 2.0]), 50
         ... )
     """
+    if not callable(fun):
+        raise TypeError(f"fun must be a callable x -> scalar, got {fun!r}")
     if not isinstance(optimizers, Mapping) or not optimizers:
         raise TypeError(
             f"optimizers must be a non-empty dict {{label: optimizer}}, got {optimizers!r}"
         )
     for name, opt in optimizers.items():
         check_transformation(f"optimizers[{name!r}]", opt)
-    if np.shape(x0) != (2,):
+    if shape_of("x0", x0) != (2,):
         raise ValueError(f"x0 must have shape (2,) (a point in the plane), got {np.shape(x0)}")
-    check_int("num_steps", num_steps, minimum=1)
-    check_int("resolution", resolution, minimum=2)
+    check_number("x0", x0)
+    check_count("num_steps", num_steps, minimum=1)
+    check_bools(animate=animate)
+    if bounds is not None:
+        _check_bounds(bounds)
+    _check_levels(levels)
+    check_scalar("decades", decades)
+    check_positive("decades", decades)
+    check_count("resolution", resolution, minimum=2)
+    check_ax(ax)
+    check_figsize(figsize)
+    check_scalar("interval", interval)
+    check_positive("interval", interval)
     if num_frames is not None:
-        check_int("num_frames", num_frames, minimum=2)
+        check_count("num_frames", num_frames, minimum=2)
     num_steps = int(num_steps)
 
     paths = optimizer_paths(fun, optimizers, x0, num_steps)
     dtype = jnp.result_type(jnp.asarray(x0).dtype, jnp.float32)
     if bounds is None:
         bounds = _default_bounds(fun, paths, dtype)
+    else:
+        bounds = tuple((float(a), float(b)) for a, b in np.asarray(bounds, np.float64))
     gx, gy, z = _surface(fun, bounds, int(resolution), dtype)
     if np.ndim(levels) == 0:
-        levels = _log_levels(z, int(levels), decades)
+        levels = _log_levels(z, int(levels), float(decades))
 
     ax = _axes(ax, figsize=figsize)
     import matplotlib  # available: _axes imported it
@@ -228,4 +288,4 @@ def trajectories(
     if num_frames is not None:
         frames = np.unique(np.linspace(0, num_steps, int(num_frames)).round().astype(int))
     draw(0)
-    return FuncAnimation(ax.figure, draw, frames=frames, interval=interval, blit=False)
+    return FuncAnimation(ax.figure, draw, frames=frames, interval=float(interval), blit=False)
