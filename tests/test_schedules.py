@@ -617,6 +617,25 @@ def test_step_counts_and_steps_beyond_int32_are_accepted(make, make_optax, close
             assert_close(sched(10**9), make_optax()(10**9), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "boundaries", [[2**31], [10**10], [10**12], [2**24 + 1, 2**31], [2**31 - 1]], ids=str
+)
+def test_join_switches_at_boundaries_beyond_int32_exactly(boundaries):
+    """A boundary beyond int32 was wrapped by jnp.asarray (2**31 -> -2**31, x64
+    off): every step took the last schedule. Integer steps are compared exactly;
+    steps beyond int32 (Python ints) in floats, as in multistep_decay."""
+    values = [0.1**i for i in range(1, len(boundaries) + 2)]
+    s = S.join([S.constant(v) for v in values], boundaries)
+    steps = np.array([0, 2**24, 2**24 + 1, 1_500_000_000, 2**31 - 2, 2**31 - 1])
+    want = np.asarray(values)[np.searchsorted(boundaries, steps, side="right")]
+    for got in (s(steps.astype(np.int32)), jax.jit(s)(steps.astype(np.int32)),
+                s(steps.astype(np.uint32))):  # fmt: skip
+        assert_close(got, want, rtol=1e-6, atol=0)
+    for step in (2**31, 3 * 10**12):
+        want = values[np.searchsorted(boundaries, step, side="right")]
+        assert_close(s(step), want, rtol=1e-6, atol=0)
+
+
 def test_negative_steps_count_as_step_zero():
     s = S.warmup_cosine_decay(0.1, 1.0, 10, 100)
     assert_close(s(np.array([-5, -1])), [0.1, 0.1], rtol=1e-7)

@@ -20,7 +20,9 @@ def join(schedules: Sequence[Callable], boundaries: Sequence[int] | ArrayLike) -
     ``boundaries[i-1] <= t < boundaries[i]``: each schedule restarts its own
     count at 0 when it takes over (Optax ``join_schedules``; PyTorch
     ``SequentialLR(schedulers, milestones=boundaries)``). ``boundaries`` has
-    one entry fewer than ``schedules``, is sorted, and may be a traced array.
+    one entry fewer than ``schedules``, is sorted, and may be a traced array;
+    concrete boundaries may lie beyond int32 (integer steps are compared with
+    them exactly, in the step's dtype).
     The sub-schedules receive steps in the step's dtype and their values are
     cast to the default float dtype.
 
@@ -47,9 +49,8 @@ def join(schedules: Sequence[Callable], boundaries: Sequence[int] | ArrayLike) -
             f"{got}"
         )
 
-    # Steps and boundaries beyond int32 (valid Python ints) are counted in floats.
+    # Steps beyond int32 (valid Python ints) are counted in floats.
     huge = np.iinfo(np.int32).max
-    big_bounds = not is_traced(boundaries) and n > 0 and np.max(np.asarray(boundaries)) > huge
 
     def schedule(step: ArrayLike):
         if not isinstance(step, jax.Array) and not is_traced(step):
@@ -57,14 +58,22 @@ def join(schedules: Sequence[Callable], boundaries: Sequence[int] | ArrayLike) -
             if concrete.dtype.kind in "iu" and concrete.size and np.max(concrete) > huge:
                 step = as_float(concrete)
         step = jnp.asarray(step)
-        if big_bounds and jnp.issubdtype(step.dtype, jnp.integer):
-            step = as_float(step)
         if jnp.issubdtype(step.dtype, jnp.integer) and step.dtype.itemsize < 4:
             step = step.astype(jnp.int32)  # a boundary of 300 must not wrap in uint8
-        bounds = jnp.asarray(boundaries).astype(step.dtype)
+        never = np.zeros(n, bool)  # boundaries no step of this dtype reaches
+        if not jnp.issubdtype(step.dtype, jnp.integer):
+            bounds = as_float(boundaries).astype(step.dtype)  # as multistep_decay does
+        elif is_traced(boundaries):
+            bounds = boundaries.astype(step.dtype)
+        else:  # exact: jnp.asarray would wrap a boundary of 2**31 to -2**31 (x64 off)
+            top = np.iinfo(step.dtype).max
+            never = np.asarray(boundaries) > top
+            bounds = jnp.asarray(np.minimum(boundaries, top).astype(step.dtype))
         # broadcast: a part may return a Python float (Optax's constant_schedule does)
         out = jnp.zeros(step.shape, float_dtype()) + as_float(schedules[0](step))
         for i, following in enumerate(schedules[1:]):
+            if never[i]:
+                break
             b = bounds[i]
             out = jnp.where(step < b, out, as_float(following(step - b)))
         return out
