@@ -754,6 +754,27 @@ def test_non_numbers_raise_type_error(call):
         call()
 
 
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: S.multistep_decay(0.1, [True]), "milestones"),
+        (lambda: S.multistep_decay(0.1, (5, True)), "milestones"),
+        (lambda: S.multistep_decay(0.1, np.array([False, True])), "milestones"),
+        (lambda: S.piecewise_constant(0.1, {True: 0.5}), "boundaries_and_scales"),
+        (lambda: S.join([S.constant(0.1), S.constant(0.01)], [True]), "boundaries"),
+        (lambda: S.join([S.constant(0.1)] * 2, jnp.array([True])), "boundaries"),
+        (lambda: jax.jit(lambda b: S.join([S.constant(0.1)] * 2, b)(0))(jnp.array([True])),
+         "boundaries"),
+    ],
+    ids=["milestones", "milestones-mixed", "milestones-array", "piecewise-key", "join",
+         "join-array", "join-traced"],
+)  # fmt: skip
+def test_boolean_boundaries_raise_type_error_naming_them(call, name):
+    """``[True]`` was taken as step 1."""
+    with pytest.raises(TypeError, match=rf"^{name}.*boolean"):
+        call()
+
+
 def test_traced_arguments_are_not_validated():
     # Concrete, a negative decay_steps is refused; traced, its value is unknown
     # when the schedule is built, so it must not be inspected (nor raise), and

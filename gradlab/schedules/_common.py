@@ -103,22 +103,29 @@ def as_sequence(name: str, value: Any, *, minimum: int, sort: bool = True) -> An
     """Validate a 1-D sequence of step boundaries; return it as an array.
 
     Accepts lists, tuples, NumPy and JAX arrays (traced ones included: their
-    shape is static, their values are not inspected). Concrete sequences must
-    be integers ``>= minimum`` in non-decreasing order.
+    shape and dtype are static, their values are not inspected). Concrete
+    sequences must be integers ``>= minimum`` in non-decreasing order. Booleans
+    are refused (``[True]`` is not step 1), as everywhere a number is expected.
     """
     if isinstance(value, str | bytes | dict):
         raise TypeError(f"{name} must be a sequence or 1-D array of integers, got {value!r}")
-    if not is_traced(value):
+    if isinstance(value, list | tuple) and any(isinstance(v, bool | np.bool_) for v in value):
+        raise TypeError(f"{name} must be integers (step numbers), got booleans: {value!r}")
+    if is_traced(value):
+        value = jnp.asarray(value)
+    else:
         try:
-            arr = np.asarray(value)
+            value = np.asarray(value)
         except Exception as e:  # ragged nested lists
             raise TypeError(f"{name} must be a 1-D sequence of integers, got {value!r}") from e
-        if arr.size == 0:
+    if value.dtype == np.bool_:
+        got = "a traced boolean array" if is_traced(value) else repr(value.tolist())
+        raise TypeError(f"{name} must be integers (step numbers), got booleans: {got}")
+    if not is_traced(value):
+        if value.size == 0:
             return np.zeros((0,), np.int32)
-        check_steps(name, arr, minimum)
-        value = arr
-    else:
-        value = jnp.asarray(value)
+        check_number(name, value)
+        check_int(name, value, minimum)
     shape = jnp.shape(value)
     if len(shape) != 1:
         raise ValueError(f"{name} must be a 1-D sequence, got shape {shape}")
