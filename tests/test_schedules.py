@@ -726,6 +726,8 @@ INVALID = [
     bad(lambda: S.join([S.constant(1.0)] * 3, [20, 10]), "boundaries", "join-unsorted"),
     bad(lambda: S.join([S.constant(1.0)] * 2, [-3]), "boundaries", "join-negative"),
     bad(lambda: S.join([], []), "schedules", "join-empty"),
+    # gamma is unused in the default mode: a list there was silently ignored
+    bad(lambda: S.cyclic(0.1, 1.0, 5, gamma=[0.1, 0.2]), "gamma", "cyclic-gamma-list-unused"),
 ]  # fmt: skip
 
 
@@ -752,6 +754,21 @@ NOT_NUMBERS = [
 def test_non_numbers_raise_type_error(call):
     with pytest.raises(TypeError):
         call()
+
+
+SEQUENCES = {"milestones", "boundaries_and_scales", "boundaries"}
+
+
+@pytest.mark.parametrize("c, name", [p for p in TRACED if p.values[1] not in SEQUENCES])
+def test_non_scalar_parameters_raise_value_error_naming_them(c, name):
+    """A list or array where one number is expected was accepted and broke later
+    (a broadcasting error deep in JAX on an array of steps); a sweep vmaps over
+    the parameter instead (test_every_parameter_can_be_traced)."""
+    v = c.vary[name][0]
+    for value in ([v, v], np.full((2, 2), v), np.array([v])):
+        shape = re.escape(str(np.shape(value)))
+        with pytest.raises(ValueError, match=rf"^{name} must be a scalar.*shape {shape}"):
+            c.make(**{**c.kw, name: value})
 
 
 @pytest.mark.parametrize(

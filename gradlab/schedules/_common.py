@@ -63,19 +63,37 @@ def as_step(step: ArrayLike) -> jax.Array:
 # --------------------------------------------------------------------------- checks
 
 
+def check_scalar(name: str, value: Any) -> None:
+    """One real number (if concrete: finite and 0-d; traced values are skipped).
+
+    A schedule's value is one number per step: an array parameter would turn a
+    schedule of an array of steps into a broadcasting error deep in JAX (or be
+    silently ignored where the parameter is unused). A sweep vmaps instead,
+    where each traced value is a scalar.
+    """
+    check_number(name, value)
+    if not is_traced(value) and np.ndim(value) != 0:
+        text = repr(np.asarray(value).tolist())
+        text = text if len(text) <= 80 else text[:76] + " ..."
+        raise ValueError(
+            f"{name} must be a scalar, got an array of shape {np.shape(value)}: {text}; to "
+            "sweep over several values, vmap over a function that builds the schedule"
+        )
+
+
 def check_value(name: str, value: Any) -> None:
-    """A schedule value (a learning rate, a momentum, a scale): finite and >= 0.
+    """A schedule value (a learning rate, a momentum, a scale): a scalar >= 0.
 
     Negative values are rejected because a schedule feeds a hyperparameter that
     is non-negative; a negative learning rate would silently ascend.
     """
-    check_number(name, value)
+    check_scalar(name, value)
     check_nonnegative(name, value)
 
 
 def check_factor(name: str, value: Any, hi: float | None = None) -> None:
-    """A multiplicative factor (``gamma``, ``decay_rate``): finite and > 0."""
-    check_number(name, value)
+    """A multiplicative factor (``gamma``, ``decay_rate``): a scalar > 0."""
+    check_scalar(name, value)
     if hi is None:
         check_in_range(name, value, 0.0, lo_open=True)
     else:
@@ -83,8 +101,8 @@ def check_factor(name: str, value: Any, hi: float | None = None) -> None:
 
 
 def check_steps(name: str, value: Any, minimum: int) -> None:
-    """A step count: an integer (or integral float) ``>= minimum``."""
-    check_number(name, value)
+    """A step count: a scalar integer (or integral float) ``>= minimum``."""
+    check_scalar(name, value)
     check_int(name, value, minimum)
 
 

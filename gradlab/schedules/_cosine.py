@@ -6,12 +6,13 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from gradlab import _tree
-from gradlab._checks import check_in_range, check_number
+from gradlab._checks import check_in_range
 from gradlab.schedules._common import (
     Schedule,
     as_float,
     as_step,
     check_factor,
+    check_scalar,
     check_steps,
     check_value,
     cycle_position,
@@ -123,7 +124,7 @@ def cosine_warm_restarts(
     """
     check_value("init_value", init_value)
     check_steps("first_period", first_period, 1)
-    check_number("period_mult", period_mult)
+    check_scalar("period_mult", period_mult)
     check_in_range("period_mult", period_mult, 1.0)
     check_value("end_value", end_value)
     check_factor("decay_factor", decay_factor)

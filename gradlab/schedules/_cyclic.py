@@ -5,13 +5,14 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from gradlab._checks import check_bools, check_choice, check_in_range, check_number
+from gradlab._checks import check_bools, check_choice, check_in_range
 from gradlab.schedules._common import (
     Schedule,
     anneal_between,
     as_float,
     as_step,
     check_factor,
+    check_scalar,
     check_steps,
     check_value,
     cycle_position,
@@ -103,7 +104,7 @@ def _phased(step, ends, values, kind):
 
 def _check_one_cycle(total_steps, pct_start, anneal_kind):
     check_steps("total_steps", total_steps, 1)
-    check_number("pct_start", pct_start)
+    check_scalar("pct_start", pct_start)
     check_in_range("pct_start", pct_start, 0.0, 1.0, lo_open=True, hi_open=True)
     check_choice("anneal", anneal_kind, _ANNEALS)
 
@@ -181,9 +182,9 @@ def one_cycle_momentum(
     """
     check_bools(three_phase=three_phase)
     _check_one_cycle(total_steps, pct_start, anneal)
-    check_number("base_momentum", base_momentum)
+    check_scalar("base_momentum", base_momentum)
     check_in_range("base_momentum", base_momentum, 0.0, 1.0)
-    check_number("max_momentum", max_momentum)
+    check_scalar("max_momentum", max_momentum)
     check_in_range("max_momentum", max_momentum, 0.0, 1.0)
     kind = anneal
 

@@ -11,7 +11,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from gradlab import _tree
-from gradlab._checks import check_bools, is_traced
+from gradlab._checks import check_bools, check_nonnegative, is_traced
 from gradlab.schedules._common import (
     Schedule,
     as_float,
@@ -127,7 +127,7 @@ def _boundaries_and_scales(value: Any) -> tuple[Any, Any]:
 
 def _scales(scales: Any) -> Any:
     if not is_traced(scales):
-        check_value("boundaries_and_scales scales", scales)
+        check_nonnegative("boundaries_and_scales scales", scales)  # a 1-D array
     scales = jnp.asarray(scales) if is_traced(scales) else np.asarray(scales)
     if jnp.ndim(scales) != 1:
         raise ValueError(f"boundaries_and_scales scales must be 1-D, got shape {jnp.shape(scales)}")
