@@ -404,3 +404,25 @@ def test_optax_keywords_of_partition_lookahead_adamw_and_sgd():
     np.testing.assert_allclose(got[0], got[1], rtol=1e-5)
     momentum = jax.tree.leaves(gl.sgd(0.1, 0.9, accumulator_dtype=jnp.bfloat16).init(params))
     assert jnp.bfloat16 in [leaf.dtype for leaf in momentum]
+
+
+def test_multisteps_use_grad_mean_and_gradient_transformation_as_in_optax():
+    """use_grad_mean=False steps on the sum of the k gradients (Optax's option);
+    MultiSteps(...).gradient_transformation() is the transformation itself."""
+    optax = pytest.importorskip("optax")
+    params = {"w": jnp.array([1.0, -2.0, 3.0])}
+    for use_mean in (True, False):
+        got = []
+        for tx in (
+            gl.MultiSteps(gl.sgd(0.1), 3, use_grad_mean=use_mean),
+            optax.MultiSteps(optax.sgd(0.1), 3, use_grad_mean=use_mean).gradient_transformation(),
+        ):
+            x, s = params, tx.init(params)
+            with jax.numpy_dtype_promotion("standard"):  # Optax's code is not strict-clean
+                for k in range(7):
+                    u, s = tx.update({"w": (k + 1.0) * jnp.sin(x["w"])}, s, x)
+                    x = optax.apply_updates(x, u)
+            got.append(x["w"])
+        np.testing.assert_allclose(got[0], got[1], rtol=1e-5, atol=1e-6)
+    tx = gl.MultiSteps(gl.sgd(0.1), 2)
+    assert tx.gradient_transformation() is tx

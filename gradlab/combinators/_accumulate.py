@@ -12,6 +12,7 @@ import numpy as np
 from gradlab import _tree
 from gradlab._checks import (
     COUNT_MAX,
+    check_bools,
     check_float_dtype,
     check_int,
     check_schedule,
@@ -58,8 +59,10 @@ class MultiSteps:
     accumulator (``acc_grads=()``; a traced or array ``1`` keeps one, so that
     the state structure stays that of other ``k``).
     ``MultiSteps.has_updated(state)`` (also ``tx.has_updated(state)``) says
-    whether the last call updated. ``optax.MultiSteps`` (its keyword
-    ``opt=`` is accepted too).
+    whether the last call updated. ``use_grad_mean=False`` steps on the sum
+    of the ``k`` gradients instead of their mean. ``optax.MultiSteps`` (its
+    keyword ``opt=`` is accepted too, and ``tx.gradient_transformation()``
+    returns ``tx``).
 
     >>> tx = gl.MultiSteps(gl.adam(1e-3), every_k_schedule=4)
     >>> updates, state = tx.update(grads, state, params)
@@ -73,15 +76,18 @@ class MultiSteps:
         every_k_schedule: int | Callable[[Any], Any],
         *,
         accumulator_dtype: Any = None,
+        use_grad_mean: bool = True,
     ) -> GradientTransformation:
         check_transformation("transform", transform)
         check_float_dtype("accumulator_dtype", accumulator_dtype)
+        check_bools(use_grad_mean=use_grad_mean)
         if callable(every_k_schedule):
             check_schedule("every_k_schedule", every_k_schedule)
         else:
             check_int("every_k_schedule", every_k_schedule, minimum=1, maximum=COUNT_MAX)
-        tx = _multi_steps(transform, every_k_schedule, accumulator_dtype, transform)
+        tx = _multi_steps(transform, every_k_schedule, accumulator_dtype, use_grad_mean, transform)
         tx.has_updated = MultiSteps.has_updated  # Optax spells it opt.has_updated(state)
+        tx.gradient_transformation = lambda: tx  # Optax's MultiSteps(...).gradient_transformation()
         return tx
 
     @staticmethod
@@ -99,7 +105,9 @@ def _static_one(k: Any) -> bool:
     return isinstance(k, int | np.integer) and not isinstance(k, bool) and k == 1
 
 
-def _multi_steps(opt: Any, k: Any, acc_dtype: Any, declared: Any) -> GradientTransformation:
+def _multi_steps(
+    opt: Any, k: Any, acc_dtype: Any, use_mean: bool, declared: Any
+) -> GradientTransformation:
     """``MultiSteps`` around ``opt`` (``declared``: the user's ``opt``, whose buffer
     form ``packed`` builds)."""
     every_k = as_schedule(k)
@@ -131,12 +139,17 @@ def _multi_steps(opt: Any, k: Any, acc_dtype: Any, declared: Any) -> GradientTra
 
         # The mean is computed inside each branch, fused into its consumer (the
         # accumulator written in place, or opt's first kernel), never materialised.
-        def mean(dtype_like):
-            out = _tree.map_like(running_mean, updates, state.acc_grads)
+        def mean(dtype_like, total=False):
+            def one(g, acc):  # the mean, or (use_grad_mean=False) the sum n * mean
+                m = running_mean(g, acc)
+                return m * n.astype(m.dtype) if total else m
+
+            out = _tree.map_like(one, updates, state.acc_grads)
             return jax.tree.map(lambda m, x: m.astype(x.dtype), out, dtype_like)
 
         def step():  # opt on the mean; the accumulator restarts from zeros
-            out, inner = call_update(opt, mean(updates), state.inner_opt_state, params, extra)
+            g = mean(updates, total=not use_mean)
+            out, inner = call_update(opt, g, state.inner_opt_state, params, extra)
             return out, inner, jax.tree.map(jnp.zeros_like, state.acc_grads)
 
         def accumulate():  # zero updates (shaped like opt's, whose dtype may differ)
@@ -151,6 +164,7 @@ def _multi_steps(opt: Any, k: Any, acc_dtype: Any, declared: Any) -> GradientTra
 
     def packing(ctx):
         # The accumulator is elementwise: it runs on the buffers around opt's form.
-        return _multi_steps(ctx.form(declared, "MultiSteps inner"), k, acc_dtype, declared)
+        form = ctx.form(declared, "MultiSteps inner")
+        return _multi_steps(form, k, acc_dtype, use_mean, declared)
 
     return GradientTransformation(init, update, packing=packing)
