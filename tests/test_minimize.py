@@ -320,3 +320,19 @@ def test_a_failed_backtracking_search_is_not_repeated_forever(x64):
         tx = gl.lbfgs(linesearch=gl.scale_by_backtracking_linesearch(initial_guess=guess))
         r = gl.minimize(powell, x0, tx, max_steps=400, tol=1e-6)
         assert float(r.value) < 1e-10, (guess, float(r.value))  # MGH: f* = 0
+
+
+def test_backtracking_first_search_respects_max_stepsize_and_float32_endgame_converges():
+    """The first search starts from the initial guess capped by max_stepsize
+    (the initial state is not a failed search); near a float32 minimum, a search
+    that ran out of steps is followed by one that tries the full step first
+    (continuing only from the smaller steps stalled 4-D Rosenbrock at t ~ 2e-4)."""
+    f = lambda x: jnp.sum((x - 3.0) ** 2)  # noqa: E731
+    tx = gl.chain(gl.sgd(1.0), gl.scale_by_backtracking_linesearch(max_stepsize=0.25))
+    x = jnp.zeros(2)
+    value, grad = jax.value_and_grad(f)(x)
+    _, state = tx.update(grad, tx.init(x), x, value=value, grad=grad, value_fn=f)
+    assert float(state[-1].step_size) == 0.25
+    tx = gl.lbfgs(linesearch=gl.scale_by_backtracking_linesearch(max_backtracking_steps=10))
+    r = gl.minimize(rosenbrock, jnp.full(4, -1.2), tx, max_steps=500, tol=1e-5)
+    assert bool(r.converged) and int(r.num_steps) < 100

@@ -494,17 +494,25 @@ def _backtracking_update(updates, params, value, grad, state, hyper, *, value_fn
         initial_guess, state.step_size, hyper["increase_factor"], hyper["max_stepsize"], dt
     )
     # After a search that ran out of steps (no move, succeeded False, step_size
-    # = the next step it would have tried), continue from there: restarting at
-    # t0 would repeat it exactly (the same point, direction and memory).
-    t0 = jnp.where(~state.info.succeeded & (state.step_size > 0), state.step_size, t0)
-    descent = jnp.isfinite(ray.value) & (ray.slope < 0)
+    # = the next step it would have tried), the next one tries the full step
+    # (1, or max_stepsize) first -- near a minimum in float32 small steps are
+    # lost in rounding where the full one still decreases f -- then continues
+    # from where the last one stopped: restarting there every time would
+    # repeat it exactly (the same point, direction and memory), forever.
     max_steps = jnp.asarray(hyper["max_steps"]).astype(jnp.int32)
+    ran_out_before = ~state.info.succeeded & (state.info.num_evaluations >= max_steps)
+    resume = ran_out_before & (state.step_size > 0)
+    full = _initial_step("one", state.step_size, 1.0, hyper["max_stepsize"], dt)
+    t0 = jnp.where(resume, full, t0)
+    descent = jnp.isfinite(ray.value) & (ray.slope < 0)
 
     def body(carry):
         count, _, t, *_ = carry
         value, _, grad = ray.evaluate(t)
         ok = value <= ray.value + c * t * ray.slope
-        t_next = jnp.where(ok, t, t * shrink)
+        smaller = t * shrink
+        smaller = jnp.where(resume & (count == 0), jnp.minimum(state.step_size, smaller), smaller)
+        t_next = jnp.where(ok, t, smaller)
         return count + 1, ok, t_next, value, grad
 
     def cond(carry):
@@ -542,9 +550,9 @@ def scale_by_backtracking_linesearch(
     ``max_stepsize``) or from ``t0 = 1`` (``"one"``). When all
     ``max_backtracking_steps`` fail, the params do not move (``t = 0``; Optax
     takes the last, non-decreasing step instead), ``step_size`` holds the next
-    step it would have tried and ``info.succeeded`` is False, and the next
-    search continues from there, so the same failed search is not repeated
-    forever. Equivalent of
+    step it would have tried and ``info.succeeded`` is False; the next search
+    tries the full step first, then continues from there, so the same failed
+    search is not repeated forever. Equivalent of
     ``optax.scale_by_backtracking_linesearch(slope_rtol=c1, store_grad=True)``,
     with its defaults (``0.8``, ``1.5``): with ``increase_factor=1`` and
     ``"keep"`` a step, once shrunk, never grows back (L-BFGS on 10-D Rosenbrock
