@@ -265,6 +265,9 @@ def keyword_alias(alias: str, name: str) -> Callable[[Callable], Callable]:
                 kwargs[name] = kwargs.pop(alias)
             return fn(*args, **kwargs)
 
+        # declared, for wrappers that bind arguments against the signature
+        # (inject_hyperparams): {alias: name}, accumulated over stacked aliases
+        call.keyword_aliases = {**getattr(fn, "keyword_aliases", {}), alias: name}
         return call
 
     return wrap

@@ -426,3 +426,21 @@ def test_multisteps_use_grad_mean_and_gradient_transformation_as_in_optax():
         np.testing.assert_allclose(got[0], got[1], rtol=1e-5, atol=1e-6)
     tx = gl.MultiSteps(gl.sgd(0.1), 2)
     assert tx.gradient_transformation() is tx
+
+
+def test_inject_hyperparams_accepts_the_keyword_aliases():
+    """inject_hyperparams binds arguments against the factory's signature: the
+    aliases (Optax's inner=/opt=/fast_optimizer=, the API's lr=) must reach it."""
+    params = {"w": jnp.ones(2)}
+    inner = gl.sgd(0.1)
+    for tx in (
+        gl.inject_hyperparams(gl.apply_if_finite)(inner=inner, max_consecutive_errors=2),
+        gl.inject_hyperparams(gl.masked)(inner=inner, mask=True),
+        gl.inject_hyperparams(gl.MultiSteps)(opt=inner, every_k_schedule=1),
+        gl.inject_hyperparams(gl.lookahead)(
+            fast_optimizer=inner, sync_period=2, slow_step_size=1.0
+        ),
+        gl.inject_hyperparams(gl.scale_by_learning_rate)(lr=0.1),
+    ):
+        updates, _ = tx.update(params, tx.init(params), params)
+        assert updates["w"].shape == (2,)

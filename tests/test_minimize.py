@@ -336,3 +336,28 @@ def test_backtracking_first_search_respects_max_stepsize_and_float32_endgame_con
     tx = gl.lbfgs(linesearch=gl.scale_by_backtracking_linesearch(max_backtracking_steps=10))
     r = gl.minimize(rosenbrock, jnp.full(4, -1.2), tx, max_steps=500, tol=1e-5)
     assert bool(r.converged) and int(r.num_steps) < 100
+
+
+def test_a_line_search_last_in_a_named_chain_is_reused():
+    """named_chain(..., ("opt", lbfgs())): the search's step is the update, so
+    minimize reads its value and gradient (as many evaluations as lbfgs alone)
+    and value_and_grad_from_state accepts a one-member named_chain's state."""
+    counts = []
+    for tx in (
+        gl.lbfgs(),
+        gl.named_chain(("first", gl.identity()), ("opt", gl.lbfgs())),
+    ):
+        calls = []
+
+        def f(x, calls=calls):
+            jax.debug.callback(lambda: calls.append(1))
+            return rosenbrock(x)
+
+        r = jax.jit(lambda x, tx=tx, f=f: gl.minimize(f, x, tx, max_steps=30, tol=1e-6))(ROSEN4)
+        jax.effects_barrier()
+        counts.append((int(r.num_steps), len(calls)))
+    assert counts[0] == counts[1]
+    x = jnp.zeros(2)
+    state = gl.named_chain(("opt", gl.lbfgs())).init(x)
+    value, _ = gl.value_and_grad_from_state(lambda x: jnp.sum((x - 1.0) ** 2))(x, state=state)
+    assert float(value) == 2.0

@@ -1226,3 +1226,14 @@ def test_warm_restarts_period_mult_hypergradient_at_one_and_real_period_mult_sta
     steps = np.concatenate([np.ceil(starts[1:]) - 1, np.ceil(starts[1:])]).astype(np.int64)
     got = np.asarray(S.cosine_warm_restarts(1.0, 5, 1.5)(jnp.asarray(steps)))
     np.testing.assert_allclose(got, [reference(k) for k in steps], atol=1e-9)
+
+
+def test_join_with_boundaries_narrower_than_the_steps(x64):
+    """int32 boundaries with int64 steps (x64), empty boundaries, uint32 steps:
+    clipping the boundaries to the step dtype's range overflowed (NumPy 2)."""
+    a, c = S.constant(1.0), S.constant(0.25)
+    np.testing.assert_array_equal(S.join([a], [])(jnp.arange(3)), [1.0, 1.0, 1.0])
+    got = S.join([a, c], np.array([2], np.int32))(jnp.arange(4))
+    np.testing.assert_array_equal(got, [1.0, 1.0, 0.25, 0.25])
+    got = S.join([a, c], np.array([2], np.int32))(jnp.arange(4, dtype=jnp.uint32))
+    np.testing.assert_array_equal(got, [1.0, 1.0, 0.25, 0.25])

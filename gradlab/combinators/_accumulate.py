@@ -90,6 +90,8 @@ class MultiSteps:
         tx.gradient_transformation = lambda: tx  # Optax's MultiSteps(...).gradient_transformation()
         return tx
 
+    keyword_aliases = __new__.keyword_aliases  # for inject_hyperparams(gl.MultiSteps)
+
     @staticmethod
     def has_updated(state: Any) -> jax.Array:
         """Whether the last ``update`` ran the inner optimizer (bool array).

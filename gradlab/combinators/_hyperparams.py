@@ -115,6 +115,9 @@ def inject_hyperparams(
 
     @functools.wraps(factory)
     def wrapped(*args: Any, **kwargs: Any) -> GradientTransformation:
+        for alias, name in getattr(factory, "keyword_aliases", {}).items():
+            if alias in kwargs and name not in kwargs:  # masked(inner=...): Optax's name
+                kwargs[name] = kwargs.pop(alias)
         try:
             bound = signature.bind(*args, **kwargs)
         except TypeError as e:  # name the factory: "got an unexpected keyword argument 'b'"

@@ -603,23 +603,29 @@ def find_linesearch_states(state: Any) -> list[Any]:
     return [x for x in jax.tree.leaves(state, is_leaf=is_ls) if is_ls(x)]
 
 
-def final_linesearch_state(state: Any) -> Any | None:
+def final_linesearch_state(state: Any, *, ordered: bool = False) -> Any | None:
     """The state of the line search whose step *is* the optimizer's update, or None.
 
     That is the search reached from the top by following the last member of
-    every chain (a plain tuple) and the inner state of wrappers that declare
-    they return their inner updates unchanged (a ``passes_updates_of`` field
-    name on their state class: ``inject_hyperparams``, ``apply_if_finite``,
-    ``packed``). Only then is the point where it evaluated the objective the
-    new params. A search followed by another member (``chain(lbfgs(),
-    scale(0.5))``) or inside a wrapper that changes the step (``MultiSteps``,
-    ``lookahead``, ``masked``, ``partition``) gives None.
+    every chain (a plain tuple; a ``named_chain``'s dict) and the inner state
+    of wrappers that declare they return their inner updates unchanged (a
+    ``passes_updates_of`` field name on their state class:
+    ``inject_hyperparams``, ``apply_if_finite``, ``packed``). Only then is the
+    point where it evaluated the objective the new params. A search followed by
+    another member (``chain(lbfgs(), scale(0.5))``) or inside a wrapper that
+    changes the step (``MultiSteps``, ``lookahead``, ``masked``, ``partition``)
+    gives None. A ``named_chain`` of several members is followed only when
+    ``ordered`` (its dict as ``init``/``update`` built it, in member order; JAX
+    rebuilds dicts in sorted key order, so a state that went through ``jit``
+    no longer tells which member is last).
     """
     node = state
     while not isinstance(node, LINESEARCH_STATES):
         field = getattr(type(node), "passes_updates_of", None)
         if type(node) is tuple and node:
             node = node[-1]
+        elif type(node) is dict and node and (ordered or len(node) == 1):
+            node = node[list(node)[-1]]
         elif isinstance(field, str):
             node = getattr(node, field)
         else:

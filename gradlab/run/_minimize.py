@@ -68,14 +68,15 @@ def stepper(
     ``final_linesearch_state``), else computed. ``state`` (an initial state)
     tells which case applies."""
     value_and_grad = jax.value_and_grad(value_fn)
-    reuse = final_linesearch_state(state) is not None
+    # states from init/update: a named_chain's dict is in member order
+    reuse = final_linesearch_state(state, ordered=True) is not None
 
     def step(params, state, value, grad):
         extra = {"value": value, "grad": grad, "value_fn": value_fn}
         updates, state = call_update(optimizer, grad, state, params, extra)
         params = apply_updates(params, updates)
         if reuse:
-            ls = final_linesearch_state(state)
+            ls = final_linesearch_state(state, ordered=True)
             new_value, new_grad = ls.value, ls.grad
         else:
             new_value, new_grad = value_and_grad(params)

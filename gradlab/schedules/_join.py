@@ -66,9 +66,10 @@ def join(schedules: Sequence[Callable], boundaries: Sequence[int] | ArrayLike) -
         elif is_traced(boundaries):
             bounds = boundaries.astype(step.dtype)
         else:  # exact: jnp.asarray would wrap a boundary of 2**31 to -2**31 (x64 off)
-            top = np.iinfo(step.dtype).max
-            never = np.asarray(boundaries) > top
-            bounds = jnp.asarray(np.minimum(boundaries, top).astype(step.dtype))
+            top = int(np.iinfo(step.dtype).max)
+            ints = [int(b) for b in np.asarray(boundaries).reshape(-1)]  # Python ints: no overflow
+            never = np.asarray([b > top for b in ints], bool)
+            bounds = jnp.asarray(np.asarray([min(b, top) for b in ints], step.dtype))
         # broadcast: a part may return a Python float (Optax's constant_schedule does)
         out = jnp.zeros(step.shape, float_dtype()) + as_float(schedules[0](step))
         for i, following in enumerate(schedules[1:]):
