@@ -1237,3 +1237,28 @@ def test_join_with_boundaries_narrower_than_the_steps(x64):
     np.testing.assert_array_equal(got, [1.0, 1.0, 0.25, 0.25])
     got = S.join([a, c], np.array([2], np.int32))(jnp.arange(4, dtype=jnp.uint32))
     np.testing.assert_array_equal(got, [1.0, 1.0, 0.25, 0.25])
+
+
+def test_warm_restarts_with_a_real_period_mult_restart_at_the_right_step():
+    """Around each of the first six restarts, against the closed form computed
+    exactly (Decimal): a start that is an integer in exact arithmetic restarts
+    there (T_0 (m-1)/(m-1) rounded a hair above T_0 under jit: a step late),
+    and a start just above an integer restarts a step later."""
+    from decimal import Decimal
+
+    for t0, m in [(10, 1.1), (10, 2.05), (100, 1.15), (100, 2.1), (100, 2.95), (3, 1.3)]:
+        starts, a, length = [], Decimal(0), Decimal(t0)
+        for _ in range(6):
+            starts.append(a)
+            a, length = a + length, length * Decimal(str(m))
+        starts.append(a)
+
+        def exact(k, starts=starts, t0=t0, m=m):
+            i = max(j for j, s in enumerate(starts) if s <= k)
+            frac = (Decimal(k) - starts[i]) / (Decimal(t0) * Decimal(str(m)) ** i)
+            return 0.5 * (1 + math.cos(math.pi * float(frac)))
+
+        steps = sorted({math.ceil(s) + d for s in starts[1:] for d in (-1, 0, 1)})
+        s = S.cosine_warm_restarts(1.0, t0, period_mult=m)
+        for got in (s(jnp.asarray(steps)), jax.jit(s)(jnp.asarray(steps))):
+            np.testing.assert_allclose(got, [exact(k) for k in steps], atol=1e-3)

@@ -78,12 +78,15 @@ def _restart_position(t, first_period, period_mult):
 
     def start(i):
         s = t0 * (jnp.power(mg, i) - 1.0) / (mg - 1.0)
-        # With integer m and T_0 the starts are integers, but under jit XLA
-        # divides by the constant m - 1 as a multiplication by its reciprocal
-        # and can land a hair above one: the restart would come a step late.
-        # Snap them; a real m's starts are not snapped (a relative tolerance
+        # The formula rounds: under jit XLA divides by the constant m - 1 as a
+        # multiplication by its reciprocal, and T_0 (m - 1) / (m - 1) can land a
+        # hair above T_0: that restart would come a step late. With integer m
+        # and T_0 the starts are integers: round them. Otherwise snap a start
+        # only within a few ulps of an integer (a fixed 1e-5 relative tolerance
         # moved a start of 74808.28 to 74808, a restart one step early).
-        return jnp.where(integral, jnp.round(s), s)
+        r = jnp.round(s)
+        ulps = 4 * jnp.finfo(s.dtype).eps * jnp.maximum(jnp.abs(r), 1.0)
+        return jnp.where(integral | (jnp.abs(s - r) <= ulps), r, s)
 
     i = jnp.floor(jnp.log1p(t / t0 * (mg - 1.0)) / jnp.log(mg))
     i = jnp.where(t < start(i), i - 1.0, jnp.where(t >= start(i + 1.0), i + 1.0, i))
