@@ -204,9 +204,15 @@ def _options(args: argparse.Namespace) -> argparse.Namespace:
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    args.optimizers = _names(args.optimizers or ",".join(OPTIMIZERS), OPTIMIZERS, "--optimizers")
+    chosen = ",".join(OPTIMIZERS) if args.optimizers is None else args.optimizers
+    args.optimizers = _names(chosen, OPTIMIZERS, "--optimizers")
     args.schedules = _names(args.schedules, SCHEDULES, "--schedules")
     return args
+
+
+def _check_batch_size(batch_size: int, n_train: int) -> None:
+    if batch_size > n_train:
+        sys.exit(f"--batch-size {batch_size}: the training split has only {n_train} images")
 
 
 def _names(text: str, known: dict, option: str) -> list[str]:
@@ -214,6 +220,9 @@ def _names(text: str, known: dict, option: str) -> list[str]:
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         sys.exit(f"{option}: unknown {unknown or text!r}; choose from {', '.join(known)}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        sys.exit(f"{option}: {', '.join(twice)} given twice")
     return names
 
 
@@ -233,6 +242,7 @@ def showcase(args: argparse.Namespace) -> None:
     sizes = (64, args.hidden, 10)
     params = init_mlp(jax.random.key(args.seed), sizes)
     n_params = sum(x.size for x in jax.tree.leaves(params))
+    _check_batch_size(args.batch_size, len(data.y_train))
     batches = minibatches(data.x_train, data.y_train, args.batch_size, args.seed)
     lrs = np.geomspace(args.lr_min, args.lr_max, args.lrs).tolist()
     shapes = [schedule_shape(s, args.steps) for s in args.schedules]
@@ -465,6 +475,7 @@ def lr_find(args: argparse.Namespace) -> None:
     names = _names(args.optimizers, OPTIMIZERS, "--optimizers")
     data = load_digits(args.seed)
     params = init_mlp(jax.random.key(args.seed), (64, args.hidden, 10))
+    _check_batch_size(args.batch_size, len(data.y_train))
     batches = minibatches(data.x_train, data.y_train, args.batch_size, args.seed)
     print(
         f"learning-rate range test on the digits MLP 64-{args.hidden}-10: {', '.join(names)}, "
@@ -492,6 +503,32 @@ def lr_find(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------- command line
 
 
+def _integer(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum`` (a clear usage error otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"an integer is needed, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number is needed, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     q, f = QUICK, FULL
     parser = argparse.ArgumentParser(
@@ -513,28 +550,28 @@ def _parser() -> argparse.ArgumentParser:
     add("--quick", action="store_true", help="a smaller sweep: under a minute on 2 CPU cores")
     add(
         "--steps",
-        type=int,
+        type=_integer(1),
         help=f"training steps per configuration (default {f['steps']}; quick {q['steps']})",
     )
     add(
         "--hidden",
-        type=int,
+        type=_integer(1),
         help=f"hidden units of the MLP (default {f['hidden']}; quick {q['hidden']})",
     )
     add(
         "--lrs",
-        type=int,
+        type=_integer(1),
         help=f"learning rates per optimizer and schedule, log-spaced from --lr-min to "
         f"--lr-max (default {f['lrs']}; quick {q['lrs']})",
     )
     add(
         "--lr-min",
-        type=float,
+        type=_positive,
         help=f"smallest learning rate (default {f['lr_min']:g}; quick {q['lr_min']:g})",
     )
     add(
         "--lr-max",
-        type=float,
+        type=_positive,
         help=f"largest learning rate (default {f['lr_max']:g}; quick {q['lr_max']:g})",
     )
     add("--optimizers", help=f"comma-separated subset of {','.join(OPTIMIZERS)} (default: all)")
@@ -543,16 +580,16 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of {','.join(SCHEDULES)}; the first one is the "
         f"comparison table's (default: all; quick: {q['schedules']})",
     )
-    add("--batch-size", type=int, default=128, help="mini-batch size (default 128)")
+    add("--batch-size", type=_integer(1), default=128, help="mini-batch size (default 128)")
     add(
         "--target-loss",
-        type=float,
+        type=_positive,
         default=0.1,
         help="training speed = steps until the full training loss first reaches this (default 0.1)",
     )
     add(
         "--loop-sample",
-        type=int,
+        type=_integer(0),
         default=3,
         help="configurations timed as separate jitted runs for the loop estimate; 0 skips "
         "it (default 3)",
@@ -570,7 +607,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add(
         "--seed",
-        type=int,
+        type=_integer(0),
         default=0,
         help="seed of the data split, the mini-batches and the initial params (default 0)",
     )
@@ -591,17 +628,17 @@ def _parser() -> argparse.ArgumentParser:
         default="momentum,adam",
         help=f"comma-separated subset of {','.join(OPTIMIZERS)} (default momentum,adam)",
     )
-    add("--min-lr", type=float, default=1e-5, help="learning rate of the first step (default 1e-5)")
-    add("--max-lr", type=float, default=10.0, help="learning rate of the last step (default 10)")
-    add("--steps", type=int, default=200, help="steps of the test (default 200)")
+    add("--min-lr", type=_positive, default=1e-5, help="first step's learning rate (default 1e-5)")
+    add("--max-lr", type=_positive, default=10.0, help="last step's learning rate (default 10)")
+    add("--steps", type=_integer(2), default=200, help="steps of the test (default 200)")
     add(
         "--rule",
         default="steepest",
         choices=["steepest", "minimum", "valley"],
         help="the suggestion printed as chosen (default steepest)",
     )
-    add("--hidden", type=int, default=64, help="hidden units of the MLP (default 64)")
-    add("--batch-size", type=int, default=128, help="mini-batch size (default 128)")
+    add("--hidden", type=_integer(1), default=64, help="hidden units of the MLP (default 64)")
+    add("--batch-size", type=_integer(1), default=128, help="mini-batch size (default 128)")
     add(
         "--out",
         default="gradlab-showcase",
@@ -610,7 +647,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--no-plots", action="store_true", help="write no plot (matplotlib not needed)")
     add(
         "--seed",
-        type=int,
+        type=_integer(0),
         default=0,
         help="seed of the data split, the mini-batches and the initial params (default 0)",
     )
@@ -618,7 +655,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser()
+    before = argv[: argv.index("lr-find")] if "lr-find" in argv else []
+    if any(a.startswith("-") and a not in ("-h", "--help") for a in before):
+        given = " ".join(argv[: argv.index("lr-find")])
+        parser.error(
+            f"options before 'lr-find' would be ignored ({given}): put them after it, "
+            "python -m gradlab lr-find [options]"
+        )
+    args = parser.parse_args(argv)
+    low, high = ("min_lr", "max_lr") if args.command == "lr-find" else ("lr_min", "lr_max")
+    if None not in (getattr(args, low), getattr(args, high)) and getattr(args, low) >= getattr(
+        args, high
+    ):
+        parser.error(f"--{low.replace('_', '-')} must be below --{high.replace('_', '-')}")
+    if not args.no_plots:  # the folder is checked now, not after the training
+        try:
+            pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            parser.error(f"--out {args.out!r}: cannot create the folder ({e.strerror or e})")
     if args.command == "lr-find":
         lr_find(args)
     else:

@@ -105,3 +105,40 @@ def test_importing_gradlab_imports_no_plotting_or_peer_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
+        (["--hidden", "-2"], "--hidden: must be >= 1, got -2"),
+        (["--lrs", "0"], "--lrs: must be >= 1"),
+        (["--lr-min", "0"], "--lr-min: must be a finite number > 0"),
+        (["--lr-max", "inf"], "--lr-max: must be a finite number > 0"),
+        (["--seed", "-1"], "--seed: must be >= 0"),
+        (["--loop-sample", "-2"], "--loop-sample: must be >= 0"),
+        (["--target-loss", "-1"], "--target-loss: must be a finite number > 0"),
+        (["--lr-min", "1", "--lr-max", "0.1"], "--lr-min must be below --lr-max"),
+        (["--steps", "50", "lr-find"], "options before 'lr-find' would be ignored (--steps 50)"),
+        (["--quick", "lr-find"], "options before 'lr-find' would be ignored"),
+        (["lr-find", "--steps", "1"], "--steps: must be >= 2, got 1"),
+        (["lr-find", "--min-lr", "0"], "--min-lr: must be a finite number > 0"),
+    ],
+)
+def test_bad_numbers_and_misplaced_options_are_usage_errors(argv, words, capsys):
+    """Before any training: a one-line usage error and exit status 2 (they were
+    tracebacks after the data loaded, or silently ignored before lr-find)."""
+    with pytest.raises(SystemExit) as info:
+        showcase.main(argv)
+    assert info.value.code == 2
+    assert words in capsys.readouterr().err
+
+
+def test_an_unusable_out_folder_is_refused_before_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as info:
+        showcase.main(["--quick", "--out", str(blocker / "plots")])
+    assert info.value.code == 2 and "cannot create the folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="sgd given twice"):
+        showcase.main(["--quick", "--no-plots", "--optimizers", "sgd,sgd"])
