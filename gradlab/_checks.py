@@ -32,6 +32,7 @@ __all__ = [
     "check_scalars",
     "check_schedule",
     "check_schedule_value",
+    "check_seed",
     "check_state",
     "check_transformation",
     "is_traced",
@@ -149,6 +150,13 @@ def check_int(
         raise ValueError(f"{name} must be >= {minimum}, got {_fmt(value)}")
     if maximum is not None and not np.all(arr <= maximum):
         raise ValueError(f"{name} must be <= {maximum}, got {_fmt(value)}")
+
+
+def check_seed(name: str, value: Any) -> None:
+    """A PRNG seed: an integer that ``jax.random.key`` keeps whole -- 32 bits, or
+    64 under x64 (beyond them it would drop the high bits: 2**40 gave the key of 0)."""
+    bits = 64 if jax.config.jax_enable_x64 else 32
+    check_int(name, value, minimum=-(2 ** (bits - 1)), maximum=2**bits - 1)
 
 
 def static_int(name: str, value: Any, minimum: int | None = None) -> int:

@@ -193,3 +193,15 @@ def test_what_is_accepted_is_drawn(results):
     fig = plot.trajectories(lambda x: _bowl(x) + 5.0, {"sgd": gl.sgd(0.1)}, np.ones(2), 3,
                             decades=30.0, resolution=10)  # fmt: skip
     assert len(fig.axes[0].lines) == 3
+
+
+def test_schedules_plot_takes_log_scale_none_and_several_curves_per_schedule():
+    """log_scale=None is a linear axis (as before the argument checks), and a
+    schedule returning (steps, k) values draws k curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = gl.plot.schedules({"a": gl.schedules.constant(0.1)}, 10, log_scale=None)
+    assert fig.axes[0].get_yscale() == "linear"
+    fig = gl.plot.schedules({"two": lambda s: jnp.stack([0.1 + 0 * s, 0.2 + 0 * s], -1)}, 10)
+    assert len(fig.axes[0].lines) == 2

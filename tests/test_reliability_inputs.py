@@ -676,3 +676,13 @@ def test_valid_values_that_used_to_fail_inside_jax_now_work():
         for _ in range(2):
             u, state = tx.update(G, state, P, value=jnp.sum(P["w"]), grad=G, value_fn=lambda p: 0.0)
             assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(u))
+
+
+def test_seeds_a_key_keeps_whole_are_accepted(x64):
+    """Under x64 jax.random.key keeps 64 bits: a seed of 2**40 is a distinct key
+    (refused only where it would lose bits); lr_finder takes a 0-d integer array
+    and runs under x64 with strict dtype promotion (int32 and int64 step indices
+    were mixed in its suggestions)."""
+    keys = [update(gl.add_noise(0.1, 0.5, s))[1].rng_key for s in (2**40, 2**40 + 1)]
+    assert not bool(jnp.all(keys[0] == keys[1]))
+    assert lr_finder(seed=jnp.asarray(3), num_steps=3).learning_rates.shape == (3,)

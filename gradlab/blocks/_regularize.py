@@ -11,10 +11,10 @@ import numpy as np
 
 from gradlab import _masks, _tree
 from gradlab._checks import (
-    check_int,
     check_nonnegative,
     check_params,
     check_scalars,
+    check_seed,
     check_state,
     is_traced,
 )
@@ -79,12 +79,12 @@ def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:
     check_scalars(eta=eta, gamma=gamma)
     check_nonnegative("eta", eta)
     check_nonnegative("gamma", gamma)
-    check_int("seed", seed, minimum=-(2**31), maximum=2**32 - 1)  # a 32-bit seed
+    check_seed("seed", seed)
     if is_traced(seed):
         if not jnp.issubdtype(seed.dtype, jnp.integer):
             raise TypeError(f"seed must be an integer, got a traced {seed.dtype} value")
     elif np.asarray(seed).dtype.kind == "f":
-        seed = int(np.asarray(seed))  # 3.0 from a config file: check_int let it through
+        seed = int(np.asarray(seed))  # 3.0 from a config file: check_seed let it through
 
     def init(params):
         # + a zero that lives with the params: the key replicated over their devices

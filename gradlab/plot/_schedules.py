@@ -32,9 +32,9 @@ def _values(label: Any, fn: Callable, steps: np.ndarray) -> np.ndarray:
         ) from e
     if values.shape == ():
         return np.full(steps.shape, values)
-    if values.shape != steps.shape:
+    if values.shape[:1] != steps.shape:  # (steps, k): k curves, as matplotlib draws them
         raise ValueError(
-            f"schedules[{label!r}] must return one value per step: called on "
+            f"schedules[{label!r}] must return one value (or one row) per step: called on "
             f"arange({steps.size}) it returned shape {values.shape}, not {steps.shape}"
         )
     return values
@@ -54,7 +54,7 @@ def schedules(
         num_steps: how many steps to evaluate; each schedule is called once on
             ``arange(num_steps)`` (a schedule that cannot take an array, one of
             Python control flow on its step, is called at each step).
-        log_scale: a logarithmic value axis (values <= 0 are not drawn).
+        log_scale: a logarithmic value axis (values <= 0 are not drawn); None is False.
         ax: a matplotlib ``Axes`` to draw into; a new figure if ``None``.
 
     Returns:
@@ -80,7 +80,8 @@ def schedules(
         if not callable(fn):
             raise TypeError(f"schedules[{label!r}] must be a callable step -> value, got {fn!r}")
     check_count("num_steps", num_steps, 1)
-    check_bools(log_scale=log_scale)
+    if log_scale is not None:  # None: a linear axis, as False
+        check_bools(log_scale=log_scale)
     check_ax(ax)
     num_steps = int(num_steps)
 

@@ -34,6 +34,7 @@ from gradlab._checks import (
     check_int,
     check_positive,
     check_scalars,
+    check_seed,
     check_transformation,
     is_traced,
 )
@@ -130,7 +131,7 @@ def _suggestions(lrs, smoothed, stop_step, min_lr, max_lr) -> dict[str, jax.Arra
     """The three rules on the valid points ``[0, stop_step)``, as traceable jnp."""
     n = lrs.shape[0]
     t = jnp.arange(n)
-    valid = t < stop_step
+    valid = t < jnp.asarray(stop_step).astype(t.dtype)  # int32 vs int64 under x64
     s = jnp.where(valid, smoothed, jnp.inf)
 
     # minimum: lr at the lowest smoothed loss, / 10 (fastai's `minimum`).
@@ -153,7 +154,7 @@ def _suggestions(lrs, smoothed, stop_step, min_lr, max_lr) -> dict[str, jax.Arra
         best = jnp.max(jnp.where(earlier, lds, 0))
         return lds.at[i].set(jnp.where(valid[i], best + 1, 0)), None
 
-    lds, _ = jax.lax.scan(longest_ending_at, jnp.zeros(n, jnp.int32), t)
+    lds, _ = jax.lax.scan(longest_ending_at, jnp.zeros(n, t.dtype), t)
     end = jnp.argmax(lds)
     start = jnp.maximum(end - lds[end], 0)
     span = end - start
@@ -287,9 +288,12 @@ def lr_finder(
         raise TypeError("lr_finder's params must be a pytree of arrays, got a function")
     data = as_batches(batches)
     num_steps = int(num_steps)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    check_int("seed", seed, minimum=-(2**31), maximum=2**32 - 1)
+    integral = isinstance(seed, int | np.integer) or (
+        np.ndim(seed) == 0 and jnp.issubdtype(getattr(seed, "dtype", float), jnp.integer)
+    )
+    if isinstance(seed, bool | np.bool_) or not integral:
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    check_seed("seed", seed)
     key = jax.random.key(seed)
 
     def one(extra, min_lr, max_lr, params, stacked, key):
