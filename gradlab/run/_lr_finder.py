@@ -91,7 +91,7 @@ class LRFinderResult:
         lrs = np.asarray(self.learning_rates)
         if lrs.ndim == 1:
             return self._describe(self, "lr_finder")
-        lines = [f"lr_finder: {lrs.shape[0]} range tests"]
+        lines = [f"lr_finder: {lrs.shape[0]} range test{'' if lrs.shape[0] == 1 else 's'}"]
         for i, config in enumerate(self.config_dicts() or [{}] * lrs.shape[0]):
             one = jax.tree.map(lambda x, i=i: x[i], self)
             label = ", ".join(f"{k}={v!r}" for k, v in config.items()) or f"#{i}"
