@@ -305,7 +305,7 @@ def check_scalars(**values: Any) -> None:
         if shape != ():
             raise ValueError(
                 f"{name} must be a scalar, got an array of shape {shape}; to sweep over "
-                "several values, vmap over a function that builds the optimizer"
+                "several values, vmap over a function that builds the optimizer (or schedule)"
             )
 
 

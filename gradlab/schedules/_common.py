@@ -24,6 +24,7 @@ from gradlab._checks import (
     check_int,
     check_nonnegative,
     check_number,
+    check_scalars,
     is_traced,
 )
 
@@ -64,7 +65,7 @@ def as_step(step: ArrayLike) -> jax.Array:
 
 
 def check_scalar(name: str, value: Any) -> None:
-    """One real number (if concrete: finite and 0-d; traced values are skipped).
+    """One real number: 0-d (traced or not), and finite if concrete.
 
     A schedule's value is one number per step: an array parameter would turn a
     schedule of an array of steps into a broadcasting error deep in JAX (or be
@@ -72,13 +73,7 @@ def check_scalar(name: str, value: Any) -> None:
     where each traced value is a scalar.
     """
     check_number(name, value)
-    if not is_traced(value) and np.ndim(value) != 0:
-        text = repr(np.asarray(value).tolist())
-        text = text if len(text) <= 80 else text[:76] + " ..."
-        raise ValueError(
-            f"{name} must be a scalar, got an array of shape {np.shape(value)}: {text}; to "
-            "sweep over several values, vmap over a function that builds the schedule"
-        )
+    check_scalars(**{name: value})
 
 
 def check_value(name: str, value: Any) -> None:
