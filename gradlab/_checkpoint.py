@@ -106,8 +106,14 @@ def save_state(path: str | os.PathLike, state: Any) -> None:
     Sharded leaves are gathered to the host (fine for optimizer states that fit
     in host memory; for multi-host states use orbax-checkpoint, see README).
 
-    >>> gl.save_state("ckpt/opt_state.npz", state)
-    >>> state = gl.load_state("ckpt/opt_state.npz", like=tx.init(params))
+    >>> import os, tempfile
+    >>> tx, params = gl.adam(1e-3), {"w": jnp.ones(3)}
+    >>> state = tx.init(params)
+    >>> path = os.path.join(tempfile.mkdtemp(), "opt_state.npz")
+    >>> gl.save_state(path, state)
+    >>> restored = gl.load_state(path, like=tx.init(params))
+    >>> jax.tree.all(jax.tree.map(jnp.array_equal, restored, state))
+    True
     """
     path = os.fspath(path)
     flat, treedef = jax.tree_util.tree_flatten_with_path(state)

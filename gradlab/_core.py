@@ -237,6 +237,7 @@ def elementwise(transform: Any) -> GradientTransformation:
     depend only on the same element of the updates, state and params and on
     scalars, and its state must be scalars or trees shaped like the updates.
 
+    >>> import optax
     >>> tx = gl.packed(gl.chain(gl.elementwise(optax.scale_by_adam()), gl.scale(-1e-3)))
     """
     check_transformation("transform", transform)

@@ -422,7 +422,11 @@ def packed(
     declares nothing (an Optax transformation) raises ``TypeError`` naming it
     -- wrap it in :func:`gradlab.elementwise` or :func:`gradlab.per_leaf`.
 
-    >>> tx = packed(adamw(1e-3, weight_decay=1e-2))
+    >>> tx = gl.packed(gl.adamw(1e-3, weight_decay=1e-2))
+    >>> params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+    >>> updates, state = tx.update(params, tx.init(params), params)
+    >>> jax.tree.map(jnp.shape, updates)   # a tree like the params
+    {'b': (3,), 'w': (2, 3)}
 
     A leaf split over several devices stays loose (its state follows its
     sharding); so does every leaf when ``transform`` keeps no per-element

@@ -226,10 +226,53 @@ def full_along(x: Any, axes: Sequence[int], value: Any = 0, dtype: Any = None) -
     x = as_param(x)
     keep = tuple(sorted(int(a) % max(x.ndim, 1) for a in axes))
     shape = tuple(x.shape[a] for a in keep)
+    typed = explicit_sharding(x)
+    if typed is not None:  # sharding in types: x[0] along a split axis is refused
+        dropped = tuple(a for a in range(x.ndim) if a not in keep)
+        if isinstance(x, jax.core.Tracer) or isinstance(value, jax.core.Tracer):
+            # A sum over the dropped axes has the type wanted (their split
+            # gone, the kept axes' kept); it feeds only the folded select.
+            return _like(jnp.sum(x, axis=dropped), value, dtype)
+        spec = tuple(typed.spec) + (None,) * (x.ndim - len(typed.spec))
+        kept = jax.sharding.PartitionSpec(*(spec[a] for a in keep))
+        placed = jax.sharding.NamedSharding(typed.mesh, kept)
+        return jax.device_put(np.full(shape, value, np.dtype(dtype or x.dtype)), placed)
     if any(x.shape[a] == 0 for a in range(x.ndim) if a not in keep):
         return jnp.full(shape, value, np.dtype(dtype or x.dtype))  # nothing to slice
     part = x[tuple(slice(None) if a in keep else 0 for a in range(x.ndim))]
     return _like(part, value, dtype)
+
+
+def explicit_sharding(x: Any) -> Any:
+    """``x``'s sharding when its type carries one over explicit mesh axes
+    (``jax.make_mesh``'s default; JAX's "sharding in types"), else None: pass
+    it as ``out_sharding`` to whatever builds a value of that type afresh.
+
+    ``x`` is an array or a ``jax.ShapeDtypeStruct``. Concrete arrays give
+    their own sharding (its mesh holds the devices, so the result can be built
+    outside ``jax.set_mesh``); traced ones their abstract sharding."""
+    aval = x if isinstance(x, jax.ShapeDtypeStruct) else jax.typeof(x)
+    sharding = getattr(aval, "sharding", None)
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is None or not any(_is_explicit(mesh, axis) for axis in _axes(sharding.spec)):
+        return None
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+        return x.sharding
+    return sharding
+
+
+def _axes(spec: Any) -> list[str]:
+    """The mesh axis names a ``PartitionSpec`` uses."""
+    names: list[str] = []
+    for entry in spec:
+        if entry is not None:
+            names.extend(entry if isinstance(entry, tuple) else (entry,))
+    return names
+
+
+def _is_explicit(mesh: Any, axis: str) -> bool:
+    types = dict(zip(mesh.axis_names, mesh.axis_types, strict=True))
+    return types.get(axis) == jax.sharding.AxisType.Explicit
 
 
 def per_dtype(fn: Callable[[np.dtype], Any]) -> Callable[[Any], Any]:

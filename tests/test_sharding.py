@@ -2,8 +2,9 @@
 
 The device count is fixed when JAX starts, so the checks run once, in a
 subprocess with 8 simulated CPU devices (``tests/scale_checks.py``; each
-section below reads its failures). On 1-D and 2-D meshes, with fully sharded,
-partially sharded and replicated leaves:
+section below reads its failures). On a 1-D mesh with an explicit axis
+(``jax.make_mesh``'s default, sharding in types) and a 2-D mesh in JAX's auto
+mode, with fully sharded, partially sharded and replicated leaves:
 
 * every public transformation's and every optimizer configuration's state
   follows its param's sharding -- after eager ``init``, after

@@ -67,6 +67,14 @@ def orthogonalize(
     dt = widest(x)
     a, b, c = (_tree.hp(v, dt) for v in ns_coeffs)
     X = x.astype(dt)
+    typed = _tree.explicit_sharding(x)
+    if typed is not None:
+        # Sharding in types: a product over a split axis is refused as
+        # ambiguous. Every device iterates on the whole matrix (what XLA does
+        # for the products in auto mode); a batch axis stays split.
+        spec = tuple(typed.spec) + (None,) * (x.ndim - len(typed.spec))
+        whole = jax.sharding.PartitionSpec(*spec[:-2], None, None)
+        X = jax.reshard(X, jax.sharding.NamedSharding(typed.mesh, whole))
     tall = X.shape[-2] > X.shape[-1]
     if tall:
         X = jnp.swapaxes(X, -1, -2)
@@ -76,6 +84,8 @@ def orthogonalize(
         X = a * X + (b * A + c * (A @ A)) @ X
     if tall:
         X = jnp.swapaxes(X, -1, -2)
+    if typed is not None:
+        X = jax.reshard(X, typed)  # back to x's layout: each device keeps its part
     return X.astype(x.dtype)
 
 

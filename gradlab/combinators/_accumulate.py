@@ -65,8 +65,15 @@ class MultiSteps:
     returns ``tx``).
 
     >>> tx = gl.MultiSteps(gl.adam(1e-3), every_k_schedule=4)
-    >>> updates, state = tx.update(grads, state, params)
-    >>> gl.MultiSteps.has_updated(state)  # True every 4th call
+    >>> params = grads = jnp.ones(2)
+    >>> state = tx.init(params)
+    >>> for _ in range(4):
+    ...     updates, state = tx.update(grads, state, params)
+    ...     print(bool(gl.MultiSteps.has_updated(state)), updates)
+    False [0. 0.]
+    False [0. 0.]
+    False [0. 0.]
+    True [-0.001 -0.001]
     """
 
     @keyword_alias("opt", "transform")

@@ -6,6 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+
+from gradlab import _tree
 
 
 def branch(pred: Any, if_true: Callable[[], Any], if_false: Callable[[], Any]) -> Any:
@@ -23,5 +26,17 @@ def branch(pred: Any, if_true: Callable[[], Any], if_false: Callable[[], Any]) -
 
 
 def zeros_shaped_like(fn: Callable[[], Any]) -> Any:
-    """Zeros shaped like ``fn()``'s result, without running it (its shapes and dtypes)."""
-    return jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), jax.eval_shape(fn))
+    """Zeros shaped like ``fn()``'s result, without running it (its shapes, dtypes
+    and, over explicit mesh axes, shardings: ``lax.cond``'s branches must agree)."""
+
+    shapes = jax.eval_shape(fn)
+    typed = [_tree.explicit_sharding(s) for s in jax.tree.leaves(shapes)]
+    if any(t is not None for t in typed) and not isinstance(jnp.zeros(()), jax.core.Tracer):
+        # Not staged (eager, or vmap alone): an abstract mesh cannot place an
+        # array; the zeros take their layout from fn's concrete result.
+        return jax.tree.map(jnp.zeros_like, fn())
+    return jax.tree.map(
+        lambda s, t: jnp.zeros(s.shape, s.dtype, out_sharding=t),
+        shapes,
+        jax.tree.unflatten(jax.tree.structure(shapes), typed),
+    )

@@ -88,7 +88,10 @@ def inject_hyperparams(
     factories keep each param's dtype with float32 values.
 
     >>> tx = gl.inject_hyperparams(gl.adamw)(learning_rate=1e-3, weight_decay=0.01)
+    >>> params = {"w": jnp.ones(3)}
     >>> state = gl.set_hyperparams(tx.init(params), learning_rate=3e-4)
+    >>> gl.get_hyperparams(state)["learning_rate"]
+    Array(0.0003, dtype=float32)
     """
     if not callable(factory):
         raise TypeError(
@@ -288,7 +291,14 @@ def get_hyperparams(state: Any) -> dict[str, jax.Array]:
     these do not tell them apart, by chain positions (``"0/learning_rate"``).
     The values are those the last step used.
 
-    >>> gl.get_hyperparams(state)["learning_rate"]
+    >>> halving = gl.schedules.exponential_decay(0.1, decay_rate=0.5)
+    >>> tx = gl.inject_hyperparams(gl.sgd)(learning_rate=halving)
+    >>> params = jnp.ones(2)
+    >>> state = tx.init(params)
+    >>> for _ in range(3):
+    ...     _, state = tx.update(params, state, params)
+    >>> gl.get_hyperparams(state)["learning_rate"]   # the third step's: 0.1 * 0.5**2
+    Array(0.025, dtype=float32)
     """
     return {key: node.hyperparams[name] for key, (_, name, node) in _entries(state).items()}
 
@@ -304,7 +314,10 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     ``TypeError``. Values are not validated here (the inner transformation
     checks concrete ones when it runs eagerly).
 
-    >>> state = gl.set_hyperparams(state, learning_rate=1e-4)
+    >>> tx = gl.inject_hyperparams(gl.adam)(learning_rate=1e-3)
+    >>> state = gl.set_hyperparams(tx.init(jnp.ones(2)), learning_rate=1e-4)
+    >>> gl.get_hyperparams(state)["learning_rate"]
+    Array(0.0001, dtype=float32)
     """
     keys = _entries(state)
     wanted: dict[_walk.Path, dict[str, Any]] = {}

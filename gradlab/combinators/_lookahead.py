@@ -54,7 +54,13 @@ def lookahead(
     keyword ``fast_optimizer=`` is accepted too).
 
     >>> tx = gl.lookahead(gl.adam(1e-3), sync_period=5, slow_step_size=0.5)
-    >>> eval_params = gl.lookahead_params(state)
+    >>> params = jnp.zeros(2)
+    >>> state = tx.init(params)
+    >>> for _ in range(5):
+    ...     updates, state = tx.update(jnp.ones(2), state, params)
+    ...     params = gl.apply_updates(params, updates)
+    >>> gl.lookahead_params(state)   # the slow weights: halfway to the fast ones
+    Array([-0.0025, -0.0025], dtype=float32)
     """
     check_bools(reset_state=reset_state)
     check_transformation("fast", fast)

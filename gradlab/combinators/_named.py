@@ -18,7 +18,9 @@ def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTran
     ``optax.named_chain``.
 
     >>> tx = gl.named_chain(("clip", gl.clip_by_global_norm(1.0)), ("adam", gl.adam(1e-3)))
-    >>> state = tx.init(params)  # {"clip": EmptyState(), "adam": (...)}
+    >>> state = tx.init(jnp.ones(2))
+    >>> list(state)
+    ['clip', 'adam']
     """
     names: list[str] = []
     for i, pair in enumerate(transforms):

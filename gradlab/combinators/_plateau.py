@@ -72,7 +72,10 @@ def reduce_on_plateau(
     is ``state.scale``.
 
     >>> tx = gl.chain(gl.adam(1e-3), gl.reduce_on_plateau(factor=0.5, patience=5))
-    >>> updates, state = tx.update(grads, state, params, value=loss)
+    >>> f = lambda x: jnp.sum(x**2)
+    >>> params = jnp.ones(2)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(jax.grad(f)(params), state, params, value=f(params))
     """
     check_scalars(
         factor=factor, patience=patience, rtol=rtol, atol=atol, cooldown=cooldown,

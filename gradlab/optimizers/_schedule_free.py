@@ -251,7 +251,13 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
     ``state`` is the optimizer's state (a ``ScheduleFreeState``, or a state
     holding one: a chain's, ``gl.packed``'s). ``optax.contrib.schedule_free_eval_params``.
 
-    >>> eval_params = schedule_free_eval_params(opt_state, params)
+    >>> tx = gl.schedule_free_sgd(0.1)
+    >>> params = jnp.ones(2)
+    >>> opt_state = tx.init(params)
+    >>> for _ in range(3):
+    ...     updates, opt_state = tx.update(params, opt_state, params)
+    ...     params = gl.apply_updates(params, updates)
+    >>> eval_params = gl.schedule_free_eval_params(opt_state, params)   # the averaged x, not y
     """
     sf, packed_state = _find_state(state)
     z = sf.z

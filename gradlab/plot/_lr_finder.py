@@ -31,7 +31,9 @@ def lr_finder(result: Any, *, show_raw: bool = True, ax: Any = None) -> Any:
         The ``matplotlib.figure.Figure``.
 
     Example:
-        >>> fig = gl.plot.lr_finder(gl.lr_finder(gl.adam, loss_fn, params, batches))
+        >>> loss_fn = lambda p, batch: jnp.sum((p - batch) ** 2)
+        >>> batches = lambda step: jnp.ones(3)
+        >>> fig = gl.plot.lr_finder(gl.lr_finder(gl.adam, loss_fn, jnp.zeros(3), batches))
     """
     from gradlab.run import LRFinderResult
 

@@ -82,9 +82,12 @@ def sweep(
         The ``matplotlib.figure.Figure``.
 
     Example:
-        >>> result = gl.sweep(make, loss_fn, params, batches, grid, num_steps=100)
+        >>> loss_fn = lambda p, batch: jnp.sum((p - batch) ** 2)
+        >>> batches = lambda step: jnp.ones(3)
+        >>> grid = {"learning_rate": [1e-2, 1e-1, 1.0]}
+        >>> result = gl.sweep(gl.adam, loss_fn, jnp.zeros(3), batches, grid, num_steps=50)
         >>> fig = gl.plot.sweep(result, smoothing=0.9)
-        >>> fig.savefig("sweep.png")
+        >>> fig.savefig("sweep.png")   # doctest: +SKIP
     """
     from gradlab.run import SweepResult
 

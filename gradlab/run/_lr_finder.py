@@ -276,8 +276,13 @@ def lr_finder(
         seed: the data key's seed for ``(step, key) -> batch``.
 
     Example:
-        >>> result = gl.lr_finder(gl.adam, loss_fn, params, lambda step: (x, y))
-        >>> print(result)            # the curve's stop and all three suggestions
+        >>> def loss_fn(p, batch):
+        ...     x, y = batch
+        ...     return jnp.mean((x @ p - y) ** 2)
+        >>> x = jax.random.normal(jax.random.key(0), (64, 3))
+        >>> y = x @ jnp.array([1.0, -2.0, 0.5])
+        >>> result = gl.lr_finder(gl.adam, loss_fn, jnp.zeros(3), lambda step: (x, y))
+        >>> print(result)            # the curve's stop and all three suggestions  # doctest: +SKIP
         >>> tx = gl.adam(result.suggestion)
     """
     _check_args(

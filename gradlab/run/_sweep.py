@@ -539,20 +539,22 @@ def sweep(
         >>> def loss_fn(p, batch):
         ...     x, y = batch
         ...     return jnp.mean((x @ p - y) ** 2)
-        >>> result = gl.sweep(
-        ...     lambda learning_rate, b1: gl.adam(learning_rate, b1=b1),
-        ...     loss_fn, jnp.zeros(3), lambda step: (x, y),
-        ...     grid={"learning_rate": [1e-3, 1e-2, 1e-1], "b1": [0.8, 0.9]},
-        ...     num_steps=100,
-        ... )
-        >>> print(result)          # sorted by final loss
-        >>> result.best().config   # here {'learning_rate': 0.1, 'b1': 0.8}
+        >>> x = jax.random.normal(jax.random.key(0), (32, 3))
+        >>> y = x @ jnp.array([1.0, -2.0, 0.5])
+        >>> make = lambda learning_rate, b1: gl.adam(learning_rate, b1=b1)
+        >>> grid = {"learning_rate": [1e-3, 1e-2, 1e-1], "b1": [0.8, 0.9]}
+        >>> result = gl.sweep(make, loss_fn, jnp.zeros(3), lambda step: (x, y), grid,
+        ...                   num_steps=100)
+        >>> print(result)          # a table sorted by final loss  # doctest: +SKIP
+        >>> result.best().config
+        {'learning_rate': 0.1, 'b1': 0.8}
 
         Spread over every device (8 devices train 8 times the configurations
         in about the time of one chunk):
 
-        >>> mesh = jax.sharding.Mesh(np.array(jax.devices()), ("configs",))
-        >>> result = gl.sweep(..., mesh=mesh)
+        >>> mesh = jax.make_mesh((jax.device_count(),), ("configs",))
+        >>> result = gl.sweep(make, loss_fn, jnp.zeros(3), lambda step: (x, y), grid,
+        ...                   num_steps=100, mesh=mesh)
     """
     t_start = time.perf_counter()
     if not callable(loss_fn):
@@ -660,8 +662,13 @@ def sweep(
             )
 
         def compile_for(size):
-            hps = {k: jax.ShapeDtypeStruct((size,), v.dtype) for k, v in numeric.items()}
-            seeds = jax.ShapeDtypeStruct((size,), np.int32)
+            # Placed like the chunks it will run on: over a mesh with explicit
+            # axes (jax.make_mesh's default) the layout is part of the type.
+            at = None if layout is None else layout.rows()
+            hps = {
+                k: jax.ShapeDtypeStruct((size,), v.dtype, sharding=at) for k, v in numeric.items()
+            }
+            seeds = jax.ShapeDtypeStruct((size,), np.int32, sharding=at)
             return jitted.lower(hps, seeds, shared, stacked).compile()
 
         n = _round_up(len(g.indices), unit)
