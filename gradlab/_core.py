@@ -193,6 +193,22 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     return jax.tree_util.tree_map_with_path(add, params, updates)
 
 
+def check_gradient_shapes(params: Params, updates: Updates) -> None:
+    """A gradient leaf whose shape differs from its param's raises ``ValueError``
+    naming the leaf and both shapes (when tracing: no run-time cost).
+
+    Stateful blocks check against their state; this catches it where nothing
+    reads the state (``sgd``, a clip before it), before a ``(3,)`` gradient for
+    a scalar bias becomes a ``(3,)`` update that ``optax.apply_updates``
+    would broadcast into the param. Trees of another structure are left to
+    the members (a wrapper may pass params that do not mirror the updates).
+    """
+    if params is None:
+        return
+    if jax.tree.structure(params) == jax.tree.structure(updates):
+        check_same_shapes(params, updates, "params", "gradient")
+
+
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Compose transformations: each one's output updates feed the next.
 
@@ -219,6 +235,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
                 f"its init gives a tuple of {len(transforms)}: was the state created by this "
                 "chain's init? (A state of another optimizer?)"
             )
+        check_gradient_shapes(params, updates)
         new_state = []
         for t, s in zip(transforms, state, strict=True):
             updates, s = call_update(t, updates, s, params, extra)

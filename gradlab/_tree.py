@@ -366,7 +366,8 @@ def debias(decay: Any, count: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
     return 1 - hp(decay, dtype) ** count.astype(dtype)
 
 
-def _sum_of_squares(x: jax.Array, dt: Any) -> jax.Array:
+def sum_of_squares(x: jax.Array, dt: Any) -> jax.Array:
+    """``sum(x**2)`` in ``dt``, without a full ``dt`` copy of a narrower ``x``."""
     if x.dtype != dt:
         # Whoever uses the norm (a clip) converts x to float32 too. XLA shares
         # one convert between both and, as the reduction kernel cannot fuse a
@@ -482,7 +483,7 @@ def global_norm(tree: Tree) -> jax.Array:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _norm_of_parts(parts: tuple[jax.Array, ...], dt: np.dtype) -> jax.Array:
-    sq = jnp.sum(jnp.stack([_sum_of_squares(x, dt) for x in parts]))
+    sq = jnp.sum(jnp.stack([sum_of_squares(x, dt) for x in parts]))
     # The norm of an all-zero tree is the smallest normal float, ~1e-19 (its
     # derivative below divides by it). A where()-guarded sqrt would be exact at
     # 0 but sends XLA's fusion pass quadratic.

@@ -111,6 +111,28 @@ def test_load_state_places_leaves_with_the_templates_sharding(tmp_path):
         assert x.sharding == sh
 
 
+def test_a_state_restored_into_a_live_state_does_not_make_the_step_compile_again(tmp_path):
+    # like=tx.init(params) (the README's first form): the restored leaves were
+    # committed to the device where init's are not, and JAX keys its compile
+    # cache on that -- two more compiles of the step (then its own outputs).
+    tx = gl.adam(0.1)
+    params = PARAMS
+    state = tx.init(params)
+
+    @jax.jit
+    def step(p, s):
+        u, s = tx.update(jax.tree.map(jnp.ones_like, p), s, p)
+        return gl.apply_updates(p, u), s
+
+    params, state = step(params, state)
+    gl.save_state(tmp_path / "s.npz", state)
+    restored = gl.load_state(tmp_path / "s.npz", like=tx.init(PARAMS))
+    assert not any(x.committed for x in jax.tree.leaves(restored))
+    for _ in range(3):
+        params, restored = step(params, restored)
+    assert step._cache_size() == 1
+
+
 def test_a_pickle_payload_is_refused_without_running(tmp_path):
     import pickle
 

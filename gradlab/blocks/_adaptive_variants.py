@@ -514,7 +514,7 @@ def scale_by_novograd(
             dt = widest(g, m, nu)
             c = consts(dt)
             gx = g.astype(dt)
-            g_norm2 = jnp.sum(gx * gx)
+            g_norm2 = _tree.sum_of_squares(g, dt)  # its own convert: no dt copy of g
             nu_new = jnp.where(first, g_norm2, c.b2 * nu.astype(dt) + c.cb2 * g_norm2)
             nu_new = _tree.as_stored(nu_new, nu.dtype)
             d = gx / (jnp.sqrt(nu_new + c.eps_root) + c.eps)
