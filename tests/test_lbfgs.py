@@ -111,6 +111,24 @@ def test_scale_by_lbfgs_skips_pairs_without_positive_curvature():
     assert int(state.index) == 0 and int(state.count) == 3
 
 
+@pytest.mark.parametrize("eps, stored", [(0.1, False), (0.01, True)])
+def test_scale_by_lbfgs_skips_a_pair_whose_curvature_is_positive_but_below_eps(eps, stored):
+    # <s, y> = 0.05 |s| |y| > 0: stored only when eps |s| |y| is below it.
+    x0, x1 = jnp.zeros(2), jnp.asarray([1.0, 0.0])  # s = (1, 0)
+    angle = np.arccos(0.05)
+    g0 = jnp.asarray([1.0, 1.0])
+    g1 = g0 + 2.0 * jnp.asarray([np.cos(angle), np.sin(angle)])  # |y| = 2
+    tx = gl.scale_by_lbfgs(3, eps=eps)
+    state = tx.init(x0)
+    _, state = tx.update(g0, state, x0)
+    _, state = tx.update(g1, state, x1)
+    rho = np.asarray(state.rho)
+    if stored:
+        np.testing.assert_allclose(rho[rho != 0], [1 / (0.05 * 1.0 * 2.0)], rtol=1e-5)
+    else:
+        np.testing.assert_array_equal(rho, 0.0)
+
+
 def test_lbfgs_memory_is_a_circular_buffer_per_leaf():
     tx = gl.scale_by_lbfgs(2)
     state = tx.init(_tree(ITERATES[0]))

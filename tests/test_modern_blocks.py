@@ -300,6 +300,8 @@ def test_adafactor_momentum_is_float32_by_default_for_bfloat16_params():
         gl.lamb,
         gl.lion,
         gl.novograd,
+        gl.muon,
+        gl.signum,
     ],
 )
 def test_mu_dtype_sets_the_first_moment_dtype(make):
@@ -471,3 +473,27 @@ def test_novograd_on_bfloat16_params_makes_no_float32_copy_of_the_gradient():
     compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile()
     temp = compiled.memory_analysis().temp_size_in_bytes
     assert temp < n * 4 // 4, f"{temp} bytes of scratch for {n} bfloat16 params"
+
+
+@pytest.mark.parametrize("mask", [{"w": True, "b": False}, lambda p: {k: k == "w" for k in p}])
+def test_lars_weight_decay_mask_matches_optax(mask):
+    optax = pytest.importorskip("optax")
+    params = {"w": jnp.asarray([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.asarray([2.0, -1.0])}
+    mine = gl.lars(0.1, weight_decay=0.5, weight_decay_mask=mask)
+    theirs = optax.lars(0.1, weight_decay=0.5, weight_decay_mask=mask)
+    runs = []
+    for tx in (mine, theirs):
+        p, s = params, tx.init(params)
+        for k in range(3):
+            g = jax.tree.map(lambda x, k=k: jnp.sin(x * (k + 1.0)), p)
+            u, s = tx.update(g, s, p)
+            p = gl.apply_updates(p, u)
+        runs.append(p)
+    for key in params:
+        np.testing.assert_allclose(runs[0][key], runs[1][key], rtol=1e-6)
+    # and the mask matters: decaying b too moves it elsewhere
+    everywhere = gl.lars(0.1, weight_decay=0.5)
+    g = jax.tree.map(jnp.cos, params)
+    u_all, _ = everywhere.update(g, everywhere.init(params), params)
+    u_mask, _ = mine.update(g, mine.init(params), params)
+    assert not np.allclose(u_all["b"], u_mask["b"])

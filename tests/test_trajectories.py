@@ -131,3 +131,21 @@ def test_a_diverging_path_leaves_the_frame_instead_of_overflowing_the_surface():
     with pytest.raises(ValueError, match=r"not finite anywhere .* pass bounds="):
         far = ((1e20, 2e20), (1e20, 2e20))
         gl.plot.trajectories(rosen, {"sgd": gl.sgd(0.1)}, jnp.array([-1.5, 2.0]), 3, bounds=far)
+
+
+def test_optimizers_sharing_a_state_structure_run_in_one_vmapped_scan(monkeypatch):
+    from gradlab.plot import _trajectories
+
+    groups = []
+    scan_fn = _trajectories._scan_fn
+
+    def record(fun, optimizers, x0, num_steps):
+        groups.append(len(optimizers))
+        return scan_fn(fun, optimizers, x0, num_steps)
+
+    monkeypatch.setattr(_trajectories, "_scan_fn", record)
+    optimizers = {**OPTIMIZERS, "sgd 0.1": gl.sgd(0.1), "nesterov": gl.sgd(0.05, 0.8, True)}
+    paths = _trajectories.optimizer_paths(valley, optimizers, X0, 3)
+    # the three sgd rates share one scan; momentum and Nesterov another; lbfgs its own
+    assert sorted(groups) == [1, 2, 3], groups
+    np.testing.assert_allclose(paths["sgd 0.18"], sgd_path(0.18)[:4], rtol=1e-5)

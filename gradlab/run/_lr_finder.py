@@ -14,7 +14,7 @@ suggestion functions), re-derived here from their descriptions:
   (fastai's ``s_t > 4 min s`` for a positive loss) or the loss is not
   finite. The scan still runs ``T`` steps, but from then on the params are
   frozen and the curve is NaN (masked), so the whole test is one compiled,
-  vmappable computation.
+  vmappable computation (compiled anew at each call, like ``gl.sweep``'s).
 """
 
 from __future__ import annotations

@@ -480,6 +480,12 @@ def sweep(
     A number ``make_optimizer`` needs in Python (``momentum or None``) is
     detected by tracing and grouped the same way, with a warning.
 
+    Each call compiles its programs anew (``compile_time`` in the result;
+    about a second for a small model on a CPU), even for the same grid: the
+    program closes over this call's functions and progress report. A
+    coarse-to-fine search pays it once per call; put every configuration in
+    one grid (or a longer one) where you can.
+
     Args:
         make_optimizer: ``make_optimizer(**config) -> GradientTransformation``.
         loss_fn: ``loss_fn(params, batch) -> scalar`` (take the batch mean).

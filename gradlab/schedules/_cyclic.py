@@ -118,7 +118,7 @@ def one_cycle(
     final_div_factor: ArrayLike = 1e4,
     three_phase: bool = False,
 ) -> Schedule:
-    """The one-cycle policy (Smith & Topin 2018), PyTorch ``OneCycleLR`` exactly.
+    """The one-cycle policy (Smith & Topin 2017), PyTorch ``OneCycleLR`` exactly.
 
     With ``init = max_value / div_factor`` and ``min = init / final_div_factor``:
 
