@@ -288,7 +288,7 @@ def load_state(path: str | os.PathLike, *, like: Any) -> Any:
             value = jnp.asarray(raw.view(dtype))
             if is_key:
                 value = jax.random.wrap_key_data(value, impl=entry.get("key_impl"))
-            sharding = getattr(leaf, "sharding", None)
+            sharding = _concrete(getattr(leaf, "sharding", None), name)
             # Placed like the leaf -- unless it is an array JAX may still move
             # (uncommitted: what init and a jitted step return on one device).
             # A committed restore of it would make the next jitted step compile
@@ -297,6 +297,24 @@ def load_state(path: str | os.PathLike, *, like: Any) -> Any:
                 value = jax.device_put(value, sharding)
             leaves.append(value)
     return treedef.unflatten(leaves)
+
+
+def _concrete(sharding: Any, name: str) -> Any:
+    """``sharding`` on devices: ``jax.eval_shape`` over explicit mesh axes gives
+    shardings on an abstract mesh (no devices), which the mesh of
+    ``jax.set_mesh`` makes concrete; without it they cannot place anything."""
+    mesh = getattr(sharding, "mesh", None)
+    if not isinstance(mesh, jax.sharding.AbstractMesh):
+        return sharding
+    current = jax.sharding.get_mesh()
+    if not current.empty and current.abstract_mesh == mesh:
+        return jax.sharding.NamedSharding(current, sharding.spec)
+    raise ValueError(
+        f"load_state: `like` leaf {name} is placed on an abstract mesh ({mesh}), with no "
+        "devices to put it on (jax.eval_shape of arrays on explicit mesh axes): call "
+        "load_state inside `with jax.set_mesh(mesh):`, or pass `like` leaves with concrete "
+        "shardings (gl.state_shardings(tx, params)) or a live state (tx.init(params))"
+    )
 
 
 def _short_text(text: str, limit: int = 300) -> str:

@@ -205,6 +205,9 @@ def check_gradient_shapes(params: Params, updates: Updates) -> None:
     """
     if params is None:
         return
+    leaves = jax.tree.leaves(updates)
+    if not all(hasattr(x, "dtype") for x in leaves):
+        return  # a Python number or a string leaf: the members say what it is
     if jax.tree.structure(params) == jax.tree.structure(updates):
         check_same_shapes(params, updates, "params", "gradient")
 

@@ -102,9 +102,34 @@ def map_like(
     for tree in trees:
         check_same_structure(tree, updates, tree_name, "gradient")
         check_same_shapes(tree, updates, tree_name, "gradient")
+        check_same_layouts(tree, updates, tree_name, "gradient")
 
     trees = tuple(numbers_as_params(tree) for tree in trees)
     return jax.tree.map(fn, updates, *trees)
+
+
+def check_same_layouts(expected: Tree, got: Tree, expected_name: str, got_name: str) -> None:
+    """Over explicit mesh axes (the sharding part of each array's type), a leaf
+    split along an axis of the mesh where its counterpart is split along
+    another raises ``ValueError`` naming the leaf and both layouts -- JAX's own
+    error names neither. (Replicated against split is fine: JAX broadcasts.)"""
+    for (path, a), b in zip(
+        jax.tree_util.tree_flatten_with_path(expected)[0], jax.tree.leaves(got), strict=True
+    ):
+        sa, sb = explicit_sharding(a), explicit_sharding(b)
+        if sa is None or sb is None:
+            continue
+        pa, pb = _padded(sa.spec, np.ndim(a)), _padded(sb.spec, np.ndim(b))
+        if any(x is not None and y is not None and x != y for x, y in zip(pa, pb, strict=True)):
+            raise ValueError(
+                f"{got_name} leaf {jax.tree_util.keystr(path) or '(root)'} is laid out as "
+                f"{sb.spec} but the {expected_name} leaf as {sa.spec} (explicit mesh axes): "
+                f"give the {got_name} its param's sharding (jax.reshard)"
+            )
+
+
+def _padded(spec: Any, ndim: int) -> tuple:
+    return tuple(spec) + (None,) * (ndim - len(spec))
 
 
 def split_outputs(tree_of_tuples: Tree, like: Tree, n: int) -> tuple[Tree, ...]:

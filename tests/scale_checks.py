@@ -362,6 +362,107 @@ def keys_where(specs, *, sharded):
     return [k for k, s in specs.items() if any(a is not None for a in s) == sharded]
 
 
+def check_explicit_and_manual_modes():
+    """What users of explicit axes (jax.make_mesh) and of shard_map meet beyond
+    the table: set_hyperparams keeps the value's placement (no recompile),
+    load_state of an eval_shape'd state inside jax.set_mesh, minimize without
+    set_mesh, a gradient laid out against its param named in the error, and
+    MultiSteps inside shard_map equal to the jitted step."""
+    import os
+    import tempfile
+
+    section("modes")
+    devices = np.array(jax.devices())
+    explicit = Mesh(devices.reshape(4, 2), ("x", "y"), axis_types=(AxisType.Explicit,) * 2)
+    auto = Mesh(devices, ("x",))
+    values = {"w": np.arange(32, dtype=np.float32).reshape(8, 4) / 32, "s": np.float32(0.5)}
+
+    for name, mesh, spec in [("explicit", explicit, P("x", "y")), ("auto", auto, P("x"))]:
+        params = {
+            "w": jax.device_put(values["w"], NamedSharding(mesh, spec)),
+            "s": jax.device_put(values["s"], NamedSharding(mesh, P())),
+        }
+        tx = gl.inject_hyperparams(gl.adam)(learning_rate=0.1)
+        traces = []
+
+        @jax.jit
+        def step(p, st, tx=tx, traces=traces):
+            traces.append(1)
+            u, st = tx.update(jax.tree.map(jnp.cos, p), st, p)
+            return gl.apply_updates(p, u), st
+
+        p, st = step(params, tx.init(params))
+        before = st.hyperparams["learning_rate"].sharding
+        st = gl.set_hyperparams(st, learning_rate=0.05)
+        after = st.hyperparams["learning_rate"].sharding
+        if after != before:
+            fail("modes", f"{name}: set_hyperparams moved the value from {before} to {after}")
+        p, st = step(p, st)
+        if len(traces) != 1:
+            fail("modes", f"{name}: the step traced {len(traces)} times after set_hyperparams")
+
+    # load_state with like=eval_shape(...) over explicit axes: inside set_mesh
+    params = {"w": jax.device_put(values["w"], NamedSharding(explicit, P("x", "y")))}
+    tx = gl.adam(0.1)
+    path = os.path.join(tempfile.mkdtemp(), "state.npz")
+    gl.save_state(path, tx.init(params))
+    with jax.set_mesh(explicit):
+        restored = gl.load_state(path, like=jax.eval_shape(tx.init, params))
+    if restored[0].mu["w"].sharding.spec != P("x", "y"):
+        fail("modes", f"load_state in set_mesh: mu placed {restored[0].mu['w'].sharding}")
+    try:
+        gl.load_state(path, like=jax.eval_shape(tx.init, params))
+        fail("modes", "load_state of an abstract-mesh like outside set_mesh did not refuse")
+    except ValueError as e:
+        if "set_mesh" not in str(e):
+            fail("modes", f"load_state's error does not say what to do: {e}")
+
+    # minimize over explicit axes, no set_mesh (its first evaluation used to run eagerly)
+    def fun(p):
+        return jnp.sum((p["w"] - 1.0) ** 2)
+
+    result = gl.minimize(fun, params, gl.lbfgs(), max_steps=20, tol=1e-6)
+    if not bool(result.converged) or result.params["w"].sharding.spec != P("x", "y"):
+        fail(
+            "modes",
+            f"minimize over explicit axes: {result.converged}, {result.params['w'].sharding}",
+        )
+
+    # a gradient laid out against its param (explicit): a ValueError naming the leaf
+    tx = gl.sgd(0.1, momentum=0.9)
+    wrong = {"w": jax.device_put(values["w"], NamedSharding(explicit, P("y", "x")))}
+    try:
+        tx.update(wrong, tx.init(params), params)
+        fail("modes", "a gradient laid out P('y','x') for a P('x','y') param was accepted")
+    except ValueError as e:
+        if "['w']" not in str(e):
+            fail("modes", f"the layout error does not name the leaf: {e}")
+
+    # MultiSteps inside shard_map (manual mode) == the jitted step
+    params = {"w": jax.device_put(values["w"], NamedSharding(auto, P("x")))}
+    tx = gl.MultiSteps(gl.adam(0.1), 2)
+    state = tx.init(params)
+    specs = jax.tree.map(lambda x: P("x") if x.ndim == 2 else P(), state)
+
+    def body(p, st):
+        u, st = tx.update(jax.tree.map(jnp.cos, p), st, p)
+        return gl.apply_updates(p, u), st
+
+    manual = jax.jit(
+        jax.shard_map(
+            body, mesh=auto, in_specs=({"w": P("x")}, specs), out_specs=({"w": P("x")}, specs)
+        )
+    )
+    plain = jax.jit(body)
+    pm, sm, pp, sp = params, state, params, state
+    for _ in range(4):
+        pm, sm = manual(pm, sm)
+        pp, sp = plain(pp, sp)
+    err = float(jnp.max(jnp.abs(pm["w"] - pp["w"])))
+    if err > 1e-6:
+        fail("modes", f"MultiSteps inside shard_map differs from the jitted step by {err}")
+
+
 def check_global_norm():
     """Cross-leaf reductions, sharded: the global norm vs an independent float64
     NumPy sum, clipping by it, and apply_if_finite's finiteness check."""
@@ -612,8 +713,8 @@ def record_optax():
 def main():
     assert jax.device_count() == 8, jax.devices()
     t0 = time.perf_counter()
-    for check in (check_every_transformation, check_global_norm, check_collectives, check_sweep,
-                  record_optax):  # fmt: skip
+    for check in (check_every_transformation, check_explicit_and_manual_modes, check_global_norm,
+                  check_collectives, check_sweep, record_optax):  # fmt: skip
         t = time.perf_counter()
         check()
         RECORD[f"seconds {check.__name__}"] = round(time.perf_counter() - t, 1)

@@ -21,7 +21,11 @@ mode, with fully sharded, partially sharded and replicated leaves:
   plain SGD's (gradient reduction, params gathered for the forward pass)
   except the global norm's scalars: no optimizer state moves;
 * ``gl.sweep(mesh=...)`` gives the unsharded sweep's numbers, each device
-  training its share of the configurations without any collective.
+  training its share of the configurations without any collective;
+* modes: ``set_hyperparams`` keeps the value's placement (the step compiles
+  once), ``load_state`` of an ``eval_shape``'d state inside ``jax.set_mesh``
+  (explicit axes), ``minimize`` without ``set_mesh``, a gradient laid out
+  against its param named in the error, ``MultiSteps`` inside ``shard_map``.
 
 The rest runs in this process, on its single device.
 """
@@ -67,7 +71,7 @@ def eight_devices():
 
 @pytest.mark.parametrize(
     "section",
-    ["state", "updates", "training", "global_norm", "packed", "collectives", "sweep"],
+    ["state", "updates", "training", "modes", "global_norm", "packed", "collectives", "sweep"],
 )
 def test_on_eight_devices(eight_devices, section):
     assert section in eight_devices, f"section {section} did not run"

@@ -55,8 +55,10 @@ def add_decayed_weights(
 
     def update(updates, state, params=None, **extra):
         if no_decay:
-            if params is not None:  # the shape checks, no arithmetic
+            if params is not None:  # the checks (shapes, the mask's tree), no arithmetic
                 _tree.map_like(lambda u, p: u, updates, params, tree_name="params")
+                if mask is not None:
+                    _masks.resolve(mask, params)
             return _tree.as_updates(updates), state
         check_params("add_decayed_weights", params)
         decayed = _tree.map_like(decay_leaf, updates, params, tree_name="params")

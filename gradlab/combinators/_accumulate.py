@@ -162,7 +162,7 @@ def _multi_steps(
             return out, inner, jax.tree.map(jnp.zeros_like, state.acc_grads)
 
         def accumulate():  # zero updates (shaped like opt's, whose dtype may differ)
-            zeros = zeros_shaped_like(lambda: step()[0])
+            zeros = zeros_shaped_like(lambda: step()[0], updates)
             return zeros, state.inner_opt_state, mean(state.acc_grads)
 
         out, inner, acc = branch(emit, step, accumulate)

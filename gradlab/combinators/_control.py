@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradlab import _tree
 
@@ -25,18 +26,30 @@ def branch(pred: Any, if_true: Callable[[], Any], if_false: Callable[[], Any]) -
     return if_true() if bool(pred) else if_false()
 
 
-def zeros_shaped_like(fn: Callable[[], Any]) -> Any:
-    """Zeros shaped like ``fn()``'s result, without running it (its shapes, dtypes
-    and, over explicit mesh axes, shardings: ``lax.cond``'s branches must agree)."""
+def zeros_shaped_like(fn: Callable[[], Any], like: Any = None) -> Any:
+    """Zeros shaped like ``fn()``'s result, without running it.
 
+    ``lax.cond``'s branches must agree on each leaf's whole type: shape,
+    dtype and, over explicit mesh axes or inside ``shard_map``, its layout.
+    Each zero is laid out like the matching leaf of ``like`` (the incoming
+    updates, which an update's result mirrors leaf for leaf): a select on it
+    with a constant predicate, folded to a broadcast when compiled (a NaN in
+    ``like`` never reaches it). Otherwise from ``fn``'s abstract result.
+    """
     shapes = jax.eval_shape(fn)
-    typed = [_tree.explicit_sharding(s) for s in jax.tree.leaves(shapes)]
+    leaves, treedef = jax.tree.flatten(shapes)
+    given = jax.tree.leaves(like)
+    if len(given) == len(leaves) and all(
+        np.shape(a) == s.shape for a, s in zip(given, leaves, strict=True)
+    ):
+        return treedef.unflatten(
+            [_tree.full_like(a, 0, s.dtype) for a, s in zip(given, leaves, strict=True)]
+        )
+    typed = [_tree.explicit_sharding(s) for s in leaves]
     if any(t is not None for t in typed) and not isinstance(jnp.zeros(()), jax.core.Tracer):
         # Not staged (eager, or vmap alone): an abstract mesh cannot place an
         # array; the zeros take their layout from fn's concrete result.
         return jax.tree.map(jnp.zeros_like, fn())
-    return jax.tree.map(
-        lambda s, t: jnp.zeros(s.shape, s.dtype, out_sharding=t),
-        shapes,
-        jax.tree.unflatten(jax.tree.structure(shapes), typed),
+    return treedef.unflatten(
+        [jnp.zeros(s.shape, s.dtype, out_sharding=t) for s, t in zip(leaves, typed, strict=True)]
     )

@@ -84,7 +84,7 @@ def _guard(inner: Any, max_errors: Any, declared: Any) -> GradientTransformation
             return call_update(inner, updates, state.inner_state, params, extra)
 
         def skip():  # zero updates, the inner state as it was
-            return zeros_shaped_like(lambda: step()[0]), state.inner_state
+            return zeros_shaped_like(lambda: step()[0], updates), state.inner_state
 
         out, inner_state = branch(finite | give_up, step, skip)
         total = jnp.where(

@@ -372,4 +372,9 @@ def _cast_like(name: str, value: Any, old: jax.Array) -> jax.Array:
     if not fits:
         raise ValueError(f"hyperparameter {name!r} has shape {shape}, got shape {jnp.shape(value)}")
     # a new buffer, even for a value already stored elsewhere (donation)
-    return jnp.array(jnp.broadcast_to(value.astype(old.dtype), shape), copy=True)
+    new = jnp.array(jnp.broadcast_to(value.astype(old.dtype), shape), copy=True)
+    if isinstance(old, jax.Array) and not isinstance(old, jax.core.Tracer) and old.committed:
+        # where the old value lived (replicated over the params' devices): on
+        # one device it would make the jitted step compile again
+        new = jax.device_put(new, old.sharding)
+    return new

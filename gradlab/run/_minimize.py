@@ -181,7 +181,9 @@ def minimize(
         got = f"an array of shape {out.shape}" if hasattr(out, "shape") else repr(out)
         raise ValueError(f"fun must return a scalar, got {got}")
     value_fn = (lambda p: fun(p)[0]) if has_aux else fun
-    value, grad = jax.value_and_grad(value_fn)(x0)
+    # jitted (inlined under the caller's jit): eagerly, JAX differentiates
+    # arrays over explicit mesh axes only inside jax.set_mesh
+    value, grad = jax.jit(jax.value_and_grad(value_fn))(x0)
     value = jnp.asarray(value)
     state = optimizer.init(x0)
     step = stepper(value_fn, optimizer, state)
