@@ -119,7 +119,7 @@ def check_same_layouts(expected: Tree, got: Tree, expected_name: str, got_name: 
         sa, sb = explicit_sharding(a), explicit_sharding(b)
         if sa is None or sb is None:
             continue
-        pa, pb = _padded(sa.spec, np.ndim(a)), _padded(sb.spec, np.ndim(b))
+        pa, pb = padded_spec(sa.spec, np.ndim(a)), padded_spec(sb.spec, np.ndim(b))
         if any(x is not None and y is not None and x != y for x, y in zip(pa, pb, strict=True)):
             raise ValueError(
                 f"{got_name} leaf {jax.tree_util.keystr(path) or '(root)'} is laid out as "
@@ -128,7 +128,8 @@ def check_same_layouts(expected: Tree, got: Tree, expected_name: str, got_name: 
             )
 
 
-def _padded(spec: Any, ndim: int) -> tuple:
+def padded_spec(spec: Any, ndim: int) -> tuple:
+    """A ``PartitionSpec``'s entries for all ``ndim`` axes (trailing ones None)."""
     return tuple(spec) + (None,) * (ndim - len(spec))
 
 
@@ -258,7 +259,7 @@ def full_along(x: Any, axes: Sequence[int], value: Any = 0, dtype: Any = None) -
             # A sum over the dropped axes has the type wanted (their split
             # gone, the kept axes' kept); it feeds only the folded select.
             return _like(jnp.sum(x, axis=dropped), value, dtype)
-        spec = tuple(typed.spec) + (None,) * (x.ndim - len(typed.spec))
+        spec = padded_spec(typed.spec, x.ndim)
         kept = jax.sharding.PartitionSpec(*(spec[a] for a in keep))
         placed = jax.sharding.NamedSharding(typed.mesh, kept)
         return jax.device_put(np.full(shape, value, np.dtype(dtype or x.dtype)), placed)

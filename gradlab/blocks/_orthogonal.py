@@ -72,8 +72,8 @@ def orthogonalize(
         # Sharding in types: a product over a split axis is refused as
         # ambiguous. Every device iterates on the whole matrix (what XLA does
         # for the products in auto mode); a batch axis stays split.
-        spec = tuple(typed.spec) + (None,) * (x.ndim - len(typed.spec))
-        whole = jax.sharding.PartitionSpec(*spec[:-2], None, None)
+        batch = _tree.padded_spec(typed.spec, x.ndim)[:-2]
+        whole = jax.sharding.PartitionSpec(*batch, None, None)
         X = jax.reshard(X, jax.sharding.NamedSharding(typed.mesh, whole))
     tall = X.shape[-2] > X.shape[-1]
     if tall:
