@@ -99,10 +99,13 @@ def map_like(
     raises ``TypeError`` (:func:`as_updates`).
     """
     updates = as_updates(updates)  # first: a string leaf is a type error, not a shape one
+    # explicit mesh axes are rare: read the updates' types once, the trees' only then
+    typed = trees and any(explicit_sharding(u) is not None for u in jax.tree.leaves(updates))
     for tree in trees:
         check_same_structure(tree, updates, tree_name, "gradient")
         check_same_shapes(tree, updates, tree_name, "gradient")
-        check_same_layouts(tree, updates, tree_name, "gradient")
+        if typed:
+            check_same_layouts(tree, updates, tree_name, "gradient")
 
     trees = tuple(numbers_as_params(tree) for tree in trees)
     return jax.tree.map(fn, updates, *trees)
