@@ -243,10 +243,10 @@ def load_state(path: str | os.PathLike, *, like: Any) -> Any:
     ``jax.ShapeDtypeStruct`` with the right structure, shapes and dtypes. The
     result has ``like``'s structure (its NamedTuples, dicts and tuples) and the
     file's values, as JAX arrays; a ``like`` leaf with a ``sharding`` gets the
-    loaded value placed with that sharding (e.g. from ``gl.state_shardings``),
-    and one on the default device that JAX may still move (uncommitted, as
-    ``tx.init`` makes it) gets an uncommitted one: a jitted step that ran on
-    the old state runs on the restored one without compiling again.
+    loaded value placed with that sharding (e.g. from ``gl.state_shardings``);
+    a leaf on one device that JAX may still move (uncommitted, as ``tx.init``
+    makes it) gets a value on that device, uncommitted too: a jitted step that
+    ran on the old state runs on the restored one without compiling again.
 
     Raises ``ValueError`` when the file's tree structure differs from
     ``like``'s (both shown: a changed optimizer, a NamedTuple saved where a
@@ -285,15 +285,17 @@ def load_state(path: str | os.PathLike, *, like: Any) -> Any:
                     f"leaf {name} is stored as {raw.dtype}{list(raw.shape)}, the header "
                     f"says {saved}",
                 )
-            value = jnp.asarray(raw.view(dtype))
-            if is_key:
-                value = jax.random.wrap_key_data(value, impl=entry.get("key_impl"))
             sharding = _concrete(getattr(leaf, "sharding", None), name)
-            # Placed like the leaf -- unless it is an array JAX may still move
-            # (uncommitted: what init and a jitted step return on one device).
-            # A committed restore of it would make the next jitted step compile
-            # again, and its outputs (committed too) the step after that.
-            if sharding is not None and getattr(leaf, "committed", True):
+            # Placed like the leaf. An array JAX may still move (uncommitted:
+            # what init and a jitted step return on one device) comes back
+            # uncommitted on its device: a committed restore would make the
+            # next jitted step compile again, and its outputs the step after.
+            movable = sharding is not None and not getattr(leaf, "committed", True)
+            with jax.default_device(next(iter(sharding.device_set)) if movable else None):
+                value = jnp.asarray(raw.view(dtype))
+                if is_key:
+                    value = jax.random.wrap_key_data(value, impl=entry.get("key_impl"))
+            if sharding is not None and not movable:
                 value = jax.device_put(value, sharding)
             leaves.append(value)
     return treedef.unflatten(leaves)

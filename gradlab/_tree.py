@@ -112,10 +112,11 @@ def map_like(
 
 
 def check_same_layouts(expected: Tree, got: Tree, expected_name: str, got_name: str) -> None:
-    """Over explicit mesh axes (the sharding part of each array's type), a leaf
-    split along an axis of the mesh where its counterpart is split along
-    another raises ``ValueError`` naming the leaf and both layouts -- JAX's own
-    error names neither. (Replicated against split is fine: JAX broadcasts.)"""
+    """Over explicit mesh axes (the sharding part of each array's type), two
+    leaves whose layouts JAX cannot combine elementwise -- split along
+    different mesh axes, or one mesh axis on different axes of the two --
+    raise ``ValueError`` naming the leaf and both layouts (JAX's own error
+    names neither). Replicated against split is fine: JAX broadcasts."""
     for (path, a), b in zip(
         jax.tree_util.tree_flatten_with_path(expected)[0], jax.tree.leaves(got), strict=True
     ):
@@ -123,7 +124,11 @@ def check_same_layouts(expected: Tree, got: Tree, expected_name: str, got_name: 
         if sa is None or sb is None:
             continue
         pa, pb = padded_spec(sa.spec, np.ndim(a)), padded_spec(sb.spec, np.ndim(b))
-        if any(x is not None and y is not None and x != y for x, y in zip(pa, pb, strict=True)):
+        # Elementwise, each axis takes the side that is split: a conflict where
+        # both are split differently, or one mesh axis ending up on two axes.
+        merged = [x if x is not None else y for x, y in zip(pa, pb, strict=True)]
+        clash = any(x is not None and y is not None and x != y for x, y in zip(pa, pb, strict=True))
+        if clash or len(_axes(merged)) != len(set(_axes(merged))):
             raise ValueError(
                 f"{got_name} leaf {jax.tree_util.keystr(path) or '(root)'} is laid out as "
                 f"{sb.spec} but the {expected_name} leaf as {sa.spec} (explicit mesh axes): "

@@ -428,15 +428,34 @@ def check_explicit_and_manual_modes():
             f"minimize over explicit axes: {result.converged}, {result.params['w'].sharding}",
         )
 
-    # a gradient laid out against its param (explicit): a ValueError naming the leaf
-    tx = gl.sgd(0.1, momentum=0.9)
-    wrong = {"w": jax.device_put(values["w"], NamedSharding(explicit, P("y", "x")))}
-    try:
-        tx.update(wrong, tx.init(params), params)
-        fail("modes", "a gradient laid out P('y','x') for a P('x','y') param was accepted")
-    except ValueError as e:
-        if "['w']" not in str(e):
-            fail("modes", f"the layout error does not name the leaf: {e}")
+    # a gradient laid out against its param (explicit): a ValueError naming the
+    # leaf, from stateful and stateless optimizers (the chain checks its result)
+    one_axis = Mesh(devices, ("x",), axis_types=(AxisType.Explicit,))
+    square = np.eye(8, dtype=np.float32)
+    for mesh, param_spec, grad_spec in [
+        (explicit, P("x", "y"), P("y", "x")),
+        (one_axis, P("x", None), P(None, "x")),  # one mesh axis on both dims: JAX refuses
+    ]:
+        p = {"w": jax.device_put(square, NamedSharding(mesh, param_spec))}
+        wrong = {"w": jax.device_put(square, NamedSharding(mesh, grad_spec))}
+        for name, tx in [("sgd", gl.sgd(0.1)), ("momentum", gl.sgd(0.1, momentum=0.9)),
+                         ("adam", gl.adam(0.1))]:  # fmt: skip
+            try:
+                tx.update(wrong, tx.init(p), p)
+                fail("modes", f"{name}: a {grad_spec} gradient for a {param_spec} param passed")
+            except ValueError as e:
+                if "['w']" not in str(e):
+                    fail("modes", f"{name}: the layout error does not name the leaf: {e}")
+
+    # a state on another device than the default, uncommitted: restored there
+    tx = gl.adam(0.1)
+    with jax.default_device(devices[3]):
+        state = tx.init({"w": jnp.asarray(values["w"])})
+    gl.save_state(path, state)
+    restored = gl.load_state(path, like=state)
+    placed = {d for x in jax.tree.leaves(restored) for d in x.devices()}
+    if placed != {devices[3]} or any(x.committed for x in jax.tree.leaves(restored)):
+        fail("modes", f"load_state moved an uncommitted state from {devices[3]} to {placed}")
 
     # MultiSteps inside shard_map (manual mode) == the jitted step
     params = {"w": jax.device_put(values["w"], NamedSharding(auto, P("x")))}

@@ -283,6 +283,22 @@ def test_apply_if_finite_keeps_params_and_inner_state_bit_identical_on_a_bad_ste
     )
 
 
+@pytest.mark.parametrize(
+    "make", [lambda: gl.apply_if_finite(gl.sgd(0.1), 3), lambda: gl.MultiSteps(gl.sgd(0.1), 2)]
+)
+def test_a_skipped_step_passes_no_gradient_to_the_skipped_updates_eagerly(make):
+    # Meta-gradient through a skipped step: the zeros it returns must not send
+    # a cotangent into the (here infinite) gradient, or 0 * inf = NaN.
+    f = lambda p: jnp.sum(jnp.log(p))  # noqa: E731  (gradient 1/p: inf at 0)
+    tx = make()
+
+    def meta_loss(theta):
+        u, _ = tx.update(jax.grad(f)(theta), tx.init(theta), theta)
+        return jnp.sum(gl.apply_updates(theta, u))
+
+    np.testing.assert_array_equal(jax.grad(meta_loss)(jnp.asarray([0.0, 1.0])), [1.0, 1.0])
+
+
 def test_apply_if_finite_gives_up_after_max_consecutive_errors_and_resets_the_count():
     """max_consecutive_errors=2: two bad steps in a row are skipped, the third is
     applied (its NaN reaches the params and the inner state), then the count restarts."""

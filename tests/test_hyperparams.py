@@ -90,6 +90,17 @@ def test_injected_step_is_bit_identical_eagerly():
     assert_trees_equal(injected, plain)
 
 
+def test_a_zero_weight_decay_gives_the_injected_bits_where_a_param_is_inf():
+    # A known 0 must compute u + 0 * p as the injected (traced) 0 does: skipping
+    # it gave -0.1 against the injected NaN, and the sign of a -0.0 update.
+    params, grads = jnp.asarray([1.0, 2.0, jnp.inf]), jnp.asarray([-0.0, 0.5, 0.5])
+    plain = gl.adamw(0.1, weight_decay=0.0)
+    injected = gl.inject_hyperparams(gl.adamw)(learning_rate=0.1, weight_decay=0.0)
+    a, _ = jax.jit(plain.update)(grads, plain.init(params), params)
+    b, _ = jax.jit(injected.update)(grads, injected.init(params), params)
+    np.testing.assert_array_equal(np.asarray(a).view(np.int32), np.asarray(b).view(np.int32))
+
+
 def test_hyperparameters_are_stored_as_float32_for_bfloat16_params():
     state = gl.inject_hyperparams(gl.adam)(learning_rate=1e-3).init(flax_params(jnp.bfloat16))
     assert {v.dtype for v in state.hyperparams.values()} == {jnp.dtype(jnp.float32)}

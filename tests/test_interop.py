@@ -79,3 +79,18 @@ def test_optax_chain_drops_extras_for_gl_members_as_optax_does():
     tx = optax.chain(_spy(seen), optax.scale(1.0))
     tx.update(PARAMS, tx.init(PARAMS), PARAMS, value=1.0)
     assert seen == [[]]
+
+
+def test_optax_dp_aggregation_takes_per_example_gradients_inside_gl_chain():
+    # Its input is not shaped like the params (a leading batch axis): a chain
+    # checks the shapes of its result against the params, not of its input.
+    params = {"w": jnp.ones(3), "b": jnp.zeros(())}
+    per_example = {"w": jnp.arange(12.0).reshape(4, 3) / 10, "b": jnp.asarray([1.0, -2, 3, 0])}
+    dp = lambda: optax.contrib.differentially_private_aggregate(1.0, 0.0, 0)  # noqa: E731
+    ref_tx = optax.chain(dp(), optax.sgd(0.1))
+    tx = gl.chain(dp(), gl.sgd(0.1))
+    ref, _ = ref_tx.update(per_example, ref_tx.init(params), params)
+    out, _ = tx.update(per_example, tx.init(params), params)
+    assert jax.tree.map(jnp.shape, out) == {"w": (3,), "b": ()}
+    for k in params:
+        np.testing.assert_allclose(out[k], ref[k], rtol=1e-6)

@@ -44,9 +44,11 @@ def add_decayed_weights(
     decay to where it is True — e.g. skip biases and norm scales.
     Followed by ``scale_by_learning_rate`` this is AdamW's
     ``p <- p - lr * wd * p`` (Loshchilov & Hutter 2019). With a weight decay
-    known to be 0 (not traced) the updates pass unchanged -- no ``u + 0 * p``
-    left for XLA, which cannot fold it away (``0 * inf`` is NaN) -- and it runs
-    without params (so ``adadelta()`` does too); otherwise it needs them.
+    known to be 0 (not traced) it runs without params, as the updates pass
+    unchanged (so ``adadelta()`` does too); otherwise it needs them. Given
+    params, it computes ``u + 0 * p`` even then (2 flops per param, which
+    XLA cannot fold: ``0 * inf`` is NaN), so that a run with the decay
+    injected (a traced 0) gives the same bits.
     """
     check_scalars(weight_decay=weight_decay)
     check_nonnegative("weight_decay", weight_decay)
@@ -54,11 +56,7 @@ def add_decayed_weights(
     no_decay = not is_traced(weight_decay) and not np.any(np.asarray(weight_decay))
 
     def update(updates, state, params=None, **extra):
-        if no_decay:
-            if params is not None:  # the checks (shapes, the mask's tree), no arithmetic
-                _tree.map_like(lambda u, p: u, updates, params, tree_name="params")
-                if mask is not None:
-                    _masks.resolve(mask, params)
+        if params is None and no_decay:
             return _tree.as_updates(updates), state
         check_params("add_decayed_weights", params)
         decayed = _tree.map_like(decay_leaf, updates, params, tree_name="params")

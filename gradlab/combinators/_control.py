@@ -42,8 +42,13 @@ def zeros_shaped_like(fn: Callable[[], Any], like: Any = None) -> Any:
     if len(given) == len(leaves) and all(
         np.shape(a) == s.shape for a, s in zip(given, leaves, strict=True)
     ):
+        # stop_gradient: no cotangent into the updates (0 * an infinite
+        # derivative upstream would be NaN)
         return treedef.unflatten(
-            [_tree.full_like(a, 0, s.dtype) for a, s in zip(given, leaves, strict=True)]
+            [
+                _tree.full_like(jax.lax.stop_gradient(a), 0, s.dtype)
+                for a, s in zip(given, leaves, strict=True)
+            ]
         )
     typed = [_tree.explicit_sharding(s) for s in leaves]
     if any(t is not None for t in typed) and not isinstance(jnp.zeros(()), jax.core.Tracer):
