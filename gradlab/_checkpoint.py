@@ -290,8 +290,19 @@ def load_state(path: str | os.PathLike, *, like: Any) -> Any:
             # what init and a jitted step return on one device) comes back
             # uncommitted on its device: a committed restore would make the
             # next jitted step compile again, and its outputs the step after.
-            movable = sharding is not None and not getattr(leaf, "committed", True)
-            with jax.default_device(next(iter(sharding.device_set)) if movable else None):
+            # (Inside jax.set_mesh, jnp.asarray would place it on the whole mesh:
+            # there it is committed to its device, as before.)
+            movable = (
+                sharding is not None
+                and not getattr(leaf, "committed", True)
+                and jax.sharding.get_mesh().empty
+            )
+            where = (
+                jax.default_device(next(iter(sharding.device_set)))
+                if movable
+                else contextlib.nullcontext()
+            )
+            with where:
                 value = jnp.asarray(raw.view(dtype))
                 if is_key:
                     value = jax.random.wrap_key_data(value, impl=entry.get("key_impl"))

@@ -32,7 +32,7 @@ from gradlab._checks import (
     check_transformation,
     short_structure,
 )
-from gradlab._tree import as_param, check_same_layouts, explicit_sharding, is_float
+from gradlab._tree import as_param, is_float
 
 Params = Any
 Updates = Any
@@ -193,31 +193,6 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     return jax.tree_util.tree_map_with_path(add, params, updates)
 
 
-def check_update_shapes(params: Params, updates: Updates) -> None:
-    """An update leaf whose shape (or, over explicit mesh axes, layout) differs
-    from its param's raises ``ValueError`` naming the leaf (when tracing: no
-    run-time cost).
-
-    Run on a chain's result, not its input: a member may take gradients that
-    are not shaped like the params (Optax's DP aggregation reduces
-    per-example gradients). Stateful blocks check their input against their
-    state; this catches what nothing reads (``sgd``, a clip before it), before
-    a ``(3,)`` gradient for a scalar bias becomes a ``(3,)`` update that
-    ``optax.apply_updates`` would broadcast into the param. Trees of another
-    structure are left alone (a wrapper may pass params that do not mirror the
-    updates).
-    """
-    if params is None:
-        return
-    leaves = jax.tree.leaves(updates)
-    if not all(hasattr(x, "dtype") for x in leaves):
-        return  # a Python number: no shape to check
-    if jax.tree.structure(params) == jax.tree.structure(updates):
-        check_same_shapes(params, updates, "params", "update")
-        if any(explicit_sharding(u) is not None for u in leaves):
-            check_same_layouts(params, updates, "params", "update")
-
-
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Compose transformations: each one's output updates feed the next.
 
@@ -248,7 +223,6 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         for t, s in zip(transforms, state, strict=True):
             updates, s = call_update(t, updates, s, params, extra)
             new_state.append(s)
-        check_update_shapes(params, updates)
         return updates, tuple(new_state)
 
     def packing(ctx):

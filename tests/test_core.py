@@ -674,26 +674,6 @@ def test_a_gradient_leaf_of_the_wrong_shape_names_the_leaf_and_both_shapes(name,
         run_mode(step)(params, tx.init(params), grads)
 
 
-@pytest.mark.parametrize("jitted", [False, True])
-@pytest.mark.parametrize(
-    "make",
-    [lambda: gl.sgd(0.1), lambda: gl.chain(gl.clip_by_global_norm(1.0), gl.sgd(0.1))],
-    ids=["sgd", "clip+sgd"],
-)
-def test_a_stateless_optimizer_refuses_a_wrong_gradient_shape_in_its_update(make, jitted):
-    # Nothing reads a state shaped like the params, and optax.apply_updates
-    # (Flax's TrainState) broadcasts a (3,) update into a scalar param: the
-    # update itself must refuse it when it is given the params.
-    params = {"w": jnp.ones(4), "b": jnp.zeros(())}
-    grads = {"w": jnp.ones(4), "b": jnp.ones(3)}
-    tx = make()
-    update = jax.jit(tx.update) if jitted else tx.update
-    with pytest.raises(ValueError, match=r"\['b'\].*\(3,\).*\(\)"):
-        update(grads, tx.init(params), params)
-    updates, _ = update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
-    assert jax.tree.map(jnp.shape, updates) == {"w": (4,), "b": ()}
-
-
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_concrete_16_bit_hyperparameters_are_accepted_like_traced_ones(dtype):
     lr = jnp.array(0.125, dtype)  # exact in both formats

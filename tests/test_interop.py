@@ -94,3 +94,8 @@ def test_optax_dp_aggregation_takes_per_example_gradients_inside_gl_chain():
     assert jax.tree.map(jnp.shape, out) == {"w": (3,), "b": ()}
     for k in params:
         np.testing.assert_allclose(out[k], ref[k], rtol=1e-6)
+    # a gradlab chain *before* the aggregation returns per-example updates
+    clip_first = optax.chain(gl.chain(gl.clip_by_global_norm(1e6)), dp(), optax.sgd(0.1))
+    out, _ = clip_first.update(per_example, clip_first.init(params), params)
+    for k in params:
+        np.testing.assert_allclose(out[k], ref[k], rtol=1e-6)
