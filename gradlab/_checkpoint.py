@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab._checks import short_structure
+from gradlab._checks import path_difference, short_structure
 
 __all__ = ["load_state", "save_state"]
 
@@ -265,7 +265,13 @@ def load_state(path: str | os.PathLike, *, like: Any) -> Any:
                 "load_state: the checkpoint's state tree does not match `like` (saved from "
                 "another optimizer or other params, or restored into another structure?)\n"
                 f"  checkpoint: {_short_text(str(header.get('structure')))}\n"
-                f"  like:       {short_structure(like)}"
+                f"  like:       {short_structure(like)}\n"
+                + path_difference(
+                    [(e.get("path", "?"),) for e in entries],
+                    [(_path(p),) for p, _ in flat],
+                    "the checkpoint",
+                    "`like`",
+                )
             )
         leaves = []
         for i, ((p, leaf), entry) in enumerate(zip(flat, entries, strict=True)):

@@ -37,6 +37,8 @@ __all__ = [
     "check_transformation",
     "is_traced",
     "keyword_alias",
+    "leaf_paths",
+    "path_difference",
     "short_structure",
     "static_int",
 ]
@@ -189,6 +191,50 @@ def short_structure(tree: Any, limit: int = 300) -> str:
     return text
 
 
+Path = tuple[str, ...]
+
+
+def leaf_paths(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> list[Path]:
+    """Each leaf's path in ``tree``, one ``keystr`` per key (``("['w']", ".mu")``)."""
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]
+    return [tuple(jax.tree_util.keystr((k,)) for k in path) for path, _ in flat]
+
+
+def path_difference(
+    expected: list[Path], got: list[Path], expected_name: str, got_name: str, show: int = 3
+) -> str:
+    """Lines naming the first leaf paths only one side has, for an error message
+    whose structures, shortened, may no longer show the difference (a leaf
+    added to the seventh of twelve layers). A path that extends a leaf path of
+    the other side, or that the other side's extends, is shared (a mask or
+    label prefix; a per-leaf state subtree under a gradient leaf)."""
+
+    def unmatched(a: list[Path], b: list[Path]) -> list[str]:
+        leaves = set(b)
+        inner = {q[:i] for q in b for i in range(len(q))}
+        out = []
+        for p in a:
+            if p in leaves or p in inner or any(p[:i] in leaves for i in range(len(p))):
+                continue
+            out.append("".join(p) or "(root)")
+        return out
+
+    lines = []
+    for name, only in (
+        (expected_name, unmatched(expected, got)),
+        (got_name, unmatched(got, expected)),
+    ):
+        if only:
+            more = f" (and {len(only) - show} more)" if len(only) > show else ""
+            lines.append(f"  leaves only in {name}: {', '.join(only[:show])}{more}")
+    if not lines:
+        lines.append(
+            "  the leaf paths agree: a node's type differs (a tuple for a list, "
+            "another NamedTuple class, or a leafless node such as None or ())"
+        )
+    return "\n".join(lines)
+
+
 def check_same_structure(expected: Any, got: Any, expected_name: str, got_name: str) -> None:
     """Raise a readable ValueError if two trees differ in structure.
 
@@ -201,6 +247,7 @@ def check_same_structure(expected: Any, got: Any, expected_name: str, got_name: 
             f"{got_name} tree does not match the {expected_name} tree.\n"
             f"  {expected_name}: {short_structure(expected)}\n"
             f"  {got_name}: {short_structure(got)}\n"
+            f"{path_difference(leaf_paths(expected), leaf_paths(got), expected_name, got_name)}\n"
             f"(Was the optimizer state initialised with different params?)"
         )
 

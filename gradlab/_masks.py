@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab._checks import short_structure
+from gradlab._checks import leaf_paths, path_difference, short_structure
 
 Tree = Any
 
@@ -28,8 +28,13 @@ def resolve(spec: Any, params: Tree, what: str = "mask") -> Tree:
     """``spec`` (a tree, a prefix of ``params``, or ``params -> tree``) as a tree
     with ``params``' structure, each prefix leaf broadcast over its subtree.
 
-    Leaves may be Python values (decided when tracing) or arrays.
+    Leaves may be Python values (decided when tracing) or arrays. A ``params``
+    tree with no leaves has nothing to mask or label: it is returned as is, the
+    callable not called (``optax.tree_utils.tree_map_params`` initialises the
+    state with such a placeholder to find the params-shaped parts).
     """
+    if not jax.tree.leaves(params):
+        return params
     tree = spec(params) if callable(spec) else spec
     if jax.tree.structure(tree) == jax.tree.structure(params):
         return tree
@@ -39,7 +44,8 @@ def resolve(spec: Any, params: Tree, what: str = "mask") -> Tree:
         raise ValueError(
             f"{what} tree is neither the params tree nor a prefix of it.\n"
             f"  params: {short_structure(params)}\n"
-            f"  {what}: {short_structure(tree)}"
+            f"  {what}: {short_structure(tree)}\n"
+            f"{path_difference(leaf_paths(params), leaf_paths(tree), 'params', f'the {what}')}"
         ) from None
 
 

@@ -55,6 +55,8 @@ from gradlab._checks import (
     check_same_structure,
     check_state,
     check_transformation,
+    leaf_paths,
+    path_difference,
     short_structure,
 )
 from gradlab._core import (
@@ -137,10 +139,15 @@ class Layout:
         try:
             flat = treedef.flatten_up_to(offsets)
         except (ValueError, TypeError):
+            paths = leaf_paths(offsets, is_leaf=lambda o: o is None)
+            where = path_difference(
+                paths, leaf_paths(updates), "the optimizer state", "the gradient"
+            )
             raise ValueError(
                 "gradient tree does not match the optimizer state tree.\n"
                 f"  optimizer state (offsets; None = unpacked leaf): {short_structure(offsets)}\n"
                 f"  gradient: {short_structure(updates)}\n"
+                f"{where}\n"
                 "(Was the optimizer state initialised with different params?)"
             ) from None
         return cls(updates, [o is not None for o in flat])

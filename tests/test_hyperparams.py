@@ -107,6 +107,24 @@ def test_hyperparameters_are_stored_as_float32_for_bfloat16_params():
     assert float(state.hyperparams["learning_rate"]) == np.float32(1e-3)  # not bfloat16's 0.000999
 
 
+def test_a_value_set_by_hand_is_stored_as_init_stores_it_and_a_scheduled_one_ignored():
+    # Optax's documented ways: ``state.hyperparams[k] = 0.05`` and ``tree_set``.
+    params = {"w": jnp.ones(2)}
+    tx = gl.inject_hyperparams(gl.sgd)(learning_rate=0.1, momentum=gl.schedules.constant(0.5))
+    state = tx.init(params)
+    state.hyperparams["learning_rate"] = 0.05  # a Python float
+    state.hyperparams["momentum"] = 0.9  # scheduled: the schedule wins, as in Optax
+    out, state = tx.update({"w": jnp.ones(2)}, state, params)
+    np.testing.assert_allclose(out["w"], -0.05, rtol=1e-6)
+    for v in state.hyperparams.values():
+        assert isinstance(v, jax.Array) and v.dtype == jnp.float32 and not v.weak_type
+    assert float(state.hyperparams["momentum"]) == 0.5
+    state = optax.tree_utils.tree_set(state, learning_rate=jnp.asarray(0.02))  # weak-typed
+    _, state = jax.jit(tx.update)({"w": jnp.ones(2)}, state, params)
+    lr = state.hyperparams["learning_rate"]
+    assert lr.dtype == jnp.float32 and not lr.weak_type and float(lr) == np.float32(0.02)
+
+
 def test_schedules_are_evaluated_at_the_step_and_the_value_stored(run_mode):
     tx = gl.inject_hyperparams(gl.sgd)(learning_rate=lambda k: 0.5 ** k.astype(jnp.float32))
     params = {"w": jnp.ones(2)}

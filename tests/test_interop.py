@@ -99,3 +99,33 @@ def test_optax_dp_aggregation_takes_per_example_gradients_inside_gl_chain():
     out, _ = clip_first.update(per_example, clip_first.init(params), params)
     for k in params:
         np.testing.assert_allclose(out[k], ref[k], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: m.masked(m.adam(1e-3), {"w": True, "b": False}),
+        lambda m: m.partition({"a": m.adam(1e-3), "s": m.sgd(0.1, 0.9)}, {"w": "a", "b": "s"}),
+        lambda m: gl.muon(0.02) if m is gl else optax.contrib.muon(0.02),
+    ],
+    ids=["masked", "partition", "muon"],
+)
+def test_optax_tree_map_params_maps_masked_and_partitioned_states_as_optax_does(make):
+    # tree_map_params initialises the state with a leafless placeholder to find
+    # the params-shaped parts (sharding specs for a state from the params').
+    params = {"w": jnp.ones((4, 2)), "b": jnp.zeros(2)}
+    specs = {"w": "SPEC_W", "b": "SPEC_B"}
+
+    def mapped(m):
+        tx = make(m)
+        out = optax.tree_utils.tree_map_params(
+            tx,
+            lambda _, spec: spec,
+            tx.init(params),
+            specs,
+            transform_non_params=lambda _: None,
+            is_leaf=lambda x: type(x).__name__ == "MaskedNode",
+        )
+        return sorted(x for x in jax.tree.leaves(out) if isinstance(x, str))
+
+    assert mapped(gl) == mapped(optax)

@@ -151,6 +151,10 @@ def header_less_checkpoint() -> str:
 
 
 ADAM_STATE = gl.adam(0.1).init(P)
+# Twelve layers, one of which gains a leaf: the shortened structures in an error
+# message look alike, so the message must name the leaf itself.
+DEEP = {f"layer_{i:02d}": {"bias": jnp.zeros(2), "kernel": jnp.zeros((2, 2))} for i in range(12)}
+DEEP_NEW = {**DEEP, "layer_06": {**DEEP["layer_06"], "scale": jnp.ones(2)}}
 
 # --------------------------------------------------------------------------
 # The table: (description, call, exception type, words the message contains)
@@ -374,6 +378,7 @@ COMBINATORS_AND_TYPES: list[Row] = [
     ("partition: a transformation that labels nothing", lambda: gl.partition({"a": gl.sgd(0.1), "b": gl.adam(0.1)}, lambda p: {"b": "a", "w": "a"}).init(P), ValueError, ("transforms", "'b'")),
     ("masked: transform is not a transformation", lambda: gl.masked("adam", {"b": True, "w": False}), TypeError, ("transform", "str")),
     ("masked: mask with an unknown key", lambda: gl.masked(gl.adam(0.1), {"b": True, "x": False}).init(P), ValueError, ("mask", "'x'")),
+    ("masked: a mask missing one leaf deep in a large tree", lambda: gl.masked(gl.adam(0.1), jax.tree.map(lambda _: True, DEEP)).init(DEEP_NEW), ValueError, ("only in params", "['layer_06']['scale']")),
     ("masked: a list where a tree is expected", lambda: gl.masked(gl.adam(0.1), [True, False]).init(P), ValueError, ("mask", "[*, *]")),
     ("freeze: an array mask leaf", lambda: update(gl.freeze({"b": jnp.array([True, False, True]), "w": False})), TypeError, ("mask leaf ['b']", "Array")),
     ("adamw: mask of another structure", lambda: update(gl.adamw(0.1, mask={"b": True, "c": False})), ValueError, ("mask", "'c'")),
@@ -418,6 +423,7 @@ GRADIENTS_AND_STATES: list[Row] = [
     ("adam: complex gradient leaf", lambda: update(gl.adam(0.1), with_leaf(G, "b", jnp.ones(3, jnp.complex64))), TypeError, ("['b']", "complex64")),
     ("adam: a list gradient for dict params", lambda: update(gl.adam(0.1), [G["b"], G["w"]]), ValueError, ("gradient", "[*, *]")),
     ("adam: a string gradient leaf", lambda: update(gl.adam(0.1), with_leaf(G, "b", "0.5")), TypeError, ("['b']", "str")),
+    ("adam: one leaf added deep in a large tree", lambda: update(gl.adam(0.1), DEEP_NEW, gl.adam(0.1).init(DEEP), DEEP_NEW), ValueError, ("only in", "gradient", "['layer_06']['scale']")),
     ("sgd momentum: gradient with an extra key", lambda: update(gl.sgd(0.1, momentum=0.9), {**G, "x": jnp.ones(2)}), ValueError, ("gradient", "'x'")),
     # sgd keeps no per-leaf state: its update cannot tell, apply_updates does.
     ("sgd: gradient tree unlike the params, when applied", lambda: gl.apply_updates(P, update(gl.sgd(0.1), {"x": jnp.ones(2)})[0]), ValueError, ("updates", "'x'")),
@@ -450,6 +456,7 @@ CHECKPOINTS: list[Row] = [
     ("load_state: checkpoint of another optimizer", lambda: gl.load_state(saved(_tmp(), ADAM_STATE), like=gl.sgd(0.1, momentum=0.9).init(P)), ValueError, ("ScaleByAdamState", "TraceState")),
     ("load_state: NamedTuple saved, plain tuple expected", lambda: gl.load_state(saved(_tmp(), ADAM_STATE), like=(tuple(ADAM_STATE[0]), tuple(ADAM_STATE[1]))), ValueError, ("ScaleByAdamState", "like")),
     ("load_state: other params (dict keys)", lambda: gl.load_state(saved(_tmp(), ADAM_STATE), like=gl.adam(0.1).init({"b": P["b"], "v": P["w"]})), ValueError, ("'w'", "'v'")),
+    ("load_state: one leaf added deep in a large tree", lambda: gl.load_state(saved(_tmp(), gl.adam(0.1).init(DEEP)), like=gl.adam(0.1).init(DEEP_NEW)), ValueError, ("only in `like`", "[0].mu['layer_06']['scale']")),
     ("load_state: leaf of another dtype", lambda: gl.load_state(saved(_tmp(), ADAM_STATE), like=gl.adam(0.1, mu_dtype=jnp.bfloat16).init(P)), ValueError, ("[0].mu['b']", "bfloat16")),
     ("load_state: leaf of another shape", lambda: gl.load_state(saved(_tmp(), ADAM_STATE), like=gl.adam(0.1).init(with_leaf(P, "b", jnp.zeros(4)))), ValueError, ("[0].mu['b']", "[4]")),
     ("load_state: truncated file", lambda: gl.load_state(truncated_checkpoint(), like=ADAM_STATE), ValueError, ("state.npz", "truncated")),
@@ -635,7 +642,7 @@ def test_a_schedule_with_python_control_flow_is_checked_when_it_runs():
 
 # --------------------------------------------------------------------------
 # The count, by section (kept in step with the table by the test below):
-# 339 distinct bad inputs -- 264 raise ValueError, 74 TypeError, 1 KeyError
+# 342 distinct bad inputs -- 267 raise ValueError, 74 TypeError, 1 KeyError
 # (set_hyperparams' unknown name: KeyError is its documented contract).
 # --------------------------------------------------------------------------
 
@@ -646,9 +653,9 @@ LISTED_COUNTS = {
     "weight decay, factors, dtypes": 35,
     "periods and step counts": 29,
     "schedules": 29,
-    "combinators, masks, labels, wrong types": 46,
-    "gradients and states unlike the state": 33,
-    "checkpoints": 11,
+    "combinators, masks, labels, wrong types": 47,
+    "gradients and states unlike the state": 34,
+    "checkpoints": 12,
     "losses": 16,
     "sweep, lr_finder, minimize": 23,
     "plots": 8,
@@ -658,7 +665,7 @@ LISTED_COUNTS = {
 
 def test_the_listed_counts_are_the_tables():
     assert {name: len(rows) for name, rows in SECTIONS.items()} == LISTED_COUNTS
-    assert sum(LISTED_COUNTS.values()) == len(BAD_INPUTS) == 339
+    assert sum(LISTED_COUNTS.values()) == len(BAD_INPUTS) == 342
 
 
 def test_valid_values_that_used_to_fail_inside_jax_now_work():

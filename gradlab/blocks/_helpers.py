@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import short_structure
+from gradlab._checks import leaf_paths, path_difference, short_structure
 
 Tree = Any
 
@@ -58,10 +58,14 @@ def leaf_subtrees(updates: Tree, tree: Tree, what: str = "optimizer state") -> l
     try:
         return jax.tree.structure(updates).flatten_up_to(tree)
     except (ValueError, TypeError):
+        where = path_difference(
+            leaf_paths(tree), leaf_paths(updates), f"the {what}", "the gradient"
+        )
         raise ValueError(
             f"gradient tree does not match the {what} tree.\n"
             f"  {what}: {short_structure(tree)}\n"
             f"  gradient: {short_structure(updates)}\n"
+            f"{where}\n"
             "(Was the optimizer state initialised with different params?)"
         ) from None
 

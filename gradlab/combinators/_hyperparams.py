@@ -202,6 +202,13 @@ def _store(params: Any, value: Any, float_dtype: Any) -> jax.Array:
     return jnp.array(value, dtype=dtype, copy=True)
 
 
+def _as_stored(value: Any, float_dtype: Any) -> jax.Array:
+    """``value`` in its stored dtype: integers int32, the rest ``float_dtype``."""
+    value = jnp.asarray(value)
+    integer = jnp.issubdtype(value.dtype, jnp.integer)
+    return value.astype(jnp.int32 if integer else float_dtype)
+
+
 def _injected(
     build: Callable[[dict], Any],
     numeric: dict[str, Any],
@@ -222,9 +229,13 @@ def _injected(
 
     def update(updates, state, params=None, **extra):
         check_state(f"inject_hyperparams({name})", state, InjectHyperparamsState)
-        values = dict(state.hyperparams)
-        for k, fn in schedules.items():
-            values[k] = jnp.asarray(fn(state.count)).astype(values[k].dtype)
+        # A value set by hand (Optax's ``state.hyperparams[k] = 0.05``, ``tree_set``)
+        # is stored as ``init`` stores it: the state stays arrays of fixed dtypes
+        # (a Python float, a weak or a float64 value would change them).
+        dtype = _float_dtype(updates if params is None else params, dtype_override)
+        values = {k: _as_stored(v, dtype) for k, v in state.hyperparams.items()}
+        for k, fn in schedules.items():  # a scheduled value set by hand is ignored
+            values[k] = _as_stored(fn(state.count), dtype)
         out, inner = call_update(form(build(values)), updates, state.inner_state, params, extra)
         return out, InjectHyperparamsState(_tree.safe_increment(state.count), values, inner)
 

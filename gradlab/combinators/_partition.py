@@ -58,7 +58,7 @@ def partition(
 
     def groups(tree):
         found = _masks.resolve_labels(labels, tree)
-        _check_labels(found, transforms, every_transform_used=True)
+        _check_labels(found, transforms, every_transform_used=bool(found))
         return {label: [x == label for x in found] for label in transforms}
 
     def init(params):

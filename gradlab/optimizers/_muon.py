@@ -34,9 +34,13 @@ def _present_groups(
 ) -> GradientTransformation:
     """``partition(transforms, label_fn)`` over the groups that label a leaf of
     the params at hand: a model without matrices (or with nothing but) has one
-    group, which ``partition`` would refuse as an unused transformation."""
+    group, which ``partition`` would refuse as an unused transformation. A tree
+    with no leaves (``optax.tree_utils.tree_map_params``' placeholder) gets
+    every group, as a model with both kinds of leaves does."""
 
     def build(tree):
+        if not jax.tree.leaves(tree):
+            return partition(transforms, label_fn)
         used = set(_masks.resolve_labels(label_fn, tree))
         present = {k: t for k, t in transforms.items() if k in used}
         return partition(present, label_fn) if present else None
