@@ -35,6 +35,7 @@ __all__ = [
     "check_seed",
     "check_state",
     "check_transformation",
+    "is_function",
     "is_traced",
     "keyword_alias",
     "leaf_paths",
@@ -47,6 +48,17 @@ __all__ = [
 def is_traced(value: Any) -> bool:
     """True if ``value`` is (or contains) a JAX tracer: its value is unknown now."""
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value))
+
+
+def is_function(value: Any) -> bool:
+    """``value`` is a function (a mask ``params -> tree``, an init ``key ->
+    params``), not a tree of data: callable, with each of its pytree leaves
+    callable (Optax's rule for masks; a plain function is its own leaf). An
+    Equinox module holding arrays or bools is callable, but a tree."""
+    if not callable(value):
+        return False
+    leaves = jax.tree.leaves(value)
+    return not leaves or all(callable(leaf) for leaf in leaves)
 
 
 def _concrete(name: str, value: Any) -> np.ndarray | None:

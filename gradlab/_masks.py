@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab._checks import leaf_paths, path_difference, short_structure
+from gradlab._checks import is_function, leaf_paths, path_difference, short_structure
 
 Tree = Any
 
@@ -35,7 +35,7 @@ def resolve(spec: Any, params: Tree, what: str = "mask") -> Tree:
     """
     if not jax.tree.leaves(params):
         return params
-    tree = spec(params) if callable(spec) else spec
+    tree = spec(params) if is_function(spec) else spec
     if jax.tree.structure(tree) == jax.tree.structure(params):
         return tree
     try:
@@ -57,7 +57,7 @@ def check_spec(name: str, spec: Any) -> None:
     """At construction: a mask given as a tree (not None, not a callable) holds
     bools or boolean arrays only. ``mask="w"`` or ``1.5`` would otherwise be
     read as True (``0.0`` as False) without a word."""
-    if spec is None or callable(spec):
+    if spec is None or is_function(spec):
         return
     for path, leaf in jax.tree_util.tree_flatten_with_path(spec)[0]:
         if not _is_bool_leaf(leaf):

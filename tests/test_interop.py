@@ -7,6 +7,9 @@ whose ``update`` does not (most Optax transformations) is called without them.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,3 +132,55 @@ def test_optax_tree_map_params_maps_masked_and_partitioned_states_as_optax_does(
         return sorted(x for x in jax.tree.leaves(out) if isinstance(x, str))
 
     assert mapped(gl) == mapped(optax)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class _CallableTree:
+    """A pytree of data that is also callable, as an Equinox module is."""
+
+    w: Any
+    b: Any
+
+    def __call__(self, *args):
+        raise AssertionError("a tree of data was called as a function")
+
+
+def test_a_callable_tree_of_data_is_a_mask_or_params_not_a_function():
+    # Optax's rule: a mask is a function only when its leaves are callable.
+    params = _CallableTree(w=jnp.ones((2, 2)), b=jnp.asarray([0.5, -1.0]))
+    grads = _CallableTree(w=jnp.full((2, 2), 0.25), b=jnp.asarray([1.0, 2.0]))
+    mask = _CallableTree(w=True, b=False)
+    for gl_tx, ref_tx in [
+        (gl.masked(gl.adam(0.1), mask), optax.masked(optax.adam(0.1), mask)),
+        (gl.adamw(0.1, weight_decay=0.1, mask=mask), optax.adamw(0.1, weight_decay=0.1, mask=mask)),
+    ]:
+        out, _ = gl_tx.update(grads, gl_tx.init(params), params)
+        with jax.numpy_dtype_promotion("standard"):  # Optax's adamw needs it
+            ref, _ = ref_tx.update(grads, ref_tx.init(params), params)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5), out, ref)
+    # ... and params of the run tools, not an init function ``key -> params``
+    fun = lambda p: jnp.sum(p.w**2) + jnp.sum((p.b - 1.0) ** 2)  # noqa: E731
+    result = gl.minimize(fun, params, gl.sgd(0.25), max_steps=40, tol=1e-4)
+    np.testing.assert_allclose(result.params.b, [1.0, 1.0], atol=1e-3)
+    loss = lambda p, batch: fun(p) * batch  # noqa: E731
+    out = gl.sweep(gl.sgd, loss, params, jnp.ones((2,)), {"learning_rate": [0.1]}, num_steps=2)
+    # plain SGD at 0.1 scales w and b - 1 by 0.8 a step
+    np.testing.assert_allclose(out.params.w[0], np.full((2, 2), 0.64), rtol=1e-6)
+    np.testing.assert_allclose(out.params.b[0], 1 + np.array([-0.5, -2.0]) * 0.64, rtol=1e-6)
+
+
+def test_sm3_reads_its_accumulators_from_any_sequence_node():
+    # Flax NNX stores each leaf's tuple of per-axis accumulators as a State keyed 0, 1.
+    params = {"w": jnp.ones((2, 3))}
+    grads = {"w": jnp.arange(6.0).reshape(2, 3) / 6}
+    tx, ref_tx = gl.sm3(0.1), optax.sm3(0.1)
+    state = tx.init(params)
+    _, state = tx.update(grads, state, params)
+    mu = {"w": dict(enumerate(state[0].mu["w"]))}
+    state = (state[0]._replace(mu=mu), *state[1:])
+    out, _ = tx.update(grads, state, params)
+    ref_state = ref_tx.init(params)
+    _, ref_state = ref_tx.update(grads, ref_state, params)
+    ref, _ = ref_tx.update(grads, ref_state, params)
+    np.testing.assert_allclose(out["w"], ref["w"], rtol=1e-6)

@@ -90,7 +90,9 @@ def scale_by_sm3(b1: Any = 0.9, eps: Any = 1e-8) -> GradientTransformation:
             new_accs = tuple(a.astype(old.dtype) for a, old in zip(new_accs, accs, strict=True))
             return m_new.astype(g.dtype), new_accs, m_new.astype(m.dtype)
 
-        accs = leaf_subtrees(updates, state.mu)
+        # each leaf's accumulators in order, whatever sequence holds them (a tuple;
+        # an ``nnx.State`` keyed 0, 1, ... once Flax NNX has stored the state)
+        accs = [tuple(jax.tree.leaves(a)) for a in leaf_subtrees(updates, state.mu)]
         check_same_structure(state.nu, updates, "optimizer state", "gradient")
         check_same_shapes(state.nu, updates, "optimizer state", "gradient")
         moms = jax.tree.leaves(state.nu)

@@ -6,7 +6,12 @@ from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
 from gradlab import _masks
-from gradlab._checks import check_same_structure, check_transformation, keyword_alias
+from gradlab._checks import (
+    check_same_structure,
+    check_transformation,
+    is_function,
+    keyword_alias,
+)
 from gradlab._core import GradientTransformation, call_update
 from gradlab.combinators._masking import merge, packed_apart, subtree
 
@@ -53,7 +58,7 @@ def partition(
         )
     for label, tx in transforms.items():
         check_transformation(f"transforms[{label!r}]", tx)
-    if not callable(labels):  # a fixed tree: every label it uses is known now
+    if not is_function(labels):  # a fixed tree: every label it uses is known now
         _check_labels(_masks.resolve_labels(labels, labels), transforms, every_transform_used=False)
 
     def groups(tree):

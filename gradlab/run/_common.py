@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
+from gradlab._checks import is_function
 
 
 def _required_positional(fn: Callable) -> int | None:
@@ -52,7 +53,7 @@ class Batches(NamedTuple):
 
 def as_batches(batches: Any) -> Batches:
     """Validate ``batches`` (see the module docstring)."""
-    if callable(batches):
+    if is_function(batches):
         n = _required_positional(batches)
         if n not in (None, 1, 2):
             raise TypeError(
@@ -86,7 +87,7 @@ def check_params(params: Any, name: str = "params") -> Any:
     """``params`` is a pytree of float arrays or a function ``key -> params``;
     returned with Python-number leaves as float arrays (the optimizers take
     them as floats, and ``jax.grad`` needs float inputs)."""
-    if callable(params):
+    if is_function(params):
         return params
     leaves = jax.tree.leaves(params)
     if not leaves:

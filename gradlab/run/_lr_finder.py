@@ -36,6 +36,7 @@ from gradlab._checks import (
     check_scalars,
     check_seed,
     check_transformation,
+    is_function,
     is_traced,
 )
 from gradlab._core import apply_updates
@@ -289,7 +290,7 @@ def lr_finder(
         make_optimizer, loss_fn, min_lr, max_lr, num_steps, mode, smoothing, diverge_threshold, rule
     )
     params = check_params(params)
-    if callable(params):
+    if is_function(params):
         raise TypeError("lr_finder's params must be a pytree of arrays, got a function")
     data = as_batches(batches)
     num_steps = int(num_steps)

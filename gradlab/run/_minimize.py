@@ -23,6 +23,7 @@ from gradlab._checks import (
     check_nonnegative,
     check_scalars,
     check_transformation,
+    is_function,
 )
 from gradlab._core import apply_updates, call_update
 from gradlab.optimizers._linesearch import final_linesearch_state
@@ -163,7 +164,7 @@ def minimize(
     check_scalars(max_steps=max_steps, tol=tol)
     check_int("max_steps", max_steps, minimum=1, maximum=COUNT_MAX)
     check_nonnegative("tol", tol)
-    if callable(x0):
+    if is_function(x0):
         raise TypeError(f"x0 must be a pytree of float arrays, got the callable {x0!r}")
     x0 = check_params(x0, "x0")
 

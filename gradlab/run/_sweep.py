@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab._checks import COUNT_MAX, check_bools, check_int, check_transformation
+from gradlab._checks import COUNT_MAX, check_bools, check_int, check_transformation, is_function
 from gradlab._core import apply_updates
 from gradlab.run import _grid
 from gradlab.run._common import as_batches, check_loss, check_params
@@ -616,7 +616,7 @@ def sweep(
         configs = [{**c, "seed": int(s)} for c in configs for s in seeds]
     data = as_batches(batches)
     params = check_params(params)
-    init = params if callable(params) else None
+    init = params if is_function(params) else None
     shared_params = None if init is not None else jax.tree.map(jnp.asarray, params)
     per_config_data = seeds is not None and data.takes_key
     # "seed" is the sweep's own (params/data) seed only when it came from
