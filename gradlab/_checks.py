@@ -130,6 +130,27 @@ def check_in_range(
         else:
             expect = f"in {left}{lo_s}, {hi_s}{right}"
         raise ValueError(f"{name} must be {expect}, got {_fmt(value)}")
+    # Computed in float32, a value inside its interval may round onto an end:
+    # b2 = 1 - 1e-9 is 1.0 there (1 - b2 = 0: NaN steps), a learning rate of 1e-50 is 0.
+    if arr.dtype.kind != "f" or jax.config.jax_enable_x64:
+        return
+    r = arr.astype(np.float32)
+    more = "enable jax_enable_x64 and use float64 params for more digits"
+    if math.isfinite(hi) and np.any((arr < hi) & (r >= hi)):
+        if hi_open:
+            raise ValueError(
+                f"{name} must be below {hi:g} in float32, where it is computed; got "
+                f"{_fmt(value)}, which rounds to {hi:g} ({more})"
+            )
+        raise ValueError(
+            f"{name} = {_fmt(value)} rounds to {hi:g} in float32, where it is computed: "
+            f"pass {hi:g} if that is meant ({more})"
+        )
+    if lo_open and math.isfinite(lo) and np.any((arr > lo) & (r <= lo)):
+        raise ValueError(
+            f"{name} must be above {lo:g} in float32, where it is computed; got "
+            f"{_fmt(value)}, which rounds to {lo:g} ({more})"
+        )
 
 
 def check_positive(name: str, value: Any) -> None:
@@ -158,6 +179,8 @@ def check_int(
     arr = _concrete(name, value)
     if arr is None:
         return
+    if arr.dtype.kind not in "biu":  # compared in float64: float32(2**31 - 1) is 2**31
+        arr = arr.astype(np.float64)
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
         raise ValueError(f"{name} must be an integer, got {_fmt(value)}")
     if minimum is not None and not np.all(arr >= minimum):

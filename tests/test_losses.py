@@ -964,3 +964,10 @@ def test_half_a_square_that_fits_float16_is_not_inf():
         assert value.dtype == jnp.float16 and float(value[0]) == float(np.float16(45000.0))
     grad = jax.grad(lambda p: L.huber(p, jnp.zeros(1, jnp.float16), 1000.0).sum())(r)
     assert float(grad[0]) == 300.0
+
+
+def test_penalties_scale_before_rounding_to_float16():
+    # 0.5 * 300**2 = 45000 fits float16 (max 65504); 300**2 does not
+    w = {"w": jnp.asarray([300.0], jnp.float16)}
+    assert float(L.l2_penalty(w)) == float(np.float16(45000.0))
+    assert float(L.elastic_net_penalty(w, 0.0, 1.0)) == float(np.float16(45000.0))

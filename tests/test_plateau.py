@@ -83,10 +83,34 @@ def _scan_scales(mode):
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: "-".join(map(str, s)))
 def test_scale_follows_torch_reduce_lr_on_plateau(setting):
-    mode, factor, patience, threshold, threshold_mode, cooldown, min_lr, acc = setting
+    mode = setting[0]
     values = _loss_curve(seed=len(str(setting)))
     if mode == "max":
         values = 3.0 - values
+    expected = _expected_and_check(setting, values)
+    assert expected[-1] < 1.0  # the sequence does reduce
+
+
+@pytest.mark.parametrize(
+    ("setting", "where_inf"),
+    [
+        (("min", 0.5, 1, 1e-4, "rel", 0, 2.0, 1), None),  # min_lr above lr: never raised
+        (("max", 0.5, 0, 1e-4, "rel", 0, 0.0, 2), 6),  # a window [inf, v]: its mean is inf
+        (("min", 0.5, 0, 1e-4, "rel", 0, 0.0, 2), 7),  # [v, inf] in min mode: no improvement
+    ],
+    ids=["min_scale-above-1", "inf-in-window-max", "inf-in-window-min"],
+)
+def test_scale_follows_torch_at_the_edges(setting, where_inf):
+    values = _loss_curve(seed=3)
+    if setting[0] == "max":
+        values = 3.0 - values
+    if where_inf is not None:
+        values[where_inf] = np.inf
+    _expected_and_check(setting, values)
+
+
+def _expected_and_check(setting, values):
+    mode, factor, patience, threshold, threshold_mode, cooldown, min_lr, acc = setting
     rtol, atol = (threshold, 0.0) if threshold_mode == "rel" else (0.0, threshold)
     ours = _scan_scales(mode)(factor, patience, rtol, atol, cooldown, min_lr, acc, values)
     # torch sees the mean of each group of `acc` values (reduce_on_plateau's accumulation)
@@ -96,7 +120,7 @@ def test_scale_follows_torch_reduce_lr_on_plateau(setting):
     decisions = (np.arange(len(values)) + 1) // acc  # made so far, after each value
     expected = np.concatenate([[1.0], lrs])[decisions]
     np.testing.assert_allclose(ours, expected, rtol=1e-6)
-    assert expected[-1] < 1.0  # the sequence does reduce
+    return expected
 
 
 def _f32_reference(values, rtol, atol, patience, factor):

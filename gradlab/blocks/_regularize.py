@@ -86,8 +86,8 @@ def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:
     if is_traced(seed):
         if not jnp.issubdtype(seed.dtype, jnp.integer):
             raise TypeError(f"seed must be an integer, got a traced {seed.dtype} value")
-    elif np.asarray(seed).dtype.kind == "f":
-        seed = int(np.asarray(seed))  # 3.0 from a config file: check_seed let it through
+    elif jnp.issubdtype(np.asarray(seed).dtype, jnp.floating):  # 3.0 from a config file
+        seed = int(np.asarray(seed).astype(np.float64))  # check_seed let it through
 
     def init(params):
         # + a zero that lives with the params: the key replicated over their devices

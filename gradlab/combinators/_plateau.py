@@ -53,7 +53,8 @@ def reduce_on_plateau(
     their mean ``a`` is compared with the best so far: it improves when
     ``a + atol < best * (1 - rtol)`` (mode ``"min"``; ``"max"``:
     ``a - atol > best * (1 + rtol)``). After more than ``patience``
-    decisions without improvement, ``scale <- max(scale * factor, min_scale)``,
+    decisions without improvement, ``scale <- max(scale * factor, min_scale)``
+    (never raised: a ``min_scale`` above the scale keeps it, as torch does),
     then ``cooldown`` decisions are ignored. This step's updates already use
     the scale decided with this step's value.
 
@@ -125,6 +126,7 @@ def reduce_on_plateau(
         reduce = bad > jnp.asarray(patience, jnp.int32)
         f = state.scale.dtype
         lowered = jnp.maximum(state.scale * jnp.asarray(factor, f), jnp.asarray(min_scale, f))
+        lowered = jnp.minimum(lowered, state.scale)  # a min_scale above the scale never raises it
         scale = jnp.where(reduce, lowered, state.scale)
         cooldown_left = jnp.where(reduce, jnp.asarray(cooldown, jnp.int32), cooldown_left)
         return scale, best, jnp.where(reduce, 0, bad), cooldown_left
@@ -144,7 +146,10 @@ def reduce_on_plateau(
         f = state.avg_value.dtype
         value = value.astype(f)
         count = _tree.safe_increment(state.count)
-        avg = state.avg_value + (value - state.avg_value) / count.astype(f)
+        # the running mean, weighted so that an infinite value stays infinite
+        # (avg + (value - avg) / count turns a window [inf, 1] into inf - inf)
+        n = count.astype(f)
+        avg = state.avg_value * ((n - 1) / n) + value / n
         ready = count >= jnp.asarray(accumulation_size, jnp.int32)
         decided = decide(state, avg)
         kept = (state.scale, state.best_value, state.plateau_count, state.cooldown_count)

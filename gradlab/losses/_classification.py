@@ -30,6 +30,7 @@ from gradlab.losses._common import (
     ArrayLike,
     as_float,
     cast,
+    check_broadcasts_to,
     check_class_axis,
     check_label_values,
     check_same_shape,
@@ -360,6 +361,9 @@ def sigmoid_focal(
     if alpha is not None:
         check_in_range("alpha", alpha, 0.0, 1.0)
     x, y = _binary_inputs(logits, labels, "logits")
+    for name, value in (("alpha", alpha), ("gamma", gamma)):
+        if value is not None:
+            check_broadcasts_to(name, value, x.shape)
     bce = y * jax.nn.softplus(-x) + (1 - y) * jax.nn.softplus(x)
     # 1 - p_t = y * sigmoid(-x) + (1 - y) * sigmoid(x); in log space:
     log_one_minus_pt = jnp.logaddexp(

@@ -53,6 +53,22 @@ def check_same_shape(name_a: str, a: ArrayLike, name_b: str, b: ArrayLike) -> No
         raise ValueError(f"{name_a} shape {sa} and {name_b} shape {sb} differ")
 
 
+def check_broadcasts_to(name: str, value: ArrayLike, shape: tuple[int, ...]) -> None:
+    """A hyperparameter array (``delta``, ``margin``, ``alpha``) broadcasts to the
+    loss's ``shape`` without changing it: a ``(n, 1)`` margin on ``n`` triplets
+    would give an ``(n, n)`` loss, one that does not broadcast JAX's error."""
+    vs = jnp.shape(value)
+    try:
+        ok = np.broadcast_shapes(vs, shape) == tuple(shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{name} of shape {vs} must broadcast to the loss's shape {tuple(shape)} "
+            "without changing it"
+        )
+
+
 def check_class_axis(name: str, x: ArrayLike) -> None:
     """The class losses need a last (class) axis."""
     if jnp.ndim(x) < 1:

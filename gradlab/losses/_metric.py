@@ -16,6 +16,7 @@ from gradlab.losses._common import (
     ArrayLike,
     as_float,
     cast,
+    check_broadcasts_to,
     check_label_values,
     check_same_shape,
 )
@@ -84,6 +85,7 @@ def contrastive(distance: ArrayLike, is_dissimilar: ArrayLike, margin: ArrayLike
     check_nonnegative("margin", margin)
     check_same_shape("distance", distance, "is_dissimilar", is_dissimilar)
     check_label_values("is_dissimilar", is_dissimilar, lambda a: (a >= 0) & (a <= 1), "in [0, 1]")
+    check_broadcasts_to("margin", margin, jnp.shape(distance))
     d = as_float(distance)
     dc = d.astype(_tree.compute_dtype(d.dtype))  # 0.5 * D**2 fits float16 where D**2 may not
     y = cast(is_dissimilar, dc.dtype)
@@ -120,6 +122,7 @@ def triplet_margin(
     check_nonnegative("margin", margin)
     check_same_shape("anchor", anchor, "positive", positive)
     check_same_shape("anchor", anchor, "negative", negative)
+    check_broadcasts_to("margin", margin, jnp.shape(anchor)[:-1])
     anchor = as_float(anchor)
     d_pos = euclidean_distance(anchor, positive)
     d_neg = euclidean_distance(anchor, negative)

@@ -21,18 +21,22 @@ import jax
 import jax.numpy as jnp
 
 from gradlab._checks import check_nonnegative
-from gradlab.losses._common import Array, ArrayLike, abs_, as_float, cast
+from gradlab.losses._common import Array, ArrayLike, abs_, as_float, cast, check_broadcasts_to
 
 __all__ = ["elastic_net_penalty", "l1_penalty", "l2_penalty"]
 
 
-def _tree_sum(fn: Callable[[Array], Array], params: Any) -> Array:
+def _tree_sum(fn: Callable[[Array], Array], params: Any) -> tuple[Array, Any]:
+    """``sum_leaves sum(fn(w))`` in at least float32, and the leaves' common dtype
+    to round the penalty to once, at the very end (after its scaling: a float16
+    ``0.5 * 300**2`` fits where ``300**2`` does not)."""
     leaves = [as_float(leaf) for leaf in jax.tree.leaves(params)]
     if not leaves:
-        return jnp.zeros((), jnp.result_type(float))
+        zero = jnp.zeros((), jnp.result_type(float))
+        return zero, zero.dtype
     # The common dtype only; the sums themselves run leaf by leaf in strict mode,
     # each in at least float32 (a float16 300**2 overflows, a bfloat16 sum of
-    # 1001 ones is 1000), rounded to the common dtype once at the end.
+    # 1001 ones is 1000).
     with jax.numpy_dtype_promotion("standard"):
         dtype = jnp.result_type(*leaves)
         acc = jnp.result_type(dtype, jnp.float32)
@@ -40,7 +44,7 @@ def _tree_sum(fn: Callable[[Array], Array], params: Any) -> Array:
         (jnp.sum(fn(leaf.astype(acc))) for leaf in leaves[1:]),
         jnp.sum(fn(leaves[0].astype(acc))),
     )
-    return total.astype(dtype)
+    return total, dtype
 
 
 def l1_penalty(params: Any) -> Array:
@@ -55,7 +59,8 @@ def l1_penalty(params: Any) -> Array:
     >>> print(losses.l1_penalty({"w": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}))
     3.5
     """
-    return _tree_sum(abs_, params)
+    total, dtype = _tree_sum(abs_, params)
+    return total.astype(dtype)
 
 
 def l2_penalty(params: Any) -> Array:
@@ -70,7 +75,8 @@ def l2_penalty(params: Any) -> Array:
     >>> print(losses.l2_penalty({"w": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}))
     2.625
     """
-    return 0.5 * _tree_sum(jnp.square, params)
+    total, dtype = _tree_sum(jnp.square, params)
+    return (0.5 * total).astype(dtype)
 
 
 def elastic_net_penalty(params: Any, l1: ArrayLike, l2: ArrayLike) -> Array:
@@ -82,15 +88,17 @@ def elastic_net_penalty(params: Any, l1: ArrayLike, l2: ArrayLike) -> Array:
 
     Args:
       params: any pytree of arrays.
-      l1, l2: non-negative strengths, numbers or arrays, possibly traced.
+      l1, l2: non-negative strengths, scalars (numbers or 0-d arrays), possibly traced.
 
     >>> import jax.numpy as jnp
     >>> from gradlab import losses
     >>> print(losses.elastic_net_penalty({"w": jnp.array([1.0, -2.0])}, l1=0.1, l2=1.0))
     2.8
     """
+    check_broadcasts_to("l1", l1, ())  # a (2,) l1 would give two penalties
+    check_broadcasts_to("l2", l2, ())
     check_nonnegative("l1", l1)
     check_nonnegative("l2", l2)
-    l1_value, l2_value = l1_penalty(params), l2_penalty(params)
-    dtype = l1_value.dtype
-    return cast(l1, dtype) * l1_value + cast(l2, dtype) * l2_value
+    (l1_sum, dtype), (l2_sum, _) = _tree_sum(abs_, params), _tree_sum(jnp.square, params)
+    acc = l1_sum.dtype
+    return (cast(l1, acc) * l1_sum + cast(l2, acc) * (0.5 * l2_sum)).astype(dtype)

@@ -10,7 +10,15 @@ import jax.numpy as jnp
 
 from gradlab import _tree
 from gradlab._checks import check_positive
-from gradlab.losses._common import Array, ArrayLike, abs_, as_float, cast, check_same_shape
+from gradlab.losses._common import (
+    Array,
+    ArrayLike,
+    abs_,
+    as_float,
+    cast,
+    check_broadcasts_to,
+    check_same_shape,
+)
 
 __all__ = ["absolute_error", "huber", "squared_error"]
 
@@ -84,6 +92,7 @@ def huber(pred: ArrayLike, target: ArrayLike, delta: ArrayLike = 1.0) -> Array:
     """
     check_positive("delta", delta)
     r = _residual(pred, target)
+    check_broadcasts_to("delta", delta, r.shape)
     # In >= float32: 0.5 * r**2 fits float16 where r**2 overflows (r = 300).
     rc = r.astype(_tree.compute_dtype(r.dtype))
     delta = cast(delta, rc.dtype)

@@ -76,8 +76,12 @@ def _restart_position(t, first_period, period_mult):
     mg = jnp.where(m == 1.0, 2.0, m)
     integral = (m == jnp.round(m)) & (t0 == jnp.round(t0))
 
+    log_m = jnp.log1p(mg - 1.0)  # m - 1 is exact; log(m) and m**i - 1 would cancel
+
     def start(i):
-        s = t0 * (jnp.power(mg, i) - 1.0) / (mg - 1.0)
+        # m**i - 1 as expm1(i log m): computed as 1.0201 - 1 in float32, m = 1.01
+        # lost ~1e-3 of a step at step 201, beyond the snap below (a late restart)
+        s = t0 * jnp.expm1(i * log_m) / (mg - 1.0)
         # The formula rounds: under jit XLA divides by the constant m - 1 as a
         # multiplication by its reciprocal, and T_0 (m - 1) / (m - 1) can land a
         # hair above T_0: that restart would come a step late. With integer m
@@ -88,7 +92,7 @@ def _restart_position(t, first_period, period_mult):
         ulps = 4 * jnp.finfo(s.dtype).eps * jnp.maximum(jnp.abs(r), 1.0)
         return jnp.where(integral | (jnp.abs(s - r) <= ulps), r, s)
 
-    i = jnp.floor(jnp.log1p(t / t0 * (mg - 1.0)) / jnp.log(mg))
+    i = jnp.floor(jnp.log1p(t / t0 * (mg - 1.0)) / log_m)
     i = jnp.where(t < start(i), i - 1.0, jnp.where(t >= start(i + 1.0), i + 1.0, i))
     i = jnp.maximum(i, 0.0)
     geometric = m != 1.0
