@@ -267,7 +267,7 @@ def load_state(path: str | os.PathLike, *, like: Any) -> Any:
                 f"  checkpoint: {_short_text(str(header.get('structure')))}\n"
                 f"  like:       {short_structure(like)}\n"
                 + path_difference(
-                    [(e.get("path", "?"),) for e in entries],
+                    [(str(e.get("path", "?")),) for e in entries],
                     [(_path(p),) for p, _ in flat],
                     "the checkpoint",
                     "`like`",

@@ -54,7 +54,10 @@ def is_function(value: Any) -> bool:
     """``value`` is a function (a mask ``params -> tree``, an init ``key ->
     params``), not a tree of data: callable, with each of its pytree leaves
     callable (Optax's rule for masks; a plain function is its own leaf). An
-    Equinox module holding arrays or bools is callable, but a tree."""
+    Equinox module holding arrays or bools is callable, but a tree; a
+    ``jax.tree_util.Partial`` (a function with data bound to it) is a function."""
+    if isinstance(value, jax.tree_util.Partial):
+        return True
     if not callable(value):
         return False
     leaves = jax.tree.leaves(value)
@@ -106,11 +109,14 @@ def check_in_range(
     *,
     lo_open: bool = False,
     hi_open: bool = False,
+    on_device: bool = True,
 ) -> None:
     """Check ``lo <= value <= hi`` (``<`` where open) for concrete values.
 
     The message states the expected interval in mathematical notation,
-    e.g. ``b1 must be in [0, 1), got 1.5``.
+    e.g. ``b1 must be in [0, 1), got 1.5``. A value computed on the device
+    (``on_device``; not a host-side NumPy setting) must stay inside once
+    rounded to float32, unless ``jax_enable_x64`` is on.
     """
     arr = _concrete(name, value)
     if arr is None:
@@ -132,7 +138,7 @@ def check_in_range(
         raise ValueError(f"{name} must be {expect}, got {_fmt(value)}")
     # Computed in float32, a value inside its interval may round onto an end:
     # b2 = 1 - 1e-9 is 1.0 there (1 - b2 = 0: NaN steps), a learning rate of 1e-50 is 0.
-    if arr.dtype.kind != "f" or jax.config.jax_enable_x64:
+    if not on_device or arr.dtype.kind != "f" or jax.config.jax_enable_x64:
         return
     r = arr.astype(np.float32)
     more = "enable jax_enable_x64 and use float64 params for more digits"
@@ -236,20 +242,28 @@ def leaf_paths(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> list[
 
 
 def path_difference(
-    expected: list[Path], got: list[Path], expected_name: str, got_name: str, show: int = 3
+    expected: list[Path],
+    got: list[Path],
+    expected_name: str,
+    got_name: str,
+    *,
+    prefix: bool = False,
+    show: int = 3,
 ) -> str:
     """Lines naming the first leaf paths only one side has, for an error message
     whose structures, shortened, may no longer show the difference (a leaf
-    added to the seventh of twelve layers). A path that extends a leaf path of
-    the other side, or that the other side's extends, is shared (a mask or
-    label prefix; a per-leaf state subtree under a gradient leaf)."""
+    added to the seventh of twelve layers). With ``prefix``, a path that
+    extends a leaf path of the other side, or that the other side's extends,
+    is shared (a mask or label prefix; a per-leaf state subtree under a
+    gradient leaf)."""
 
     def unmatched(a: list[Path], b: list[Path]) -> list[str]:
         leaves = set(b)
-        inner = {q[:i] for q in b for i in range(len(q))}
+        inner = {q[:i] for q in b for i in range(len(q))} if prefix else set()
         out = []
         for p in a:
-            if p in leaves or p in inner or any(p[:i] in leaves for i in range(len(p))):
+            extends = prefix and any(p[:i] in leaves for i in range(len(p)))
+            if p in leaves or p in inner or extends:
                 continue
             out.append("".join(p) or "(root)")
         return out

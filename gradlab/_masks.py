@@ -41,11 +41,14 @@ def resolve(spec: Any, params: Tree, what: str = "mask") -> Tree:
     try:
         return jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), tree, params)
     except (ValueError, TypeError):
+        where = path_difference(
+            leaf_paths(params), leaf_paths(tree), "params", f"the {what}", prefix=True
+        )
         raise ValueError(
             f"{what} tree is neither the params tree nor a prefix of it.\n"
             f"  params: {short_structure(params)}\n"
             f"  {what}: {short_structure(tree)}\n"
-            f"{path_difference(leaf_paths(params), leaf_paths(tree), 'params', f'the {what}')}"
+            f"{where}"
         ) from None
 
 

@@ -245,3 +245,28 @@ def test_exact_resume_in_a_fresh_process_is_bit_identical(row, resume_run):  # n
     # the training moved: the 200 steps are not a no-op
     start = [np.asarray(x) for x in jax.tree.leaves(resume_worker.PARAMS)]
     assert any(not np.array_equal(a, b) for a, b in zip(final, start, strict=False))
+
+
+def test_a_header_path_that_is_no_string_still_gives_the_structure_value_error(tmp_path):
+    # the mismatch message names the leaves by the header's paths: an edited
+    # header (a list for a path) raised TypeError from inside the message
+    import io
+    import json
+    import zipfile
+
+    gl.save_state(tmp_path / "s.npz", gl.adam(0.1).init({"w": jnp.ones(2)}))
+    with (
+        zipfile.ZipFile(tmp_path / "s.npz") as zin,
+        zipfile.ZipFile(tmp_path / "e.npz", "w") as zout,
+    ):
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename.startswith("__gradlab_header__"):
+                header = json.loads(str(np.load(io.BytesIO(data))))
+                header["leaves"][0]["path"] = ["count"]
+                buf = io.BytesIO()
+                np.save(buf, np.array(json.dumps(header)))
+                data = buf.getvalue()
+            zout.writestr(item, data)
+    with pytest.raises(ValueError, match="does not match `like`"):
+        gl.load_state(tmp_path / "e.npz", like=gl.sgd(0.1, momentum=0.9).init({"w": jnp.ones(2)}))

@@ -125,6 +125,16 @@ def test_a_value_set_by_hand_is_stored_as_init_stores_it_and_a_scheduled_one_ign
     assert lr.dtype == jnp.float32 and not lr.weak_type and float(lr) == np.float32(0.02)
 
 
+def test_untouched_hyperparameters_keep_their_dtype_whatever_the_gradients(x64):
+    # float64 params, float32 gradients and no params to update: nothing flips
+    params = {"w": jnp.ones(2, jnp.float64)}
+    tx = gl.inject_hyperparams(gl.adam)(learning_rate=gl.schedules.constant(0.1), b1=0.9)
+    state = tx.init(params)
+    _, new = jax.jit(tx.update)({"w": jnp.ones(2, jnp.float32)}, state)
+    assert jax.tree.map(jnp.dtype, new.hyperparams) == jax.tree.map(jnp.dtype, state.hyperparams)
+    assert {v.dtype for v in new.hyperparams.values()} == {jnp.dtype(jnp.float64)}
+
+
 def test_schedules_are_evaluated_at_the_step_and_the_value_stored(run_mode):
     tx = gl.inject_hyperparams(gl.sgd)(learning_rate=lambda k: 0.5 ** k.astype(jnp.float32))
     params = {"w": jnp.ones(2)}

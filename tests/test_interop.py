@@ -159,6 +159,22 @@ def test_a_callable_tree_of_data_is_a_mask_or_params_not_a_function():
         with jax.numpy_dtype_promotion("standard"):  # Optax's adamw needs it
             ref, _ = ref_tx.update(grads, ref_tx.init(params), params)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5), out, ref)
+    # a jax.tree_util.Partial is a function even with data bound to it
+    by_ndim = jax.tree_util.Partial(lambda n, p: jax.tree.map(lambda x: x.ndim == n, p), 2)
+    tx = gl.masked(gl.sgd(1.0), by_ndim)
+    out, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(out.w, -grads.w)
+    np.testing.assert_allclose(out.b, grads.b)
+    draw = jax.tree_util.Partial(lambda x, step: x[step % 2], jnp.asarray([1.0, 2.0]))
+    res = gl.sweep(
+        gl.sgd,
+        lambda p, b: jnp.sum(p.b**2) * b,
+        params,
+        draw,
+        {"learning_rate": [0.1]},
+        num_steps=2,
+    )
+    np.testing.assert_allclose(res.params.b[0], np.array([0.5, -1.0]) * 0.8 * 0.6, rtol=1e-6)
     # ... and params of the run tools, not an init function ``key -> params``
     fun = lambda p: jnp.sum(p.w**2) + jnp.sum((p.b - 1.0) ** 2)  # noqa: E731
     result = gl.minimize(fun, params, gl.sgd(0.25), max_steps=40, tol=1e-4)

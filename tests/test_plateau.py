@@ -109,6 +109,19 @@ def test_scale_follows_torch_at_the_edges(setting, where_inf):
     _expected_and_check(setting, values)
 
 
+def test_a_window_of_equal_values_averages_to_that_value():
+    # windows [u, u, u], then one ulp lower: each an improvement with rtol = 0
+    u = np.float32(0.96975267)
+    values = np.repeat([u - k * np.spacing(u) for k in range(14)], 3)[:40].astype(np.float32)
+    expected = _expected_and_check(("min", 0.5, 0, 0.0, "rel", 0, 0.0, 3), values)
+    tx = gl.reduce_on_plateau(factor=0.5, patience=0, rtol=0.0, accumulation_size=3)
+    state, eager = tx.init(PARAMS), []
+    for v in values:  # eagerly too: XLA fuses the jitted mean differently
+        _, state = tx.update(GRADS, state, PARAMS, value=v)
+        eager.append(float(state.scale))
+    np.testing.assert_allclose(eager, expected, rtol=1e-6)
+
+
 def _expected_and_check(setting, values):
     mode, factor, patience, threshold, threshold_mode, cooldown, min_lr, acc = setting
     rtol, atol = (threshold, 0.0) if threshold_mode == "rel" else (0.0, threshold)

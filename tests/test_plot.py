@@ -190,6 +190,8 @@ def test_what_is_accepted_is_drawn(results):
     # by= one name; levels many decades above a minimum far from 0 (levels the
     # float spacing cannot tell apart merge instead of failing as not increasing)
     assert len(plot.sweep(results["sweep"], by="learning_rate").axes) == 2
+    # a smoothing of 1 - 1e-8: computed in NumPy float64, not refused as float32's 1
+    assert plot.sweep(results["sweep"], smoothing=1 - 1e-8).axes
     fig = plot.trajectories(lambda x: _bowl(x) + 5.0, {"sgd": gl.sgd(0.1)}, np.ones(2), 3,
                             decades=30.0, resolution=10)  # fmt: skip
     assert len(fig.axes[0].lines) == 3

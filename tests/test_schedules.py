@@ -1175,6 +1175,12 @@ def test_jitted_warm_restarts_restart_exactly_at_each_cycle_start(first, mult):
     at, before = np.asarray(s(first_steps)), np.asarray(s(first_steps - 1))
     if float(mult).is_integer():
         np.testing.assert_array_equal(at, 1.0)
+        # far out too: m**i - 1 stays exact for an integer m (expm1 of i log m was
+        # not: a step late at 1310710 for 10, 2), while first * mult**i is exact
+        exact = [i for i in range(1, 40) if first * mult**i < 2**24]
+        late = jnp.asarray([first * (mult**i - 1) // (mult - 1) for i in exact])
+        np.testing.assert_array_equal(np.asarray(s(late)), 1.0)
+        assert np.all(np.asarray(s(late - 1)) < 0.5)
     assert np.all(at > 0.999), at
     assert np.all(before < 0.5), before
 

@@ -59,7 +59,7 @@ def leaf_subtrees(updates: Tree, tree: Tree, what: str = "optimizer state") -> l
         return jax.tree.structure(updates).flatten_up_to(tree)
     except (ValueError, TypeError):
         where = path_difference(
-            leaf_paths(tree), leaf_paths(updates), f"the {what}", "the gradient"
+            leaf_paths(tree), leaf_paths(updates), f"the {what}", "the gradient", prefix=True
         )
         raise ValueError(
             f"gradient tree does not match the {what} tree.\n"

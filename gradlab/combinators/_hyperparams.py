@@ -203,10 +203,15 @@ def _store(params: Any, value: Any, float_dtype: Any) -> jax.Array:
 
 
 def _as_stored(value: Any, float_dtype: Any) -> jax.Array:
-    """``value`` in its stored dtype: integers int32, the rest ``float_dtype``."""
+    """``value`` as a stored hyperparameter: integers int32; a float array keeps
+    its dtype (as ``init`` stored it, or as set so: an untouched state never
+    changes); a Python number or a weak-typed value takes ``float_dtype``."""
     value = jnp.asarray(value)
-    integer = jnp.issubdtype(value.dtype, jnp.integer)
-    return value.astype(jnp.int32 if integer else float_dtype)
+    if jnp.issubdtype(value.dtype, jnp.integer):
+        return value.astype(jnp.int32)
+    if not value.weak_type and jnp.issubdtype(value.dtype, jnp.floating):
+        return value
+    return value.astype(float_dtype)
 
 
 def _injected(
@@ -231,11 +236,11 @@ def _injected(
         check_state(f"inject_hyperparams({name})", state, InjectHyperparamsState)
         # A value set by hand (Optax's ``state.hyperparams[k] = 0.05``, ``tree_set``)
         # is stored as ``init`` stores it: the state stays arrays of fixed dtypes
-        # (a Python float, a weak or a float64 value would change them).
+        # (a Python float or a weak-typed value would change them).
         dtype = _float_dtype(updates if params is None else params, dtype_override)
         values = {k: _as_stored(v, dtype) for k, v in state.hyperparams.items()}
         for k, fn in schedules.items():  # a scheduled value set by hand is ignored
-            values[k] = _as_stored(fn(state.count), dtype)
+            values[k] = jnp.asarray(fn(state.count)).astype(_as_stored(values[k], dtype).dtype)
         out, inner = call_update(form(build(values)), updates, state.inner_state, params, extra)
         return out, InjectHyperparamsState(_tree.safe_increment(state.count), values, inner)
 

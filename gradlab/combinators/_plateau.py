@@ -146,10 +146,16 @@ def reduce_on_plateau(
         f = state.avg_value.dtype
         value = value.astype(f)
         count = _tree.safe_increment(state.count)
-        # the running mean, weighted so that an infinite value stays infinite
-        # (avg + (value - avg) / count turns a window [inf, 1] into inf - inf)
+        # The running mean; where a value is infinite, weighted so that it stays
+        # so (avg + (value - avg) / n turns a window [inf, 1] into inf - inf). The
+        # first form elsewhere: it gives v exactly for a window of equal values.
         n = count.astype(f)
-        avg = state.avg_value * ((n - 1) / n) + value / n
+        finite = jnp.isfinite(state.avg_value) & jnp.isfinite(value)
+        avg = jnp.where(
+            finite,
+            state.avg_value + (value - state.avg_value) / n,
+            state.avg_value * ((n - 1) / n) + value / n,
+        )
         ready = count >= jnp.asarray(accumulation_size, jnp.int32)
         decided = decide(state, avg)
         kept = (state.scale, state.best_value, state.plateau_count, state.cooldown_count)

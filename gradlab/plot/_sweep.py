@@ -98,7 +98,7 @@ def sweep(
     if not isinstance(metric, str):
         raise TypeError(f"metric must be 'loss' or the name of an eval metric, got {metric!r}")
     check_scalar("smoothing", smoothing)
-    check_in_range("smoothing", smoothing, 0.0, 1.0, hi_open=True)
+    check_in_range("smoothing", smoothing, 0.0, 1.0, hi_open=True, on_device=False)  # NumPy
     if log_scale is not None and not isinstance(log_scale, bool | np.bool_):
         raise TypeError(f"log_scale must be True, False or None (automatic), got {log_scale!r}")
     names = result.names

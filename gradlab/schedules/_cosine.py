@@ -81,7 +81,9 @@ def _restart_position(t, first_period, period_mult):
     def start(i):
         # m**i - 1 as expm1(i log m): computed as 1.0201 - 1 in float32, m = 1.01
         # lost ~1e-3 of a step at step 201, beyond the snap below (a late restart)
-        s = t0 * jnp.expm1(i * log_m) / (mg - 1.0)
+        # (an integer m keeps m**i - 1 exact: power, as before)
+        grown = jnp.where(integral, jnp.power(mg, i) - 1.0, jnp.expm1(i * log_m))
+        s = t0 * grown / (mg - 1.0)
         # The formula rounds: under jit XLA divides by the constant m - 1 as a
         # multiplication by its reciprocal, and T_0 (m - 1) / (m - 1) can land a
         # hair above T_0: that restart would come a step late. With integer m
