@@ -1230,6 +1230,11 @@ def test_warm_restarts_period_mult_hypergradient_at_one_and_real_period_mult_sta
         h = 1e-7
         fd = (float(f(1.0 + h)) - float(f(1.0))) / h
         np.testing.assert_allclose(float(jax.grad(f)(1.0)), fd, rtol=1e-4)
+    # past restarts snapped to integer steps too (round's derivative is 0)
+    for first, m, step in ((3, 2.0, 10), (3, 2.0, 50), (4, 1.5, 20)):
+        f = lambda m, k=step, t0=first: S.cosine_warm_restarts(1.0, t0, m)(k)  # noqa: E731
+        fd = (float(f(m + 1e-7)) - float(f(m - 1e-7))) / 2e-7
+        np.testing.assert_allclose(float(jax.grad(f)(m)), fd, rtol=1e-5)
     starts = 5 * (1.5 ** np.arange(0, 40) - 1) / 0.5  # cycle i starts at starts[i]
     starts = starts[starts < 2**31]
 

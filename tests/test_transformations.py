@@ -116,6 +116,27 @@ def test_the_hypergradient_table_covers_every_optimizer_but_the_line_searches():
     assert set(OPTIMIZERS) - covered <= {"schedule_free", "lbfgs"}, set(OPTIMIZERS) - covered
 
 
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_schedule_free_hypergradients_through_a_warm_up_are_finite(power, x64):
+    """A warm-up's first learning rate is 0, and d/dx x**power is infinite at 0
+    for power < 1 (its Hessian NaN for power 1): NaN times a zero tangent."""
+
+    def final(lr):
+        tx = gl.schedule_free_sgd(lr, warmup_steps=2, weight_lr_power=power)
+        p = jnp.asarray([1.0, -2.0])
+        state = tx.init(p)
+        for _ in range(3):
+            u, state = tx.update(p * jnp.asarray([1.0, 3.0]), state, p)
+            p = p + u
+        return jnp.sum(p**2)
+
+    lr, h = 0.1, 1e-6
+    fd = (final(lr + h) - final(lr - h)) / (2 * h)
+    np.testing.assert_allclose(jax.grad(final)(lr), fd, rtol=1e-6)
+    fd2 = (jax.grad(final)(lr + h) - jax.grad(final)(lr - h)) / (2 * h)
+    np.testing.assert_allclose(jax.hessian(final)(lr), fd2, rtol=1e-5)
+
+
 def test_hypergradients_through_a_clamped_square_root_are_finite(x64):
     """radam's rectifier and the 1-sqrt cooldown take ``sqrt`` of a clamped
     argument in a branch ``where`` does not select: ``jnp.sqrt(maximum(x, 0))``

@@ -114,7 +114,10 @@ def schedule_free(
         lr = lr_fn(state.count)
         check_schedule_value("learning_rate", lr)
         max_lr = jnp.maximum(state.max_lr, _tree.hp(lr, dt))
-        weight = max_lr ** _tree.hp(weight_lr_power, dt)
+        # max_lr ** power, with finite derivatives where max_lr is 0 (a warm-up's
+        # first step: d/dx x**p is infinite there for p < 1, NaN times a 0 tangent)
+        power = _tree.hp(weight_lr_power, dt)
+        weight = jnp.where(power == 1, max_lr, _tree.pow_or_zero(max_lr, power))
         weight_sum = state.weight_sum + weight
         c = jnp.where(weight_sum > 0, weight / jnp.where(weight_sum > 0, weight_sum, 1), 0)
         steps, base_state = call_update(base_optimizer, updates, state.base_state, params, extra)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
@@ -92,7 +93,10 @@ def _restart_position(t, first_period, period_mult):
         # moved a start of 74808.28 to 74808, a restart one step early).
         r = jnp.round(s)
         ulps = 4 * jnp.finfo(s.dtype).eps * jnp.maximum(jnp.abs(r), 1.0)
-        return jnp.where(integral | (jnp.abs(s - r) <= ulps), r, s)
+        # the snapped value with the formula's derivative (round's is 0: the
+        # hypergradients on period_mult and first_period were lost from cycle 2)
+        snapped = s + jax.lax.stop_gradient(r - s)
+        return jnp.where(integral | (jnp.abs(s - r) <= ulps), snapped, s)
 
     i = jnp.floor(jnp.log1p(t / t0 * (mg - 1.0)) / log_m)
     i = jnp.where(t < start(i), i - 1.0, jnp.where(t >= start(i + 1.0), i + 1.0, i))
