@@ -137,6 +137,25 @@ def test_schedule_free_hypergradients_through_a_warm_up_are_finite(power, x64):
     np.testing.assert_allclose(jax.hessian(final)(lr), fd2, rtol=1e-5)
 
 
+@pytest.mark.parametrize("beta", ["b1", "b2"])
+def test_adams_second_hypergradient_at_a_zero_decay_is_finite(beta, x64):
+    """The bias correction 1 - b**k: JAX's power rule gives d2/db2 b**1 at b = 0
+    as 0 * inf (NaN Hessians; Optax's too). Against central differences."""
+
+    def final(b):
+        tx = gl.adam(0.1, **{beta: b})
+        p = jnp.asarray([1.0, -2.0])
+        state = tx.init(p)
+        for _ in range(3):
+            u, state = tx.update(p * jnp.asarray([1.0, 3.0]), state, p)
+            p = p + u
+        return jnp.sum(p**2)
+
+    h = 1e-5
+    fd2 = (jax.grad(final)(h) - jax.grad(final)(-h)) / (2 * h)
+    np.testing.assert_allclose(jax.hessian(final)(0.0), fd2, rtol=1e-4)
+
+
 def test_hypergradients_through_a_clamped_square_root_are_finite(x64):
     """radam's rectifier and the 1-sqrt cooldown take ``sqrt`` of a clamped
     argument in a branch ``where`` does not select: ``jnp.sqrt(maximum(x, 0))``
