@@ -397,23 +397,21 @@ def debias(decay: Any, count: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
     Pass the leaf's compute dtype: in float64 a float32 correction would cost
     ~1e-6 relative error per step. (XLA computes it once per dtype.)
     """
-    return 1 - _count_power(hp(decay, dtype), count.astype(dtype))
+    return 1 - count_power(hp(decay, dtype), count.astype(dtype))
 
 
-@jax.custom_jvp
-def _count_power(x: jax.Array, n: jax.Array) -> jax.Array:
-    """``x ** n`` for a float ``n`` holding a count ``>= 0``, with derivatives of
-    every order finite at ``x = 0``: JAX's rule gives the second derivative of
-    ``x ** 1`` there as ``0 * inf`` (NaN Hessians of Adam at ``b1 = 0``)."""
-    return x**n
-
-
-@_count_power.defjvp
-def _count_power_jvp(primals: tuple, tangents: tuple) -> tuple:
-    x, n = primals
-    dx = tangents[0]  # n is a step count: not differentiated
-    slope = jnp.where(n > 0, n * _count_power(x, jnp.maximum(n - 1, 0)), 0)
-    return _count_power(x, n), slope * dx
+def count_power(x: jax.Array, n: jax.Array) -> jax.Array:
+    """``x ** n`` for a float ``n`` holding a count ``>= 0``, with derivatives up
+    to the third finite and right at ``x = 0`` (in every mode, inside
+    ``lax.scan`` too): JAX's power rule gives the second derivative of ``x ** 1``
+    there as ``0 * inf``, NaN Hessians of Adam at ``b1 = 0``. At 0, the
+    polynomial ``x ** n`` for ``n <= 3`` (0 beyond: its derivatives vanish)."""
+    nonzero = x != 0
+    power = jnp.power(jnp.where(nonzero, x, 1), n)
+    at_zero = jnp.select(
+        [n == 0, n == 1, n == 2, n == 3], [jnp.ones_like(x), x, x * x, x * x * x], 0
+    )
+    return jnp.where(nonzero, power, at_zero)
 
 
 def sum_of_squares(x: jax.Array, dt: Any) -> jax.Array:

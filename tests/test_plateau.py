@@ -113,16 +113,16 @@ def test_a_window_of_equal_values_averages_to_that_value():
     # windows [u, u, u], then one ulp lower: each an improvement with rtol = 0
     u = np.float32(0.96975267)
     values = np.repeat([u - k * np.spacing(u) for k in range(14)], 3)[:40].astype(np.float32)
-    expected = _expected_and_check(("min", 0.5, 0, 0.0, "rel", 0, 0.0, 3), values)
-    tx = gl.reduce_on_plateau(factor=0.5, patience=0, rtol=0.0, accumulation_size=3)
-    state, eager = tx.init(PARAMS), []
-    for v in values:  # eagerly too: XLA fuses the jitted mean differently
-        _, state = tx.update(GRADS, state, PARAMS, value=v)
-        eager.append(float(state.scale))
-    np.testing.assert_allclose(eager, expected, rtol=1e-6)
+    _expected_and_check(("min", 0.5, 0, 0.0, "rel", 0, 0.0, 3), values, eager=True)
 
 
-def _expected_and_check(setting, values):
+def test_a_window_of_finite_values_whose_difference_overflows_averages_to_its_mean():
+    values = _loss_curve(seed=4) - 2.0  # from 0 down to -1.5: each window improves on 0
+    values[0:2] = [2e38, -2e38]  # v - avg overflows: the weighted mean is 0, not -inf
+    _expected_and_check(("min", 0.5, 0, 1e-4, "rel", 0, 0.0, 2), values, eager=True)
+
+
+def _expected_and_check(setting, values, eager=False):
     mode, factor, patience, threshold, threshold_mode, cooldown, min_lr, acc = setting
     rtol, atol = (threshold, 0.0) if threshold_mode == "rel" else (0.0, threshold)
     ours = _scan_scales(mode)(factor, patience, rtol, atol, cooldown, min_lr, acc, values)
@@ -133,6 +133,13 @@ def _expected_and_check(setting, values):
     decisions = (np.arange(len(values)) + 1) // acc  # made so far, after each value
     expected = np.concatenate([[1.0], lrs])[decisions]
     np.testing.assert_allclose(ours, expected, rtol=1e-6)
+    if eager:  # eagerly too: XLA fuses the jitted running mean differently
+        tx = gl.reduce_on_plateau(factor, patience, rtol, atol, cooldown, min_lr, acc, mode)
+        state, scales = tx.init(PARAMS), []
+        for v in values:
+            _, state = tx.update(GRADS, state, PARAMS, value=v)
+            scales.append(float(state.scale))
+        np.testing.assert_allclose(scales, expected, rtol=1e-6)
     return expected
 
 

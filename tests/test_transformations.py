@@ -121,7 +121,7 @@ def test_schedule_free_hypergradients_through_a_warm_up_are_finite(power, x64):
     """A warm-up's first learning rate is 0, and d/dx x**power is infinite at 0
     for power < 1 (its Hessian NaN for power 1): NaN times a zero tangent."""
 
-    def final(lr):
+    def final(lr, power=power):
         tx = gl.schedule_free_sgd(lr, warmup_steps=2, weight_lr_power=power)
         p = jnp.asarray([1.0, -2.0])
         state = tx.init(p)
@@ -135,20 +135,33 @@ def test_schedule_free_hypergradients_through_a_warm_up_are_finite(power, x64):
     np.testing.assert_allclose(jax.grad(final)(lr), fd, rtol=1e-6)
     fd2 = (jax.grad(final)(lr + h) - jax.grad(final)(lr - h)) / (2 * h)
     np.testing.assert_allclose(jax.hessian(final)(lr), fd2, rtol=1e-5)
+    # ... and in the power itself (at power 1 too: x * x**(power - 1))
+    # (not at power 0: 0**power jumps from 1 to 0 there, the first weight with it)
+    if power > 0:
+        fd = (final(lr, power + h) - final(lr, power - h)) / (2 * h)
+        np.testing.assert_allclose(jax.grad(final, 1)(lr, power), fd, rtol=1e-5, atol=1e-9)
 
 
-@pytest.mark.parametrize("beta", ["b1", "b2"])
-def test_adams_second_hypergradient_at_a_zero_decay_is_finite(beta, x64):
-    """The bias correction 1 - b**k: JAX's power rule gives d2/db2 b**1 at b = 0
-    as 0 * inf (NaN Hessians; Optax's too). Against central differences."""
+@pytest.mark.parametrize(
+    ("make", "beta"),
+    [(gl.adam, "b1"), (gl.adam, "b2"), (gl.radam, "b2")],
+    ids=["adam-b1", "adam-b2", "radam-b2"],
+)
+def test_second_hypergradients_at_a_zero_decay_are_finite(make, beta, x64):
+    """The bias correction 1 - b**k (and radam's rectifier b2**k): JAX's power
+    rule gives d2/db2 b**1 at b = 0 as 0 * inf (NaN Hessians; Optax's too).
+    In a lax.scan (a custom JVP was inlined there). Against central differences."""
 
     def final(b):
-        tx = gl.adam(0.1, **{beta: b})
+        tx = make(0.1, **{beta: b})
         p = jnp.asarray([1.0, -2.0])
-        state = tx.init(p)
-        for _ in range(3):
+
+        def step(carry, _):
+            p, state = carry
             u, state = tx.update(p * jnp.asarray([1.0, 3.0]), state, p)
-            p = p + u
+            return (p + u, state), None
+
+        (p, _), _ = jax.lax.scan(step, (p, tx.init(p)), length=3)
         return jnp.sum(p**2)
 
     h = 1e-5

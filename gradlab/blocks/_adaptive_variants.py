@@ -236,7 +236,7 @@ def scale_by_radam(
         def rectifier(dt):
             b2_, t = _tree.hp(b2, dt), count.astype(dt)
             rho_inf = 2 / (1 - b2_) - 1
-            b2t = b2_**t
+            b2t = _tree.count_power(b2_, t)
             rho = rho_inf - 2 * t * b2t / (1 - b2t)
             # The argument is negative while rho < 4 < threshold: that branch is not taken.
             arg = (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)

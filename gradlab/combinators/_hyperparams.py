@@ -203,15 +203,15 @@ def _store(params: Any, value: Any, float_dtype: Any) -> jax.Array:
 
 
 def _as_stored(value: Any, float_dtype: Any) -> jax.Array:
-    """``value`` as a stored hyperparameter: integers int32; a float array keeps
-    its dtype (as ``init`` stored it, or as set so: an untouched state never
-    changes); a Python number or a weak-typed value takes ``float_dtype``."""
+    """``value`` as a stored hyperparameter, by Optax's rule: integers int32; a
+    (strongly typed) JAX float array as it is (as ``init`` stored it, or as set
+    so: an untouched state never changes); any other float (a Python or NumPy
+    number, a weak-typed value) ``float_dtype``."""
+    strong = isinstance(value, jax.Array) and not value.weak_type
     value = jnp.asarray(value)
     if jnp.issubdtype(value.dtype, jnp.integer):
         return value.astype(jnp.int32)
-    if not value.weak_type and jnp.issubdtype(value.dtype, jnp.floating):
-        return value
-    return value.astype(float_dtype)
+    return value if strong else value.astype(float_dtype)
 
 
 def _injected(
@@ -240,7 +240,9 @@ def _injected(
         dtype = _float_dtype(updates if params is None else params, dtype_override)
         values = {k: _as_stored(v, dtype) for k, v in state.hyperparams.items()}
         for k, fn in schedules.items():  # a scheduled value set by hand is ignored
-            values[k] = jnp.asarray(fn(state.count)).astype(_as_stored(values[k], dtype).dtype)
+            # in the params' dtype, as init stores it (without params: as stored)
+            kept = params is None and jnp.issubdtype(values[k].dtype, jnp.floating)
+            values[k] = jnp.asarray(fn(state.count)).astype(values[k].dtype if kept else dtype)
         out, inner = call_update(form(build(values)), updates, state.inner_state, params, extra)
         return out, InjectHyperparamsState(_tree.safe_increment(state.count), values, inner)
 

@@ -150,7 +150,7 @@ def reduce_on_plateau(
         # so (avg + (value - avg) / n turns a window [inf, 1] into inf - inf). The
         # first form elsewhere: it gives v exactly for a window of equal values.
         n = count.astype(f)
-        finite = jnp.isfinite(state.avg_value) & jnp.isfinite(value)
+        finite = jnp.isfinite(value - state.avg_value)  # also where it overflows
         avg = jnp.where(
             finite,
             state.avg_value + (value - state.avg_value) / n,

@@ -117,7 +117,9 @@ def schedule_free(
         # max_lr ** power, with finite derivatives where max_lr is 0 (a warm-up's
         # first step: d/dx x**p is infinite there for p < 1, NaN times a 0 tangent)
         power = _tree.hp(weight_lr_power, dt)
-        weight = jnp.where(power == 1, max_lr, _tree.pow_or_zero(max_lr, power))
+        # (power 1: x * x**0, so that d/dpower is x log x there too)
+        one = max_lr * _tree.pow_or_zero(max_lr, power - 1)
+        weight = jnp.where(power == 1, one, _tree.pow_or_zero(max_lr, power))
         weight_sum = state.weight_sum + weight
         c = jnp.where(weight_sum > 0, weight / jnp.where(weight_sum > 0, weight_sum, 1), 0)
         steps, base_state = call_update(base_optimizer, updates, state.base_state, params, extra)
