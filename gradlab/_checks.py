@@ -483,16 +483,14 @@ def check_schedule(name: str, schedule: Any) -> None:
             f"{name} must be a number or a schedule step -> value of one argument, got "
             f"{schedule!r}, a function of {n} required arguments"
         )
-    returned = []
 
-    def probe(step):
-        returned.append(schedule(step))
+    def probe(step):  # checked inside the trace: no tracer escapes it
+        check_schedule_value(name, schedule(step))
 
     try:
         jax.eval_shape(probe, jax.ShapeDtypeStruct((), np.int32))
     except _NEEDS_A_VALUE:
         return
-    check_schedule_value(name, returned[0])
 
 
 def check_learning_rate(name: str, value: Any) -> None:

@@ -448,3 +448,14 @@ def test_every_schedule_is_finite_at_huge_steps(c):
         assert np.all(np.isfinite(schedule(step))), step
     if not c.periodic:  # a decay has reached its final value: the closed form's
         np.testing.assert_allclose(schedule(10**12), c.ref(10**12, **c.kw), rtol=1e-5, atol=1e-7)
+
+
+def test_healthy_steps_make_no_nan_for_debug_nans_and_schedules_leak_no_tracer():
+    # sign() built an eager NaN constant for its (unselected) non-finite branch,
+    # and check_schedule kept the traced value of its probe in an outer list
+    params, grads = {"w": jnp.asarray([0.5, -1.0, 2.0])}, {"w": jnp.asarray([0.1, -0.2, 0.3])}
+    with jax.debug_nans(True):
+        for tx in (gl.lion(0.1), gl.sign_sgd(0.1), gl.signum(0.1)):
+            tx.update(grads, tx.init(params), params)
+    with jax.checking_leaks():
+        gl.adam(gl.schedules.cosine_decay(0.1, 100))

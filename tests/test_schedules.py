@@ -1281,3 +1281,20 @@ def test_warm_restarts_with_a_real_period_mult_restart_at_the_right_step():
         s = S.cosine_warm_restarts(1.0, t0, period_mult=m)
         for got in (s(jnp.asarray(steps)), jax.jit(s)(jnp.asarray(steps))):
             np.testing.assert_allclose(got, [exact(k) for k in steps], atol=1e-3)
+
+
+def test_step_arrays_need_no_implicit_rank_promotion_and_bfloat16_scales_are_numbers():
+    # t[..., None] >= milestones compared an (n, 1) with a (k,): refused under
+    # jax_numpy_rank_promotion="raise", which users set to catch broadcasting bugs
+    steps = jnp.arange(6)
+    with jax.numpy_rank_promotion("raise"):
+        np.testing.assert_allclose(
+            S.multistep_decay(0.1, [2, 4], 0.5)(steps), 0.1 * 0.5 ** np.array([0, 0, 1, 1, 2, 2])
+        )
+        np.testing.assert_allclose(
+            S.piecewise_constant(0.1, {2: 0.5, 4: 0.5})(steps),
+            0.1 * 0.5 ** np.array([0, 0, 1, 1, 2, 2]),
+        )
+    bf = lambda v: jnp.asarray(v, jnp.bfloat16)  # noqa: E731 - NumPy cannot stack these
+    s = S.piecewise_constant(0.1, {1: bf(0.5), 3: bf(0.1)})
+    np.testing.assert_allclose(s(4), 0.1 * float(bf(0.5)) * float(bf(0.1)), rtol=1e-6)

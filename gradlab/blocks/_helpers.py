@@ -74,7 +74,9 @@ def sign(x: jax.Array) -> jax.Array:
     """``sign(x)``, but NaN where ``x`` is infinite (or NaN): an infinite gradient
     must not become a finite-looking ±1 step (signSGD, Lion, Rprop would follow
     an overflowed coordinate forever, without a word)."""
-    return jnp.where(jnp.isfinite(x), jnp.sign(x), jnp.asarray(jnp.nan, x.dtype))
+    # x - x: NaN exactly where x is not finite, and no NaN made where it is
+    # (an eager NaN constant trips jax_debug_nans on healthy gradients)
+    return jnp.where(jnp.isfinite(x), jnp.sign(x), x - x)
 
 
 def norm(x: jax.Array, dt: Any) -> jax.Array:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
@@ -92,7 +93,7 @@ def multistep_decay(
 
     def schedule(step: ArrayLike):
         t = as_step(step)
-        passed = (t[..., None] >= as_float(milestones)).astype(t.dtype)
+        passed = (t[..., None] >= _along_last(as_float(milestones), t)).astype(t.dtype)
         return as_float(init_value) * jnp.power(as_float(gamma), jnp.sum(passed, axis=-1))
 
     return schedule
@@ -125,7 +126,22 @@ def _boundaries_and_scales(value: Any) -> tuple[Any, Any]:
     return boundaries, scales
 
 
+def _along_last(x: Any, t: Any) -> Any:
+    """The 1-D ``x`` with ``t``'s dims before it: compared with ``t[..., None]``
+    without an implicit rank promotion (``jax_numpy_rank_promotion="raise"``)."""
+    return jnp.reshape(x, (1,) * jnp.ndim(t) + jnp.shape(x))
+
+
 def _scales(scales: Any) -> Any:
+    if isinstance(scales, list | tuple):  # NumPy cannot stack bfloat16 JAX scalars
+        scales = [
+            np.asarray(s, np.float64)
+            if isinstance(s, jax.Array)
+            and not is_traced(s)
+            and jnp.issubdtype(s.dtype, jnp.floating)
+            else s
+            for s in scales
+        ]
     if not is_traced(scales):
         check_nonnegative("boundaries_and_scales scales", scales)  # a 1-D array
     scales = jnp.asarray(scales) if is_traced(scales) else np.asarray(scales)
@@ -166,7 +182,8 @@ def piecewise_constant(
 
     def schedule(step: ArrayLike):
         t = as_step(step)
-        factors = jnp.where(t[..., None] >= as_float(boundaries), as_float(scales), 1.0)
+        at = t[..., None] >= _along_last(as_float(boundaries), t)
+        factors = jnp.where(at, _along_last(as_float(scales), t), 1.0)
         return as_float(init_value) * jnp.prod(factors, axis=-1)
 
     return schedule
