@@ -137,7 +137,7 @@ def check_in_range(
             expect = f"in {left}{lo_s}, {hi_s}{right}"
         raise ValueError(f"{name} must be {expect}, got {_fmt(value)}")
     # Computed in float32, a value inside its interval may round onto an end:
-    # b2 = 1 - 1e-9 is 1.0 there (1 - b2 = 0: NaN steps), a learning rate of 1e-50 is 0.
+    # b2 = 1 - 1e-9 is 1.0 there (1 - b2 = 0: NaN steps), rprop's eta_plus 1 + 1e-9 is 1.
     if not on_device or arr.dtype.kind != "f" or jax.config.jax_enable_x64:
         return
     r = arr.astype(np.float32)

@@ -146,9 +146,9 @@ def reduce_on_plateau(
         f = state.avg_value.dtype
         value = value.astype(f)
         count = _tree.safe_increment(state.count)
-        # The running mean; where a value is infinite, weighted so that it stays
-        # so (avg + (value - avg) / n turns a window [inf, 1] into inf - inf). The
-        # first form elsewhere: it gives v exactly for a window of equal values.
+        # The running mean avg + (value - avg) / n (exactly v for a window of equal
+        # values); where value - avg is not finite (an infinite value, or a
+        # difference that overflows), weighted instead: [inf, 1] gave inf - inf.
         n = count.astype(f)
         finite = jnp.isfinite(value - state.avg_value)  # also where it overflows
         avg = jnp.where(

@@ -56,7 +56,7 @@ def check_same_shape(name_a: str, a: ArrayLike, name_b: str, b: ArrayLike) -> No
 def check_broadcasts_to(name: str, value: ArrayLike, shape: tuple[int, ...]) -> None:
     """A hyperparameter array (``delta``, ``margin``, ``alpha``) broadcasts to the
     loss's ``shape`` without changing it: a ``(n, 1)`` margin on ``n`` triplets
-    would give an ``(n, n)`` loss, one that does not broadcast JAX's error."""
+    would give an ``(n, n)`` loss, and one that does not broadcast JAX's error."""
     vs = jnp.shape(value)
     try:
         ok = np.broadcast_shapes(vs, shape) == tuple(shape)
