@@ -131,7 +131,9 @@ def test_untouched_hyperparameters_keep_their_dtype_whatever_the_gradients(x64):
     tx = gl.inject_hyperparams(gl.adam)(learning_rate=gl.schedules.constant(0.1), b1=0.9)
     state = tx.init(params)
     _, new = jax.jit(tx.update)({"w": jnp.ones(2, jnp.float32)}, state)
-    assert jax.tree.map(jnp.dtype, new.hyperparams) == jax.tree.map(jnp.dtype, state.hyperparams)
+    assert jax.tree.map(lambda v: v.dtype, new.hyperparams) == jax.tree.map(
+        lambda v: v.dtype, state.hyperparams
+    )
     assert {v.dtype for v in new.hyperparams.values()} == {jnp.dtype(jnp.float64)}
 
 
