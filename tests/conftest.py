@@ -8,9 +8,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 
 import jax
 import pytest
+import shared_run
 from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
@@ -42,3 +45,19 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+# ------------------------------------------------------ shared_run.once_per_run
+
+
+def pytest_configure(config):
+    """On xdist's controller, fix the test-run id the workers will get, so that
+    the controller can remove their shared directory at the end."""
+    if not hasattr(config, "workerinput") and getattr(config.option, "testrunuid", 0) is None:
+        config.option.testrunuid = uuid.uuid4().hex
+
+
+def pytest_sessionfinish(session):
+    uid = getattr(session.config.option, "testrunuid", None)
+    if uid and not hasattr(session.config, "workerinput"):
+        shutil.rmtree(shared_run.run_directory(uid), ignore_errors=True)

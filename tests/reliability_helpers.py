@@ -9,17 +9,14 @@ arguments that make each one do something.
 
 from __future__ import annotations
 
-import atexit
-import functools
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest
+from shared_run import once_per_run
 from test_packing import PUBLIC_TRANSFORMS
 
 NOT_OPTIMIZERS = {
@@ -39,12 +36,7 @@ OPTIMIZERS = sorted(
 WORKER = pathlib.Path(__file__).resolve().parent / "resume_worker.py"
 
 
-@functools.cache
-def _resume_runs() -> pathlib.Path:
-    """Run the two processes once per test process (both test modules import the
-    fixture below: as two fixtures, each would run them)."""
-    out = pathlib.Path(tempfile.mkdtemp(prefix="gradlab-resume-"))
-    atexit.register(shutil.rmtree, out, True)
+def _resume_runs(out: pathlib.Path) -> None:
     for phase in ("train", "resume"):
         done = subprocess.run(
             [sys.executable, str(WORKER), phase, str(out)],
@@ -54,14 +46,14 @@ def _resume_runs() -> pathlib.Path:
             env={**os.environ, "JAX_PLATFORMS": "cpu"},
         )
         assert done.returncode == 0, f"{phase} failed:\n{done.stdout}\n{done.stderr[-5000:]}"
-    return out
 
 
 @pytest.fixture(scope="session")
 def resume_run() -> pathlib.Path:
     """The two processes of ``tests/resume_worker.py`` (train, then resume in a
-    fresh process); their outputs are in the returned directory."""
-    return _resume_runs()
+    fresh process); their outputs are in the returned directory. Once per test
+    run: test_checkpoint and test_properties read the same files."""
+    return once_per_run("resume_run", _resume_runs)
 
 
 def saved_leaves(directory: pathlib.Path, row: str, kind: str) -> list | None:

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from shared_run import once_per_run
 from sweep_helpers import FakeCompiled
 
 import gradlab as gl
@@ -51,20 +52,26 @@ from gradlab.run import _sweep
 SCRIPT = Path(__file__).with_name("scale_checks.py")
 
 
-@pytest.fixture(scope="module")
-def eight_devices():
-    """The JSON report of tests/scale_checks.py run on 8 simulated devices."""
+def _run_on_eight_devices(out: Path) -> None:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     # Optimisation level 0 halves the compile time of the big bundled programs;
     # the numbers compared are all computed under the same flags.
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
     root = str(SCRIPT.parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
-    out = subprocess.run(
+    done = subprocess.run(
         [sys.executable, str(SCRIPT)], capture_output=True, text=True, env=env, timeout=600
     )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    (out / "report.json").write_text(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def eight_devices():
+    """The JSON report of tests/scale_checks.py run on 8 simulated devices (once
+    per test run, whichever worker asks first)."""
+    out = once_per_run("eight_devices", _run_on_eight_devices)
+    report = json.loads((out / "report.json").read_text())
     print(json.dumps(report["record"], indent=1))  # shown with -s: timings, Optax, collectives
     return report
 

@@ -59,7 +59,8 @@ def orthogonalize(
     ``A = X Xᵀ`` maps them towards 1, leaving the singular vectors alone.
     Wide matrices are iterated as they are and tall ones transposed (``A`` is
     then the smaller Gram matrix). Computed in float32 for 16-bit inputs;
-    returned in ``x``'s dtype. ``optax.contrib.orthogonalize_via_newton_schulz``.
+    returned in ``x``'s dtype. As ``orthogonalize_via_newton_schulz`` of
+    ``optax.contrib._muon``.
     """
     if x.ndim < 2:
         raise ValueError(f"orthogonalize needs a matrix (ndim >= 2), got shape {x.shape}")
@@ -106,7 +107,8 @@ def scale_by_muon(
     ``orthogonalize(m̂) * sqrt(max(1, fan_out / fan_in))`` for a ``(fan_in,
     fan_out)`` kernel (its last two axes; leading axes are a batch): every
     singular value of the step about 1, scaled up for wide layers. As
-    ``optax.contrib.scale_by_muon`` chained with its ``scale_by_shape``.
+    ``optax.contrib.scale_by_muon`` followed by the shape scaling that
+    ``optax.contrib.muon`` chains after it (``optax.contrib._muon.scale_by_shape``).
     Leaves of rank < 2 are refused (``gl.muon`` sends them to AdamW).
     Runs per leaf under ``gl.packed``.
     """

@@ -39,8 +39,9 @@ def scale_by_rprop(
 
     ``learning_rate`` is the *initial step size* (a number or array, possibly
     traced), not a factor on the update: a schedule has no meaning here and is
-    refused. (Optax's ``scale_by_rprop`` does not clip an unchanged step; the
-    two differ only for a ``learning_rate`` outside the bounds.)
+    refused. Optax's ``scale_by_rprop`` (0.2.8) differs: it emits the previous
+    step's update (its first update is 0, then each one lags a step) and does
+    not clip an unchanged step; this matches ``torch.optim.Rprop``.
     """
     if callable(learning_rate):
         raise TypeError(

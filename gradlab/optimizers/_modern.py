@@ -538,7 +538,8 @@ def rprop(
     gradient keeps its sign, shrunk by ``eta_minus`` (and no move) when it
     flips, clipped to ``[min_step_size, max_step_size]``; ``learning_rate``
     is the initial step (a number or array; no schedule). For full-batch
-    training. ``torch.optim.Rprop``, ``optax.rprop``.
+    training. ``torch.optim.Rprop`` (``optax.rprop`` lags it by a step: see
+    :func:`gradlab.scale_by_rprop`).
 
     >>> tx = rprop(1e-2)
     """
