@@ -529,6 +529,35 @@ def global_norm(tree: Tree) -> jax.Array:
     return _norm_of_parts(tuple(parts), np.dtype(dt))
 
 
+def exact_norm(tree: Tree) -> jax.Array:
+    """The global norm, exact down to 0: :func:`global_norm` floors it at
+    ``sqrt(finfo.tiny)`` (~1e-19 in float32; its derivative divides by it).
+
+    Below the floor it is recomputed as ``a * sqrt(sum (x / a)^2)`` with
+    ``a = max |x|`` (no square underflows; 0 for a zero tree, with zero
+    derivatives; NaN stays NaN), in a ``lax.cond``: the second pass runs only
+    then (both run under ``vmap``). For what reads the norm as a number (a
+    tolerance, a unit-length step), not as a divisor of a clip.
+    """
+    norm = global_norm(tree)
+    leaves = [x for x in jax.tree.leaves(tree) if x.size]  # not 0-size
+    if not leaves:
+        return jnp.zeros((), norm.dtype)
+
+    def rescaled(leaves):
+        xs = [x.astype(norm.dtype) for x in leaves]
+        big = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(x)) for x in xs])
+        # the norm does not depend on a: held constant, no a**2 (0 in float32
+        # for a = 1e-25) appears in the derivative of x / a
+        a = jax.lax.stop_gradient(jnp.where(big > 0, big, 1))
+        s = sum(jnp.sum(jnp.square(x / a)) for x in xs)
+        return jnp.where(s > 0, a * jnp.sqrt(jnp.where(s > 0, s, 1)), s)
+
+    return jax.lax.cond(
+        norm > jnp.sqrt(jnp.finfo(norm.dtype).tiny), lambda _: norm, rescaled, leaves
+    )
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _norm_of_parts(parts: tuple[jax.Array, ...], dt: np.dtype) -> jax.Array:
     sq = jnp.sum(jnp.stack([sum_of_squares(x, dt) for x in parts]))

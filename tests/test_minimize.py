@@ -296,6 +296,58 @@ def test_lbfgs_stays_finite_when_gradients_underflow():
         assert float(r.value) < float(f(jnp.zeros(3)))
 
 
+@pytest.mark.parametrize("scale", [1.0, 3e-20, 1e-30])
+def test_lbfgs_first_step_has_unit_length_for_tiny_float32_gradients(scale, run_mode):
+    """With an empty memory the direction is g / |g| (scipy's first step) at
+    any scale: |g| was the global norm, floored at sqrt(tiny) ~ 1e-19 in
+    float32, so a 3e-20 gradient stepped 0.32 and a 1e-30 one 1e-11."""
+    g = np.array([3.0, -4.0, 12.0], np.float32) * np.float32(scale)
+    want = g.astype(np.float64) / np.linalg.norm(g.astype(np.float64))  # NumPy, float64
+    tx = gl.scale_by_lbfgs()
+    x = jnp.zeros(3)
+
+    def first(g):
+        return tx.update(g, tx.init(x), x)[0]
+
+    got = np.asarray(run_mode(first)(jnp.asarray(g)), np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # a zero gradient: a zero direction, and finite forward and reverse derivatives
+    zero = jnp.zeros(3)
+    assert np.all(np.asarray(run_mode(first)(zero)) == 0)
+    _, tangent = jax.jvp(first, (zero,), (jnp.ones(3),))
+    assert np.all(np.isfinite(np.asarray(tangent)))
+    assert np.all(np.isfinite(np.asarray(jax.grad(lambda g: jnp.sum(first(g)))(zero))))
+
+
+def test_reverse_mode_through_scanned_lbfgs_steps_from_zero_matches_differences(x64):
+    """The README's way to reverse-mode gradients through L-BFGS: a lax.scan of
+    updates. From x0 = 0 (the state's own zero params) the first pair has
+    s = 0, and the untaken 1 / <s, y> made the gradient NaN; against forward
+    mode and central differences in float64."""
+    w = jnp.array([1.0, 2.0, 3.0])
+    f = lambda x: jnp.sum(w * (x - w) ** 2)  # noqa: E731
+
+    def final_loss(x0, tx):
+        def body(c, _):
+            x, s = c
+            u, s = tx.update(jax.grad(f)(x), s, x)
+            return (gl.apply_updates(x, jax.tree.map(lambda v: -0.1 * v, u)), s), None
+
+        (x, _), _ = jax.lax.scan(body, (x0, tx.init(x0)), None, length=3)
+        return f(x)
+
+    x0 = jnp.zeros(3)
+    for tx in (gl.scale_by_lbfgs(), gl.lbfgs(linesearch=None)):
+        reverse = np.asarray(jax.grad(final_loss)(x0, tx))
+        forward = np.asarray(jax.jacfwd(final_loss)(x0, tx))
+        h, e = 1e-6, np.eye(3)
+        central = [(final_loss(x0 + h * e[i], tx) - final_loss(x0 - h * e[i], tx)) / (2 * h)
+                   for i in range(3)]  # fmt: skip
+        assert np.all(np.isfinite(reverse))
+        np.testing.assert_allclose(reverse, forward, rtol=1e-9)
+        np.testing.assert_allclose(reverse, np.asarray(central), rtol=1e-5, atol=1e-8)
+
+
 def test_minimize_takes_params_with_an_empty_leaf():
     f = lambda p: jnp.sum((p["w"] - 1.0) ** 2) + jnp.sum(p["e"])  # noqa: E731
     x0 = {"e": jnp.zeros(0), "w": jnp.zeros(2)}

@@ -98,7 +98,10 @@ def _lbfgs_update(updates, state, params, eps):
 
     diff_params = jax.tree.map(write, state.diff_params, s)
     diff_grads = jax.tree.map(write, state.diff_grads, y)
-    rho = state.rho.at[slot].set(jnp.where(keep, 1 / sy, state.rho[slot]))
+    # (each division guarded by its own where: a 1 / 0 in the branch not taken
+    # is an inf whose derivative makes reverse-mode gradients NaN, e.g. at the
+    # first step from x0 = 0, where s = 0)
+    rho = state.rho.at[slot].set(jnp.where(keep, 1 / jnp.where(keep, sy, 1), state.rho[slot]))
     index = jnp.where(keep, (slot + 1) % m, slot)
 
     # 2. The two-loop recursion over the slots, newest first (empty slots
@@ -112,11 +115,13 @@ def _lbfgs_update(updates, state, params, eps):
     q, alphas = jax.lax.scan(newest_to_oldest, g, order)
     newest = order[0]
     y_new = _slot(diff_grads, newest)
-    gamma = jnp.where(
-        rho[newest] > 0,
-        1 / (rho[newest] * _vdot(y_new, y_new, dt)),
-        1 / _tree.global_norm(g).astype(dt),
-    )
+    # 1 / |g|, with |g| exact below float32's 1e-19 floor of the global norm:
+    # the unit-length step of an empty memory stays unit length there too.
+    g_norm = _tree.exact_norm(g).astype(dt)
+    g_norm = jnp.where(g_norm > 0, g_norm, 1)  # a zero gradient: a zero step
+    inv_norm = 1 / g_norm
+    curvature = rho[newest] * _vdot(y_new, y_new, dt)
+    gamma = jnp.where(rho[newest] > 0, 1 / jnp.where(rho[newest] > 0, curvature, 1), inv_norm)
     r = jax.tree.map(lambda v: gamma.astype(v.dtype) * v, q)
 
     def oldest_to_newest(r, j_alpha):
@@ -127,7 +132,7 @@ def _lbfgs_update(updates, state, params, eps):
     r, _ = jax.lax.scan(oldest_to_newest, r, (order[::-1], alphas[::-1]))
     # A finite gradient gets a finite direction: should the recursion still
     # overflow (extreme scales), take the unit-length gradient step instead.
-    fallback = jax.tree.map(lambda v: v / _tree.global_norm(g).astype(v.dtype), g)
+    fallback = jax.tree.map(lambda v: v / g_norm.astype(v.dtype), g)
     r = _select(_tree.all_finite(r) | ~_tree.all_finite(g), r, fallback)
 
     out = jax.tree.map(lambda v, u: v.astype(u.dtype), r, _tree.as_updates(updates))

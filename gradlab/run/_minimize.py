@@ -9,7 +9,6 @@ the optimizer inside the vmapped function).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -87,25 +86,6 @@ def stepper(
         return params, state, new_value, new_grad
 
     return step
-
-
-def _grad_norm(grad: Any) -> jax.Array:
-    """The gradient's global norm, exact down to 0.
-
-    ``_tree.global_norm`` returns at least ``sqrt(finfo.tiny)`` (~1e-19 in
-    float32; its derivative divides by it): read as the norm, a stationary
-    point would never meet ``tol = 0``. Below that floor the norm is recomputed
-    as ``a * sqrt(sum (g / a)^2)`` with ``a = max |g|`` (no square underflows;
-    0 for a zero gradient). Not differentiated here.
-    """
-    norm = _tree.global_norm(grad)
-    leaves = [g.astype(norm.dtype) for g in jax.tree.leaves(grad) if g.size]  # not 0-size
-    if not leaves:
-        return jnp.zeros((), norm.dtype)
-    big = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(g)) for g in leaves])
-    a = jnp.where(big > 0, big, 1)
-    small = a * jnp.sqrt(sum(jnp.sum(jnp.square(g / a)) for g in leaves))
-    return jnp.where(norm > jnp.sqrt(jnp.finfo(norm.dtype).tiny), norm, small)
 
 
 def minimize(
@@ -200,9 +180,9 @@ def minimize(
 
     def body(c: _Carry) -> _Carry:
         params, state, value, grad = step(c.params, c.state, c.value, c.grad)
-        return _Carry(params, state, value, grad, _grad_norm(grad), c.num_steps + 1)
+        return _Carry(params, state, value, grad, _tree.exact_norm(grad), c.num_steps + 1)
 
-    start = _Carry(x0, state, value, grad, _grad_norm(grad), jnp.zeros((), jnp.int32))
+    start = _Carry(x0, state, value, grad, _tree.exact_norm(grad), jnp.zeros((), jnp.int32))
     c = jax.lax.while_loop(cond, body, start)
     aux = fun(c.params)[1] if has_aux else None
     failed = ~finite(c)
