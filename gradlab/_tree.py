@@ -372,7 +372,9 @@ def moment_step(
     c = 1 - d if complement is None else hp(complement, dt)
     gx = g.astype(dt)
     gx = gx if order == 1 else gx * gx if order == 2 else gx**order
-    return d * m.astype(dt) + c * gx
+    # Optax's operand order: XLA contracts it the same way in jit(step) and in
+    # an unrolled scan (d * m + c * gx gave other bits there)
+    return c * gx + d * m.astype(dt)
 
 
 def as_stored(x: jax.Array, storage_dtype: Any) -> jax.Array:
