@@ -37,13 +37,15 @@ class ZeroNansState(NamedTuple):
 def add_decayed_weights(
     weight_decay: Any = 0.0, mask: Any | Callable[[Any], Any] = None
 ) -> GradientTransformation:
-    """Decoupled weight decay: ``u <- u + weight_decay * p`` (``optax.add_decayed_weights``).
+    """Weight decay: ``u <- u + weight_decay * p`` (``optax.add_decayed_weights``).
 
     ``mask`` (a tree of bools like the params or a prefix of it, or
     ``params -> tree``; leaves may be boolean arrays, elementwise) limits the
     decay to where it is True — e.g. skip biases and norm scales.
-    Followed by ``scale_by_learning_rate`` this is AdamW's
-    ``p <- p - lr * wd * p`` (Loshchilov & Hutter 2019). With a weight decay
+    Followed by ``scale_by_learning_rate`` this is AdamW's decoupled
+    ``p <- p - lr * wd * p`` (Loshchilov & Hutter 2019); placed first, before
+    an optimizer's scaling, it is torch's coupled ``weight_decay`` (L2:
+    ``g + wd * p``), e.g. ``chain(add_decayed_weights(wd), sgd(lr, 0.9))``. With a weight decay
     known to be 0 (not traced) it runs without params, as the updates pass
     unchanged (so ``adadelta()`` does too); otherwise it needs them. Given
     params, it computes ``u + 0 * p`` even then (2 flops per param, which

@@ -56,7 +56,11 @@ def reduce_on_plateau(
     decisions without improvement, ``scale <- max(scale * factor, min_scale)``
     (never raised: a ``min_scale`` above the scale keeps it, as torch does),
     then ``cooldown`` decisions are ignored. This step's updates already use
-    the scale decided with this step's value.
+    the scale decided with this step's value. So with a validation loss of
+    the current params passed at the next step, the rates are torch's; with
+    ``accumulation_size`` averaging an epoch's training losses, the cut lands
+    on the epoch's last step, where torch's usual loop (an epoch, then
+    ``scheduler.step(mean_loss)``) applies it from the next epoch's first.
 
     These are ``torch.optim.lr_scheduler.ReduceLROnPlateau``'s semantics,
     with ``lr = base_lr * scale``: ``rtol`` is its ``threshold`` with

@@ -67,7 +67,10 @@ def adagrad(
     """AdaGrad (Duchi et al. 2011): ``G <- G + g²``; ``p <- p - lr * g / (sqrt(G) + eps)``.
 
     ``G`` starts at ``initial_accumulator_value``. Matches
-    ``torch.optim.Adagrad(lr, lr_decay=0, initial_accumulator_value, eps)``.
+    ``torch.optim.Adagrad(lr, lr_decay=0, initial_accumulator_value, eps)``
+    given the same values: the defaults are Optax's (0.1, 1e-7), torch's are
+    ``initial_accumulator_value=0``, ``eps=1e-10``. torch's ``lr_decay`` is the
+    learning rate ``schedules.inverse_time_decay(lr, lr_decay)``.
 
     >>> tx = adagrad(0.1)
     """
@@ -89,7 +92,9 @@ def rmsprop(
 
     Centered: ``d = g / (sqrt(v - m²) + eps)`` with ``m`` the EMA of ``g``.
     With momentum ``b <- momentum*b + d``; ``p <- p - lr * b`` (else ``p - lr*d``).
-    Matches ``torch.optim.RMSprop(lr, alpha=decay, eps, momentum, centered)``.
+    Matches ``torch.optim.RMSprop(lr, alpha=decay, eps, momentum, centered)``
+    given the same values: the default ``decay=0.9`` is Optax's, torch's
+    ``alpha`` is 0.99.
 
     >>> tx = rmsprop(1e-3, centered=True, momentum=0.9)
     """
