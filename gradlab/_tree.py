@@ -668,6 +668,20 @@ def sqrt_or_zero(x: jax.Array) -> jax.Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), 0)
 
 
+def root(x: jax.Array) -> jax.Array:
+    """``jnp.sqrt(x)`` of a second moment (``x >= 0``), the same values (NaN
+    stays NaN), with derivative 0 instead of ``inf`` at ``x == 0``.
+
+    A moment is 0 only where every gradient it saw was 0, and then its own
+    tangent is 0 too: the true derivative of ``m / (sqrt(v) + eps)`` there has
+    no ``v`` term, but ``inf * 0`` made it NaN, forward and reverse (e.g.
+    through adam's first step on a zero-initialised output layer, whose hidden
+    layers get exactly zero gradients).
+    """
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), 0 * x)
+
+
 def pow_or_zero(x: jax.Array, p: jax.Array) -> jax.Array:
     """``x ** p`` where ``x > 0``; at ``x <= 0``, 0 (1 if ``p == 0``), with finite
     derivatives (in ``x`` and ``p``) everywhere.

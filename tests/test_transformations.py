@@ -271,3 +271,61 @@ def test_readme_donation_pattern_runs_without_the_warning(i):
         warnings.simplefilter("always")
         run_block(i)
     assert not _donation_warnings(caught), _donation_warnings(caught)
+
+
+ZERO_OUTPUT_LAYER = {
+    "adam": lambda: gl.adam(0.1),
+    "amsgrad": lambda: gl.amsgrad(0.1),
+    "radam": lambda: gl.radam(0.1),  # the rectifier is off for these steps
+    "rmsprop": lambda: gl.rmsprop(0.1, centered=True),
+    "adagrad": lambda: gl.adagrad(0.1, initial_accumulator_value=0.0),
+    "novograd": lambda: gl.novograd(0.1),
+    "lars": lambda: gl.lars(0.1),
+    "sm3": lambda: gl.sm3(0.1, eps=0.0),
+}
+# (nadam and lamb share adam's root.) The steps of these two jump where the
+# output layer leaves 0: a trust ratio is 1 at a zero param and |p| / |u|
+# next to it; with eps = 0, g / sqrt(g**2) is a sign. There only the hidden
+# layer's derivatives are compared with differences.
+JUMPS_AT_ZERO = {"lars", "sm3"}
+
+
+@pytest.mark.parametrize("name", ZERO_OUTPUT_LAYER)
+def test_derivatives_through_steps_from_a_zero_output_layer_match_differences(name, x64):
+    """A zero-initialised output layer gives the hidden layer exactly zero
+    gradients at the first step (second moments 0, trust ratios of a zero
+    update): jnp.sqrt(0)'s infinite derivative, and 1 / 0 in a where's branch
+    not taken, made the derivative of the loss after the steps w.r.t. the
+    initial params NaN, reverse mode and often forward. Against central
+    differences (float64)."""
+    tx = ZERO_OUTPUT_LAYER[name]()
+    x = jnp.array([[0.5, -1.0], [1.5, 0.25], [-0.5, 2.0]])
+    y = jnp.array([1.0, -0.5, 0.25])
+
+    def loss(p):
+        return jnp.mean((jnp.tanh(x @ p["hidden"]) @ p["out"] - y) ** 2)
+
+    def final_loss(flat):
+        p = {"hidden": flat[:4].reshape(2, 2), "out": flat[4:]}
+
+        def step(c, _):
+            p, s = c
+            u, s = tx.update(jax.grad(loss)(p), s, p)
+            return (gl.apply_updates(p, u), s), None
+
+        (p, _), _ = jax.lax.scan(step, (p, tx.init(p)), None, length=2)
+        return loss(p)
+
+    flat = jnp.array([0.3, -0.7, 0.9, 0.2, 0.0, 0.0])  # the output layer at zero
+    reverse = np.asarray(jax.jit(jax.grad(final_loss))(flat))
+    forward = np.asarray(jax.jit(jax.jacfwd(final_loss))(flat))
+    assert np.all(np.isfinite(reverse)) and np.all(np.isfinite(forward)), (reverse, forward)
+    np.testing.assert_allclose(reverse, forward, rtol=1e-8, atol=1e-12)
+    # The first step moves the hidden layer by lr * g / (|g| + eps) with g
+    # proportional to the output weights: steep within ~eps of 0, so those
+    # two derivatives are checked with a step far inside that region.
+    f = jax.jit(final_loss)
+    h = np.array([1e-6] * 4 + [1e-12] * 2)
+    n = 4 if name in JUMPS_AT_ZERO else 6
+    central = [(f(flat.at[i].add(h[i])) - f(flat.at[i].add(-h[i]))) / (2 * h[i]) for i in range(n)]
+    np.testing.assert_allclose(reverse[:n], np.array(central), rtol=1e-3, atol=1e-7)

@@ -122,7 +122,7 @@ def scale_by_adam(
             v_new = _tree.as_stored(_tree.moment_step(g, v, b2_, 2, cb2, dt), v.dtype)
             # Nesterov (Dozat 2016): look ahead one step with the current gradient.
             m_hat = b1_ * m_new / c1_next + cb1 * g.astype(dt) / c1 if nesterov else m_new / c1
-            out = m_hat / (jnp.sqrt(v_new / c2 + eps_root_) + eps_)
+            out = m_hat / (_tree.root(v_new / c2 + eps_root_) + eps_)
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
         out = _tree.map_like(leaf, updates, state.mu, state.nu)
@@ -169,7 +169,7 @@ def scale_by_rms(
                 m_new = _tree.as_stored(_tree.moment_step(g, m, d, 1, cd), m.dtype)
                 # rounding can dip below 0; g² overflowing to inf must not give inf - inf
                 var = jnp.where(jnp.isinf(v_new), v_new, jnp.maximum(v_new - m_new * m_new, 0))
-            out = g.astype(dt) / (jnp.sqrt(var) + eps_)
+            out = g.astype(dt) / (_tree.root(var) + eps_)
             extra_out = (m_new.astype(m.dtype),) if centered else ()
             return (out.astype(g.dtype), v_new.astype(v.dtype), *extra_out)
 
@@ -204,7 +204,7 @@ def scale_by_rss(initial_accumulator_value: Any = 0.1, eps: Any = 1e-7) -> Gradi
             dt = _tree.compute_dtype(s.dtype)
             gx = g.astype(dt)
             s_new = _tree.as_stored(s.astype(dt) + gx * gx, s.dtype)
-            out = gx / (jnp.sqrt(s_new) + eps_as(dt))
+            out = gx / (_tree.root(s_new) + eps_as(dt))
             return out.astype(g.dtype), s_new.astype(s.dtype)
 
         out = _tree.map_like(leaf, updates, state.sum_of_squares)

@@ -145,7 +145,7 @@ def scale_by_amsgrad(
             m_new = _tree.as_stored(_tree.moment_step(g, m, c.b1, 1, c.cb1, dt), m.dtype)
             v_new = _tree.as_stored(_tree.moment_step(g, v, c.b2, 2, c.cb2, dt), v.dtype)
             v_max_new = _tree.as_stored(jnp.maximum(v_max.astype(dt), v_new / c.c2), v_max.dtype)
-            out = (m_new / c.c1) / (jnp.sqrt(v_max_new + c.eps_root) + c.eps)
+            out = (m_new / c.c1) / (_tree.root(v_max_new + c.eps_root) + c.eps)
             return (
                 out.astype(g.dtype),
                 m_new.astype(m.dtype),
@@ -250,8 +250,10 @@ def scale_by_radam(
             m_new = _tree.as_stored(_tree.moment_step(g, m, c.b1, 1, c.cb1, dt), m.dtype)
             v_new = _tree.as_stored(_tree.moment_step(g, v, c.b2, 2, c.cb2, dt), v.dtype)
             m_hat = _m_hat(c, g, m_new, nesterov, dt)
-            adaptive = r.r * m_hat / (jnp.sqrt(v_new / c.c2 + c.eps_root) + c.eps)
-            out = jnp.where(r.on, adaptive, m_hat)
+            # (eps = 0, v = 0 while the rectifier is off: no 0 / 0 in the branch
+            # not taken, whose derivative would make reverse mode NaN)
+            denominator = jnp.where(r.on, _tree.root(v_new / c.c2 + c.eps_root) + c.eps, 1)
+            out = jnp.where(r.on, r.r * m_hat / denominator, m_hat)
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
         out, mu, nu = leafwise(leaf, updates, state.mu, state.nu, n_out=3)
@@ -295,7 +297,7 @@ def scale_by_belief(
             m_new = _tree.as_stored(_tree.moment_step(g, m, c.b1, 1, c.cb1, dt), m.dtype)
             s_new = _tree.moment_step(g.astype(dt) - m_new, s, c.b2, 2, c.cb2, dt) + c.eps_root
             s_new = _tree.as_stored(s_new, s.dtype)
-            out = _m_hat(c, g, m_new, nesterov, dt) / (jnp.sqrt(s_new / c.c2) + c.eps)
+            out = _m_hat(c, g, m_new, nesterov, dt) / (_tree.root(s_new / c.c2) + c.eps)
             return out.astype(g.dtype), m_new.astype(m.dtype), s_new.astype(s.dtype)
 
         out, mu, nu = leafwise(leaf, updates, state.mu, state.nu, n_out=3)
@@ -349,7 +351,7 @@ def scale_by_yogi(
             direction = jnp.sign(jnp.where(jnp.isnan(diff) & ~jnp.isnan(g2), 0, diff))
             move = jnp.where(direction == 0, jnp.zeros((), dt), c.cb2 * direction * g2)
             v_new = _tree.as_stored(v_old - move, v.dtype)
-            out = (m_new / c.c1) / (jnp.sqrt(v_new / c.c2 + c.eps_root) + c.eps)
+            out = (m_new / c.c1) / (_tree.root(v_new / c.c2 + c.eps_root) + c.eps)
             return out.astype(g.dtype), m_new.astype(m.dtype), v_new.astype(v.dtype)
 
         out, mu, nu = leafwise(leaf, updates, state.mu, state.nu, n_out=3)
@@ -448,7 +450,7 @@ def scale_by_adan(
             n_new = _tree.moment_step(gx + c.cb2 * diff, n, c.b3, 2, c.cb3, dt)
             n_new = _tree.as_stored(n_new, n.dtype)
             direction = m_new / c.db1 + c.cb2 * v_new / c.db2
-            out = direction / (jnp.sqrt(n_new / c.db3 + c.eps_root) + c.eps)
+            out = direction / (_tree.root(n_new / c.db3 + c.eps_root) + c.eps)
             return (
                 out.astype(g.dtype),
                 m_new.astype(m.dtype),
@@ -517,7 +519,7 @@ def scale_by_novograd(
             g_norm2 = _tree.sum_of_squares(g, dt)  # its own convert: no dt copy of g
             nu_new = jnp.where(first, g_norm2, c.b2 * nu.astype(dt) + c.cb2 * g_norm2)
             nu_new = _tree.as_stored(nu_new, nu.dtype)
-            d = gx / (jnp.sqrt(nu_new + c.eps_root) + c.eps)
+            d = gx / (_tree.root(nu_new + c.eps_root) + c.eps)
             if p is not None:
                 d = d + c.wd * p.astype(dt)
             m_new = _tree.as_stored(c.b1 * m.astype(dt) + d, m.dtype)
@@ -570,7 +572,7 @@ def scale_by_debiased_rms(decay: Any = 0.999, eps: Any = 1e-8) -> GradientTransf
             dt = widest(g, v)
             c = consts(dt)
             v_new = _tree.as_stored(_tree.moment_step(g, v, c.d, 2, c.cd, dt), v.dtype)
-            out = g.astype(dt) / (jnp.sqrt(v_new / c.c) + c.eps)
+            out = g.astype(dt) / (_tree.root(v_new / c.c) + c.eps)
             return out.astype(g.dtype), v_new.astype(v.dtype)
 
         out, nu = leafwise(leaf, updates, state.nu, n_out=2)

@@ -85,7 +85,11 @@ def scale_by_sm3(b1: Any = 0.9, eps: Any = 1e-8) -> GradientTransformation:
                 new_accs = tuple(
                     jnp.max(nu, axis=tuple(j for j in every if j != i), initial=0) for i in every
                 )
-            direction = g.astype(dt) * jnp.where(nu > 0, jax.lax.rsqrt(nu + eps_), 0)
+            # rsqrt(0) (eps = 0) in the branch not taken would make reverse mode NaN
+            positive = nu > 0
+            direction = g.astype(dt) * jnp.where(
+                positive, jax.lax.rsqrt(jnp.where(positive, nu + eps_, 1)), 0
+            )
             m_new = _tree.moment_step(direction, m, decay, 1, cdecay, dt)
             new_accs = tuple(a.astype(old.dtype) for a, old in zip(new_accs, accs, strict=True))
             return m_new.astype(g.dtype), new_accs, m_new.astype(m.dtype)

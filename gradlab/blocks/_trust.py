@@ -43,8 +43,12 @@ def scale_by_trust_ratio(
             floor = _tree.hp(min_norm, dt)
             p_norm = jnp.maximum(norm(p, dt), floor)
             u_norm = jnp.maximum(norm(u, dt), floor)
-            ratio = _tree.hp(trust_coefficient, dt) * p_norm / (u_norm + _tree.hp(eps, dt))
-            ratio = jnp.where((p_norm == 0) | (u_norm == 0), jnp.ones((), dt), ratio)
+            # the division guarded by its own where: |p| / 0 (eps = 0, a zero
+            # update) in the branch not taken made reverse-mode gradients NaN
+            zero = (p_norm == 0) | (u_norm == 0)
+            denominator = jnp.where(zero, 1, u_norm + _tree.hp(eps, dt))
+            ratio = _tree.hp(trust_coefficient, dt) * p_norm / denominator
+            ratio = jnp.where(zero, jnp.ones((), dt), ratio)
             return (u.astype(dt) * ratio).astype(u.dtype)
 
         scaled = _tree.map_like(leaf, updates, params, tree_name="params")
