@@ -669,17 +669,19 @@ def sqrt_or_zero(x: jax.Array) -> jax.Array:
 
 
 def root(x: jax.Array) -> jax.Array:
-    """``jnp.sqrt(x)`` of a second moment (``x >= 0``), the same values (NaN
-    stays NaN), with derivative 0 instead of ``inf`` at ``x == 0``.
+    """``jnp.sqrt(x)`` of a second moment (``x >= 0``): the same values (NaN
+    stays NaN), with a finite derivative at ``x == 0`` (1, not ``inf``).
 
     A moment is 0 only where every gradient it saw was 0, and then its own
     tangent is 0 too: the true derivative of ``m / (sqrt(v) + eps)`` there has
     no ``v`` term, but ``inf * 0`` made it NaN, forward and reverse (e.g.
     through adam's first step on a zero-initialised output layer, whose hidden
-    layers get exactly zero gradients).
+    layers get exactly zero gradients). Guarded by ``where``, not a custom
+    JVP: JAX inlines a custom JVP's primal inside ``lax.scan``'s second
+    derivatives, where the NaN came back.
     """
     positive = x > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), 0 * x)
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), x)
 
 
 def pow_or_zero(x: jax.Array, p: jax.Array) -> jax.Array:
