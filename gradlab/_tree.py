@@ -532,8 +532,10 @@ def global_norm(tree: Tree) -> jax.Array:
 
 
 def exact_norm(tree: Tree) -> jax.Array:
-    """The global norm, exact down to 0: :func:`global_norm` floors it at
+    """The global norm down to 0: :func:`global_norm` floors it at
     ``sqrt(finfo.tiny)`` (~1e-19 in float32; its derivative divides by it).
+    (Just above the floor it is ``global_norm``'s, whose squares of elements
+    below ``sqrt(tiny)`` flush to 0: ``[2e-19, 5e-20]`` gives 2e-19, not 2.06e-19.)
 
     Below the floor it is recomputed as ``a * sqrt(sum (x / a)^2)`` with
     ``a = max |x|`` (no square underflows; 0 for a zero tree, with zero

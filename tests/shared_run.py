@@ -24,6 +24,7 @@ except ImportError:  # not POSIX: each worker produces its own copy
     fcntl = None
 
 PREFIX = "gradlab-tests-"
+_PRODUCED: dict[str, pathlib.Path] = {}  # without xdist (several modules import a fixture)
 
 
 def run_id() -> str | None:
@@ -34,11 +35,13 @@ def run_id() -> str | None:
 def once_per_run(name: str, produce: Callable[[pathlib.Path], None]) -> pathlib.Path:
     """A directory that ``produce(directory)`` filled, once per test run."""
     uid = run_id()
-    if uid is None or fcntl is None:
-        out = pathlib.Path(tempfile.mkdtemp(prefix=f"{PREFIX}{name}-"))
-        atexit.register(shutil.rmtree, out, True)
-        produce(out)
-        return out
+    if uid is None or fcntl is None:  # one process: once per process
+        if name not in _PRODUCED:
+            out = pathlib.Path(tempfile.mkdtemp(prefix=f"{PREFIX}{name}-"))
+            atexit.register(shutil.rmtree, out, True)
+            produce(out)
+            _PRODUCED[name] = out  # (after produce: a failure is retried, as under xdist)
+        return _PRODUCED[name]
     out = run_directory(uid) / name
     out.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f"{name}.lock", "w") as lock:
