@@ -680,7 +680,8 @@ def root(x: jax.Array) -> jax.Array:
     through adam's first step on a zero-initialised output layer, whose hidden
     layers get exactly zero gradients). Guarded by ``where``, not a custom
     JVP: JAX inlines a custom JVP's primal inside ``lax.scan``'s second
-    derivatives, where the NaN came back.
+    derivatives, where the NaN came back. (:func:`sqrt_or_zero` is for
+    arguments that may be negative, taken as 0; here NaN must stay NaN.)
     """
     positive = x > 0
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), x)
