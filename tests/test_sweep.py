@@ -284,7 +284,10 @@ def test_a_memory_limit_splits_the_sweep_into_chunks(monkeypatch, capsys):
     assert capsys.readouterr().err.count(" done: ") == 1
     small = lsq_sweep(make, grid, progress=True, memory_limit=1)
     assert capsys.readouterr().err.count(" done: ") == 4  # one configuration per chunk
-    np.testing.assert_allclose(small.losses, whole.losses, rtol=1e-6)
+    # A batch of 1 and a batch of 4 are two programs: XLA vectorises and
+    # contracts them differently, a few ulps per step over 24 adam steps
+    # (6.5e-7 before the moment update took Optax's operand order, 1.3e-6 after).
+    np.testing.assert_allclose(small.losses, whole.losses, rtol=1e-5)
 
 
 def test_a_diverging_configuration_is_marked_and_leaves_the_others_bit_identical():
