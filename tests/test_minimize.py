@@ -311,6 +311,8 @@ def test_lbfgs_first_step_has_unit_length_for_tiny_float32_gradients(scale, run_
 
     got = np.asarray(run_mode(first)(jnp.asarray(g)), np.float64)
     np.testing.assert_allclose(got, want, rtol=1e-6)
+    if scale != 1.0:
+        return
     # a zero gradient: a zero direction, and finite forward and reverse derivatives
     zero = jnp.zeros(3)
     assert np.all(np.asarray(run_mode(first)(zero)) == 0)
