@@ -73,7 +73,9 @@ class GradientTransformation(_InitUpdate):
     (on the unpacked leaves), a rule ``ctx -> GradientTransformation`` that
     builds its buffer form (combinators, masks), or ``None``: undeclared, and
     ``packed`` refuses it. The tuple itself stays ``(init, update)``, as in
-    Optax.
+    Optax. NamedTuple's ``_replace`` returns an undeclared transformation: a
+    new ``init`` or ``update`` need not keep the declaration (``copy`` and
+    ``deepcopy`` keep it).
 
     Example::
 

@@ -484,11 +484,13 @@ def reduction_parts(leaves: list[jax.Array]) -> list[jax.Array]:
     # run time). The copy is cheap for small leaves; big ones are reduced in
     # place. Not leaves that may be partitioned: XLA would gather their shards,
     # or shard the concatenation and then the leaf (and its moments) with it.
+    # A leaf of symbolic size (jax.export's shape polymorphism) counts as big.
     small: dict[Any, list[jax.Array]] = {}
     parts = []
     for x in leaves:
-        if jnp.size(x) <= SMALL_LEAF and not may_be_partitioned(x):
-            small.setdefault(jnp.result_type(x), []).append(jax.lax.reshape(x, (jnp.size(x),)))
+        size = jnp.size(x)
+        if isinstance(size, int) and size <= SMALL_LEAF and not may_be_partitioned(x):
+            small.setdefault(jnp.result_type(x), []).append(jax.lax.reshape(x, (size,)))
         else:
             parts.append(x)
     return parts + [concatenate(v) for v in small.values()]

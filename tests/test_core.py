@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
 from typing import Any, NamedTuple
@@ -765,3 +766,14 @@ def test_python_int_params_work_with_lbfgs_and_schedule_free_eval_params_under_j
     state = sf.init(ints)
     eval_params = jax.jit(gl.schedule_free_eval_params)(state, ints)
     assert float(eval_params["a"]) == 2.0
+
+
+def test_replace_gives_an_undeclared_transformation_that_packed_refuses_by_name():
+    """``_replace`` may swap ``update`` for one the declaration does not hold
+    for: the copy declares nothing, and ``packed`` says how to declare it."""
+    tx = gl.chain(gl.clip_by_global_norm(1.0), gl.adam(0.1))
+    assert copy.deepcopy(tx).packing is tx.packing is not None
+    replaced = tx._replace(init=tx.init)
+    assert replaced.packing is None
+    with pytest.raises(TypeError, match="does not declare how it runs on packed buffers"):
+        gl.packed(replaced).init({"w": jnp.ones(3)})

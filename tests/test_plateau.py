@@ -109,6 +109,30 @@ def test_scale_follows_torch_at_the_edges(setting, where_inf):
     _expected_and_check(setting, values)
 
 
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_rtol_one_and_negative_values_follow_torch(mode):
+    """rtol = 1: torch's first comparison is with inf * 0 = NaN in min mode
+    (nothing ever improves) and -inf * 2 in max mode; gradlab compares with
+    the first best itself (no inf product: see the debug_infs test)."""
+    values = _loss_curve(seed=5) - 1.5  # crosses zero: the margins change sign
+    if mode == "max":
+        values = -values
+    _expected_and_check((mode, 0.5, 1, 1.0, "rel", 0, 0.0, 1), values, eager=True)
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_no_false_alarm_under_debug_infs_on_finite_values(mode):
+    """The first best is +-inf; the threshold best * (1 -+ rtol) made an inf no
+    input holds, and jax.debug_infs stopped every first step (Optax's
+    reduce_on_plateau has no alarm there)."""
+    tx = gl.reduce_on_plateau(patience=0, mode=mode)
+    state = tx.init(PARAMS)  # (init itself makes the inf best, as Optax's does)
+    with jax.debug_infs(True):
+        for v in [1.5, 1.4, 1.6]:
+            _, state = tx.update(GRADS, state, PARAMS, value=jnp.float32(v))
+    assert state.best_value == np.float32(1.4 if mode == "min" else 1.6)
+
+
 def test_a_window_of_equal_values_averages_to_that_value():
     # windows [u, u, u], then one ulp lower: each an improvement with rtol = 0
     u = np.float32(0.96975267)

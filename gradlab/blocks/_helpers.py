@@ -87,5 +87,12 @@ def norm(x: jax.Array, dt: Any) -> jax.Array:
 
 def rms(x: jax.Array, dt: Any) -> jax.Array:
     """``sqrt(mean(x²))`` over the whole leaf, in ``dt`` (0 for an empty leaf; no
-    overflow for finite x)."""
-    return _tree.norm(x, dt) / np.sqrt(x.size).astype(dt) if x.size else jnp.zeros((), dt)
+    overflow for finite x). A symbolic size (``jax.export``'s shape polymorphism)
+    is >= 1 and its root is taken in ``dt``: the same number in float32 while the
+    size is below 2**24 (float64's root of such an integer rounds to float32's
+    correctly rounded root)."""
+    if not x.size:
+        return jnp.zeros((), dt)
+    n = x.size
+    root = np.sqrt(n).astype(dt) if isinstance(n, int) else jnp.sqrt(jnp.asarray(n, dt))
+    return _tree.norm(x, dt) / root

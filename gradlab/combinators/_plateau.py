@@ -116,8 +116,16 @@ def reduce_on_plateau(
         # rounding, eagerly two), and a value at the threshold would be
         # decided differently. Here no product feeds a sum.
         if mode == "min":
-            return value + jnp.asarray(atol, f) < best * (1 - jnp.asarray(rtol, f))
-        return value - jnp.asarray(atol, f) > best * (1 + jnp.asarray(rtol, f))
+            margin, c, better = value + jnp.asarray(atol, f), 1 - jnp.asarray(rtol, f), jnp.less
+        else:
+            margin, c, better = value - jnp.asarray(atol, f), 1 + jnp.asarray(rtol, f), jnp.greater
+        # The first best is +-inf, and inf * c would be an inf that no input
+        # holds (a false alarm under jax.debug_infs): there the comparison is
+        # with best itself, as IEEE's product gives (inf for c > 0; NaN, which
+        # nothing beats, for rtol = 1).
+        finite = jnp.isfinite(best)
+        at_finite = better(margin, jnp.where(finite, best, 0) * c)
+        return jnp.where(finite, at_finite, (c > 0) & better(margin, best))
 
     def decide(state, value):
         """torch's ReduceLROnPlateau.step(value)."""
