@@ -239,7 +239,9 @@ def test_a_step_exports_with_a_symbolic_leaf_size_and_gives_the_jitted_numbers(n
     abstract = {"b": jax.ShapeDtypeStruct((3,), jnp.float32),
                 "w": jax.ShapeDtypeStruct((n,), jnp.float32)}  # fmt: skip
     exported = jax.export.export(jax.jit(step))(abstract)
-    for size in (1, 5):
+    for size in (1, 300):
         p = {"b": jnp.array([0.5, -1.0, 2.0]), "w": jnp.linspace(-1.0, 2.0, size)}
         got, want = exported.call(p), jax.jit(step)(p)
-        jax.tree.map(np.testing.assert_array_equal, got, want)
+        # (the symbolic leaf is reduced on its own, the concrete one maybe
+        # concatenated with b: a norm's summation order, an ulp)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=0), got, want)

@@ -314,3 +314,26 @@ def test_under_x64_decisions_and_scale_are_torchs_float64(x64):
         assert u["w"].dtype == jnp.float64
     np.testing.assert_allclose(scales, expected, rtol=1e-15)
     assert expected[5] == 1.0 and expected[-1] < 1e-3  # no reduction in the first six
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_decisions_at_an_infinite_best_are_ieees_for_any_run_time_rtol(mode):
+    """At best = +-inf the comparison is made without the inf product: for
+    every rtol (set at run time, unchecked there, past 1 too) and sign of
+    best it must decide as NumPy's ``v + atol < best * (1 - rtol)`` does."""
+    tx = gl.inject_hyperparams(gl.reduce_on_plateau)(patience=5, mode=mode)
+    step = jax.jit(lambda s, v: tx.update(GRADS, s, PARAMS, value=v)[1])
+    sign = 1.0 if mode == "min" else -1.0
+    for first in [np.inf, -np.inf]:  # the initial best, or one reached
+        for rtol in [0.0, 0.5, 1.0, 2.0]:
+            state = tx.init(PARAMS)
+            if first != sign * np.inf:  # the best becomes -inf (min) / +inf (max)
+                state = step(state, jnp.float32(first))
+            state = gl.set_hyperparams(state, rtol=rtol)
+            best = np.float32(state.inner_state.best_value)
+            v = np.float32(0.5)
+            new = step(state, jnp.asarray(v))
+            with np.errstate(invalid="ignore"):
+                c = np.float32(1 - sign * rtol)
+                want = (v < best * c) if mode == "min" else (v > best * c)
+            assert (new.inner_state.best_value == v) == want, (first, rtol)

@@ -121,11 +121,14 @@ def reduce_on_plateau(
             margin, c, better = value - jnp.asarray(atol, f), 1 + jnp.asarray(rtol, f), jnp.greater
         # The first best is +-inf, and inf * c would be an inf that no input
         # holds (a false alarm under jax.debug_infs): there the comparison is
-        # with best itself, as IEEE's product gives (inf for c > 0; NaN, which
-        # nothing beats, for rtol = 1).
+        # the one IEEE's product gives, without the product: with best for
+        # c > 0, with -best for c < 0 (an rtol set past 1 at run time, as
+        # margin beats -best exactly when best beats -margin), and none for
+        # c = 0 (rtol = 1: inf * 0 is NaN, which nothing beats).
         finite = jnp.isfinite(best)
         at_finite = better(margin, jnp.where(finite, best, 0) * c)
-        return jnp.where(finite, at_finite, (c > 0) & better(margin, best))
+        at_inf = jnp.where(c > 0, better(margin, best), (c < 0) & better(best, -margin))
+        return jnp.where(finite, at_finite, at_inf)
 
     def decide(state, value):
         """torch's ReduceLROnPlateau.step(value)."""
