@@ -70,7 +70,7 @@ def meshes():
     yield (
         "1-D",
         Mesh(devices, ("x",), axis_types=(AxisType.Explicit,)),
-        {"b": P(), "k": P(None, None, "x"), "s": P(), "w": P("x")},  # short specs: padded
+        {"b": P(), "k": P(None, None, "x"), "s": P(), "w": P("x")},  # short: gradlab pads them
     )
     yield (
         "2-D",
