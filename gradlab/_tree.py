@@ -98,6 +98,16 @@ def map_like(
     shapes, calling the other tree ``tree_name``; a non-float gradient leaf
     raises ``TypeError`` (:func:`as_updates`).
     """
+    treedef, columns = leaves_like(updates, *trees, tree_name=tree_name)
+    return treedef.unflatten([fn(*leaf) for leaf in zip(*columns, strict=True)])
+
+
+def leaves_like(
+    updates: Tree, *trees: Tree, tree_name: str = "optimizer state"
+) -> tuple[Any, list[list[Any]]]:
+    """``(treedef, [update leaves, leaves of each tree])`` after the checks of
+    :func:`map_like`: for blocks that work on all the leaves at once (one
+    overflow rescue for every leaf's norm, :func:`norms`) before mapping."""
     updates = as_updates(updates)  # first: a string leaf is a type error, not a shape one
     # explicit mesh axes are rare: read the updates' types once, the trees' only then
     typed = trees and any(explicit_sharding(u) is not None for u in jax.tree.leaves(updates))
@@ -106,9 +116,9 @@ def map_like(
         check_same_shapes(tree, updates, tree_name, "gradient")
         if typed:
             check_same_layouts(tree, updates, tree_name, "gradient")
-
-    trees = tuple(numbers_as_params(tree) for tree in trees)
-    return jax.tree.map(fn, updates, *trees)
+    leaves, treedef = jax.tree.flatten(updates)
+    columns = [treedef.flatten_up_to(numbers_as_params(tree)) for tree in trees]
+    return treedef, [leaves, *columns]
 
 
 def check_same_layouts(expected: Tree, got: Tree, expected_name: str, got_name: str) -> None:
@@ -618,16 +628,25 @@ def _global_norm_branches(dt: np.dtype) -> tuple[Callable, Callable]:
     return keep, rescue
 
 
-@functools.cache
-def _norm_branches(dt: np.dtype, axis: Any, keepdims: bool) -> tuple[Callable, Callable]:
-    def keep(x, sq):
-        return jnp.sqrt(sq)
+def _scaled_norm(x: jax.Array, dt: np.dtype, axis: Any, keepdims: bool, scales: tuple) -> jax.Array:
+    """The norm of ``x`` from its elements scaled down by an exact power of two
+    (``scales``: :func:`_power_of_two_scales`), for a sum of squares that overflowed."""
+    down, up = scales
+    return jnp.sqrt(jnp.sum(jnp.square(x.astype(dt) * down), axis=axis, keepdims=keepdims)) * up
 
-    def rescue(x, sq):
-        down, up = _power_of_two_scales(dt)
-        scaled = jnp.sqrt(jnp.sum(jnp.square(x * down), axis=axis, keepdims=keepdims)) * up
-        # Only where the plain sum overflowed: elsewhere small values would underflow.
-        return jnp.where(jnp.isinf(sq), scaled, jnp.sqrt(sq))
+
+@functools.cache
+def _norms_branches(dts: tuple, axes: tuple, keepdims: bool) -> tuple[Callable, Callable]:
+    def keep(xs, sqs):
+        return [jnp.sqrt(sq) for sq in sqs]
+
+    def rescue(xs, sqs):
+        scales = {dt: _power_of_two_scales(dt) for dt in set(dts)}  # one barrier per dtype
+        return [
+            # Only where the plain sum overflowed: elsewhere small values would underflow.
+            jnp.where(jnp.isinf(sq), _scaled_norm(x, dt, axis, keepdims, scales[dt]), jnp.sqrt(sq))
+            for x, sq, dt, axis in zip(xs, sqs, dts, axes, strict=True)
+        ]
 
     return keep, rescue
 
@@ -637,28 +656,92 @@ def norm(x: jax.Array, dt: Any, axis: Any = None, keepdims: bool = False) -> jax
     ``dt``, exactly 0 at 0 (where its derivative is taken as 0).
 
     Like :func:`global_norm`, finite inputs give a finite norm: where the sum of
-    squares overflows, it is recomputed (a ``lax.cond``: only on such a step)
-    with the elements scaled down by an exact power of two.
+    squares overflows, it is recomputed with the elements scaled down by an
+    exact power of two (see :func:`norms`, which takes many leaves at once).
     """
-    axis = tuple(axis) if isinstance(axis, list) else axis
-    return _norm(x, np.dtype(dt), axis, keepdims)
+    return norms([x], [dt], [axis], keepdims)[0]
+
+
+def norms(
+    xs: Sequence[jax.Array],
+    dts: Sequence[Any],
+    axes: Sequence[Any] | None = None,
+    keepdims: bool = False,
+) -> list[jax.Array]:
+    """``[norm(x, dt, axis, keepdims) for ...]`` for many leaves at once, each
+    finite for finite input: a sum of squares that overflows (float32: some
+    ``|x| >= 1.8e19``) is recomputed from the elements scaled down by an exact
+    power of two, and used only there (elsewhere small values would underflow).
+
+    How the rescue runs, so that the step a user compiles stays the plain sums:
+
+    * a whole-leaf norm of at most ``SMALL_LEAF`` elements (not partitioned):
+      both sums always, one picked by a ``where`` (a second pass over a few
+      KiB);
+    * every other norm (big or partitioned leaves, norms over ``axis``): one
+      ``lax.cond`` for all of them, on "any of their sums overflowed", so a big
+      leaf is read once on a normal step.
+
+    One ``lax.cond`` per leaf, as before, is an HLO conditional per leaf that
+    XLA cannot fuse across: lamb, lars and adafactor over 204 leaves compiled
+    in 2-2.5x Optax's time, adaptive_grad_clip in 3-4.7x and ran 2-3x slower
+    (now about 1.2x, 1.2x, 1.2x and 2.5x to compile, AGC 1.2x to run).
+    """
+    if axes is None:
+        axes = [None] * len(xs)
+    axes = tuple(tuple(a) if isinstance(a, list) else a for a in axes)
+    dts = tuple(np.dtype(dt) for dt in dts)
+    if not xs:
+        return []
+    return list(_norms(tuple(xs), dts, axes, keepdims))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
-def _norm(x: jax.Array, dt: np.dtype, axis: Any, keepdims: bool) -> jax.Array:
-    x = x.astype(dt)
-    sq = jnp.sum(x * x, axis=axis, keepdims=keepdims)
-    keep, rescue = _norm_branches(dt, axis, keepdims)
-    return jax.lax.cond(jnp.any(jnp.isinf(sq)), rescue, keep, x, sq)
+def _norms(xs: tuple, dts: tuple, axes: tuple, keepdims: bool) -> list[jax.Array]:
+    sqs = []
+    for x, dt, axis in zip(xs, dts, axes, strict=True):
+        x = x.astype(dt)
+        sqs.append(jnp.sum(x * x, axis=axis, keepdims=keepdims))
+    small = [
+        axis is None
+        and isinstance(jnp.size(x), int)
+        and jnp.size(x) <= SMALL_LEAF
+        and not may_be_partitioned(x)  # its second sum would be another all-reduce
+        for x, axis in zip(xs, axes, strict=True)
+    ]
+    # The sums as computed, not fused into their roots: XLA:CPU would take
+    # sqrt(x * x) of a scalar leaf as |x| where the square underflows (jitted
+    # only: the eager norm is 0), as it did not behind the per-leaf lax.cond.
+    sqs = list(jax.lax.optimization_barrier(sqs))
+    out: list[Any] = [None] * len(xs)
+    scales = {dt: _power_of_two_scales(dt) for dt, s in zip(dts, small, strict=True) if s}
+    for i, x in enumerate(xs):
+        if small[i]:
+            rescued = _scaled_norm(x, dts[i], axes[i], keepdims, scales[dts[i]])
+            out[i] = jnp.where(jnp.isinf(sqs[i]), rescued, jnp.sqrt(sqs[i]))
+    big = [i for i, s in enumerate(small) if not s]
+    if big:
+        big_sqs = [sqs[i] for i in big]
+        overflow = jnp.any(jnp.stack([jnp.any(jnp.isinf(sq)) for sq in big_sqs]))
+        keep, rescue = _norms_branches(
+            tuple(dts[i] for i in big), tuple(axes[i] for i in big), keepdims
+        )
+        roots = jax.lax.cond(overflow, rescue, keep, [xs[i] for i in big], big_sqs)
+        for i, r in zip(big, roots, strict=True):
+            out[i] = r
+    return out
 
 
-@_norm.defjvp
-def _norm_jvp(dt, axis, keepdims, primals, tangents):
-    (x,), (dx,) = primals, tangents
-    n = _norm(x, dt, axis, keepdims)
-    dot = jnp.sum(x.astype(dt) * dx.astype(dt), axis=axis, keepdims=keepdims)
-    positive = n > 0
-    return n, jnp.where(positive, dot / jnp.where(positive, n, 1), 0)
+@_norms.defjvp
+def _norms_jvp(dts, axes, keepdims, primals, tangents):
+    (xs,), (dxs,) = primals, tangents
+    ns = _norms(xs, dts, axes, keepdims)
+    out = []
+    for x, dx, n, dt, axis in zip(xs, dxs, ns, dts, axes, strict=True):
+        dot = jnp.sum(x.astype(dt) * dx.astype(dt), axis=axis, keepdims=keepdims)
+        positive = n > 0
+        out.append(jnp.where(positive, dot / jnp.where(positive, n, 1), 0))
+    return ns, out
 
 
 def sqrt_or_zero(x: jax.Array) -> jax.Array:

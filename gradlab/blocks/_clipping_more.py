@@ -19,7 +19,7 @@ from gradlab._checks import (
     check_scalars,
 )
 from gradlab._core import PER_LEAF, WHOLE_TREE, GradientTransformation, stateless
-from gradlab.blocks._helpers import rms, widest
+from gradlab.blocks._helpers import rms_all, widest
 
 
 def clip_by_block_rms(threshold: Any) -> GradientTransformation:
@@ -31,12 +31,14 @@ def clip_by_block_rms(threshold: Any) -> GradientTransformation:
     check_positive("threshold", threshold)
 
     def update(updates, state, params=None, **extra):
-        def leaf(u):
-            dt = widest(u)
-            denom = jnp.maximum(1, rms(u, dt) / _tree.hp(threshold, dt))
+        us, treedef = jax.tree.flatten(_tree.as_updates(updates))
+        dts = [widest(u) for u in us]
+
+        def leaf(u, dt, u_rms):
+            denom = jnp.maximum(1, u_rms / _tree.hp(threshold, dt))
             return (u.astype(dt) / denom).astype(u.dtype)
 
-        return jax.tree.map(leaf, _tree.as_updates(updates)), state
+        return treedef.unflatten(map(leaf, us, dts, rms_all(us, dts))), state
 
     return stateless(update, packing=PER_LEAF)
 
@@ -85,18 +87,21 @@ def adaptive_grad_clip(clipping: Any, eps: Any = 1e-3, axis: Any = None) -> Grad
     def update(updates, state, params=None, **extra):
         check_params("adaptive_grad_clip", params)
 
-        def leaf(g, p):
-            dt = widest(g, p)
-            axes = _unit_axes(g, axis)
-            gx, px = g.astype(dt), p.astype(dt)
-            g_norm = _tree.norm(gx, dt, axis=axes, keepdims=True)
-            p_norm = _tree.norm(px, dt, axis=axes, keepdims=True)
+        treedef, (gs, ps) = _tree.leaves_like(updates, params, tree_name="params")
+        dts = [widest(g, p) for g, p in zip(gs, ps, strict=True)]
+        units = [_unit_axes(g, axis) for g in gs]
+        # every leaf's two norms at once: one overflow rescue for all (_tree.norms)
+        all_norms = _tree.norms(gs + ps, dts + dts, units + units, keepdims=True)
+        g_norms, p_norms = all_norms[: len(gs)], all_norms[len(gs) :]
+
+        def leaf(g, dt, g_norm, p_norm):
+            gx = g.astype(dt)
             max_norm = _tree.hp(clipping, dt) * jnp.maximum(p_norm, _tree.hp(eps, dt))
             # Only where g_norm > max_norm >= 0 is the division taken: no 0/0.
             factor = max_norm / jnp.where(g_norm > max_norm, g_norm, 1)
             return jnp.where(g_norm > max_norm, gx * factor, gx).astype(g.dtype)
 
-        return _tree.map_like(leaf, updates, params, tree_name="params"), state
+        return treedef.unflatten(map(leaf, gs, dts, g_norms, p_norms)), state
 
     return stateless(update, packing=PER_LEAF)
 

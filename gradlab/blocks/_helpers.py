@@ -8,7 +8,7 @@ that to one line and name the per-dtype constants (STYLE habit 16).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -79,20 +79,24 @@ def sign(x: jax.Array) -> jax.Array:
     return jnp.where(jnp.isfinite(x), jnp.sign(x), x - x)
 
 
-def norm(x: jax.Array, dt: Any) -> jax.Array:
-    """``||x||_2`` over the whole leaf, accumulated in ``dt`` (no overflow for
-    finite x: ``_tree.norm``)."""
-    return _tree.norm(x, dt)
+def rms_all(xs: Sequence[jax.Array], dts: Sequence[Any]) -> list[jax.Array]:
+    """``sqrt(mean(x²))`` of each whole leaf, in its ``dt`` (0 for an empty
+    leaf; no overflow for finite x), with one overflow rescue for all the
+    leaves (``_tree.norms``: a ``lax.cond`` per leaf costs compile time).
 
-
-def rms(x: jax.Array, dt: Any) -> jax.Array:
-    """``sqrt(mean(x²))`` over the whole leaf, in ``dt`` (0 for an empty leaf; no
-    overflow for finite x). A symbolic size (``jax.export``'s shape polymorphism)
-    is >= 1 and its root is taken in ``dt``: the same number in float32 while the
-    size is below 2**24 (float64's root of such an integer rounds to float32's
-    correctly rounded root)."""
-    if not x.size:
-        return jnp.zeros((), dt)
-    n = x.size
-    root = np.sqrt(n).astype(dt) if isinstance(n, int) else jnp.sqrt(jnp.asarray(n, dt))
-    return _tree.norm(x, dt) / root
+    A symbolic size (``jax.export``'s shape polymorphism) is >= 1 and its root
+    is taken in ``dt``: the same number in float32 while the size is below
+    2**24 (float64's root of such an integer rounds to float32's correctly
+    rounded root)."""
+    sized = [i for i, x in enumerate(xs) if x.size]
+    roots = _tree.norms([xs[i] for i in sized], [dts[i] for i in sized])
+    by_index = dict(zip(sized, roots, strict=True))
+    out = []
+    for i, (x, dt) in enumerate(zip(xs, dts, strict=True)):
+        if i not in by_index:
+            out.append(jnp.zeros((), dt))
+            continue
+        n = x.size
+        root = np.sqrt(n).astype(dt) if isinstance(n, int) else jnp.sqrt(jnp.asarray(n, dt))
+        out.append(by_index[i] / root)
+    return out

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from gradlab import _masks, _tree
 from gradlab._checks import check_nonnegative, check_number, check_params, check_scalars
 from gradlab._core import PER_LEAF, GradientTransformation, stateless
-from gradlab.blocks._helpers import norm, rms, widest
+from gradlab.blocks._helpers import rms_all, widest
 
 
 def scale_by_trust_ratio(
@@ -38,11 +38,16 @@ def scale_by_trust_ratio(
     def update(updates, state, params=None, **extra):
         check_params("scale_by_trust_ratio", params)
 
-        def leaf(u, p):
-            dt = widest(u, p)
+        treedef, (us, ps) = _tree.leaves_like(updates, params, tree_name="params")
+        dts = [widest(u, p) for u, p in zip(us, ps, strict=True)]
+        # every leaf's two norms at once: one overflow rescue for all (_tree.norms)
+        all_norms = _tree.norms(ps + us, dts + dts)
+        p_norms, u_norms = all_norms[: len(us)], all_norms[len(us) :]
+
+        def leaf(u, dt, p_norm, u_norm):
             floor = _tree.hp(min_norm, dt)
-            p_norm = jnp.maximum(norm(p, dt), floor)
-            u_norm = jnp.maximum(norm(u, dt), floor)
+            p_norm = jnp.maximum(p_norm, floor)
+            u_norm = jnp.maximum(u_norm, floor)
             # the division guarded by its own where: |p| / 0 (eps = 0, a zero
             # update) in the branch not taken made reverse-mode gradients NaN
             zero = (p_norm == 0) | (u_norm == 0)
@@ -51,7 +56,7 @@ def scale_by_trust_ratio(
             ratio = jnp.where(zero, jnp.ones((), dt), ratio)
             return (u.astype(dt) * ratio).astype(u.dtype)
 
-        scaled = _tree.map_like(leaf, updates, params, tree_name="params")
+        scaled = treedef.unflatten(map(leaf, us, dts, p_norms, u_norms))
         return _masks.select_tree(mask, params, scaled, _tree.as_updates(updates)), state
 
     return stateless(update, packing=PER_LEAF)
@@ -69,11 +74,13 @@ def scale_by_param_block_rms(min_scale: Any = 1e-3) -> GradientTransformation:
     def update(updates, state, params=None, **extra):
         check_params("scale_by_param_block_rms", params)
 
-        def leaf(u, p):
-            dt = widest(u, p)
-            scale = jnp.maximum(rms(p, dt), _tree.hp(min_scale, dt))
+        treedef, (us, ps) = _tree.leaves_like(updates, params, tree_name="params")
+        dts = [widest(u, p) for u, p in zip(us, ps, strict=True)]
+
+        def leaf(u, dt, p_rms):
+            scale = jnp.maximum(p_rms, _tree.hp(min_scale, dt))
             return (u.astype(dt) * scale).astype(u.dtype)
 
-        return _tree.map_like(leaf, updates, params, tree_name="params"), state
+        return treedef.unflatten(map(leaf, us, dts, rms_all(ps, dts))), state
 
     return stateless(update, packing=PER_LEAF)

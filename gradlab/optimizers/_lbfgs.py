@@ -27,6 +27,7 @@ from gradlab._checks import (
 from gradlab._core import PER_LEAF, GradientTransformation, chain, structural
 from gradlab.blocks import scale, scale_by_learning_rate
 from gradlab.optimizers._linesearch import (
+    _decided_once,
     _scalar_dtype,
     _select,
     _vdot,
@@ -91,10 +92,11 @@ def _lbfgs_update(updates, state, params, eps):
     usable = (yy > 0) & jnp.isfinite(1 / sy) & jnp.isfinite(sy / yy)
     keep = (state.count > 0) & (sy > _tree.hp(eps, dt) * jnp.sqrt(ss * yy)) & usable
     slot = state.index
+    keep_leaf = _decided_once(keep)  # read by 2 writes per leaf
 
     def write(memory, new):
         old = jax.lax.dynamic_index_in_dim(memory, slot, keepdims=False)
-        return jax.lax.dynamic_update_index_in_dim(memory, jnp.where(keep, new, old), slot, 0)
+        return jax.lax.dynamic_update_index_in_dim(memory, jnp.where(keep_leaf, new, old), slot, 0)
 
     diff_params = jax.tree.map(write, state.diff_params, s)
     diff_grads = jax.tree.map(write, state.diff_grads, y)

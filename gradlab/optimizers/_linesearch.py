@@ -107,6 +107,24 @@ def _select(pred: jax.Array, a: Any, b: Any) -> Any:
     return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
 
 
+def _decided_once(pred: jax.Array) -> jax.Array:
+    """``pred`` (a scalar bool), computed once however many leaves read it.
+
+    XLA fuses cheap scalar work (compares, adds, ands) into every consumer: a
+    predicate built from whole-tree sums (an objective's value, inner products
+    over all leaves) that selects every leaf was recomputed inside each leaf's
+    kernel, so the program, and the compile time, grew with the square of the
+    leaf count. A square root is an op XLA does not duplicate into its
+    consumers (an ``optimization_barrier`` is gone before fusion on CPU); of 0
+    or 1 it is exact. Each leaf's kernel keeps its own arithmetic, so the
+    results keep their bits (measured: float32 and float64, jitted, eager,
+    vmapped and ``minimize``). A ``lax.cond`` in its place did not: XLA:CPU
+    contracts ``a * b + c`` into an FMA within a kernel, and moving the
+    objective's last ops into another kernel moved gradients by an ulp.
+    """
+    return jnp.sqrt(pred.astype(jnp.float32)) > 0
+
+
 def _initial_state(cls: type, params: Any) -> Any:
     dt = _scalar_dtype(params)
     info = LinesearchInfo(_tree.step_counter(params), _tree.scalar_like(params, False, bool))
@@ -343,7 +361,7 @@ def _zoom_search(ray: _Ray, t0, max_steps, c1, c2, increase_factor, max_step, ap
             jnp.where(decrease, value, s.lo_value),
             jnp.where(decrease, slope, s.lo_slope),
         )
-        lo_grad = _select(decrease, grad, s.lo_grad)
+        lo_grad = _select(_decided_once(decrease), grad, s.lo_grad)
         zooming = s.zooming | new_hi
         expand = jnp.minimum(t * inc, t_max)
         # Moré & Thuente's (1994) rule: if two zoom steps did not shrink the

@@ -474,7 +474,9 @@ def adafactor(
     1/sqrt(t))`` (§8, as Hugging Face's ``relative_step=True``); a number or
     schedule replaces it. Optax's ``adafactor`` has the same chain and
     argument names, but with ``learning_rate=None`` it applies no step size
-    at all (``rho_t = 1``); given the same learning rate the two agree.
+    at all (``rho_t = 1``); given the same learning rate the two agree
+    (except with ``decay_offset > 0``, where Optax's first step is NaN and
+    gradlab counts the steps before the offset as the first).
 
     >>> tx = adafactor()  # relative steps
     """
