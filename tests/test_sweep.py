@@ -236,6 +236,24 @@ def test_seed_ensemble_varies_init_and_data_order():
     assert len({float(v) for v in result.losses[:3, 0]}) == 3  # three different inits
 
 
+def test_seeds_that_key_nothing_warn_that_every_seed_runs_the_same_numbers():
+    """Fixed params and stacked batches: the seeds reach neither, so the
+    "ensemble" is copies of one run -- said, not silent (hunt38: the README
+    promised a different data order)."""
+    make = lambda learning_rate: gl.sgd(learning_rate)  # noqa: E731
+    grid = {"learning_rate": [0.05]}
+    with pytest.warns(UserWarning, match=r"seeds=\[0, 1\] key nothing"):
+        result = gl.sweep(make, lsq_loss, LSQ_P0, LSQ_BATCHES, grid, num_steps=3, seeds=[0, 1])
+    np.testing.assert_array_equal(result.losses[0], result.losses[1])
+    # one seed, or a seed that keys the params or the data: no warning
+    init = lambda key: LSQ_P0 + 0.1 * jax.random.normal(key, LSQ_P0.shape)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gl.sweep(make, lsq_loss, LSQ_P0, LSQ_BATCHES, grid, num_steps=3, seeds=[3])
+        keyed = gl.sweep(make, lsq_loss, init, LSQ_BATCHES, grid, num_steps=3, seeds=[0, 1])
+    assert keyed.losses[0, 0] != keyed.losses[1, 0]
+
+
 def test_chunks_equal_one_run_and_reuse_one_compiled_program():
     traces = []
 

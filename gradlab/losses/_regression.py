@@ -72,7 +72,7 @@ def huber(pred: ArrayLike, target: ArrayLike, delta: ArrayLike = 1.0) -> Array:
         huber(r) = 0.5 * r**2                      if |r| <= delta
                    delta * (|r| - 0.5 * delta)     otherwise
 
-    (Huber 1964). Equal to ``optax.losses.huber_loss(pred, target, delta)`` and
+    (Huber 1964). Equal to ``optax.losses.huber_loss(pred, target, delta=delta)`` and
     ``torch.nn.HuberLoss(reduction="none", delta=delta)``; PyTorch's
     ``SmoothL1Loss(beta)`` is this divided by ``beta``. The value and its
     gradient are continuous at ``|r| = delta``; the gradient is ``r`` inside

@@ -64,9 +64,9 @@ class LRFinderResult:
         suggestions: ``{"steepest", "minimum", "valley"}`` -> learning rate:
             ``steepest``: where the smoothed loss falls fastest against
             ``log(lr)`` on its way down to its minimum; ``minimum``: the rate
-            of the lowest smoothed loss, divided by 10; ``valley``: a little
-            past the middle of the longest stretch over which the smoothed
-            loss keeps falling. All within
+            of the lowest smoothed loss, divided by 10; ``valley``: at the
+            middle (or just before it) of the longest stretch over which the
+            smoothed loss keeps falling. All within
             ``[min_lr, max_lr]``.
         suggestion: the rate of the chosen ``rule``.
         rule: which suggestion is the default (static).
@@ -149,7 +149,7 @@ def _suggestions(lrs, smoothed, stop_step, min_lr, max_lr) -> dict[str, jax.Arra
     # valley (fastai's `valley`, from ESRI's arcgis.learn): the longest strictly
     # decreasing subsequence of s, of `length` points ending at `end`; with
     # start = end - length (clipped at 0) and span = end - start, the rate at
-    # start + floor(span/3) + floor(span/6), a little past the middle.
+    # start + floor(span/3) + floor(span/6): at the middle or just before it.
     def longest_ending_at(lds, i):
         earlier = (t < i) & valid & (smoothed > smoothed[i])
         best = jnp.max(jnp.where(earlier, lds, 0))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -505,6 +506,7 @@ def sweep(
         seeds: optional integer seeds; every configuration runs once per seed
             (a seed ensemble). The seed keys ``params`` (if a function) and
             ``batches`` (if it takes a key); configs then include ``"seed"``.
+            With neither, every seed runs the same numbers: a warning says so.
         chunk_size: how many configurations run at a time (memory). By
             default as many as fit in ``memory_limit``, measured from the
             compiled program (``memory_analysis``), not guessed. All chunks of
@@ -619,6 +621,13 @@ def sweep(
     init = params if is_function(params) else None
     shared_params = None if init is not None else jax.tree.map(jnp.asarray, params)
     per_config_data = seeds is not None and data.takes_key
+    if seeds is not None and init is None and not data.takes_key and len(set(seeds)) > 1:
+        warnings.warn(
+            f"sweep: seeds={list(seeds)!r} key nothing here -- params is a fixed tree (not a "
+            "function key -> params) and batches take no key (not (step, key) -> batch) -- "
+            "so every seed runs the same numbers",
+            stacklevel=2,
+        )
     # "seed" is the sweep's own (params/data) seed only when it came from
     # seeds=; a grid's "seed" is make_optimizer's argument (noisy_sgd's seed).
     own = "seed" if seeds is not None else None
