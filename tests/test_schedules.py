@@ -804,6 +804,55 @@ def test_traced_arguments_are_not_validated():
     assert traced(jnp.int32(10)) == S.cosine_decay(1.0, 10)(3)
 
 
+@pytest.mark.parametrize("boundary", [16_777_217, 30_000_001, 2_000_000_001, 10**10])
+def test_a_boundary_past_2_24_steps_drops_exactly_at_its_step(boundary):
+    """Integer steps and boundaries are compared as integers: as float32 the
+    drop at 30,000,001 fired two steps early, at 2,000,000,001 65 (hunt40).
+    The reference is NumPy's integer comparison (Optax's is exact too); a
+    boundary beyond int32 is never reached by an int32 step, even saturated."""
+    offsets = np.array([-70, -65, -3, -2, -1, 0, 1])
+    int32_steps = np.clip(boundary + offsets, 0, 2**31 - 1).astype(np.int32)
+    python_steps = [int(boundary + o) for o in offsets]  # may exceed int32
+    schedules = {
+        "piecewise dict": S.piecewise_constant(1.0, {boundary: 0.1}),
+        "piecewise pair": S.piecewise_constant(1.0, ([boundary], [0.1])),
+        "multistep": S.multistep_decay(1.0, [boundary], 0.1),
+    }
+    for name, s in schedules.items():
+        want = np.where(int32_steps.astype(np.int64) >= boundary, 0.1, 1.0)
+        np.testing.assert_allclose(
+            jax.jit(s)(jnp.asarray(int32_steps)), want, rtol=1e-6, err_msg=name
+        )
+        eager = [float(s(jnp.int32(k))) for k in int32_steps]
+        np.testing.assert_allclose(eager, want, rtol=1e-6, err_msg=name)
+        exact = [float(s(k)) for k in python_steps]
+        np.testing.assert_allclose(exact, [0.1 if k >= boundary else 1.0 for k in python_steps],
+                                   rtol=1e-6, err_msg=name)  # fmt: skip
+    if boundary < 2**31:  # traced integer boundaries (a sweep over where the drop is)
+        at = jax.jit(lambda b, t: S.piecewise_constant(1.0, (b, jnp.array([0.1])))(t))
+        got = [float(at(jnp.array([boundary], jnp.int32), jnp.int32(k))) for k in int32_steps]
+        np.testing.assert_allclose(got, np.where(int32_steps >= boundary, 0.1, 1.0), rtol=1e-6)
+
+
+def test_exp_range_stays_accurate_over_a_million_steps():
+    """``gamma ** t`` with gamma rounded to float32 first was off by 1.3e-3
+    relative at step 1.01e5 and 1.4e-2 at 10**6 (hunt40). Reference: torch
+    CyclicLR's formula in float64 (``gamma ** t`` in Python floats)."""
+    base, top, up, gamma = 1e-4, 1e-2, 2000, 0.99999
+    s = S.cyclic(base, top, up, mode="exp_range", gamma=gamma)
+    steps = np.array([101_000, 301_000, 1_001_000], np.int32)  # peaks of cycles
+
+    def want(t):
+        c = math.floor(t / (2 * up))
+        p = t - 2 * up * c
+        x = p / up if p <= up else (2 * up - p) / up
+        return base + (top - base) * x * gamma**t
+
+    expected = [want(int(t)) for t in steps]
+    np.testing.assert_allclose(jax.jit(s)(jnp.asarray(steps)), expected, rtol=1e-5)
+    np.testing.assert_allclose([float(s(int(t))) for t in steps], expected, rtol=1e-5)
+
+
 def test_piecewise_constant_dict_form_is_sorted_by_boundary():
     a = S.piecewise_constant(1.0, {60: 0.5, 20: 0.1})(np.arange(80))
     b = S.piecewise_constant(1.0, ([20, 60], [0.1, 0.5]))(np.arange(80))

@@ -22,6 +22,7 @@ from gradlab.schedules._common import (
     check_steps,
     check_value,
     cycle_position,
+    float_dtype,
     fraction,
 )
 
@@ -77,7 +78,8 @@ def multistep_decay(
     (PyTorch ``MultiStepLR``; a repeated milestone applies ``gamma`` twice, as
     in torch). ``milestones`` is a sequence, set or 1-D array of steps in any
     order (the count does not depend on it, as in torch) and may be a traced
-    array.
+    array. An integer step is compared with them as an integer (exact at any
+    step; as float32, beyond 2**24 a drop came early).
 
     Example:
         >>> from gradlab import schedules
@@ -92,8 +94,7 @@ def multistep_decay(
     check_factor("gamma", gamma)
 
     def schedule(step: ArrayLike):
-        t = as_step(step)
-        passed = (t[..., None] >= _along_last(as_float(milestones), t)).astype(t.dtype)
+        passed = _reached(step, milestones).astype(float_dtype())
         return as_float(init_value) * jnp.power(as_float(gamma), jnp.sum(passed, axis=-1))
 
     return schedule
@@ -132,6 +133,44 @@ def _along_last(x: Any, t: Any) -> Any:
     return jnp.reshape(x, (1,) * jnp.ndim(t) + jnp.shape(x))
 
 
+def _is_int(x: Any) -> bool:
+    if isinstance(x, bool | np.bool_):
+        return False
+    if isinstance(x, int | np.integer):
+        return True
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and bool(jnp.issubdtype(dtype, jnp.integer))
+
+
+def _reached(step: ArrayLike, boundaries: Any) -> jax.Array:
+    """``max(step, 0) >= boundary`` for each boundary (along a last axis), exact
+    for an integer step and integer boundaries.
+
+    Compared as floats (:func:`as_step`), a step above 2**24 rounds to a
+    multiple of 2 (of 128 near 2**31) in float32, and a drop fired early: at
+    30,000,001 two steps early, at 2,000,000,001 65 (Optax compares integers).
+    Float steps or boundaries are compared as floats, as before.
+    """
+    if _is_int(step) and _is_int(boundaries):
+        if not isinstance(step, jax.Array) and not is_traced(step):
+            t = np.maximum(np.asarray(step, np.int64), 0)  # a Python int may pass int32
+            if not is_traced(boundaries):
+                return jnp.asarray(t[..., None] >= np.asarray(boundaries, np.int64))
+            step = jnp.asarray(np.minimum(t, np.iinfo(np.int32).max), np.int32)
+        t = jnp.maximum(step, 0)
+        if is_traced(boundaries) or isinstance(boundaries, jax.Array):
+            dt = np.promote_types(t.dtype, boundaries.dtype)
+            return t.astype(dt)[..., None] >= _along_last(boundaries.astype(dt), t)
+        b = np.asarray(boundaries, np.int64)
+        top = np.iinfo(t.dtype).max
+        # a boundary past the step's integer range is never reached
+        beyond = _along_last(jnp.asarray(b > top), t)
+        b = np.minimum(b, top).astype(t.dtype)
+        return (t[..., None] >= _along_last(jnp.asarray(b), t)) & ~beyond
+    t = as_step(step)
+    return t[..., None] >= _along_last(as_float(boundaries), t)
+
+
 def _scales(scales: Any) -> Any:
     if isinstance(scales, list | tuple):  # NumPy cannot stack bfloat16 JAX scalars
         scales = [
@@ -166,7 +205,9 @@ def piecewise_constant(
       arrays — the traceable form: both may be traced, so a sweep can
       ``vmap`` over where the drops happen.
 
-    Scales must be >= 0; boundaries sorted, non-negative integers.
+    Scales must be >= 0; boundaries sorted, non-negative integers. An integer
+    step is compared with them as an integer: the drop comes at its step
+    however large (as float32, beyond 2**24 it came early).
 
     Example:
         >>> from gradlab import schedules
@@ -181,9 +222,9 @@ def piecewise_constant(
     boundaries, scales = _boundaries_and_scales(boundaries_and_scales)
 
     def schedule(step: ArrayLike):
-        t = as_step(step)
-        at = t[..., None] >= _along_last(as_float(boundaries), t)
-        factors = jnp.where(at, _along_last(as_float(scales), t), 1.0)
+        at = _reached(step, boundaries)
+        along = jnp.reshape(as_float(scales), (1,) * (at.ndim - 1) + jnp.shape(scales))
+        factors = jnp.where(at, along, 1.0)
         return as_float(init_value) * jnp.prod(factors, axis=-1)
 
     return schedule
