@@ -623,9 +623,9 @@ def sweep(
     per_config_data = seeds is not None and data.takes_key
     if seeds is not None and init is None and not data.takes_key and len(set(seeds)) > 1:
         warnings.warn(
-            f"sweep: seeds={list(seeds)!r} key nothing here -- params is a fixed tree (not a "
-            "function key -> params) and batches take no key (not (step, key) -> batch) -- "
-            "so every seed runs the same numbers",
+            f"sweep: seeds={[int(s) for s in seeds]!r} key nothing here -- params is a fixed "
+            "tree (not a function key -> params) and batches take no key (not (step, key) -> "
+            "batch) -- so every seed runs the same numbers",
             stacklevel=2,
         )
     # "seed" is the sweep's own (params/data) seed only when it came from
