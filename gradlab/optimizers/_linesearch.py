@@ -115,7 +115,7 @@ def _decided_once(pred: jax.Array) -> jax.Array:
     over all leaves) that selects every leaf was recomputed inside each leaf's
     kernel, so the program, and the compile time, grew with the square of the
     leaf count. A square root is an op XLA does not duplicate into its
-    consumers (an ``optimization_barrier`` is gone before fusion on CPU); of 0
+    consumers (an ``optimization_barrier`` here left the program unchanged); of 0
     or 1 it is exact. Each leaf's kernel keeps its own arithmetic, so the
     results keep their bits (measured: float32 and float64, jitted, eager,
     vmapped and ``minimize``). A ``lax.cond`` in its place did not: XLA:CPU
