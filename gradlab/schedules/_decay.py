@@ -156,7 +156,8 @@ def _reached(step: ArrayLike, boundaries: Any) -> jax.Array:
             t = np.maximum(np.asarray(step, np.int64), 0)  # a Python int may pass int32
             if not is_traced(boundaries):
                 return jnp.asarray(t[..., None] >= np.asarray(boundaries, np.int64))
-            step = jnp.asarray(np.minimum(t, np.iinfo(np.int32).max), np.int32)
+            idt = jax.dtypes.canonicalize_dtype(np.int64)  # int32 unless x64
+            step = jnp.asarray(np.minimum(t, np.iinfo(idt).max), idt)
         t = jnp.maximum(step, 0)
         if is_traced(boundaries) or isinstance(boundaries, jax.Array):
             dt = np.promote_types(t.dtype, boundaries.dtype)
