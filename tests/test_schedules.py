@@ -834,6 +834,19 @@ def test_a_boundary_past_2_24_steps_drops_exactly_at_its_step(boundary):
         np.testing.assert_allclose(got, np.where(int32_steps >= boundary, 0.1, 1.0), rtol=1e-6)
 
 
+def test_unsigned_and_huge_steps_still_drop_where_they_should():
+    """The integer comparison is for signed integers within int64 (review6):
+    a uint32 step past 2**31 met traced int32 milestones as a negative int32
+    (1.0 instead of 0.125), and a Python step of 2**63 overflowed int64."""
+    s = S.multistep_decay(1.0, [5, 10, 20], 0.5)
+    at = jax.jit(lambda m, t: S.multistep_decay(1.0, m, 0.5)(t))
+    np.testing.assert_allclose(at(jnp.array([5, 10, 20], jnp.int32), jnp.uint32(3e9)), 0.125)
+    np.testing.assert_allclose(at(jnp.array([3_000_000_000], jnp.uint32), jnp.int32(0)), 1.0)
+    for huge in (2**63, 10**30, np.uint64(2**63 + 1)):
+        np.testing.assert_allclose(s(huge), 0.125)
+        np.testing.assert_allclose(S.piecewise_constant(1.0, {7: 0.5})(huge), 0.5)
+
+
 def test_exp_range_stays_accurate_over_a_million_steps():
     """``gamma ** t`` with gamma rounded to float32 first was off by 1.3e-3
     relative at step 1.01e5 and 1.4e-2 at 10**6 (hunt40). Reference: torch

@@ -134,12 +134,15 @@ def _along_last(x: Any, t: Any) -> Any:
 
 
 def _is_int(x: Any) -> bool:
+    """A signed integer (Python, NumPy or JAX) of at most 64 bits: unsigned
+    ones would wrap negative in a signed comparison, so they (and floats) are
+    compared as floats, as before."""
     if isinstance(x, bool | np.bool_):
         return False
-    if isinstance(x, int | np.integer):
-        return True
+    if isinstance(x, int):
+        return -(2**63) <= x < 2**63
     dtype = getattr(x, "dtype", None)
-    return dtype is not None and bool(jnp.issubdtype(dtype, jnp.integer))
+    return dtype is not None and bool(jnp.issubdtype(dtype, jnp.signedinteger))
 
 
 def _reached(step: ArrayLike, boundaries: Any) -> jax.Array:
