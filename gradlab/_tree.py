@@ -485,9 +485,9 @@ def concatenate(parts: list[jax.Array]) -> jax.Array:
 
 def reduction_parts(leaves: list[jax.Array]) -> list[jax.Array]:
     """The arrays a whole-tree reduction (a norm, a finiteness check) reduces:
-    the big leaves as they are, and the small ones concatenated, one vector per
-    dtype -- then reduce each part and the stacked results once."""
-    # Small leaves are summed as one concatenated vector per dtype: a reduction
+    the big leaves as they are, and the small ones concatenated per dtype, 32
+    to a part -- then reduce each part and the stacked results once."""
+    # Small leaves are summed as concatenated vectors (per dtype): a reduction
     # per leaf costs ~3 kernels, and XLA fuses all the per-leaf sums into one
     # kernel whose compile time grows superlinearly (1000 leaves of 100: 3.7 s
     # to compile, 2000 leaves: 22 s; concatenated 0.4 s / 1.0 s, and half the
@@ -503,13 +503,23 @@ def reduction_parts(leaves: list[jax.Array]) -> list[jax.Array]:
             small.setdefault(jnp.result_type(x), []).append(jax.lax.reshape(x, (size,)))
         else:
             parts.append(x)
-    return parts + [concatenate(v) for v in small.values()]
+    # Concatenated in chunks of 32 leaves, each chunk its own part (reduced
+    # apart, the per-part results stacked): one vector for all would be a
+    # second concatenation, of the chunks, and a second copy of the leaves held
+    # in memory (a donated clip -> adam step on 120 small leaves: 3.0x the
+    # params in temporaries, Optax 2.0x; now 2.0x).
+    for v in small.values():
+        parts += [
+            v[i] if len(v) == i + 1 else jax.lax.concatenate(v[i : i + _CONCAT_FANIN], 0)
+            for i in range(0, len(v), _CONCAT_FANIN)
+        ]
+    return parts
 
 
 def all_finite(tree: Tree) -> jax.Array:
-    """Whether every element of every leaf is finite, as ONE reduction.
+    """Whether every element of every leaf is finite, in a few reductions.
 
-    Small leaves are concatenated per dtype and reduced together (as in
+    Small leaves are concatenated per dtype, 32 at a time, and reduced together (as in
     :func:`global_norm`: a reduction per leaf costs kernels and,
     fused, a compile time that grows superlinearly with the leaf count); big
     leaves are reduced in place; the per-part flags are stacked and reduced once.
