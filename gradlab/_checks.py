@@ -340,11 +340,13 @@ def check_float_dtype(name: str, value: Any) -> None:
 def check_transformation(name: str, value: Any) -> None:
     """``value`` looks like a GradientTransformation (an ``(init, update)`` tuple)."""
     if not (isinstance(value, tuple) and hasattr(value, "init") and hasattr(value, "update")):
-        hint = (
-            f" {getattr(value, '__name__', '')}: call it to build one (gl.adam(1e-3), not gl.adam)"
-            if callable(value)
-            else ""
-        )
+        if hasattr(value, "gradient_transformation"):  # optax.MultiSteps
+            hint = ": pass its .gradient_transformation()"
+        elif callable(value):
+            name_ = getattr(value, "__name__", "")
+            hint = f" {name_}: call it to build one (gl.adam(1e-3), not gl.adam)"
+        else:
+            hint = ""
         raise TypeError(
             f"{name} must be a GradientTransformation, got {type(value).__name__}{hint}"
         )

@@ -314,6 +314,7 @@ PERIODS_AND_COUNTS: list[Row] = [
     ("lookahead: fractional sync_period", lambda: gl.lookahead(gl.sgd(0.1), 2.5, 0.5), ValueError, ("sync_period", "2.5")),
     ("lookahead: slow_step_size above 1", lambda: gl.lookahead(gl.sgd(0.1), 5, 1.5), ValueError, ("slow_step_size", "1.5")),
     ("MultiSteps: every_k_schedule 0", lambda: gl.MultiSteps(gl.sgd(0.1), 0), ValueError, ("every_k_schedule", "0")),
+    ("MultiSteps: an optax.MultiSteps object", lambda: gl.MultiSteps(__import__("optax").MultiSteps(gl.sgd(0.1), 2), 2), TypeError, ("transform", "got MultiSteps", ".gradient_transformation()")),
     ("MultiSteps: negative every_k_schedule", lambda: gl.MultiSteps(gl.sgd(0.1), -2), ValueError, ("every_k_schedule", "-2")),
     ("MultiSteps: string every_k_schedule", lambda: gl.MultiSteps(gl.sgd(0.1), "4"), TypeError, ("every_k_schedule", "'4'")),
     ("apply_if_finite: negative max_consecutive_errors", lambda: gl.apply_if_finite(gl.sgd(0.1), -1), ValueError, ("max_consecutive_errors", "-1")),

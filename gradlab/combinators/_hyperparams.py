@@ -70,10 +70,11 @@ def inject_hyperparams(
     hyperparameter reaches the inner transformation as the float32 (float64)
     array that the inner one would have rounded it to anyway (Optax's injected
     runs differ from plain ones, its issues #583 and #1532). Eagerly always;
-    under ``jit`` as tested for ``sgd``, ``adam`` and ``adamw``, but not for
-    ``schedule_free_*``, ``muon`` and ``adan``, whose jitted runs can differ in
-    the last bit of the params: XLA simplifies arithmetic on a value it sees as
-    a constant (a division by ``b1``) and not on an injected, runtime one. A schedule's
+    under ``jit`` as tested for ``sgd``, ``adam`` and ``adamw``. Other jitted
+    runs can differ in the last bits of the params (seen: ``schedule_free_*``,
+    ``muon``, ``adan``, ``adafactor``, ``adadelta``, ``amsgrad``, ``novograd``,
+    ``sm3``; tens of ulps over 50 steps): XLA simplifies arithmetic on a value it
+    sees as a constant (a division by ``b1``) and not on an injected, runtime one. A schedule's
     stored value is overwritten at the next step: to override it, inject a
     number instead. The state is :class:`InjectHyperparamsState`.
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
+import jax
+
 from gradlab import _masks
 from gradlab._checks import (
     check_same_structure,
@@ -39,8 +41,9 @@ def partition(
     by :class:`MaskedNode`: its state holds its own leaves only, and
     reductions inside it (a global norm) run over its group. A label with
     no transformation, or a transformation that labels no leaf, raises
-    ``ValueError`` naming it. ``optax.partition``; PyTorch's param groups.
-    The state is ``PartitionState({label: state})``.
+    ``ValueError`` naming it -- unless an outer ``masked``/``partition`` hid
+    the leaves (a group may then be empty, as in Optax). ``optax.partition``;
+    PyTorch's param groups. The state is ``PartitionState({label: state})``.
 
     Per-layer learning rates, and no weight decay on biases::
 
@@ -63,7 +66,9 @@ def partition(
 
     def groups(tree):
         found = _masks.resolve_labels(labels, tree)
-        _check_labels(found, transforms, every_transform_used=bool(found))
+        # A group may be empty where an outer masked/partition hid its leaves:
+        # only a tree with nothing hidden shows that a transformation is unused.
+        _check_labels(found, transforms, every_transform_used=bool(found) and not _hides(tree))
         return {label: [x == label for x in found] for label in transforms}
 
     def init(params):
@@ -93,6 +98,13 @@ def partition(
         return ctx.per_leaf(partition(groups, labels))
 
     return GradientTransformation(init, update, packing=packing)
+
+
+def _hides(tree: Tree) -> bool:
+    """Whether ``tree`` holds a leaf an outer wrapper hid: a ``MaskedNode``
+    (gradlab's, or Optax's from ``optax.masked``/``optax.partition``)."""
+    hidden = jax.tree.leaves(tree, is_leaf=lambda x: type(x).__name__ == "MaskedNode")
+    return any(type(x).__name__ == "MaskedNode" for x in hidden)
 
 
 def _check_labels(found: list, transforms: dict, every_transform_used: bool) -> None:

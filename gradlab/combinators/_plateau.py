@@ -151,8 +151,9 @@ def reduce_on_plateau(
         if value is None:
             raise ValueError(
                 "reduce_on_plateau needs the monitored loss: call update(grads, state, params, "
-                "value=loss) (inside optax.chain, which drops extras for members that are not "
-                "GradientTransformationExtraArgs, wrap it as "
+                "value=loss) (inside an Optax wrapper -- optax.chain, MultiSteps, "
+                "apply_if_finite, multi_transform drop extras for members that are not "
+                "GradientTransformationExtraArgs -- wrap it as "
                 "optax.GradientTransformationExtraArgs(*tx))"
             )
         value = jnp.asarray(value)

@@ -178,8 +178,9 @@ def _search_inputs(name: str, updates: Any, params: Any, extra: dict[str, Any]) 
         raise ValueError(
             f"{name} evaluates the objective along the update: call "
             "update(direction, state, params, value=f(params), grad=grad_f(params), "
-            "value_fn=f) with f: params -> scalar (inside optax.chain, which drops extras "
-            "for members that are not GradientTransformationExtraArgs, wrap it as "
+            "value_fn=f) with f: params -> scalar (inside an Optax wrapper -- optax.chain, "
+            "MultiSteps, apply_if_finite, multi_transform drop extras for members that are "
+            "not GradientTransformationExtraArgs -- wrap it as "
             "optax.GradientTransformationExtraArgs(*tx))"
         )
     return value_fn, _tree.as_updates(updates), params, extra.get("value"), extra.get("grad")
