@@ -46,9 +46,14 @@ def np_range_test(lrs, smoothing=0.98, threshold=4.0, momentum=0.0):
 def np_suggestions(lrs, s, stop, lo, hi):
     """The three rules, written from their descriptions (fastai's steep/minimum/valley)."""
     s, lrs_v = s[:stop], lrs[:stop]
+    if stop == 0 or np.argmin(s) == 0:  # the loss never fell: nothing to suggest
+        return dict.fromkeys(("valley", "steepest", "minimum"), np.nan)
     down = np.argmin(s) + 1  # the descent: up to the minimum
     slope = np.diff(s[:down]) / np.diff(np.log(lrs_v[:down]))
-    steepest = lrs_v[np.argmin(slope)] if len(slope) else lrs[0]
+    skip = len(lrs) // 10  # fastai skips the first 10% of the steps, where the descent goes on
+    steepest = (
+        lrs_v[skip + np.argmin(slope[skip:])] if len(slope) > skip else lrs_v[np.argmin(slope)]
+    )
     minimum = lrs_v[np.argmin(s)] / 10
     lds = [1] * len(s)  # longest strictly decreasing subsequence ending at i
     end = 0
@@ -117,12 +122,43 @@ def test_suggestion_rules_on_noisy_curves(seed):
         np.testing.assert_allclose(float(got[rule]), want[rule], rtol=1e-5, err_msg=rule)
 
 
-def test_suggestions_stay_in_range_when_the_loss_falls_from_the_first_step():
+@pytest.mark.parametrize("stop", [10, 0], ids=["rising from step 0", "stopped at step 0"])
+def test_no_suggestion_when_the_loss_never_falls_below_its_first_value(stop):
+    # (It suggested min_lr -- a rate the test never found good -- as its choice.)
     lrs = np.geomspace(1e-3, 1.0, 10)
-    rising = np.linspace(1.0, 10.0, 10)  # lowest at step 0: minimum/10 would leave the range
-    got = jax.jit(_lr_finder._suggestions)(jnp.asarray(lrs), jnp.asarray(rising), 10, 1e-3, 1.0)
-    assert all(1e-3 <= float(v) <= 1.0 for v in got.values())
-    assert float(got["minimum"]) == pytest.approx(1e-3)
+    rising = np.linspace(1.0, 10.0, 10)  # lowest at step 0
+    got = jax.jit(_lr_finder._suggestions)(jnp.asarray(lrs), jnp.asarray(rising), stop, 1e-3, 1.0)
+    assert all(np.isnan(float(v)) for v in got.values()), got
+
+
+def test_an_eager_range_test_that_finds_nothing_warns_and_says_so():
+    def nan_loss(p, batch):
+        return jnp.sum(p) * jnp.nan
+
+    with pytest.warns(UserWarning, match="never fell below its first value"):
+        result = gl.lr_finder(gl.sgd, nan_loss, jnp.zeros(3), BATCHES, num_steps=10)
+    assert int(result.stop_step) == 0 and np.isnan(float(result.suggestion))
+    assert "suggestions: none" in str(result)
+
+
+def test_steepest_is_not_fooled_by_noise_in_the_first_steps():
+    """Loss noise that does not depend on the params (the gradient is the clean
+    one): the bias-corrected EMA barely averages the first losses, and their
+    noise outran the descent -- 8 of 10 seeds suggested ~min_lr (1e-5) where the
+    clean curve suggests ~0.09. Like fastai, the first 10% of the steps are skipped."""
+
+    def noisy(p, noise):
+        return jnp.sum((p - 1.0) ** 2) + noise
+
+    kw = {"min_lr": 1e-5, "max_lr": 10.0, "num_steps": 100}
+    clean = float(gl.lr_finder(gl.sgd, noisy, jnp.zeros(4), jnp.zeros(100), **kw).suggestion)
+    run = jax.jit(
+        jax.vmap(lambda noise: gl.lr_finder(gl.sgd, noisy, jnp.zeros(4), noise, **kw).suggestion)
+    )
+    noise = 0.3 * jax.random.normal(jax.random.key(0), (10, 100))
+    got = np.asarray(run(noise))
+    assert 0.03 < clean < 0.3, clean
+    assert np.all((got > clean / 3) & (got < clean * 3)), (got, clean)
 
 
 def test_a_grid_over_two_optimizers_equals_two_separate_calls():

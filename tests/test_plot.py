@@ -104,7 +104,13 @@ def results():
 
     sweep = gl.sweep(gl.sgd, loss, params, batches, {"learning_rate": [0.01, 0.1]},
                      num_steps=6, progress=False)  # fmt: skip
-    return {"sweep": sweep, "lr_finder": gl.lr_finder(gl.sgd, loss, params, batches, num_steps=6)}
+    negative = gl.sweep(gl.sgd, lambda p, b: loss(p, b) - 10.0, params, batches,
+                        {"learning_rate": [0.01, 0.1]}, num_steps=2, progress=False)  # fmt: skip
+    return {
+        "sweep": sweep,
+        "negative": negative,
+        "lr_finder": gl.lr_finder(gl.sgd, loss, params, batches, num_steps=6),
+    }
 
 
 def _trajectories(**kwargs):
@@ -167,6 +173,10 @@ BAD_ARGUMENTS = {
         "show_raw",
     ),
     "lr_finder ax=1": (lambda r: plot.lr_finder(r["lr_finder"], ax=1), "ax"),
+    "sweep log_scale=True, negative losses": (
+        lambda r: plot.sweep(r["negative"], log_scale=True),
+        "log_scale",
+    ),
 }
 
 
@@ -207,3 +217,44 @@ def test_schedules_plot_takes_log_scale_none_and_several_curves_per_schedule():
     assert fig.axes[0].get_yscale() == "linear"
     fig = gl.plot.schedules({"two": lambda s: jnp.stack([0.1 + 0 * s, 0.2 + 0 * s], -1)}, 10)
     assert len(fig.axes[0].lines) == 2
+
+
+def test_sweep_values_of_any_number_type_and_schedules_are_told_apart():
+    """jnp/NumPy numbers are numbers (a log axis, 0.001 in the legend, not
+    'Array(0.001, dtype=float32)' as categories); schedules are named by their
+    factory, numbered when two read the same (every row read 'schedule'); a
+    one-step sweep draws a marker (a line of one point drew nothing)."""
+
+    def loss(p, b):
+        return jnp.sum((p - b) ** 2)
+
+    kw = {"num_steps": 1, "progress": False}
+    numbers = gl.sweep(gl.sgd, loss, jnp.zeros(2), jnp.ones((1, 2)),
+                       {"learning_rate": jnp.array([1e-3, 1e-2, 1e-1])}, **kw)  # fmt: skip
+    fig = plot.sweep(numbers)
+    assert fig.axes[1].get_xscale() == "log"
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert labels == ["learning_rate=0.001", "learning_rate=0.01", "learning_rate=0.1"]
+    assert all(line.get_marker() == "o" for line in fig.axes[0].lines)
+
+    schedules = [S.cosine_decay(0.1, 10), S.cosine_decay(0.2, 10), S.constant(0.1)]
+    named = gl.sweep(gl.sgd, loss, jnp.zeros(2), jnp.ones((1, 2)),
+                     {"learning_rate": schedules}, **kw)  # fmt: skip
+    rows = str(named).splitlines()[2:]
+    assert sorted(row.split()[1] for row in rows) == [
+        "constant", "cosine_decay#1", "cosine_decay#2"
+    ]  # fmt: skip
+    ticks = [t.get_text() for t in plot.sweep(named).axes[1].get_xticklabels()]
+    assert ticks == ["cosine_decay#1", "cosine_decay#2", "constant"]
+
+
+def test_lr_finder_plot_of_a_curve_that_never_falls_shows_it_whole():
+    # (cut at its start + 1e-12: one point of 17 inside the window)
+    with pytest.warns(UserWarning, match="never fell"):
+        rising = gl.lr_finder(gl.sgd, lambda p, b: jnp.sum((p - b) ** 2), jnp.zeros(2),
+                              jnp.ones((1, 2)), min_lr=2.5, max_lr=3.0, num_steps=8)  # fmt: skip
+    fig = plot.lr_finder(rising)
+    shown = np.asarray(rising.smoothed)[: int(rising.stop_step)]
+    lo, hi = fig.axes[0].get_ylim()
+    assert lo <= shown.min() and shown.max() <= hi, (lo, hi, shown)
+    assert "no suggestion" in fig.axes[0].get_title()

@@ -519,6 +519,8 @@ TOOLS: list[Row] = [
     ("sweep: loss_fn returns a vector", lambda: sweep(loss_fn=lambda p, b: p["b"]), ValueError, ("loss_fn", "(3,)")),
     ("lr_finder: min_lr above max_lr", lambda: lr_finder(min_lr=1.0, max_lr=0.1), ValueError, ("min_lr", "1.0")),
     ("lr_finder: num_steps 1", lambda: lr_finder(num_steps=1), ValueError, ("num_steps", "1")),
+    ("lr_finder: a range over float32's", lambda: lr_finder(min_lr=1e-20, max_lr=1e19), ValueError, ("max_lr / min_lr", "1e+19")),
+    ("lr_finder: a subnormal min_lr", lambda: lr_finder(min_lr=1e-40, max_lr=1.0), ValueError, ("min_lr", "1e-40")),
     ("lr_finder: smoothing 1", lambda: lr_finder(smoothing=1.0), ValueError, ("smoothing", "1.0")),
     ("lr_finder: unknown rule", lambda: lr_finder(rule="fastest"), ValueError, ("rule", "'fastest'")),
     ("lr_finder: negative min_lr", lambda: lr_finder(min_lr=-1e-7), ValueError, ("min_lr", "-1e-07")),

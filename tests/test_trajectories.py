@@ -133,6 +133,21 @@ def test_a_diverging_path_leaves_the_frame_instead_of_overflowing_the_surface():
         gl.plot.trajectories(rosen, {"sgd": gl.sgd(0.1)}, jnp.array([-1.5, 2.0]), 3, bounds=far)
 
 
+def test_the_frame_holds_the_paths_that_do_not_diverge():
+    # At 50 steps sgd's points are ~1e5 away with a finite loss: framed around
+    # them, adam's whole path was 0.00% of the frame.
+    def rosen(z):
+        return (1 - z[0]) ** 2 + 100 * (z[1] - z[0] ** 2) ** 2
+
+    optimizers = {"sgd": gl.sgd(0.1), "adam": gl.adam(0.05)}
+    x0 = jnp.array([-1.5, 2.0])
+    fig = gl.plot.trajectories(rosen, optimizers, x0, 50, resolution=10)
+    adam = gl.plot._trajectories.optimizer_paths(rosen, optimizers, x0, 50)["adam"]
+    (xmin, xmax), (ymin, ymax) = fig.axes[0].get_xlim(), fig.axes[0].get_ylim()
+    assert np.ptp(adam[:, 0]) > 0.5 * (xmax - xmin) and np.ptp(adam[:, 1]) > 0.5 * (ymax - ymin)
+    assert xmin <= adam[:, 0].min() and adam[:, 0].max() <= xmax
+
+
 def test_optimizers_sharing_a_state_structure_run_in_one_vmapped_scan(monkeypatch):
     from gradlab.plot import _trajectories
 

@@ -52,6 +52,9 @@ def lr_finder(result: Any, *, show_raw: bool = True, ax: Any = None) -> Any:
     rules = {k: np.atleast_1d(np.asarray(v, np.float64)) for k, v in result.suggestions.items()}
     configs = result.config_dicts() if hasattr(result, "config_dicts") else None
     n = lrs.shape[0]
+    from gradlab.run import _grid
+
+    shown = {k: _grid.describe([c[k] for c in configs]) for k in (configs or [{}])[0]}
 
     ax = _axes(ax, figsize=(7.0, 4.2))
     cycle = [f"C{i}" for i in range(10)]
@@ -61,12 +64,14 @@ def lr_finder(result: Any, *, show_raw: bool = True, ax: Any = None) -> Any:
         color = cycle[i % 10]
         label = None
         if n > 1:
-            label = ", ".join(f"{k}={v}" for k, v in configs[i].items()) if configs else f"#{i}"
+            label = ", ".join(f"{k}={shown[k][i]}" for k in configs[i]) if configs else f"#{i}"
         valid = np.arange(lrs.shape[1]) < stops[i]
         if show_raw:
             ax.plot(lrs[i], raw[i], color=color, alpha=0.25, lw=0.8)
         ax.plot(lrs[i][valid], smooth[i][valid], color=color, lw=1.6, label=label)
         for rule, values in rules.items():
+            if not np.isfinite(values[i]):
+                continue
             at = (
                 np.interp(np.log(values[i]), np.log(lrs[i][valid]), smooth[i][valid])
                 if valid.any()
@@ -81,10 +86,14 @@ def lr_finder(result: Any, *, show_raw: bool = True, ax: Any = None) -> Any:
                 ms=7,
                 label=f"{rule} {values[i]:.2g}" if n == 1 else None,
             )
-        ax.axvline(chosen[i], color=color, ls="--", lw=1.0)
+        if np.isfinite(chosen[i]):  # NaN: the test found nothing to suggest
+            ax.axvline(chosen[i], color=color, ls="--", lw=1.0)
         finite = smooth[i][valid][np.isfinite(smooth[i][valid])]
         if finite.size:
-            top = max(top, finite[0] + 0.5 * (finite[0] - finite.min()) + 1e-12)
+            # Cut a little above the start when the curve falls below it; a
+            # curve that never does is shown whole (it was cut at its start).
+            drop, spread = finite[0] - finite.min(), finite.max() - finite.min()
+            top = max(top, finite[0] + 0.5 * drop if drop > 0.01 * spread else finite.max())
             bottom = min(bottom, finite.min())
     if np.isfinite(top) and np.isfinite(bottom) and top > bottom:
         pad = 0.05 * (top - bottom)
@@ -93,10 +102,13 @@ def lr_finder(result: Any, *, show_raw: bool = True, ax: Any = None) -> Any:
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss (smoothed)")
     rule = getattr(result, "rule", "")
-    if n == 1:
+    if n == 1 and not np.isfinite(chosen[0]):
+        ax.set_title("range test: no suggestion (the loss never fell below its first value)")
+    elif n == 1:
         ax.set_title(f"range test: suggested {chosen[0]:.3g} ({rule}, dashed)")
     else:
         ax.set_title(f"range tests: dashed = suggested ({rule})")
     ax.grid(True, alpha=0.3, which="both")
-    ax.legend(fontsize="small")
+    if ax.get_legend_handles_labels()[0]:  # none when nothing was suggested
+        ax.legend(fontsize="small")
     return ax.figure

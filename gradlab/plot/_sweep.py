@@ -33,18 +33,10 @@ def _spans_decades(values: np.ndarray) -> bool:
 
 
 def _is_numeric(values: list[Any]) -> bool:
-    return all(
-        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
-        for v in values
-    )
+    """Numbers of any kind (Python, NumPy, 0-d arrays), as the sweep traces them."""
+    from gradlab.run import _grid
 
-
-def _label(config: dict[str, Any], names: list[str]) -> str:
-    parts = []
-    for k in names:
-        v = config[k]
-        parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
-    return ", ".join(parts)
+    return all(_grid.is_number(v) for v in values)
 
 
 def sweep(
@@ -134,6 +126,13 @@ def sweep(
     varied = differ if by is None else list(by)
     if log_scale is None:
         log_scale = _spans_decades(curves.ravel())
+    elif log_scale:
+        values = curves[np.isfinite(curves)]
+        if values.size and values.min() <= 0:
+            raise ValueError(
+                f"log_scale=True needs positive values, but the {ylabel} reaches "
+                f"{values.min():.4g}: pass log_scale=False (or None, automatic)"
+            )
 
     panels = 1 + len(varied)
     cols = min(panels, 3)
@@ -147,9 +146,14 @@ def sweep(
 
     cmap = matplotlib.colormaps["viridis"]
     colors = [cmap(i / max(n - 1, 1)) for i in range(n)]
+    from gradlab.run import _grid
+
+    shown = {k: _grid.describe([c[k] for c in result.configs]) for k in names}
     ax = axes[0]
+    one_point = curves.shape[1] == 1  # a one-step sweep: a line of one point draws nothing
     for i in range(n):
-        ax.plot(steps, curves[i], color=colors[i], lw=1.2, label=_label(result.configs[i], differ))
+        label = ", ".join(f"{k}={shown[k][i]}" for k in differ)
+        ax.plot(steps, curves[i], "o-" if one_point else "-", color=colors[i], lw=1.2, label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel + (f" (EMA {smoothing:g})" if smoothing else ""))
     if log_scale:
@@ -165,12 +169,11 @@ def sweep(
     for ax, name in zip(axes[1:panels], varied, strict=True):
         values = [c[name] for c in result.configs]
         if _is_numeric(values):
-            x = np.asarray(values, np.float64)
+            x = np.asarray([float(v) for v in values], np.float64)
             log_x = _spans_decades(x)
         else:
-            categories = list(dict.fromkeys(repr(v) for v in values))
-            x = np.asarray([categories.index(repr(v)) for v in values], np.float64)
-            labels = [c.strip("'") for c in categories]
+            labels = list(dict.fromkeys(shown[name]))
+            x = np.asarray([labels.index(t) for t in shown[name]], np.float64)
             crowded = len(labels) > 4 or max(map(len, labels)) > 10
             ax.set_xticks(range(len(labels)), labels, rotation=30 if crowded else 0,
                           ha="right" if crowded else "center")  # fmt: skip

@@ -87,14 +87,21 @@ def optimizer_paths(
 
 
 def _default_bounds(fun: Callable, paths: dict[str, np.ndarray], dtype: Any) -> tuple:
-    """The extent of the paths' points where the loss is finite, plus 15%: a
-    diverging path (1e16 after 30 steps of sgd on Rosenbrock) would otherwise
-    stretch the frame until the whole surface overflows."""
-    points = np.concatenate(list(paths.values()))
-    points = points[np.all(np.isfinite(points), axis=1)]
-    values = np.asarray(jax.vmap(fun)(jnp.asarray(points, dtype)), np.float64)
-    if np.isfinite(values).any():
-        points = points[np.isfinite(values)]
+    """The extent of the points of the paths that do not diverge, plus 15%. A
+    path diverges when its last loss is above its first (or not finite); it
+    leaves the frame, or it would stretch the frame until the other paths are a
+    dot (sgd reaches |x| ~ 1e5 in 50 steps on Rosenbrock) and then until the
+    whole surface overflows. If every path diverges: their points where the
+    loss is finite."""
+    kept, everyone = [], []
+    for path in paths.values():
+        path = path[np.all(np.isfinite(path), axis=1)]
+        values = np.asarray(jax.vmap(fun)(jnp.asarray(path, dtype)), np.float64)
+        finite = path[np.isfinite(values)]
+        everyone.append(finite if finite.size else path)
+        if values.size and np.isfinite(values[-1]) and values[-1] <= values[0]:
+            kept.append(finite)
+    points = np.concatenate(kept or everyone)
     lo, hi = points.min(axis=0), points.max(axis=0)
     pad = 0.15 * np.maximum(hi - lo, 1e-3)
     return tuple((float(a), float(b)) for a, b in zip(lo - pad, hi + pad, strict=True))
@@ -188,8 +195,9 @@ def trajectories(
             save it with ``anim.save("paths.gif", writer="pillow")`` or show it in
             a notebook with ``HTML(anim.to_jshtml())``.
         bounds: ``((xmin, xmax), (ymin, ymax))`` of the plot (finite, each min
-            below its max); default: the extent of the paths' points where
-            ``fun`` is finite, plus a margin (a diverging path leaves the frame).
+            below its max); default: the extent of the paths that do not
+            diverge (a path whose last loss is above its first does), plus a
+            margin: a diverging path leaves the frame.
         levels: number of log-spaced contour levels (>= 1), or the levels
             themselves (increasing).
         decades: the log-spaced levels span this many decades (> 0) above the

@@ -136,6 +136,50 @@ def is_number(value: Any) -> bool:
     return False
 
 
+def describe(values: Sequence[Any]) -> list[str]:
+    """Short display texts of one hyperparameter's values (a table column, a
+    plot's ticks and legend): a number to 4 significant digits (whatever its
+    type: Python, NumPy or a 0-d array), a function by the name of the factory
+    that made it (``cosine_decay``, not its inner ``schedule``), anything else
+    by ``str`` cut to 24 characters. Different values that would read the same
+    (two ``cosine_decay`` schedules) get ``#1``, ``#2``, ... in order of first
+    appearance."""
+
+    def text(v: Any) -> str:
+        if is_number(v):
+            x = v.item() if hasattr(v, "item") else v
+            return f"{x:.4g}" if isinstance(x, float) else str(x)
+        if callable(v):
+            name = getattr(v, "__qualname__", None) or getattr(v, "__name__", None)
+            if name is None:  # a functools.partial, a callable object
+                name = getattr(getattr(v, "func", None), "__name__", None) or type(v).__name__
+            return name.split(".<locals>", 1)[0]
+        s = str(v)
+        return s if len(s) <= 24 else s[:23] + "\u2026"
+
+    texts = [text(v) for v in values]
+    distinct: dict[str, list[Any]] = {}
+    for v, t in zip(values, texts, strict=True):
+        seen = distinct.setdefault(t, [])
+        if not any(_same(v, w) for w in seen):
+            seen.append(v)
+    out = []
+    for v, t in zip(values, texts, strict=True):
+        seen = distinct[t]
+        k = next(i for i, w in enumerate(seen, 1) if _same(v, w))
+        out.append(t if len(seen) == 1 else f"{t}#{k}")
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(a == b) if not callable(a) else False
+    except Exception:  # an array's ambiguous truth value, an odd __eq__
+        return False
+
+
 def _hashable(value: Any) -> Any:
     try:
         hash(value)

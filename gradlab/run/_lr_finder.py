@@ -20,6 +20,7 @@ suggestion functions), re-derived here from their descriptions:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -63,11 +64,15 @@ class LRFinderResult:
             The suggestions use steps ``[0, stop_step)``.
         suggestions: ``{"steepest", "minimum", "valley"}`` -> learning rate:
             ``steepest``: where the smoothed loss falls fastest against
-            ``log(lr)`` on its way down to its minimum; ``minimum``: the rate
-            of the lowest smoothed loss, divided by 10; ``valley``: at the
-            middle (or just before it) of the longest stretch over which the
-            smoothed loss keeps falling. All within
-            ``[min_lr, max_lr]``.
+            ``log(lr)`` on its way down to its minimum, past the first 10% of
+            the steps when the descent goes on past them (as fastai skips
+            them: the smoothing has not yet averaged out the noise there);
+            ``minimum``: the rate of the lowest smoothed loss, divided by 10;
+            ``valley``: at the middle (or just before it) of the longest
+            stretch over which the smoothed loss keeps falling. All within
+            ``[min_lr, max_lr]`` -- or NaN when the smoothed loss never fell
+            below its first value (or the loss was NaN at step 0): there is
+            nothing to suggest, and an eager call warns.
         suggestion: the rate of the chosen ``rule``.
         rule: which suggestion is the default (static).
         configs: the grid's configurations when one was given (static), else None.
@@ -112,6 +117,8 @@ class LRFinderResult:
             f"{name} {float(v):.3g}" + (" (chosen)" if name == one.rule else "")
             for name, v in one.suggestions.items()
         )
+        if np.isnan(float(one.suggestion)):
+            rules = "none (the smoothed loss never fell below its first value)"
         return f"{head}: lr {lrs[0]:.3g} -> {lrs[-1]:.3g}, {where}; suggestions: {rules}"
 
     def __repr__(self) -> str:
@@ -140,11 +147,16 @@ def _suggestions(lrs, smoothed, stop_step, min_lr, max_lr) -> dict[str, jax.Arra
 
     # steepest: the most negative forward difference d s / d log(lr) (fastai's
     # `steep`) on the way down, before the minimum: past it the curve is the
-    # explosion, whose noise can hold steeper drops.
+    # explosion, whose noise can hold steeper drops. Not in the first 10% of
+    # the steps (as fastai's suggestions skip them) where a drop is there
+    # before: the bias-corrected EMA barely averages the first losses
+    # (s_1 = (l_0 + l_1) / 2), and their noise outran the real descent.
     log_lr = jnp.log(lrs)
     slope = (smoothed[1:] - smoothed[:-1]) / (log_lr[1:] - log_lr[:-1])
-    slope = jnp.where(t[1:] <= jnp.argmin(s), slope, jnp.inf)
-    steepest = lrs[jnp.where(jnp.argmin(s) >= 1, jnp.argmin(slope), 0)]
+    down = t[1:] <= jnp.argmin(s)
+    late = down & (t[:-1] >= n // 10)
+    slope = jnp.where(jnp.where(jnp.any(late), late, down), slope, jnp.inf)
+    steepest = lrs[jnp.argmin(slope)]
 
     # valley (fastai's `valley`, from ESRI's arcgis.learn): the longest strictly
     # decreasing subsequence of s, of `length` points ending at `end`; with
@@ -162,8 +174,11 @@ def _suggestions(lrs, smoothed, stop_step, min_lr, max_lr) -> dict[str, jax.Arra
     index = start + span // 3 + span // 6
     valley = lrs[jnp.clip(index, 0, n - 1)]
 
+    # Nothing to suggest where the smoothed loss never fell below its first
+    # value (or the test stopped at step 0): NaN, not min_lr.
     lo, hi = jnp.asarray(min_lr, lrs.dtype), jnp.asarray(max_lr, lrs.dtype)
-    clip = lambda v: jnp.clip(v, lo, hi)  # noqa: E731
+    fell = jnp.argmin(s) >= 1
+    clip = lambda v: jnp.where(fell, jnp.clip(v, lo, hi), jnp.nan)  # noqa: E731
     return {"valley": clip(valley), "steepest": clip(steepest), "minimum": clip(minimum)}
 
 
@@ -321,6 +336,16 @@ def lr_finder(
             lrs, losses, smoothed, stop_step, suggestions, suggestions[rule], rule
         )
 
+    def warned(result: LRFinderResult) -> LRFinderResult:
+        if not is_traced(result.suggestion) and np.isnan(np.asarray(result.suggestion)).any():
+            warnings.warn(
+                "lr_finder: the smoothed loss never fell below its first value (or was NaN "
+                "at step 0), so there is no suggestion (NaN): lower min_lr, or check the "
+                "loss and the optimizer",
+                stacklevel=3,
+            )
+        return result
+
     def probe(static, numeric):  # one step of one configuration, to find untraceable names
         tx = make_optimizer(jnp.asarray(min_lr, jnp.result_type(float)), **static, **numeric)
         batch = data.at(data.stacked, jnp.int32(0), key)
@@ -329,7 +354,7 @@ def lr_finder(
 
     if grid is None:
         _grid.check_names(make_optimizer, "make_optimizer", [], fixed=1)
-        return jax.jit(one)({}, min_lr, max_lr, params, data.stacked, key)
+        return warned(jax.jit(one)({}, min_lr, max_lr, params, data.stacked, key))
 
     configs = _grid.expand(grid)
     _grid.check_names(make_optimizer, "make_optimizer", list(configs[0]), fixed=1)
@@ -358,7 +383,7 @@ def lr_finder(
     inverse = np.argsort(np.asarray(order))
     stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs)[inverse], *pieces)
     frozen = tuple(tuple(c.items()) for c in configs)
-    return dataclasses.replace(stacked, configs=frozen)
+    return warned(dataclasses.replace(stacked, configs=frozen))
 
 
 def _check_args(
@@ -373,8 +398,21 @@ def _check_args(
     check_scalars(min_lr=min_lr, max_lr=max_lr)
     check_positive("min_lr", min_lr)
     check_positive("max_lr", max_lr)
-    if not is_traced((min_lr, max_lr)) and not float(min_lr) < float(max_lr):
-        raise ValueError(f"min_lr must be < max_lr, got min_lr={min_lr!r}, max_lr={max_lr!r}")
+    if not is_traced((min_lr, max_lr)):
+        if not float(min_lr) < float(max_lr):
+            raise ValueError(f"min_lr must be < max_lr, got min_lr={min_lr!r}, max_lr={max_lr!r}")
+        # the rates are min_lr * (max_lr / min_lr) ** frac, in float32 (float64 under x64)
+        info = jnp.finfo(jnp.result_type(float))
+        if float(min_lr) < info.tiny:
+            raise ValueError(
+                f"min_lr must be at least {info.tiny:.3g} (the smallest normal "
+                f"{info.dtype}), got {min_lr!r}"
+            )
+        if float(max_lr) / float(min_lr) > info.max:
+            raise ValueError(
+                f"max_lr / min_lr must fit in {info.dtype} (at most {info.max:.3g}), got "
+                f"min_lr={min_lr!r}, max_lr={max_lr!r}"
+            )
     if isinstance(num_steps, bool) or is_traced(num_steps):
         raise TypeError(f"num_steps must be a Python int, got {num_steps!r}")
     check_int("num_steps", num_steps, 2, maximum=COUNT_MAX)

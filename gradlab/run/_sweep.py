@@ -185,8 +185,9 @@ class SweepResult(NamedTuple):
         rows = []
         order = self.ranking()
         min_losses = _nanmin(self.losses)
+        shown = {k: _grid.describe([c[k] for c in self.configs]) for k in self.names}
         for rank, i in enumerate(order[:TABLE_ROWS], 1):
-            cells = [str(rank), *(_fmt(self.configs[i][k]) for k in self.names)]
+            cells = [str(rank), *(shown[k][i] for k in self.names)]
             if self.diverged[i]:
                 cells += [f"diverged at step {self.diverged_at[i]}", ""]
             else:
