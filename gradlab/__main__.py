@@ -49,9 +49,10 @@ OPTIMIZERS: dict[str, Callable[[Any], gl.GradientTransformation]] = {
     "adafactor": lambda lr: gl.adafactor(lr),
 }
 
-# name -> shape of warmup_cosine_decay: (warm-up as a fraction of the steps, final
-# rate as a fraction of the peak). One family, so a schedule is two *numbers*: all
-# schedules of an optimizer train in the same vmap as its learning rates.
+# name -> shape of warmup_cosine_decay: (warm-up as a fraction of the steps -- at least
+# one step, see schedule_shape -- final rate as a fraction of the peak). One family, so
+# a schedule is two *numbers*: all schedules of an optimizer train in the same vmap as
+# its learning rates.
 SCHEDULES: dict[str, tuple[float, float]] = {
     "constant": (0.0, 1.0),  # no warm-up, "decays" from the peak to the peak
     "cosine": (0.0, 0.0),
@@ -160,9 +161,15 @@ def schedule(
 
 
 def schedule_shape(name: str, num_steps: int) -> tuple[int, float]:
-    """``(warmup_steps, end_factor)`` of a named schedule."""
+    """``(warmup_steps, end_factor)`` of a named schedule. A schedule with a
+    warm-up warms up for at least one step when the run has room for it (a
+    warm-up must end before ``num_steps``): at 5 steps or fewer, 10% rounds
+    to 0 steps, and 'warmup-cosine' would be 'cosine' again."""
     warmup, end = SCHEDULES[name]
-    return round(warmup * num_steps), end
+    steps = round(warmup * num_steps)
+    if warmup > 0:
+        steps = min(max(steps, 1), num_steps - 1)
+    return steps, end
 
 
 def make_optimizer(
@@ -207,6 +214,17 @@ def _options(args: argparse.Namespace) -> argparse.Namespace:
     chosen = ",".join(OPTIMIZERS) if args.optimizers is None else args.optimizers
     args.optimizers = _names(chosen, OPTIMIZERS, "--optimizers")
     args.schedules = _names(args.schedules, SCHEDULES, "--schedules")
+    # Two names of the same (warmup_steps, end_factor) would be one schedule twice:
+    # where() could not tell them apart, and the tables would count it twice.
+    seen: dict[tuple[int, float], str] = {}
+    for name in args.schedules:
+        first = seen.setdefault(schedule_shape(name, args.steps), name)
+        if first != name:
+            print(
+                f"note: at --steps {args.steps}, '{name}' is the same schedule as '{first}' "
+                "(no room for a warm-up step): it is left out"
+            )
+    args.schedules = list(seen.values())
     return args
 
 
@@ -333,7 +351,7 @@ def _leaderboard(result, args) -> None:
     for opt in args.optimizers:
         for sched in args.schedules:
             part = _part(result, args, opt, sched)
-            if not np.any(np.isfinite(part.evals["val_acc"][:, -1])):
+            if _all_diverged(part):
                 rows.append((-1.0, [opt, sched, "-", "diverged", "-", "-", "-"]))
                 continue
             best = part.best("val_acc", mode="max")
@@ -378,11 +396,11 @@ def _comparison(result, params, args, initial_loss: float) -> None:
         cols.append(opt)
         fastest = min(_steps_to(train[i], steps, args.target_loss) for i in range(len(train)))
         speed.append(f">{args.steps}" if math.isinf(fastest) else f"{fastest:.0f}")
-        if np.any(np.isfinite(part.evals["val_acc"][:, -1])):
+        if _all_diverged(part):
+            general.append("diverged")
+        else:
             best = part.best("val_acc", mode="max")
             general.append(f"{100 * part.evals['test_acc'][best.index, -1]:.1f}%")
-        else:
-            general.append("diverged")
         memory.append(f"{state_bytes_per_param(opt, params):.0f}")
         final = np.where(np.isfinite(train[:, -1]), train[:, -1], initial_loss)
         final = np.clip(final, 1e-12, initial_loss)  # a blown-up run counts as untrained
@@ -423,13 +441,23 @@ def _plots(result, make, args, lrs) -> None:
     written = []
 
     sched = args.schedules[0]
-    best = [_part(result, args, o, sched).best("val_acc", mode="max") for o in args.optimizers]
+    parts = {o: _part(result, args, o, sched) for o in args.optimizers}
+    # An optimizer that diverged at every learning rate has no best one (the tables
+    # say "diverged"): its loss curve is left out and named in the title.
+    dead = [o for o, p in parts.items() if _all_diverged(p)]
+    best = [p.best("val_acc", mode="max") for o, p in parts.items() if o not in dead]
     # best() indexes its own (sliced) result: find each configuration in the whole one.
     idx = [next(i for i, c in enumerate(result.configs) if c is b.config or c == b.config)
            for b in best]  # fmt: skip
-    fig = gl.plot.sweep(result.subset(idx), metric="train_loss")
-    fig.suptitle(f"training loss of each optimizer at its best learning rate ({sched})")
-    written.append(_save(fig, out / "loss_curves.png"))
+    if idx:
+        fig = gl.plot.sweep(result.subset(idx), metric="train_loss")
+        title = f"training loss of each optimizer at its best learning rate ({sched})"
+        if dead:
+            title += f"\nleft out, diverged at every learning rate: {', '.join(dead)}"
+        fig.suptitle(title)
+        written.append(_save(fig, out / "loss_curves.png"))
+    else:
+        print(f"\nno loss_curves.png: every optimizer diverged at every learning rate ({sched})")
 
     fig = gl.plot.sweep(
         result, metric="test_acc", by=["optimizer", "learning_rate"], log_scale=False
@@ -445,7 +473,8 @@ def _plots(result, make, args, lrs) -> None:
         for o in args.optimizers:
             part = _part(result, args, o, s)
             acc = part.evals["test_acc"][:, -1]
-            ax.plot([c["learning_rate"] for c in part.configs], 100 * acc, "o-", label=o, ms=4)
+            label = f"{o} (diverged)" if _all_diverged(part) else o
+            ax.plot([c["learning_rate"] for c in part.configs], 100 * acc, "o-", label=label, ms=4)
         ax.set_xscale("log")
         ax.set_xlabel("learning rate (peak)")
         ax.set_title(f"schedule: {s}")
@@ -460,6 +489,11 @@ def _plots(result, make, args, lrs) -> None:
     fig.axes[0].set_title("the schedules of the sweep (scaled by each learning rate)")
     written.append(_save(fig, out / "schedules.png"))
     print(f"\nplots written to {out.resolve()}{os.sep}: {', '.join(p.name for p in written)}")
+
+
+def _all_diverged(part) -> bool:
+    """Whether every configuration of ``part`` diverged (no finite validation accuracy)."""
+    return not np.any(np.isfinite(part.evals["val_acc"][:, -1]))
 
 
 def _save(fig, path: pathlib.Path) -> pathlib.Path:
@@ -519,13 +553,21 @@ def _integer(minimum: int) -> Callable[[str], int]:
 
 
 def _positive(text: str) -> float:
-    """An argparse type: a finite number > 0."""
+    """An argparse type: a finite number > 0 that float32, where the training
+    computes, holds as a normal number (1.2e-38 .. 3.4e38): a larger one is inf
+    there, a smaller one 0 or a subnormal."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"a number is needed, got {text!r}") from None
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    f32 = np.finfo(np.float32)
+    low, high = float(f32.tiny), float(f32.max)  # Python floats: no cast of value to float32
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(
+            f"must fit in float32, {low:.3g} .. {high:.3g}, got {text}"
+        )
     return value
 
 
@@ -670,7 +712,14 @@ def main(argv: list[str] | None = None) -> None:
         args, high
     ):
         parser.error(f"--{low.replace('_', '-')} must be below --{high.replace('_', '-')}")
-    if not args.no_plots:  # the folder is checked now, not after the training
+    if not args.no_plots:  # matplotlib and the folder are checked now, not after the training
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            sys.exit(
+                "python -m gradlab writes its plots with matplotlib, which is not installed: "
+                "pip install matplotlib (the examples extra has it), or pass --no-plots"
+            )
         try:
             pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -15,6 +15,7 @@ import sys
 import jax
 import pytest
 
+import gradlab as gl
 import gradlab.__main__ as showcase
 
 pytest.importorskip("sklearn")
@@ -107,6 +108,12 @@ def test_importing_gradlab_imports_no_plotting_or_peer_library():
     assert out.stdout.strip() == "[]", out.stdout
 
 
+# A sweep small enough that a bad number which slips past the parser fails fast.
+_TINY = ["--steps", "1", "--lrs", "2", "--optimizers", "sgd", "--schedules", "constant",
+         "--loop-sample", "0", "--no-plots", "--no-progress"]  # fmt: skip
+_TINY_FIND = ["--steps", "2", "--optimizers", "sgd", "--no-plots"]
+
+
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
@@ -123,6 +130,12 @@ def test_importing_gradlab_imports_no_plotting_or_peer_library():
         (["--quick", "lr-find"], "options before 'lr-find' would be ignored"),
         (["lr-find", "--steps", "1"], "--steps: must be >= 2, got 1"),
         (["lr-find", "--min-lr", "0"], "--min-lr: must be a finite number > 0"),
+        # float32, where the training computes, holds neither (they were tracebacks
+        # from inside gl.sweep / gl.lr_finder naming peak_value / max_lr)
+        (["--lr-max", "1e300", *_TINY], "--lr-max: must fit in float32"),
+        (["--lr-min", "1e-46", *_TINY], "--lr-min: must fit in float32"),  # 0 in float32
+        (["lr-find", "--max-lr", "1e39", *_TINY_FIND], "--max-lr: must fit in float32"),
+        (["lr-find", "--min-lr", "1e-40", *_TINY_FIND], "--min-lr: must fit in float32"),
     ],
 )
 def test_bad_numbers_and_misplaced_options_are_usage_errors(argv, words, capsys):
@@ -142,3 +155,70 @@ def test_an_unusable_out_folder_is_refused_before_training(tmp_path, capsys):
     assert info.value.code == 2 and "cannot create the folder" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="sgd given twice"):
         showcase.main(["--quick", "--no-plots", "--optimizers", "sgd,sgd"])
+
+
+@pytest.mark.parametrize("command", [[], ["lr-find"]])
+def test_missing_matplotlib_is_reported_before_training(command, tmp_path, monkeypatch):
+    """It was a ModuleNotFoundError traceback after the whole sweep had trained."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    monkeypatch.setattr(showcase, "load_digits", lambda seed=0: pytest.fail("it trained"))
+    with pytest.raises(SystemExit) as info:
+        showcase.main([*command, "--out", str(tmp_path / "plots")])
+    message = str(info.value.code)
+    assert "matplotlib" in message and "--no-plots" in message and "\n" not in message
+
+
+def test_an_optimizer_that_diverged_at_every_rate_is_left_out_of_the_plots(
+    tmp_path, capsys, monkeypatch
+):
+    """The tables said "diverged"; the plots asked it for its best rate, and the
+    run ended in a ValueError traceback with no plots."""
+    pytest.importorskip("matplotlib")
+    # "boom" diverges at every learning rate (its updates are 1e30 times sgd's).
+    boom = lambda lr: gl.chain(gl.sgd(lr), gl.scale(1e30))  # noqa: E731
+    monkeypatch.setitem(showcase.OPTIMIZERS, "boom", boom)
+    figures = {}
+
+    def save(fig, path):
+        figures[path.name] = fig
+        return path
+
+    monkeypatch.setattr(showcase, "_save", save)
+    tiny = ["--steps", "5", "--hidden", "8", "--lrs", "1", "--lr-min", "1e-2", "--lr-max", "1e-1",
+            "--schedules", "constant", "--loop-sample", "0", "--no-progress"]  # fmt: skip
+    showcase.main([*tiny, "--optimizers", "adam,boom", "--out", str(tmp_path)])
+    text = capsys.readouterr().out
+    assert re.search(r"^\d+\s+boom\s+constant\s+-\s+diverged", text, re.M)
+    names = {"loss_curves.png", "sweep_overview.png", "accuracy_vs_lr.png", "schedules.png"}
+    assert set(figures) == names
+    title = figures["loss_curves.png"]._suptitle.get_text()
+    assert "left out, diverged at every learning rate: boom" in title
+    legend = figures["accuracy_vs_lr.png"].axes[-1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["adam", "boom (diverged)"]
+
+    figures.clear()  # every optimizer diverged: no loss curves, the other plots
+    showcase.main([*tiny, "--optimizers", "boom", "--out", str(tmp_path)])
+    assert "no loss_curves.png: every optimizer diverged" in capsys.readouterr().out
+    assert set(figures) == names - {"loss_curves.png"}
+
+
+def test_warmup_cosine_is_not_cosine_on_short_runs(capsys):
+    """10% of 5 steps or fewer rounded to no warm-up: 'warmup-cosine' was 'cosine'
+    again, where() returned both, and the tables counted each configuration twice
+    ("4 learning rates each" for --lrs 2)."""
+    for steps in range(2, 12):
+        warmup, _ = showcase.schedule_shape("warmup-cosine", steps)
+        assert 1 <= warmup < steps, steps
+    assert showcase.schedule_shape("warmup-cosine", 100) == (10, 0.0)
+    showcase.main([
+        "--steps", "4", "--hidden", "8", "--lrs", "2", "--optimizers", "sgd",
+        "--schedules", "cosine,warmup-cosine", "--loop-sample", "0", "--no-plots", "--no-progress",
+    ])  # fmt: skip
+    text = capsys.readouterr().out
+    board = text[text.index("Leaderboard") : text.index("Comparison")]
+    assert sorted(re.findall(r"^\d+\s+sgd\s+(\S+)", board, re.M)) == ["cosine", "warmup-cosine"]
+    assert "schedule 'cosine', 2 learning rates each" in text
+    # One step leaves no room for a warm-up: the two are one schedule, trained once.
+    args = showcase._parser().parse_args(["--steps", "1", "--schedules", "cosine,warmup-cosine"])
+    assert showcase._options(args).schedules == ["cosine"]
+    assert "'warmup-cosine' is the same schedule as 'cosine'" in capsys.readouterr().out
