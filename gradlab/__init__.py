@@ -7,7 +7,7 @@ are submodules; ``gl.plot`` (matplotlib) is imported only when first used.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gradlab._checkpoint import load_state, save_state
 from gradlab._core import (
@@ -154,6 +154,12 @@ from gradlab.run import (
     minimize,
     sweep,
 )
+
+if TYPE_CHECKING:
+    # For type checkers only: at run time these load on first access
+    # (``__getattr__`` below), so ``import gradlab`` does not import matplotlib.
+    # Without this, ``gl.schedules``/``gl.losses``/``gl.plot`` are ``Any`` to them.
+    from gradlab import losses, plot, schedules
 
 __version__ = "0.1.0"
 
