@@ -12,7 +12,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import jax
 import numpy as np
@@ -352,14 +352,18 @@ def check_transformation(name: str, value: Any) -> None:
         )
 
 
-def keyword_alias(alias: str, name: str) -> Callable[[Callable], Callable]:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def keyword_alias(alias: str, name: str) -> Callable[[_F], _F]:
     """Decorator: the argument ``name`` may also be passed as ``alias=``, where
     the API's name and Optax's differ (``masked(inner=...)``, Optax's, for
     ``transform``; ``scale_by_learning_rate(lr=...)``, the API's, for
     ``learning_rate``), so code written for either runs unchanged. The
-    signature shown is the function's own."""
+    signature shown is the function's own, to ``inspect`` and to type checkers
+    (which therefore do not know the alias keyword)."""
 
-    def wrap(fn: Callable) -> Callable:
+    def wrap(fn: _F) -> _F:
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
             if alias in kwargs:
@@ -373,8 +377,8 @@ def keyword_alias(alias: str, name: str) -> Callable[[Callable], Callable]:
 
         # declared, for wrappers that bind arguments against the signature
         # (inject_hyperparams): {alias: name}, accumulated over stacked aliases
-        call.keyword_aliases = {**getattr(fn, "keyword_aliases", {}), alias: name}
-        return call
+        call.keyword_aliases = {**getattr(fn, "keyword_aliases", {}), alias: name}  # type: ignore[attr-defined]
+        return cast(_F, call)
 
     return wrap
 

@@ -21,7 +21,7 @@ import contextlib
 import inspect
 import weakref
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -104,12 +104,16 @@ class EmptyState(NamedTuple):
     """State of a stateless transformation."""
 
 
-def structural(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def structural(*names: str) -> Callable[[_F], _F]:
     """Declare a factory's structural arguments: Python ints that fix a state's
     shape or a loop's length (``lbfgs``' ``memory_size``). They cannot be
-    traced, so :func:`gradlab.inject_hyperparams` keeps them static."""
+    traced, so :func:`gradlab.inject_hyperparams` keeps them static. The
+    factory itself is returned, its type (signature) unchanged."""
 
-    def declare(factory: Callable[..., Any]) -> Callable[..., Any]:
+    def declare(factory: _F) -> _F:
         factory.structural_args = tuple(names)  # type: ignore[attr-defined]
         return factory
 

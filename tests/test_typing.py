@@ -8,10 +8,19 @@ and hold them against what the code does.
 from __future__ import annotations
 
 import ast
+import collections.abc
+import inspect
 import pathlib
 import tomllib
+import typing
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import pytest
 
 import gradlab as gl
+from gradlab import _checks, _core
 
 ROOT = pathlib.Path(gl.__file__).resolve().parent.parent
 
@@ -39,3 +48,72 @@ def test_lazy_submodules_are_imported_for_type_checkers():
                 if isinstance(stmt, ast.ImportFrom) and stmt.module == "gradlab":
                     imported |= {a.asname or a.name for a in stmt.names}
     assert imported == set(gl._LAZY_SUBMODULES)
+
+
+def _is_identity_decorator_type(t: Any) -> bool:
+    """``Callable[[F], F]`` with ``F`` a TypeVar bound to a callable."""
+    if typing.get_origin(t) is not collections.abc.Callable:
+        return False
+    params, ret = typing.get_args(t)
+    return isinstance(ret, typing.TypeVar) and params == [ret] and ret.__bound__ is not None
+
+
+@pytest.mark.parametrize("decorator", [_checks.keyword_alias, _core.structural])
+def test_signature_decorators_are_typed_to_return_the_function_type(decorator):
+    """A bare ``Callable`` return erased the signatures of the 12 decorated public
+    functions to ``(*Any, **Any) -> Any`` for checkers (no argument checking,
+    mypy --strict ``no-any-return`` on ``return gl.lbfgs()``)."""
+    assert _is_identity_decorator_type(typing.get_type_hints(decorator)["return"])
+
+
+ALIASED = [
+    gl.partition,
+    gl.masked,
+    gl.apply_if_finite,
+    gl.lookahead,
+    gl.scale_by_learning_rate,
+    gl.MultiSteps.__new__,
+]
+STRUCTURAL = [
+    gl.lbfgs,
+    gl.adafactor,
+    gl.muon,
+    gl.scale_by_lbfgs,
+    gl.scale_by_factored_rms,
+    gl.scale_by_muon,
+]
+
+
+@pytest.mark.parametrize("fn", ALIASED + STRUCTURAL, ids=lambda f: f.__qualname__)
+def test_decorated_public_functions_keep_their_signature(fn):
+    """inspect, help() and the runtime declarations (``keyword_aliases``,
+    ``structural_args``, read by inject_hyperparams) see the function's own."""
+    own = inspect.unwrap(fn)
+    assert inspect.signature(fn) == inspect.signature(own)
+    assert typing.get_type_hints(fn) == typing.get_type_hints(own)
+    if fn in ALIASED:
+        assert fn.__wrapped__ is own and fn.keyword_aliases
+    else:
+        assert fn is own and fn.structural_args
+
+
+def test_multisteps_declared_type_describes_what_it_returns():
+    """``MultiSteps(...)`` returns a GradientTransformation carrying
+    ``has_updated``/``gradient_transformation`` (README, Optax), not a ``MultiSteps``;
+    its declared type was ``GradientTransformation``, without those attributes,
+    and ``every_k_schedule`` (``int | Callable``) left out the arrays it takes."""
+    hints = typing.get_type_hints(gl.MultiSteps.__new__)
+    declared = hints["return"]
+    assert issubclass(declared, gl.GradientTransformation)
+    attributes = set(typing.get_type_hints(declared)) - set(
+        typing.get_type_hints(gl.GradientTransformation)
+    )
+    assert attributes == {"has_updated", "gradient_transformation"}
+    assert jax.Array in typing.get_args(hints["every_k_schedule"])
+
+    tx = gl.MultiSteps(gl.sgd(0.1), every_k_schedule=jnp.asarray(2))
+    assert type(tx) is gl.GradientTransformation  # unchanged at run time
+    params = jnp.ones(2)
+    state = tx.init(params)
+    assert not bool(tx.has_updated(state))
+    assert tx.gradient_transformation() is tx

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from gradlab import _tree
 from gradlab._checks import (
@@ -39,6 +40,16 @@ class MultiStepsState(NamedTuple):
     acc_grads: Any
 
 
+class _MultiStepsTransformation(GradientTransformation):
+    """The declared type of ``MultiSteps(...)``, for type checkers: a
+    :class:`~gradlab.GradientTransformation` with the two Optax-style attributes
+    that ``MultiSteps.__new__`` sets on it. Never instantiated: the object
+    returned is a plain ``GradientTransformation`` carrying them."""
+
+    has_updated: Callable[[Any], jax.Array]
+    gradient_transformation: Callable[[], GradientTransformation]
+
+
 class MultiSteps:
     """Gradient accumulation: ``transform`` steps once every ``k`` calls, on the mean gradient.
 
@@ -47,7 +58,7 @@ class MultiSteps:
     a running mean (``acc <- acc + (g - acc) / n`` at the ``n``-th mini-step)
     and returns zero updates, except at the ``k``-th call, where ``transform`` runs
     on the mean and its updates are returned; then the mean restarts.
-    ``every_k_schedule`` is an int or a schedule ``gradient_step -> k``
+    ``every_k_schedule`` is an int (or an integer array) or a schedule ``gradient_step -> k``
     (evaluated at the number of inner updates so far, so the batch size can
     grow during training). Keyword extras (``value=``) reach ``transform`` at its
     update only (the last mini-step's ones).
@@ -77,14 +88,14 @@ class MultiSteps:
     """
 
     @keyword_alias("opt", "transform")
-    def __new__(
+    def __new__(  # type: ignore[misc]  # returns no MultiSteps instance (see its type)
         cls,
         transform: GradientTransformation,
-        every_k_schedule: int | Callable[[Any], Any],
+        every_k_schedule: ArrayLike | Callable[[Any], Any],
         *,
         accumulator_dtype: Any = None,
         use_grad_mean: bool = True,
-    ) -> GradientTransformation:
+    ) -> _MultiStepsTransformation:
         check_transformation("transform", transform)
         check_float_dtype("accumulator_dtype", accumulator_dtype)
         check_bools(use_grad_mean=use_grad_mean)
@@ -92,12 +103,16 @@ class MultiSteps:
             check_schedule("every_k_schedule", every_k_schedule)
         else:
             check_int("every_k_schedule", every_k_schedule, minimum=1, maximum=COUNT_MAX)
-        tx = _multi_steps(transform, every_k_schedule, accumulator_dtype, use_grad_mean, transform)
+        tx = cast(
+            _MultiStepsTransformation,
+            _multi_steps(transform, every_k_schedule, accumulator_dtype, use_grad_mean, transform),
+        )
         tx.has_updated = MultiSteps.has_updated  # Optax spells it opt.has_updated(state)
         tx.gradient_transformation = lambda: tx  # Optax's MultiSteps(...).gradient_transformation()
         return tx
 
-    keyword_aliases = __new__.keyword_aliases  # for inject_hyperparams(gl.MultiSteps)
+    # for inject_hyperparams(gl.MultiSteps); set by keyword_alias
+    keyword_aliases = __new__.keyword_aliases  # type: ignore[attr-defined]
 
     @staticmethod
     def has_updated(state: Any) -> jax.Array:
