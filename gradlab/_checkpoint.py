@@ -91,7 +91,7 @@ def _to_numpy(path: Any, leaf: Any) -> tuple[np.ndarray, dict[str, Any]]:
     return arr.view(_stored_dtype(arr.dtype)), entry
 
 
-def save_state(path: str | os.PathLike, state: Any) -> None:
+def save_state(path: str | os.PathLike[str], state: Any) -> None:
     """Write ``state`` (a pytree of arrays) to ``path``, atomically.
 
     The file is a NumPy ``.npz`` archive (written to ``path`` exactly, whatever
@@ -235,7 +235,7 @@ def _expected(leaf: Any) -> tuple[tuple[int, ...], np.dtype, bool]:
     return tuple(np.shape(leaf)), np.dtype(leaf.dtype), False
 
 
-def load_state(path: str | os.PathLike, *, like: Any) -> Any:
+def load_state(path: str | os.PathLike[str], *, like: Any) -> Any:
     """Read a state written by :func:`save_state`, checked against ``like``.
 
     ``like`` is a state of the expected structure: ``tx.init(params)``, or

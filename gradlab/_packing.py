@@ -42,7 +42,7 @@ compile time follows the size of the traced program.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -72,10 +72,18 @@ from gradlab._core import (
 DEFAULT_MAX_LEAF_SIZE = _tree.SMALL_LEAF
 
 
-class Packed(NamedTuple):
-    """A packed tree: one flat buffer per dtype for small leaves, big leaves as they are."""
+# A packed buffer: an array; for a packed mask, a NumPy array where the mask is
+# static, or a Python bool where it is also uniform (Layout.pack_mask).
+PackedBuffer = jax.Array | np.ndarray | bool
 
-    buffers: dict[str, jax.Array]
+
+class Packed(NamedTuple):
+    """A packed tree: one flat buffer per dtype for small leaves, big leaves as they are.
+
+    A packed mask (``Layout.pack_mask``) holds a NumPy buffer where the mask is
+    static, or a Python bool where it is also uniform."""
+
+    buffers: dict[str, PackedBuffer]
     loose: tuple[Any, ...]
 
 
@@ -171,7 +179,7 @@ class Layout:
             if leaf.dtype != self.group_dtypes[key]:  # a per-leaf member's output
                 leaf = jax.lax.convert_element_type(leaf, self.group_dtypes[key])
             parts[key].append(jax.lax.reshape(leaf, (size,)))
-        buffers = {k: _tree.concatenate(v) for k, v in parts.items()}
+        buffers: dict[str, PackedBuffer] = {k: _tree.concatenate(v) for k, v in parts.items()}
         return Packed(buffers, tuple(loose))
 
     def unpack(self, packed: Packed, offsets: tuple[jax.Array, ...] | None = None) -> Any:
@@ -188,7 +196,7 @@ class Layout:
             if key is None:
                 out.append(packed.loose[start])
                 continue
-            buf = packed.buffers[key]
+            buf = cast(jax.Array, packed.buffers[key])  # params/updates: arrays, not a mask
             if size == buf.shape[0]:
                 piece = buf
             elif offsets is not None:
@@ -233,7 +241,7 @@ class Layout:
                 parts[key].append(np.full(size, static))
             else:
                 parts[key].append(jnp.broadcast_to(jnp.asarray(m, bool), shape).ravel())
-        buffers = {}
+        buffers: dict[str, PackedBuffer] = {}
         for k, v in parts.items():
             static = all(isinstance(x, np.ndarray) for x in v)
             if static and all(x.all() for x in v):

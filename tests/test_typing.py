@@ -10,17 +10,20 @@ from __future__ import annotations
 import ast
 import collections.abc
 import inspect
+import os
 import pathlib
 import tomllib
+import types
 import typing
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import gradlab as gl
-from gradlab import _checks, _core
+from gradlab import _checks, _core, _packing
 
 ROOT = pathlib.Path(gl.__file__).resolve().parent.parent
 
@@ -117,3 +120,82 @@ def test_multisteps_declared_type_describes_what_it_returns():
     state = tx.init(params)
     assert not bool(tx.has_updated(state))
     assert tx.gradient_transformation() is tx
+
+
+def _union_members(t: Any) -> tuple[Any, ...]:
+    return typing.get_args(t) if typing.get_origin(t) in (typing.Union, types.UnionType) else (t,)
+
+
+def _mapping_key_types(t: Any) -> list[Any]:
+    return [
+        typing.get_args(m)[0]
+        for m in _union_members(t)
+        if typing.get_origin(m) in (collections.abc.Mapping, dict)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fn", "param"), [(gl.sweep, "grid"), (gl.lr_finder, "grid"), (gl.partition, "transforms")]
+)
+def test_dict_arguments_take_any_key_type(fn, param):
+    """Mapping/dict keys are invariant: ``grid = {"lr": [...]}`` (a ``dict[str, ...]``
+    variable) did not match ``Mapping[str | tuple[str, ...], ...]``, nor
+    ``groups = {"decay": ...}`` ``dict[Hashable, ...]``. Keys are checked at run time."""
+    keys = _mapping_key_types(typing.get_type_hints(fn)[param])
+    assert keys and all(k is Any for k in keys)
+
+
+GENERICS = (
+    os.PathLike,
+    collections.abc.Callable,
+    collections.abc.Mapping,
+    collections.abc.Sequence,
+    dict,
+    list,
+    tuple,
+    set,
+    type,
+)
+
+
+def _bare_generics(t: Any) -> list[Any]:
+    """Generic classes used without their parameters (pyright --strict: "partially
+    unknown" on every call), anywhere inside ``t``."""
+    if t in GENERICS:
+        return [t]
+    args = [x for a in typing.get_args(t) for x in (a if isinstance(a, list) else [a])]
+    return [b for a in args for b in _bare_generics(a)]
+
+
+def _public_callables():
+    for module in (gl, gl.schedules, gl.losses, gl.plot):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if callable(obj) and not inspect.ismodule(obj):
+                yield pytest.param(obj, id=f"{module.__name__}.{name}")
+
+
+@pytest.mark.parametrize("obj", list(_public_callables()))
+def test_public_annotations_resolve_and_have_no_bare_generics(obj):
+    """``str | os.PathLike`` (save_state, load_state), ``Sequence[Callable]``
+    (schedules.join), ``Callable`` (plot.schedules, plot.trajectories) were
+    ``PathLike[Unknown]``/``(...) -> Unknown`` to pyright --strict, an error on
+    every call. Also: every public annotation resolves at run time."""
+    hints = typing.get_type_hints(obj.__new__ if obj is gl.MultiSteps else obj)
+    assert {name: _bare_generics(t) for name, t in hints.items() if _bare_generics(t)} == {}
+
+
+def test_packed_buffers_declared_type_holds_a_packed_mask():
+    """A packed mask's buffers hold NumPy arrays and Python bools (static masks),
+    not only the ``jax.Array`` declared before."""
+    params = {"a": jnp.ones(3), "b": jnp.ones(2)}
+    layout = _packing.Layout.of_params(params, max_leaf_size=100)
+    value_type = typing.get_args(typing.get_type_hints(_packing.Packed)["buffers"])[1]
+    allowed = tuple(typing.get_args(value_type)) or (value_type,)
+    for mask in (
+        {"a": True, "b": True},
+        {"a": True, "b": False},
+        {"a": np.array(True), "b": False},
+    ):
+        for buffer in layout.pack_mask(mask).buffers.values():
+            assert isinstance(buffer, allowed), (mask, type(buffer))

@@ -28,7 +28,7 @@ class PartitionState(NamedTuple):
 
 @keyword_alias("param_labels", "labels")
 def partition(
-    transforms: dict[Hashable, GradientTransformation],
+    transforms: dict[Any, GradientTransformation],
     labels: Any | Callable[[Tree], Tree],
 ) -> GradientTransformation:
     """Per-group transformations: each param leaf is updated by ``transforms[label]``.

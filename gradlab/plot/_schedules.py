@@ -41,7 +41,7 @@ def _values(label: Any, fn: Callable, steps: np.ndarray) -> np.ndarray:
 
 
 def schedules(
-    schedules: Mapping[str, Callable] | Callable,
+    schedules: Mapping[str, Callable[[Any], Any]] | Callable[[Any], Any],
     num_steps: int,
     *,
     log_scale: bool = False,

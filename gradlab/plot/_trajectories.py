@@ -162,7 +162,7 @@ def _check_levels(levels: Any) -> None:
 
 
 def trajectories(
-    fun: Callable,
+    fun: Callable[[Any], Any],
     optimizers: Mapping[str, Any],
     x0: Any,
     num_steps: int,

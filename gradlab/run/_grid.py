@@ -9,6 +9,10 @@ Shared by :func:`gradlab.sweep` and :func:`gradlab.lr_finder`. A grid is
 * or a list of mappings — the configurations themselves (the zipped form for
   whole configurations), all with the same names.
 
+``sweep``/``lr_finder`` annotate the first form ``Mapping[Any, Any]``: mapping keys
+are invariant, so a ``dict[str, list[float]]`` built before the call would not match
+a ``str | tuple[str, ...]`` key type; keys and values are checked here, at run time.
+
 Numbers (ints and floats, not bools) are *traced*: configurations that differ
 only in numbers run in one ``vmap``. Everything else (strings, bools, None,
 callables, ...) is *static*: each distinct combination is its own group, one

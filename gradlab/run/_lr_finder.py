@@ -240,7 +240,7 @@ def lr_finder(
     smoothing: float = 0.98,
     diverge_threshold: float = 4.0,
     rule: str = "steepest",
-    grid: Mapping[str | tuple[str, ...], Sequence[Any]] | Sequence[Mapping[str, Any]] | None = None,
+    grid: Mapping[Any, Any] | Sequence[Mapping[str, Any]] | None = None,
     seed: int = 0,
 ) -> LRFinderResult:
     """Learning-rate range test (Smith 2017; fastai's ``lr_find``): train with

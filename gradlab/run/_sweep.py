@@ -454,7 +454,7 @@ def sweep(
     loss_fn: Callable[[Params, Any], jax.Array],
     params: Params | Callable[[jax.Array], Params],
     batches: Any,
-    grid: Mapping[str | tuple[str, ...], Sequence[Any]] | Sequence[Mapping[str, Any]],
+    grid: Mapping[Any, Any] | Sequence[Mapping[str, Any]],
     *,
     num_steps: int,
     seeds: Sequence[int] | None = None,

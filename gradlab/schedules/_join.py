@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,9 @@ from gradlab._checks import is_traced
 from gradlab.schedules._common import Schedule, as_float, as_sequence, float_dtype
 
 
-def join(schedules: Sequence[Callable], boundaries: Sequence[int] | ArrayLike) -> Schedule:
+def join(
+    schedules: Sequence[Callable[[Any], Any]], boundaries: Sequence[int] | ArrayLike
+) -> Schedule:
     """Run ``schedules[0]`` until ``boundaries[0]``, then ``schedules[1]``, ...
 
     ``lr_t = schedules[i](t - boundaries[i-1])`` for
