@@ -712,6 +712,9 @@ def main(argv: list[str] | None = None) -> None:
         args, high
     ):
         parser.error(f"--{low.replace('_', '-')} must be below --{high.replace('_', '-')}")
+    if args.command == "lr-find" and args.max_lr / args.min_lr > float(np.finfo(np.float32).max):
+        # the range test's rates are min * (max / min) ** frac, in float32
+        parser.error("--max-lr / --min-lr must fit in float32 (at most 3.4e38)")
     if not args.no_plots:  # matplotlib and the folder are checked now, not after the training
         try:
             import matplotlib  # noqa: F401

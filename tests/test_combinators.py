@@ -155,6 +155,15 @@ def test_partition_under_a_wrapper_that_hides_a_group_runs_like_optax(outer, fix
     assert_trees_close(ours, ref)
 
 
+def test_partition_with_a_fixed_labels_tree_refuses_an_unnamed_transform_when_built():
+    # Inside a wrapper that hides leaves the init-time check is off; a labels
+    # tree that never names 'kernl' shows the typo before any params (review7).
+    labels = {"w": "kernel", "b": "bias"}
+    with pytest.raises(ValueError, match="'kernl' label no param leaf"):
+        groups = {"kernel": gl.sgd(0.1), "bias": gl.sgd(0.1), "kernl": gl.sgd(1.0)}
+        gl.masked(gl.partition(groups, labels), {"w": True, "b": False})
+
+
 def test_partition_labels_tree_mismatch_shows_both_structures():
     tx = gl.partition({"a": gl.sgd(0.1)}, {"w": "a", "bias": "a"})
     with pytest.raises(

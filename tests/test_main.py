@@ -135,6 +135,10 @@ _TINY_FIND = ["--steps", "2", "--optimizers", "sgd", "--no-plots"]
         (["--lr-max", "1e300", *_TINY], "--lr-max: must fit in float32"),
         (["--lr-min", "1e-46", *_TINY], "--lr-min: must fit in float32"),  # 0 in float32
         (["lr-find", "--max-lr", "1e39", *_TINY_FIND], "--max-lr: must fit in float32"),
+        (
+            ["lr-find", "--min-lr", "1e-30", "--max-lr", "1e10", *_TINY_FIND],
+            "--max-lr / --min-lr must fit in float32",
+        ),
         (["lr-find", "--min-lr", "1e-40", *_TINY_FIND], "--min-lr: must fit in float32"),
     ],
 )

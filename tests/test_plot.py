@@ -258,3 +258,15 @@ def test_lr_finder_plot_of_a_curve_that_never_falls_shows_it_whole():
     lo, hi = fig.axes[0].get_ylim()
     assert lo <= shown.min() and shown.max() <= hi, (lo, hi, shown)
     assert "no suggestion" in fig.axes[0].get_title()
+
+
+def test_lr_finder_plot_zooms_on_a_small_descent_before_the_blow_up():
+    # A 2.30 -> 2.25 descent, then the explosion: drawn flat when the zoom
+    # asked for a descent of 1% of the whole curve's spread (review7).
+    lrs = np.geomspace(1e-4, 1.0, 40)
+    smooth = np.concatenate([np.linspace(2.30, 2.25, 30), np.linspace(2.3, 9.0, 10)])
+    suggestion = jnp.asarray(lrs[10], jnp.float32)
+    result = gl.LRFinderResult(jnp.asarray(lrs), jnp.asarray(smooth), jnp.asarray(smooth),
+                               jnp.asarray(40), {"steepest": suggestion}, suggestion)  # fmt: skip
+    lo, hi = plot.lr_finder(result).axes[0].get_ylim()
+    assert hi < 2.4 and lo < 2.25, (lo, hi)

@@ -41,8 +41,10 @@ def partition(
     by :class:`MaskedNode`: its state holds its own leaves only, and
     reductions inside it (a global norm) run over its group. A label with
     no transformation, or a transformation that labels no leaf, raises
-    ``ValueError`` naming it -- unless an outer ``masked``/``partition`` hid
-    the leaves (a group may then be empty, as in Optax). ``optax.partition``;
+    ``ValueError`` naming it -- a fixed labels tree when the partition is
+    built; a group may be empty where an outer ``masked``/``partition`` hid
+    its leaves, as in Optax (then a labels function is not checked for
+    transformations it never names). ``optax.partition``;
     PyTorch's param groups. The state is ``PartitionState({label: state})``.
 
     Per-layer learning rates, and no weight decay on biases::
@@ -61,8 +63,9 @@ def partition(
         )
     for label, tx in transforms.items():
         check_transformation(f"transforms[{label!r}]", tx)
-    if not is_function(labels):  # a fixed tree: every label it uses is known now
-        _check_labels(_masks.resolve_labels(labels, labels), transforms, every_transform_used=False)
+    if not is_function(labels):  # a fixed tree: every label it uses is known now, and
+        # a transformation it never names is unused whatever wraps the partition
+        _check_labels(_masks.resolve_labels(labels, labels), transforms, every_transform_used=True)
 
     def groups(tree):
         found = _masks.resolve_labels(labels, tree)

@@ -9,6 +9,7 @@ import numpy as np
 from gradlab._checks import check_bools
 from gradlab.plot._common import axes as _axes
 from gradlab.plot._common import check_ax
+from gradlab.run._lr_finder import FELL
 
 MARKERS = {"valley": "o", "steepest": "v", "minimum": "s"}
 
@@ -90,10 +91,12 @@ def lr_finder(result: Any, *, show_raw: bool = True, ax: Any = None) -> Any:
             ax.axvline(chosen[i], color=color, ls="--", lw=1.0)
         finite = smooth[i][valid][np.isfinite(smooth[i][valid])]
         if finite.size:
-            # Cut a little above the start when the curve falls below it; a
-            # curve that never does is shown whole (it was cut at its start).
-            drop, spread = finite[0] - finite.min(), finite.max() - finite.min()
-            top = max(top, finite[0] + 0.5 * drop if drop > 0.01 * spread else finite.max())
+            # Cut a little above the start when the curve falls below it (by
+            # the range test's own measure); a curve that never does is shown
+            # whole (it was cut at its start).
+            drop = finite[0] - finite.min()
+            fell = drop > FELL * abs(finite[0])
+            top = max(top, finite[0] + 0.5 * drop if fell else finite.max())
             bottom = min(bottom, finite.min())
     if np.isfinite(top) and np.isfinite(bottom) and top > bottom:
         pad = 0.05 * (top - bottom)

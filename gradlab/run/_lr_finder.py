@@ -46,6 +46,7 @@ from gradlab.run._common import as_batches, check_loss, check_params
 
 Params = Any
 RULES = ("steepest", "minimum", "valley")
+FELL = 1e-4  # the smoothed loss fell when it went this fraction of its first value below it
 MODES = ("exp", "linear")
 
 
@@ -71,8 +72,9 @@ class LRFinderResult:
             ``valley``: at the middle (or just before it) of the longest
             stretch over which the smoothed loss keeps falling. All within
             ``[min_lr, max_lr]`` -- or NaN when the smoothed loss never fell
-            below its first value (or the loss was NaN at step 0): there is
-            nothing to suggest, and an eager call warns.
+            below its first value (by 0.01% of it: a flat start wobbles by an
+            ulp), or the loss was NaN at step 0: there is nothing to suggest,
+            and an eager call warns.
         suggestion: the rate of the chosen ``rule``.
         rule: which suggestion is the default (static).
         configs: the grid's configurations when one was given (static), else None.
@@ -175,9 +177,10 @@ def _suggestions(lrs, smoothed, stop_step, min_lr, max_lr) -> dict[str, jax.Arra
     valley = lrs[jnp.clip(index, 0, n - 1)]
 
     # Nothing to suggest where the smoothed loss never fell below its first
-    # value (or the test stopped at step 0): NaN, not min_lr.
+    # value (or the test stopped at step 0): NaN, not min_lr. "Below" by more
+    # than FELL of it: a flat start wobbles by an ulp or two.
     lo, hi = jnp.asarray(min_lr, lrs.dtype), jnp.asarray(max_lr, lrs.dtype)
-    fell = jnp.argmin(s) >= 1
+    fell = (stop_step > 0) & (smoothed[0] - jnp.min(s) > FELL * jnp.abs(smoothed[0]))
     clip = lambda v: jnp.where(fell, jnp.clip(v, lo, hi), jnp.nan)  # noqa: E731
     return {"valley": clip(valley), "steepest": clip(steepest), "minimum": clip(minimum)}
 
@@ -401,14 +404,15 @@ def _check_args(
     if not is_traced((min_lr, max_lr)):
         if not float(min_lr) < float(max_lr):
             raise ValueError(f"min_lr must be < max_lr, got min_lr={min_lr!r}, max_lr={max_lr!r}")
-        # the rates are min_lr * (max_lr / min_lr) ** frac, in float32 (float64 under x64)
+        # exp: the rates are min_lr * (max_lr / min_lr) ** frac, in float32 (float64
+        # under x64); linear rates take no ratio
         info = jnp.finfo(jnp.result_type(float))
-        if float(min_lr) < info.tiny:
+        if mode == "exp" and float(min_lr) < info.tiny:
             raise ValueError(
                 f"min_lr must be at least {info.tiny:.3g} (the smallest normal "
                 f"{info.dtype}), got {min_lr!r}"
             )
-        if float(max_lr) / float(min_lr) > info.max:
+        if mode == "exp" and float(max_lr) / float(min_lr) > info.max:
             raise ValueError(
                 f"max_lr / min_lr must fit in {info.dtype} (at most {info.max:.3g}), got "
                 f"min_lr={min_lr!r}, max_lr={max_lr!r}"
