@@ -407,12 +407,13 @@ def _check_args(
         # exp: the rates are min_lr * (max_lr / min_lr) ** frac, in float32 (float64
         # under x64); linear rates take no ratio
         info = jnp.finfo(jnp.result_type(float))
-        if mode == "exp" and float(min_lr) < info.tiny:
+        tiny, top = float(info.tiny), float(info.max)  # compared as Python floats: no cast
+        if mode == "exp" and float(min_lr) < tiny:
             raise ValueError(
                 f"min_lr must be at least {info.tiny:.3g} (the smallest normal "
                 f"{info.dtype}), got {min_lr!r}"
             )
-        if mode == "exp" and float(max_lr) / float(min_lr) > info.max:
+        if mode == "exp" and float(max_lr) / float(min_lr) > top:
             raise ValueError(
                 f"max_lr / min_lr must fit in {info.dtype} (at most {info.max:.3g}), got "
                 f"min_lr={min_lr!r}, max_lr={max_lr!r}"
