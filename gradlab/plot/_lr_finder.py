@@ -9,6 +9,7 @@ import numpy as np
 from gradlab._checks import check_bools
 from gradlab.plot._common import axes as _axes
 from gradlab.plot._common import check_ax
+from gradlab.run import _grid
 from gradlab.run._lr_finder import FELL
 
 MARKERS = {"valley": "o", "steepest": "v", "minimum": "s"}
@@ -53,8 +54,6 @@ def lr_finder(result: Any, *, show_raw: bool = True, ax: Any = None) -> Any:
     rules = {k: np.atleast_1d(np.asarray(v, np.float64)) for k, v in result.suggestions.items()}
     configs = result.config_dicts() if hasattr(result, "config_dicts") else None
     n = lrs.shape[0]
-    from gradlab.run import _grid
-
     shown = {k: _grid.describe([c[k] for c in configs]) for k in (configs or [{}])[0]}
 
     ax = _axes(ax, figsize=(7.0, 4.2))

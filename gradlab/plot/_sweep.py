@@ -10,6 +10,7 @@ import numpy as np
 
 from gradlab._checks import check_in_range
 from gradlab.plot._common import check_scalar, figure_module
+from gradlab.run import _grid
 
 MAX_LEGEND = 10
 
@@ -34,8 +35,6 @@ def _spans_decades(values: np.ndarray) -> bool:
 
 def _is_numeric(values: list[Any]) -> bool:
     """Numbers of any kind (Python, NumPy, 0-d arrays), as the sweep traces them."""
-    from gradlab.run import _grid
-
     return all(_grid.is_number(v) for v in values)
 
 
@@ -146,8 +145,6 @@ def sweep(
 
     cmap = matplotlib.colormaps["viridis"]
     colors = [cmap(i / max(n - 1, 1)) for i in range(n)]
-    from gradlab.run import _grid
-
     shown = {k: _grid.describe([c[k] for c in result.configs]) for k in names}
     ax = axes[0]
     one_point = curves.shape[1] == 1  # a one-step sweep: a line of one point draws nothing
