@@ -106,8 +106,11 @@ def partition(
 def _hides(tree: Tree) -> bool:
     """Whether ``tree`` holds a leaf an outer wrapper hid: a ``MaskedNode``
     (gradlab's, or Optax's from ``optax.masked``/``optax.partition``)."""
-    hidden = jax.tree.leaves(tree, is_leaf=lambda x: type(x).__name__ == "MaskedNode")
-    return any(type(x).__name__ == "MaskedNode" for x in hidden)
+
+    def hidden(x: Any) -> bool:
+        return type(x).__name__ == "MaskedNode"
+
+    return any(hidden(x) for x in jax.tree.leaves(tree, is_leaf=hidden))
 
 
 def _check_labels(found: list, transforms: dict, every_transform_used: bool) -> None:
