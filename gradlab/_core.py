@@ -21,7 +21,7 @@ import contextlib
 import inspect
 import weakref
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -55,9 +55,26 @@ PER_LEAF = "per_leaf"
 under `packed` it runs on the unpacked leaves and keeps its state per leaf."""
 
 
+class InitFn(Protocol):
+    """``init(params) -> state``."""
+
+    def __call__(self, params: Params, /) -> State: ...
+
+
+class UpdateFn(Protocol):
+    """``update(updates, state, params=None, **extra) -> (updates, state)``.
+
+    Typed loosely (any arguments), as a transformation's ``update`` may or may
+    not take ``params`` and keyword extras. (The fields are callable Protocols,
+    not ``Callable``s, as Optax's are: pyright binds a ``Callable`` NamedTuple
+    field like a method when it matches a protocol.)"""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Updates, State]: ...
+
+
 class _InitUpdate(NamedTuple):
-    init: Callable[[Params], State]
-    update: Callable[..., tuple[Updates, State]]
+    init: InitFn
+    update: UpdateFn
 
 
 class GradientTransformation(_InitUpdate):
@@ -89,8 +106,8 @@ class GradientTransformation(_InitUpdate):
 
     def __new__(
         cls,
-        init: Callable[[Params], State],
-        update: Callable[..., tuple[Updates, State]],
+        init: InitFn,
+        update: UpdateFn,
         *,
         packing: Any = None,
     ) -> GradientTransformation:
@@ -98,6 +115,19 @@ class GradientTransformation(_InitUpdate):
         if packing is not None:
             self.packing = packing
         return self
+
+
+class TransformationLike(Protocol):
+    """What gradlab's combinators accept, for type checkers: anything with an
+    ``init`` and an ``update`` — a gradlab :class:`GradientTransformation` or an
+    Optax one. (NamedTuple classes are nominal to a checker, so a parameter typed
+    with gradlab's class would reject Optax's, which work at run time.)"""
+
+    @property
+    def init(self) -> InitFn: ...
+
+    @property
+    def update(self) -> UpdateFn: ...
 
 
 class EmptyState(NamedTuple):
@@ -199,7 +229,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     return jax.tree_util.tree_map_with_path(add, params, updates)
 
 
-def chain(*transforms: GradientTransformation) -> GradientTransformation:
+def chain(*transforms: TransformationLike) -> GradientTransformation:
     """Compose transformations: each one's output updates feed the next.
 
     The state is a tuple of the members' states. Keyword extras (``value=``,

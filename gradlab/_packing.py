@@ -64,6 +64,7 @@ from gradlab._core import (
     PER_LEAF,
     WHOLE_TREE,
     GradientTransformation,
+    TransformationLike,
     call_update,
 )
 
@@ -424,7 +425,7 @@ def _keeps_array_state(transform: GradientTransformation, params: Any) -> bool:
 
 
 def packed(
-    transform: GradientTransformation, max_leaf_size: int = DEFAULT_MAX_LEAF_SIZE
+    transform: TransformationLike, max_leaf_size: int = DEFAULT_MAX_LEAF_SIZE
 ) -> GradientTransformation:
     """Run ``transform`` on packed buffers: the multi-tensor fast path.
 

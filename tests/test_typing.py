@@ -199,3 +199,82 @@ def test_packed_buffers_declared_type_holds_a_packed_mask():
     ):
         for buffer in layout.pack_mask(mask).buffers.values():
             assert isinstance(buffer, allowed), (mask, type(buffer))
+
+
+# The transformation parameter of every public function that takes one.
+TAKES_TRANSFORMATION = [
+    (gl.chain, "transforms"),
+    (gl.named_chain, "transforms"),
+    (gl.masked, "transform"),
+    (gl.apply_if_finite, "transform"),
+    (gl.MultiSteps.__new__, "transform"),
+    (gl.partition, "transforms"),
+    (gl.lookahead, "fast"),
+    (gl.packed, "transform"),
+    (gl.schedule_free, "base_optimizer"),
+    (gl.lbfgs, "linesearch"),
+]
+
+
+def _mentions(t: Any, target: Any) -> bool:
+    return t is target or any(_mentions(a, target) for a in typing.get_args(t))
+
+
+@pytest.mark.parametrize(
+    ("fn", "param"), TAKES_TRANSFORMATION, ids=[f.__qualname__ for f, _ in TAKES_TRANSFORMATION]
+)
+def test_transformation_parameters_take_any_init_update_pair(fn, param):
+    """Optax transformations drop into gradlab's combinators, but a parameter typed
+    with gradlab's own NamedTuple class (nominal to a checker) made pyright reject
+    ``gl.chain(optax.clip(1.0), gl.adam(1e-3))`` (hunt43). They take the structural
+    ``TransformationLike`` Protocol; gradlab's class appears only in return types."""
+    hint = typing.get_type_hints(fn)[param]
+    assert _mentions(hint, _core.TransformationLike), hint
+    assert not _mentions(hint, gl.GradientTransformation), hint
+
+
+def test_init_and_update_fields_are_callable_protocols():
+    """pyright binds a ``Callable``-typed NamedTuple field like a method when it
+    matches a Protocol (``init`` became ``() -> State``), so gradlab's own
+    transformations did not match ``TransformationLike``. The fields are callable
+    Protocols, as Optax's are, and an ``(init, update)`` pair of plain functions
+    (Optax's or a user's) is still what the class holds at run time."""
+    hints = typing.get_type_hints(gl.GradientTransformation)
+    for name in ("init", "update"):
+        field = hints[name]
+        assert getattr(field, "_is_protocol", False) and callable(field), field
+        protocols = typing.get_type_hints(getattr(_core.TransformationLike, name).fget)
+        assert protocols["return"] is field
+    assert "params" in inspect.signature(_core.InitFn.__call__).parameters
+    tx = gl.GradientTransformation(lambda p: (), lambda u, s, p=None: (u, s))
+    assert tx.update(1.0, ())[0] == 1.0
+
+
+def test_inject_hyperparams_keeps_the_factory_signature_for_checkers():
+    """``inject_hyperparams(factory) -> Callable[..., GradientTransformation]`` let
+    ``inject_hyperparams(gl.adam)(learning_rat=1e-3)`` pass a checker (a TypeError at
+    run time). A ParamSpec carries the factory's parameters to the result."""
+    hints = typing.get_type_hints(gl.inject_hyperparams)
+    spec = typing.get_args(hints["factory"])[0]
+    assert isinstance(spec, typing.ParamSpec)
+    assert typing.get_args(hints["return"])[0] is spec
+    assert typing.get_args(hints["factory"])[1] is _core.TransformationLike
+    with pytest.raises(TypeError, match="learning_rat"):
+        gl.inject_hyperparams(gl.adam)(learning_rat=1e-3)
+
+
+def test_partition_takes_any_mapping_as_optax_does():
+    """``transforms: Mapping`` (Optax's type, and a Flax ``FrozenDict`` is one); a
+    read-only mapping gives the same numbers as the dict."""
+    groups = {"a": gl.sgd(0.1), "b": gl.sgd(1.0)}
+    labels = {"w": "a", "b": "b"}
+    params = {"w": jnp.ones(2), "b": jnp.ones(())}
+    grads = {"w": jnp.full(2, 2.0), "b": jnp.asarray(3.0)}
+    out = {}
+    for kind, transforms in (("dict", groups), ("mapping", types.MappingProxyType(groups))):
+        tx = gl.partition(transforms, labels)
+        out[kind], _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_array_equal(out["mapping"]["w"], np.full(2, -0.2, np.float32))
+    np.testing.assert_array_equal(out["mapping"]["b"], np.float32(-3.0))
+    with pytest.raises(TypeError, match="non-empty dict"):
+        gl.partition([("a", gl.sgd(0.1))], labels)

@@ -22,7 +22,7 @@ from gradlab._checks import (
     check_transformation,
     keyword_alias,
 )
-from gradlab._core import GradientTransformation, as_schedule, call_update
+from gradlab._core import GradientTransformation, TransformationLike, as_schedule, call_update
 from gradlab.combinators._control import branch, zeros_shaped_like
 from gradlab.combinators._walk import find_one
 
@@ -90,7 +90,7 @@ class MultiSteps:
     @keyword_alias("opt", "transform")
     def __new__(  # type: ignore[misc]  # returns no MultiSteps instance (see its type)
         cls,
-        transform: GradientTransformation,
+        transform: TransformationLike,
         every_k_schedule: ArrayLike | Callable[[Any], Any],
         *,
         accumulator_dtype: Any = None,

@@ -16,7 +16,7 @@ from gradlab._checks import (
     check_transformation,
     keyword_alias,
 )
-from gradlab._core import GradientTransformation, call_update
+from gradlab._core import GradientTransformation, TransformationLike, call_update
 from gradlab.combinators._control import branch, zeros_shaped_like
 
 
@@ -38,7 +38,7 @@ class ApplyIfFiniteState(NamedTuple):
 
 @keyword_alias("inner", "transform")
 def apply_if_finite(
-    transform: GradientTransformation, max_consecutive_errors: Any
+    transform: TransformationLike, max_consecutive_errors: Any
 ) -> GradientTransformation:
     """Skip steps whose gradients hold NaN or Inf, counting them in the state.
 

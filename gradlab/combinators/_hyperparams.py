@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, ParamSpec, cast
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +14,7 @@ import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import check_float_dtype, check_schedule_value, check_state
-from gradlab._core import GradientTransformation, call_update
+from gradlab._core import GradientTransformation, TransformationLike, call_update
 from gradlab.combinators import _walk
 
 
@@ -32,11 +32,14 @@ class InjectHyperparamsState(NamedTuple):
     passes_updates_of = "inner_state"
 
 
+_P = ParamSpec("_P")
+
+
 def inject_hyperparams(
-    factory: Callable[..., GradientTransformation],
+    factory: Callable[_P, TransformationLike],
     static_args: str | Iterable[str] = (),
     hyperparam_dtype: Any = None,
-) -> Callable[..., GradientTransformation]:
+) -> Callable[_P, GradientTransformation]:
     """``factory`` with its numeric hyperparameters kept in the state.
 
     ``inject_hyperparams(gl.adam)(learning_rate=sched, b1=0.9)`` is
@@ -161,7 +164,8 @@ def inject_hyperparams(
         build(first)
         return _injected(build, numeric, schedules, hyperparam_dtype, _name(factory))
 
-    return wrapped
+    # takes the factory's arguments (a checker sees its signature)
+    return cast(Callable[_P, GradientTransformation], wrapped)
 
 
 def _name(factory: Any) -> str:

@@ -18,7 +18,7 @@ from gradlab._checks import (
     check_transformation,
     keyword_alias,
 )
-from gradlab._core import GradientTransformation, call_update
+from gradlab._core import GradientTransformation, TransformationLike, call_update
 from gradlab.combinators._masking import packed_apart
 from gradlab.combinators._walk import find_one
 
@@ -35,7 +35,7 @@ class LookaheadState(NamedTuple):
 
 @keyword_alias("fast_optimizer", "fast")
 def lookahead(
-    fast: GradientTransformation,
+    fast: TransformationLike,
     sync_period: Any,
     slow_step_size: Any,
     reset_state: bool = False,

@@ -27,6 +27,7 @@ from gradlab._checks import (
 from gradlab._core import (
     ELEMENTWISE,
     GradientTransformation,
+    TransformationLike,
     call_update,
     stateless,
 )
@@ -61,7 +62,7 @@ def merge(tree: Tree, keep: list[bool], sub: Tree) -> Tree:
 
 @keyword_alias("inner", "transform")
 def masked(
-    transform: GradientTransformation, mask: Any | Callable[[Tree], Tree]
+    transform: TransformationLike, mask: Any | Callable[[Tree], Tree]
 ) -> GradientTransformation:
     """Apply ``transform`` only to the leaves where ``mask`` is True; pass the others through.
 

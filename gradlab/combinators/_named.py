@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from gradlab._checks import check_transformation
-from gradlab._core import GradientTransformation, call_update
+from gradlab._core import GradientTransformation, TransformationLike, call_update
 
 
-def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTransformation:
+def named_chain(*transforms: tuple[str, TransformationLike]) -> GradientTransformation:
     """``chain`` with named members: the state is ``{name: member_state}``.
 
     Members run in the order given; keyword extras reach every member that

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -14,7 +14,7 @@ from gradlab._checks import (
     is_function,
     keyword_alias,
 )
-from gradlab._core import GradientTransformation, call_update
+from gradlab._core import GradientTransformation, TransformationLike, call_update
 from gradlab.combinators._masking import merge, packed_apart, subtree
 
 Tree = Any
@@ -28,11 +28,13 @@ class PartitionState(NamedTuple):
 
 @keyword_alias("param_labels", "labels")
 def partition(
-    transforms: dict[Any, GradientTransformation],
+    transforms: Mapping[Any, TransformationLike],
     labels: Any | Callable[[Tree], Tree],
 ) -> GradientTransformation:
     """Per-group transformations: each param leaf is updated by ``transforms[label]``.
 
+    ``transforms``: ``{label: transformation}``, a dict or any Mapping (a Flax
+    ``FrozenDict``); gradlab and Optax transformations alike.
     ``labels``: a tree of labels like the params, a prefix of it
     (``{"encoder": "slow", "head": "fast"}``), or a function ``params -> tree``
     (called on the params, or on the updates when ``update`` gets no params;
@@ -56,11 +58,12 @@ def partition(
     Under :func:`gradlab.packed` each group is packed on its own (its state
     stays its own), and the partition itself runs on the real leaves.
     """
-    if not isinstance(transforms, dict) or not transforms:
+    if not isinstance(transforms, Mapping) or not transforms:
         raise TypeError(
             "transforms must be a non-empty dict {label: GradientTransformation}, "
             f"got {transforms!r}"
         )
+    transforms = dict(transforms)  # any Mapping (a FrozenDict), as in Optax
     for label, tx in transforms.items():
         check_transformation(f"transforms[{label!r}]", tx)
     if not is_function(labels):  # a fixed tree: every label it uses is known now, and

@@ -24,7 +24,7 @@ from gradlab._checks import (
     check_transformation,
     static_int,
 )
-from gradlab._core import PER_LEAF, GradientTransformation, chain, structural
+from gradlab._core import PER_LEAF, GradientTransformation, TransformationLike, chain, structural
 from gradlab.blocks import scale, scale_by_learning_rate
 from gradlab.optimizers._linesearch import (
     _decided_once,
@@ -226,7 +226,7 @@ _DEFAULT_LINESEARCH = scale_by_zoom_linesearch(max_linesearch_steps=20, initial_
 def lbfgs(
     learning_rate: Any = None,
     memory_size: int = 10,
-    linesearch: GradientTransformation | None = _DEFAULT_LINESEARCH,
+    linesearch: TransformationLike | None = _DEFAULT_LINESEARCH,
 ) -> GradientTransformation:
     """L-BFGS (Liu & Nocedal 1989; Nocedal & Wright 2006, Algorithm 7.5).
 

@@ -30,7 +30,13 @@ from gradlab._checks import (
     check_transformation,
     short_structure,
 )
-from gradlab._core import GradientTransformation, as_schedule, call_update, chain
+from gradlab._core import (
+    GradientTransformation,
+    TransformationLike,
+    as_schedule,
+    call_update,
+    chain,
+)
 from gradlab._packing import Layout, PackedState
 from gradlab.blocks import add_decayed_weights, scale_by_learning_rate
 from gradlab.blocks._adaptive_variants import scale_by_debiased_rms
@@ -63,7 +69,7 @@ def _scalar_dtype(params: Any) -> np.dtype:
 
 
 def schedule_free(
-    base_optimizer: GradientTransformation,
+    base_optimizer: TransformationLike,
     learning_rate: ScalarOrSchedule,
     b1: Any = 0.9,
     weight_lr_power: Any = 2.0,
