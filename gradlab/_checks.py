@@ -420,12 +420,21 @@ def check_state(where: str, state: Any, expected: type) -> None:
     tracing, at no run-time cost.
     """
     if not isinstance(state, expected):
+        got, own = type(state).__name__, expected.__name__
+        if got == own:  # Optax's ScaleByAdamState for gradlab's: tell them apart
+            got, own = (f"{t.__module__}.{t.__qualname__}" for t in (type(state), expected))
         raise ValueError(
-            f"{where} got a state of type {type(state).__name__} ({short_structure(state, 200)}) "
-            f"where its own {expected.__name__} was expected: was it created by this "
+            f"{where} got a state of type {got} ({short_structure(state, 200)}) "
+            f"where its own {own} was expected: was it created by this "
             "transformation's init? (A state of another optimizer; or one restored from a "
             "checkpoint without its structure: restore it with "
             "gl.load_state(path, like=tx.init(params)).)"
+        )
+    if any(isinstance(field, jax.ShapeDtypeStruct) for field in state):
+        raise TypeError(
+            f"{where} got an abstract state (jax.ShapeDtypeStruct leaves, as "
+            "jax.eval_shape(tx.init, params) returns): update needs arrays -- create the "
+            "state with tx.init(params), or restore it with gl.load_state(path, like=...)"
         )
 
 

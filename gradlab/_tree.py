@@ -206,6 +206,12 @@ def check_float_params(params: Tree, where: str) -> None:
 
 def as_param(x: Any) -> jax.Array:
     """A param leaf as an array; a Python number becomes a float (as in Optax)."""
+    if isinstance(x, jax.ShapeDtypeStruct):  # else: float() of it, deep in jnp.asarray
+        raise TypeError(
+            f"params must be arrays, got an abstract leaf {x} (jax.ShapeDtypeStruct): "
+            "for the state's shapes and dtypes use jax.eval_shape(tx.init, params); "
+            "to build a state, init with arrays"
+        )
     if isinstance(x, int | float) and not isinstance(x, bool):
         return jnp.asarray(float(x))
     if is_number(x):  # a Python int, traced

@@ -460,7 +460,31 @@ GRADIENTS_AND_STATES: list[Row] = [
     ("partition: state of a chain", lambda: update(gl.partition({"a": gl.adam(0.1)}, {"b": "a", "w": "a"}), state=ADAM_STATE), ValueError, ("partition", "PartitionState")),
     ("adamw: update without params", lambda: gl.adamw(0.1).update(G, gl.adamw(0.1).init(P)), ValueError, ("add_decayed_weights", "params")),
     ("lbfgs: update without value_fn", lambda: update(gl.lbfgs()), ValueError, ("value_fn", "scale_by_zoom_linesearch")),
+    # call-time mistakes (hunt46)
+    ("adam: init on abstract params (ShapeDtypeStruct)", lambda: gl.adam(0.1).init(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), P)), TypeError, ("params", "jax.ShapeDtypeStruct", "jax.eval_shape(tx.init, params)")),
+    ("adam: update with the abstract state eval_shape gives", lambda: update(gl.adam(0.1), state=jax.eval_shape(gl.adam(0.1).init, P)), TypeError, ("scale_by_adam", "jax.ShapeDtypeStruct", "tx.init(params)")),
+    ("inject_hyperparams: a key set by hand that is not a hyperparameter", lambda: update(gl.inject_hyperparams(gl.sgd)(0.1), state=_hand_set(gl.inject_hyperparams(gl.sgd)(0.1), lr=0.5)), ValueError, ("state.hyperparams", "'lr'", "'learning_rate'")),
+    ("inject_hyperparams: a hyperparameter deleted from the state", lambda: update(gl.inject_hyperparams(gl.adam)(0.1), state=_hand_set(gl.inject_hyperparams(gl.adam)(0.1), eps=None)), ValueError, ("lacks", "'eps'")),
+    ("lbfgs: a value of shape (1,)", lambda: update(gl.lbfgs(), value=jnp.zeros(1), grad=G, value_fn=lambda p: jnp.sum(p["w"])), ValueError, ("value", "(1,)", "scale_by_zoom_linesearch")),
+    ("backtracking linesearch: a value of shape (2,)", lambda: update(gl.scale_by_backtracking_linesearch(5), value=jnp.zeros(2), grad=G, value_fn=lambda p: jnp.sum(p["w"])), ValueError, ("value", "(2,)")),
+    ("adam: Optax's adam state (a class of the same name)", lambda: update(gl.adam(0.1), state=_optax_adam_state()), ValueError, ("optax", "gradlab.blocks", "ScaleByAdamState")),
+    ("reduce_on_plateau: the loss under a misspelled keyword", lambda: update(gl.reduce_on_plateau(), vaule=1.0), ValueError, ("value=loss", "'vaule'")),
 ]
+
+
+def _hand_set(tx: Any, **values: Any) -> Any:
+    """``tx``'s state with ``state.hyperparams`` edited by hand (None: deleted)."""
+    state = tx.init(P)
+    hyper = dict(state.hyperparams)
+    for k, v in values.items():
+        hyper.pop(k) if v is None else hyper.__setitem__(k, v)
+    return state._replace(hyperparams=hyper)
+
+
+def _optax_adam_state() -> Any:
+    import optax
+
+    return optax.adam(0.1).init(P)
 
 CHECKPOINTS: list[Row] = [
     ("load_state: checkpoint of another optimizer", lambda: gl.load_state(saved(_tmp(), ADAM_STATE), like=gl.sgd(0.1, momentum=0.9).init(P)), ValueError, ("ScaleByAdamState", "TraceState")),
@@ -657,7 +681,7 @@ def test_a_schedule_with_python_control_flow_is_checked_when_it_runs():
 
 # --------------------------------------------------------------------------
 # The count, by section (kept in step with the table by the test below):
-# 353 distinct bad inputs -- 277 raise ValueError, 75 TypeError, 1 KeyError
+# 361 distinct bad inputs -- 283 raise ValueError, 77 TypeError, 1 KeyError
 # (set_hyperparams' unknown name: KeyError is its documented contract).
 # --------------------------------------------------------------------------
 
@@ -669,7 +693,7 @@ LISTED_COUNTS = {
     "periods and step counts": 31,
     "schedules": 29,
     "combinators, masks, labels, wrong types": 47,
-    "gradients and states unlike the state": 35,
+    "gradients and states unlike the state": 43,
     "checkpoints": 12,
     "losses": 19,
     "sweep, lr_finder, minimize": 25,
@@ -680,7 +704,7 @@ LISTED_COUNTS = {
 
 def test_the_listed_counts_are_the_tables():
     assert {name: len(rows) for name, rows in SECTIONS.items()} == LISTED_COUNTS
-    assert sum(LISTED_COUNTS.values()) == len(BAD_INPUTS) == 353
+    assert sum(LISTED_COUNTS.values()) == len(BAD_INPUTS) == 361
 
 
 def test_valid_values_that_used_to_fail_inside_jax_now_work():

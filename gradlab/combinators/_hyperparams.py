@@ -239,6 +239,7 @@ def _injected(
 
     def update(updates, state, params=None, **extra):
         check_state(f"inject_hyperparams({name})", state, InjectHyperparamsState)
+        _check_names(name, state.hyperparams, numeric.keys() | schedules.keys())
         # A value set by hand (Optax's ``state.hyperparams[k] = 0.05``, ``tree_set``)
         # is stored as ``init`` stores it: the state stays arrays of fixed dtypes
         # (a Python float or a weak-typed value would change them).
@@ -363,6 +364,21 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
         return node._replace(hyperparams=new)
 
     return _walk.rebuild(state, _is_injected, replace)
+
+
+def _check_names(name: str, hyperparams: Any, injected: Iterable[str]) -> None:
+    """``state.hyperparams`` holds the injected names, no more, no fewer: a key set by
+    hand with a typo (``["lr"] = 0.5``) was ignored, the step kept the old value."""
+    keys = set(hyperparams) if isinstance(hyperparams, dict) else set()
+    unknown, missing = sorted(keys - set(injected)), sorted(set(injected) - keys)
+    if unknown or missing:
+        raise ValueError(
+            f"inject_hyperparams({name}): state.hyperparams "
+            + (f"has {unknown}, not hyperparameters injected here" if unknown else "")
+            + (" and " if unknown and missing else "")
+            + (f"lacks {missing}" if missing else "")
+            + f"; the injected ones are {sorted(injected)} (gl.set_hyperparams checks names)"
+        )
 
 
 def _unknown(key: str, keys: dict) -> str:

@@ -155,6 +155,7 @@ def reduce_on_plateau(
                 "apply_if_finite, multi_transform drop extras for members that are not "
                 "GradientTransformationExtraArgs -- wrap it as "
                 "optax.GradientTransformationExtraArgs(*tx))"
+                + (f"; it got the extras {sorted(extra)}" if extra else "")
             )
         value = jnp.asarray(value)
         if value.shape != ():

@@ -183,7 +183,13 @@ def _search_inputs(name: str, updates: Any, params: Any, extra: dict[str, Any]) 
             "not GradientTransformationExtraArgs -- wrap it as "
             "optax.GradientTransformationExtraArgs(*tx))"
         )
-    return value_fn, _tree.as_updates(updates), params, extra.get("value"), extra.get("grad")
+    value = extra.get("value")
+    if value is not None and jnp.shape(value) != ():  # (1,): a stacking error deep in the loop
+        raise ValueError(
+            f"{name}: value must be the objective's value at params, a scalar, "
+            f"got an array of shape {jnp.shape(value)}"
+        )
+    return value_fn, _tree.as_updates(updates), params, value, extra.get("grad")
 
 
 def eager_jit(fn: Callable[..., Any], static_argnames: tuple[str, ...]) -> Callable[..., Any]:
