@@ -834,6 +834,59 @@ def test_a_boundary_past_2_24_steps_drops_exactly_at_its_step(boundary):
         np.testing.assert_allclose(got, np.where(int32_steps >= boundary, 0.1, 1.0), rtol=1e-6)
 
 
+def _periodic_reference(name: str, t: int) -> float:
+    """The docstring formulas in float64, on exact integer cycle positions."""
+    period = 1_000_000
+    c, p = divmod(t, period)
+    if name == "step_decay":
+        return 0.5**c
+    if name == "exponential staircase":
+        c = max(t - 10, 0) // period
+        return 0.5**c
+    if name == "inverse_time staircase":
+        return 1.0 / (1.0 + c)
+    if name == "warm restarts":
+        return 0.5 + 0.5 * 0.5 * (1.0 + math.cos(math.pi * p / period))
+    if name == "cyclic":
+        c, p = divmod(t, 2 * period)  # up = down = period
+        x = p / period if p <= period else (2 * period - p) / period
+        return x
+    raise KeyError(name)
+
+
+def test_staircases_and_cycles_past_2_24_steps_turn_at_their_step():
+    """A staircase step or a restart at step 20,000,000 (period 10**6) came one step
+    early: in float32, 19,999,999 is 20,000,000 (hunt45). Integer steps and periods
+    are divided as integers (a counter's int32, a Python int, traced or not)."""
+    schedules = {
+        "step_decay": S.step_decay(1.0, step_size=1_000_000, gamma=0.5),
+        "exponential staircase": S.exponential_decay(
+            1.0, 0.5, transition_steps=1_000_000, transition_begin=10, staircase=True
+        ),
+        "inverse_time staircase": S.inverse_time_decay(
+            1.0, 1.0, decay_steps=1_000_000, staircase=True
+        ),
+        "warm restarts": S.cosine_warm_restarts(1.0, first_period=1_000_000, end_value=0.5),
+        "cyclic": S.cyclic(0.0, 1.0, step_size_up=1_000_000),
+    }
+    steps = [19_999_999, 20_000_000, 20_000_009, 20_000_010, 20_000_011, 2**31 - 1]
+    for name, s in schedules.items():
+        want = [_periodic_reference(name, t) for t in steps]
+        for how, got in (
+            ("python int", [float(s(t)) for t in steps]),
+            ("int32", [float(s(jnp.int32(t))) for t in steps]),
+            ("jit, vector", np.asarray(jax.jit(s)(jnp.asarray(steps, jnp.int32)))),
+        ):
+            np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7, err_msg=f"{name}, {how}")
+    # a period beyond int32 is never reached by an int32 step (a saturated counter
+    # included); Python steps beyond int32 are divided in int64
+    s = S.step_decay(1.0, step_size=10**10, gamma=0.5)
+    assert float(jax.jit(s)(jnp.int32(2**31 - 1))) == 1.0
+    assert float(s(3 * 10**10 + 5)) == 0.125
+    # float steps and periods still work (as floats)
+    assert float(S.step_decay(1.0, step_size=30.0, gamma=0.5)(jnp.float32(60.0))) == 0.25
+
+
 def test_unsigned_and_huge_steps_still_drop_where_they_should():
     """The integer comparison is for signed integers within int64 (review6):
     a uint32 step past 2**31 met traced int32 milestones as a negative int32

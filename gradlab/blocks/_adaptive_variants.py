@@ -215,7 +215,8 @@ def scale_by_radam(
     otherwise; a traced one is not checked). As ``optax.scale_by_radam``
     (``>=`` threshold; ``torch.optim.RAdam`` uses ``> 5`` and puts ``eps`` on
     the uncorrected ``sqrt(v)``: ``m̂ sqrt(1-b2^t)/(sqrt(v) + eps)``, the same
-    up to ``eps``).
+    up to ``eps``). ``nesterov=True``: ``m̂`` is Dozat's look-ahead moment, as
+    in :func:`gradlab.scale_by_adam`.
     """
     check_bools(nesterov=nesterov)
     _check_adam_like(b1, b2, eps, eps_root, mu_dtype)
@@ -275,7 +276,8 @@ def scale_by_belief(
 
     ``m <- b1 m + (1-b1) g``, ``s <- b2 s + (1-b2) (g - m)² + eps_root``
     (the "belief": how far the gradient is from its prediction ``m``);
-    output ``m̂ / (sqrt(ŝ) + eps)`` with ``ŝ = s/(1-b2^t)``.
+    output ``m̂ / (sqrt(ŝ) + eps)`` with ``ŝ = s/(1-b2^t)``. ``nesterov=True``:
+    ``m̂`` is Dozat's look-ahead moment, as in :func:`gradlab.scale_by_adam`.
     ``optax.scale_by_belief``.
     """
     check_bools(nesterov=nesterov)

@@ -90,8 +90,11 @@ def rmsprop(
 ) -> GradientTransformation:
     """RMSprop (Hinton 2012): ``v <- decay v + (1-decay) g²``; ``d = g / (sqrt(v) + eps)``.
 
+    ``v`` starts at ``initial_scale`` (0, as torch; Optax's default too).
     Centered: ``d = g / (sqrt(v - m²) + eps)`` with ``m`` the EMA of ``g``.
-    With momentum ``b <- momentum*b + d``; ``p <- p - lr * b`` (else ``p - lr*d``).
+    With momentum ``b <- momentum*b + d``; ``p <- p - lr * b`` (else ``p - lr*d``);
+    ``nesterov=True`` (with momentum) steps with ``d + momentum*b`` instead of
+    ``b``, as ``optax.rmsprop(nesterov=True)`` (torch has no Nesterov RMSprop).
     Matches ``torch.optim.RMSprop(lr, alpha=decay, eps, momentum, centered)``
     given the same values: the default ``decay=0.9`` is Optax's, torch's
     ``alpha`` is 0.99.

@@ -197,6 +197,8 @@ def radam(
     to be trusted), then ``p <- p - lr * r_t m̂ / (sqrt(v̂ + eps_root) + eps)``
     (see ``scale_by_radam``). ``optax.radam``; ``torch.optim.RAdam`` switches
     at ``rho_t > 5`` and adds ``eps`` to the uncorrected ``sqrt(v)``.
+    ``nesterov=True``: ``m̂`` is Dozat's look-ahead moment, as in
+    :func:`gradlab.scale_by_adam`.
     ``eps_root`` is keyword-only: the fifth positional argument is
     ``threshold``, as the API fixes it (Optax's fifth is ``eps_root``).
 
@@ -244,7 +246,8 @@ def adabelief(
     """AdaBelief (Zhuang et al. 2020): Adam with the variance of ``g`` around its EMA.
 
     ``s <- b2 s + (1-b2)(g - m)² + eps_root``; ``p <- p - lr * m̂ / (sqrt(ŝ) + eps)``.
-    ``optax.adabelief``.
+    ``nesterov=True``: ``m̂`` is Dozat's look-ahead moment, as in
+    :func:`gradlab.scale_by_adam`. ``optax.adabelief``.
 
     >>> tx = adabelief(1e-3)
     """
@@ -314,8 +317,9 @@ def novograd(
 ) -> GradientTransformation:
     """NovoGrad (Ginsburg et al. 2019): layer-wise second moments, decay inside momentum.
 
-    Per leaf ``l``: ``v_l <- b2 v_l + (1-b2) ||g_l||²``; ``m_l <- b1 m_l +
-    g_l/(sqrt(v_l) + eps) + weight_decay p_l``; ``p <- p - lr * m``.
+    Per leaf ``l``: ``v_l <- b2 v_l + (1-b2) ||g_l||²``, except ``v_l = ||g_l||²``
+    at the first step (the paper's Alg. 1); ``m_l <- b1 m_l +
+    g_l/(sqrt(v_l + eps_root) + eps) + weight_decay p_l``; ``p <- p - lr * m``.
     State: one moment (1x) plus a scalar per leaf. ``optax.novograd``.
 
     >>> tx = novograd(1e-2)
@@ -518,7 +522,7 @@ def sm3(
 
     ``nu'(i) = min over the accumulators covering i + g(i)²``, accumulators the
     maxima of ``nu'`` over their rows/columns; ``m <- momentum m + (1-momentum)
-    g/sqrt(nu')``; ``p <- p - lr * m``. State: the sum of the dimensions per
+    g/sqrt(nu' + eps)``; ``p <- p - lr * m``. State: the sum of the dimensions per
     matrix plus the momentum (1x). ``optax.sm3``.
 
     >>> tx = sm3(0.1)

@@ -55,8 +55,10 @@ def as_step(step: ArrayLike) -> jax.Array:
     Converting first keeps ``int32`` arithmetic from overflowing near
     ``2**31 - 1``. In float32, steps above ``2**24`` (16.7M) are rounded to a
     multiple of 2 (of 256 near ``2**31``): a decay moves by less than one part
-    in ten million, but a *periodic* schedule (``cyclic``, warm restarts) can
-    be off by that many steps within its cycle. Enable x64 for such runs.
+    in ten million. Where a step or a cycle starts, integer steps are compared
+    or divided as integers (:func:`step_cycle`, ``multistep_decay``'s
+    milestones), so staircases and restarts turn at their exact step; a
+    geometric ``period_mult`` and float steps still round (enable x64).
     """
     return jnp.maximum(as_float(step), 0.0)
 
@@ -185,6 +187,65 @@ def anneal_between(kind: str, start: jax.Array, end: jax.Array, pct: jax.Array) 
     if kind == "linear":
         return start * (1.0 - pct) + end * pct
     return end + (start - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * pct))
+
+
+def is_int(x: Any) -> bool:
+    """A signed integer (Python, NumPy or JAX) of at most 64 bits: unsigned
+    ones would wrap negative in a signed comparison, so they (and floats) are
+    compared as floats, as before."""
+    if isinstance(x, bool | np.bool_):
+        return False
+    if isinstance(x, int):
+        return -(2**63) <= x < 2**63
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and bool(jnp.issubdtype(dtype, jnp.signedinteger))
+
+
+def step_cycle(step: ArrayLike, period: Any, begin: Any = 0) -> tuple[jax.Array, jax.Array]:
+    """``(c, p)``, floats: the cycle ``c`` (from 0) of ``s = max(step - begin, 0)``
+    (``step`` clipped at 0 first) in cycles of ``period`` steps, and the position
+    ``p = s - c * period`` in it.
+
+    Exact, in integers, when ``step``, ``period`` and ``begin`` are signed integers
+    (a step counter always is): in float32 a step past 2**24 rounds to an even
+    number (a multiple of 128 near 2**31), and a staircase dropped, or a cycle
+    restarted, a step or more early (step 19,999,999 with a period of 10**6 was
+    20,000,000). Otherwise :func:`cycle_position` on floats.
+    """
+    values = (step, period, begin)
+    if all(is_int(x) for x in values) and not any(
+        isinstance(x, jax.Array) or is_traced(x) for x in values
+    ):  # Python/NumPy integers: in int64, exact beyond int32 too
+        t = np.maximum(np.asarray(step, np.int64), 0)
+        t = np.maximum(t - np.asarray(begin, np.int64), 0)
+        n = np.asarray(period, np.int64)
+        whole = t // n
+        return as_float(whole), as_float(t - whole * n)
+    idt = jax.dtypes.canonicalize_dtype(np.int64)  # int32 unless x64
+    info = np.iinfo(idt)
+
+    def concrete(x: Any) -> bool:
+        return not isinstance(x, jax.Array) and not is_traced(x)
+
+    beyond = any(  # a period or offset past the range: never reached by such a step
+        concrete(x) and not np.all((info.min <= np.asarray(x)) & (np.asarray(x) <= info.max))
+        for x in (period, begin)
+    )
+    if beyond or not all(is_int(x) for x in values):
+        t = jnp.maximum(as_step(step) - as_float(begin), 0.0)
+        return cycle_position(t, as_float(period))
+
+    def as_int(x: Any) -> jax.Array:  # a concrete step past the range saturates
+        if not concrete(x):
+            return jnp.asarray(x)
+        return jnp.asarray(np.clip(np.asarray(x, np.int64), info.min, info.max), idt)
+
+    s, n, b = as_int(step), as_int(period), as_int(begin)
+    dt = jnp.promote_types(jnp.promote_types(s.dtype, n.dtype), b.dtype)
+    s, n, b = s.astype(dt), n.astype(dt), b.astype(dt)
+    s = jnp.maximum(jnp.maximum(s, 0) - b, 0)
+    c = s // n
+    return c.astype(float_dtype()), (s - c * n).astype(float_dtype())
 
 
 def cycle_position(t: jax.Array, period: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -16,8 +16,8 @@ from gradlab.schedules._common import (
     check_scalar,
     check_steps,
     check_value,
-    cycle_position,
     fraction,
+    step_cycle,
 )
 
 
@@ -64,15 +64,15 @@ def cosine_decay(
     return schedule
 
 
-def _restart_position(t, first_period, period_mult):
+def _restart_position(step, first_period, period_mult):
     """Cycle index ``i``, position ``t_i`` in it and its length ``T_i``.
 
     Cycle ``i`` lasts ``T_0 m^i`` steps and starts at ``T_0 (m^i - 1)/(m - 1)``
     (``T_0 i`` when ``m = 1``). The closed-form ``i`` from a logarithm can be
     off by one at a boundary through rounding, so it is corrected once.
     """
-    t0, m = as_float(first_period), as_float(period_mult)
-    i1, pos1 = cycle_position(t, t0)  # m == 1
+    t, t0, m = as_step(step), as_float(first_period), as_float(period_mult)
+    i1, pos1 = step_cycle(step, first_period)  # m == 1 (exact for integers)
     # m > 1; a dummy m = 2 keeps the unused branch finite when m == 1.
     mg = jnp.where(m == 1.0, 2.0, m)
     integral = (m == jnp.round(m)) & (t0 == jnp.round(t0))
@@ -143,7 +143,7 @@ def cosine_warm_restarts(
     check_factor("decay_factor", decay_factor)
 
     def schedule(step: ArrayLike):
-        i, pos, length = _restart_position(as_step(step), first_period, period_mult)
+        i, pos, length = _restart_position(step, first_period, period_mult)
         peak = as_float(init_value) * jnp.power(as_float(decay_factor), i)
         end = as_float(end_value)
         return end + (peak - end) * cosine_factor(pos / length)

@@ -19,8 +19,9 @@ from gradlab.schedules._common import (
     check_scalar,
     check_steps,
     check_value,
-    cycle_position,
     fraction,
+    is_int,
+    step_cycle,
 )
 
 _MODES = ("triangular", "triangular2", "exp_range")
@@ -69,7 +70,8 @@ def cyclic(
         up = as_float(step_size_up)
         down = up if step_size_down is None else as_float(step_size_down)
         period = up + down
-        c, p = cycle_position(t, period)
+        steps = step_size_up + (step_size_up if step_size_down is None else step_size_down)
+        c, p = step_cycle(step, steps if is_int(steps) else period)  # exact for integers
         x = jnp.where(p <= up, fraction(p, up), fraction(period - p, down))
         if mode == "triangular2":
             x = x * jnp.exp2(-c)

@@ -21,9 +21,10 @@ from gradlab.schedules._common import (
     check_factor,
     check_steps,
     check_value,
-    cycle_position,
     float_dtype,
     fraction,
+    is_int,
+    step_cycle,
 )
 
 
@@ -63,7 +64,7 @@ def step_decay(init_value: ArrayLike, step_size: ArrayLike, gamma: ArrayLike = 0
     check_factor("gamma", gamma)
 
     def schedule(step: ArrayLike):
-        k, _ = cycle_position(as_step(step), as_float(step_size))
+        k, _ = step_cycle(step, step_size)
         return as_float(init_value) * jnp.power(as_float(gamma), k)
 
     return schedule
@@ -133,18 +134,6 @@ def _along_last(x: Any, t: Any) -> Any:
     return jnp.reshape(x, (1,) * jnp.ndim(t) + jnp.shape(x))
 
 
-def _is_int(x: Any) -> bool:
-    """A signed integer (Python, NumPy or JAX) of at most 64 bits: unsigned
-    ones would wrap negative in a signed comparison, so they (and floats) are
-    compared as floats, as before."""
-    if isinstance(x, bool | np.bool_):
-        return False
-    if isinstance(x, int):
-        return -(2**63) <= x < 2**63
-    dtype = getattr(x, "dtype", None)
-    return dtype is not None and bool(jnp.issubdtype(dtype, jnp.signedinteger))
-
-
 def _reached(step: ArrayLike, boundaries: Any) -> jax.Array:
     """``max(step, 0) >= boundary`` for each boundary (along a last axis), exact
     for an integer step and integer boundaries.
@@ -154,7 +143,7 @@ def _reached(step: ArrayLike, boundaries: Any) -> jax.Array:
     30,000,001 two steps early, at 2,000,000,001 65 (Optax compares integers).
     Float steps or boundaries are compared as floats, as before.
     """
-    if _is_int(step) and _is_int(boundaries):
+    if is_int(step) and is_int(boundaries):
         if not isinstance(step, jax.Array) and not is_traced(step):
             t = np.maximum(np.asarray(step, np.int64), 0)  # a Python int may pass int32
             if not is_traced(boundaries):
@@ -266,9 +255,11 @@ def exponential_decay(
         check_value("end_value", end_value)
 
     def schedule(step: ArrayLike):
-        t = jnp.maximum(as_step(step) - as_float(transition_begin), 0.0)
-        n = as_float(transition_steps)
-        p = cycle_position(t, n)[0] if staircase else t / n
+        if staircase:
+            p, _ = step_cycle(step, transition_steps, transition_begin)
+        else:
+            p = jnp.maximum(as_step(step) - as_float(transition_begin), 0.0)
+            p = p / as_float(transition_steps)
         rate = as_float(decay_rate)
         value = as_float(init_value) * jnp.power(rate, p)
         if end_value is not None:
@@ -303,8 +294,7 @@ def inverse_time_decay(
     check_steps("decay_steps", decay_steps, 1)
 
     def schedule(step: ArrayLike):
-        t, n = as_step(step), as_float(decay_steps)
-        p = cycle_position(t, n)[0] if staircase else t / n
+        p = step_cycle(step, decay_steps)[0] if staircase else as_step(step) / as_float(decay_steps)
         return as_float(init_value) / (1.0 + as_float(decay_rate) * p)
 
     return schedule
