@@ -125,6 +125,29 @@ def test_a_value_set_by_hand_is_stored_as_init_stores_it_and_a_scheduled_one_ign
     assert lr.dtype == jnp.float32 and not lr.weak_type and float(lr) == np.float32(0.02)
 
 
+def test_an_integer_set_by_hand_keeps_the_hyperparameters_kind():
+    """``state.hyperparams["learning_rate"] = 1`` (a Python or NumPy int) was stored
+    int32, and ``set_hyperparams`` float32 (hunt46): a jitted step compiled again and
+    a scan carry changed type. A number set by hand takes the dtype init stored the
+    hyperparameter in; an integer hyperparameter stays int32."""
+    params = {"w": jnp.ones(2)}
+    tx = gl.inject_hyperparams(gl.sgd)(learning_rate=0.1)
+    step = jax.jit(tx.update)
+    state = tx.init(params)
+    _, state = step({"w": jnp.ones(2)}, state, params)
+    for hand in (1, np.int64(2), jnp.int32(3)):
+        state.hyperparams["learning_rate"] = hand
+        out, state = step({"w": jnp.ones(2)}, state, params)
+        np.testing.assert_array_equal(out["w"], np.full(2, -float(hand), np.float32))
+        lr = state.hyperparams["learning_rate"]
+        assert lr.dtype == jnp.float32 and not lr.weak_type  # the first step's types
+    multi = gl.inject_hyperparams(gl.MultiSteps)(gl.sgd(0.1), every_k_schedule=2)
+    state = multi.init(params)
+    state.hyperparams["every_k_schedule"] = 3
+    _, state = multi.update({"w": jnp.ones(2)}, state, params)
+    assert state.hyperparams["every_k_schedule"].dtype == jnp.int32
+
+
 def test_untouched_hyperparameters_keep_their_dtype_whatever_the_gradients(x64):
     # float64 params, float32 gradients and no params to update: nothing flips
     params = {"w": jnp.ones(2, jnp.float64)}

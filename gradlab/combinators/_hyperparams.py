@@ -207,15 +207,18 @@ def _store(params: Any, value: Any, float_dtype: Any) -> jax.Array:
     return jnp.array(value, dtype=dtype, copy=True)
 
 
-def _as_stored(value: Any, float_dtype: Any) -> jax.Array:
-    """``value`` as a stored hyperparameter, by Optax's rule: integers int32; a
-    (strongly typed) JAX float array as it is (as ``init`` stored it, or as set
-    so: an untouched state never changes); any other float (a Python or NumPy
-    number, a weak-typed value) ``float_dtype``."""
+def _as_stored(value: Any, float_dtype: Any, integer: bool) -> jax.Array:
+    """``value`` as a stored hyperparameter, by Optax's rule: a (strongly typed) JAX
+    float array as it is (as ``init`` stored it, or as set so: an untouched state
+    never changes); any other float (a Python or NumPy number, a weak-typed value)
+    ``float_dtype``; an integer int32 for an ``integer`` hyperparameter, else
+    ``float_dtype`` (a ``1`` set by hand for a learning rate was stored int32: a
+    jitted step recompiled, a scan carry changed type, and under strict dtype
+    promotion the step failed)."""
     strong = isinstance(value, jax.Array) and not value.weak_type
     value = jnp.asarray(value)
-    if jnp.issubdtype(value.dtype, jnp.integer):
-        return value.astype(jnp.int32)
+    if jnp.issubdtype(value.dtype, jnp.integer):  # (under jit a NumPy int is strong)
+        return value.astype(jnp.int32 if integer else float_dtype)
     return value if strong else value.astype(float_dtype)
 
 
@@ -229,6 +232,8 @@ def _injected(
 ) -> GradientTransformation:
     """The injected transformation; ``form`` maps each built inner transformation
     to what runs (itself, or its buffer form under ``packed``)."""
+    # the hyperparameters init stores as int32 (the rest: floats)
+    integer = {k for k, v in numeric.items() if jnp.issubdtype(jnp.result_type(v), jnp.integer)}
 
     def init(params):
         count = _tree.step_counter(params)
@@ -244,7 +249,7 @@ def _injected(
         # is stored as ``init`` stores it: the state stays arrays of fixed dtypes
         # (a Python float or a weak-typed value would change them).
         dtype = _float_dtype(updates if params is None else params, dtype_override)
-        values = {k: _as_stored(v, dtype) for k, v in state.hyperparams.items()}
+        values = {k: _as_stored(v, dtype, k in integer) for k, v in state.hyperparams.items()}
         for k, fn in schedules.items():  # a scheduled value set by hand is ignored
             # in the params' dtype, as init stores it (without params: as stored)
             kept = params is None and jnp.issubdtype(values[k].dtype, jnp.floating)
