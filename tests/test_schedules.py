@@ -555,6 +555,15 @@ def test_values_are_float32_for_any_integer_step_dtype(c):
         assert_close(got, reference(c.ref, np.arange(4), **c.kw))
 
 
+@pytest.mark.parametrize("c", ONE_PER_SCHEDULE)
+def test_a_boolean_step_counts_as_0_or_1(c):
+    """``join`` raised "sub does not accept dtype bool" (hunt46); the others took it."""
+    sched = c.make(**c.kw)
+    for flag in (False, True):
+        assert_close(sched(flag), reference(c.ref, np.array([int(flag)]), **c.kw)[0])
+        assert_close(sched(np.bool_(flag)), sched(int(flag)), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("c", CASES[::4])
 def test_values_are_float64_under_x64(c, x64):
     steps = steps_of(c)

@@ -61,6 +61,8 @@ def join(
             if concrete.dtype.kind in "iu" and concrete.size and np.max(concrete) > huge:
                 step = as_float(concrete)
         step = jnp.asarray(step)
+        if step.dtype == bool:  # as every other schedule takes it: 0 or 1
+            step = step.astype(jnp.int32)
         if jnp.issubdtype(step.dtype, jnp.integer) and step.dtype.itemsize < 4:
             step = step.astype(jnp.int32)  # a boundary of 300 must not wrap in uint8
         never = np.zeros(n, bool)  # boundaries no step of this dtype reaches
