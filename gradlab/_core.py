@@ -199,7 +199,8 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     dtype. A floating-point update on an integer or boolean param is refused
     (``TypeError`` naming the leaf): rounding it back to an integer would
     silently lose it (``5 + 0.6`` stays 5). Integer updates on integer params
-    (counters kept in the params) add exactly. Python numbers are floats.
+    (counters kept in the params) add exactly; a complex update on a real param
+    is refused too (its imaginary part would be dropped). Python numbers are floats.
     Shapes must match (``ValueError`` naming the leaf and both shapes),
     checked when tracing, at no run-time cost.
     """
@@ -215,12 +216,20 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         if p.dtype == u.dtype:
             # lax, not jnp: one primitive per leaf keeps tracing many-leaf trees cheap.
             return jax.lax.add(p, u)
-        if is_float(u.dtype) and not is_float(p.dtype):
+        if is_float(u.dtype) and not jnp.issubdtype(p.dtype, jnp.inexact):  # int/bool
             raise TypeError(
                 f"apply_updates: param leaf {jax.tree_util.keystr(path) or '(root)'} has dtype "
                 f"{p.dtype} and its update is {u.dtype}: the sum would be rounded back to "
                 f"{p.dtype}, silently losing the update. Optimize floating-point params "
                 "(cast the leaf, e.g. x.astype(jnp.float32))."
+            )
+        if jnp.issubdtype(u.dtype, jnp.complexfloating) and not jnp.issubdtype(
+            p.dtype, jnp.complexfloating
+        ):
+            raise TypeError(
+                f"apply_updates: param leaf {jax.tree_util.keystr(path) or '(root)'} has dtype "
+                f"{p.dtype} and its update is {u.dtype}: the sum would drop the update's "
+                "imaginary part. Give complex params a complex dtype, or take the real part."
             )
         with jax.numpy_dtype_promotion("standard"):  # JAX's rules, even under "strict"
             wide = jnp.promote_types(p.dtype, u.dtype)

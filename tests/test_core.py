@@ -622,6 +622,21 @@ def test_apply_updates_refuses_a_float_update_on_an_integer_param(dtype, run_mod
         run_mode(gl.apply_updates)(params, updates)
 
 
+def test_apply_updates_on_complex_params_and_complex_updates_on_real_ones(run_mode):
+    """A real update on a complex param adds (it was refused: "rounded back to
+    complex64"); a complex update on a real param is refused, naming the leaf (its
+    imaginary part was dropped with only NumPy's ComplexWarning) (hunt46)."""
+    apply = run_mode(gl.apply_updates)
+    z = jnp.array([1 + 2j, -1j], jnp.complex64)
+    out = apply({"z": z}, {"z": jnp.array([0.5, 2.0], jnp.float32)})["z"]
+    assert out.dtype == jnp.complex64
+    np.testing.assert_array_equal(out, np.array([1.5 + 2j, 2 - 1j], np.complex64))
+    out = apply({"z": z}, {"z": z})["z"]
+    np.testing.assert_array_equal(out, 2 * np.asarray(z))
+    with pytest.raises(TypeError, match=r"\['w'\].*float32.*complex64.*imaginary"):
+        apply({"w": jnp.ones(2)}, {"w": jnp.ones(2, jnp.complex64)})
+
+
 def test_apply_updates_follows_jax_promotion_for_mixed_float_dtypes():
     # float16 + bfloat16 promote to float32 (JAX's lattice), not to float16 by item size:
     # a bfloat16 update of 1e5 would be inf in float16 before the add.
