@@ -245,6 +245,7 @@ def chain(*transforms: TransformationLike) -> GradientTransformation:
     ...) reach every member whose ``update`` takes ``**extra`` (Optax's rule:
     an Optax member without it gets none). Equivalent of ``optax.chain``.
     Under :func:`gradlab.packed` each member runs as it declares.
+    ``transforms``: the members (gradlab's or Optax's), applied in the order given.
     """
     for i, t in enumerate(transforms):
         check_transformation(f"chain argument {i}", t)
@@ -281,6 +282,7 @@ def elementwise(transform: Any) -> GradientTransformation:
     runs it on concatenated buffers. You vouch for it: each output element must
     depend only on the same element of the updates, state and params and on
     scalars, and its state must be scalars or trees shaped like the updates.
+    ``transform``: any transformation with ``init`` and ``update`` (e.g. an Optax one).
 
     >>> import optax
     >>> tx = gl.packed(gl.chain(gl.elementwise(optax.scale_by_adam()), gl.scale(-1e-3)))

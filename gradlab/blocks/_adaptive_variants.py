@@ -126,6 +126,7 @@ def scale_by_amsgrad(
     *bias-corrected* moment, as ``optax.scale_by_amsgrad`` (the paper has no
     bias correction; ``torch.optim.Adam(amsgrad=True)`` keeps the maximum of
     the raw ``v`` and corrects it after).
+    ``m <- b1 m + (1-b1) g`` is stored in ``mu_dtype`` (default: the param's dtype).
     """
     _check_adam_like(b1, b2, eps, eps_root, mu_dtype)
 
@@ -167,6 +168,7 @@ def scale_by_adamax(
     ``m <- b1 m + (1-b1) g``, ``u <- max(b2 u, |g| + eps)``; output
     ``m / ((1-b1^t) u)``. ``eps`` inside the maximum as ``torch.optim.Adamax``
     and ``optax.scale_by_adamax``. State: ``ScaleByAdamState(count, mu, nu=u)``.
+    ``m`` is stored in ``mu_dtype`` (default: the param's dtype); ``u`` keeps the param's.
     """
     _check_adam_like(b1, b2, eps, 0.0, mu_dtype)
 
@@ -217,6 +219,8 @@ def scale_by_radam(
     the uncorrected ``sqrt(v)``: ``m̂ sqrt(1-b2^t)/(sqrt(v) + eps)``, the same
     up to ``eps``). ``nesterov=True``: ``m̂`` is Dozat's look-ahead moment, as
     in :func:`gradlab.scale_by_adam`.
+    ``m̂`` corrects ``m <- b1 m + (1-b1) g``, which is stored in ``mu_dtype`` (default: the
+    param's dtype).
     """
     check_bools(nesterov=nesterov)
     _check_adam_like(b1, b2, eps, eps_root, mu_dtype)
@@ -279,6 +283,7 @@ def scale_by_belief(
     output ``m̂ / (sqrt(ŝ) + eps)`` with ``ŝ = s/(1-b2^t)``. ``nesterov=True``:
     ``m̂`` is Dozat's look-ahead moment, as in :func:`gradlab.scale_by_adam`.
     ``optax.scale_by_belief``.
+    ``m`` is stored in ``mu_dtype`` (default: the param's dtype).
     """
     check_bools(nesterov=nesterov)
     _check_adam_like(b1, b2, eps, eps_root, mu_dtype)
@@ -324,6 +329,7 @@ def scale_by_yogi(
     ``m̂ / (sqrt(v̂ + eps_root) + eps)``. Both moments start at
     ``initial_accumulator_value`` and are bias-corrected like Adam's, as in
     ``optax.scale_by_yogi`` (the paper does not correct them).
+    ``m`` is stored in ``mu_dtype`` (default: the param's dtype).
     """
     _check_adam_like(b1, b2, eps, eps_root, mu_dtype)
     check_scalars(initial_accumulator_value=initial_accumulator_value)
@@ -483,6 +489,7 @@ def scale_by_novograd(
     at the first step), ``m_l <- b1 m_l + g_l / (sqrt(v_l + eps_root) + eps) +
     weight_decay p_l``; output ``m_l``. One second moment per *leaf*, not per
     element, so it runs per leaf under ``gl.packed``. ``optax.scale_by_novograd``.
+    ``m`` is stored in ``mu_dtype`` (default: the param's dtype).
     """
     _check_adam_like(b1, b2, eps, eps_root, mu_dtype)
     check_scalars(weight_decay=weight_decay)

@@ -71,6 +71,7 @@ def scale_by_factored_rms(
 
     The state of an n x m matrix is n + m numbers instead of n m. Runs per leaf
     under ``gl.packed``. ``optax.scale_by_factored_rms``.
+    ``factored=False`` factors no leaf (each keeps the full ``V``).
     """
     check_bools(factored=factored)
     check_scalars(decay_rate=decay_rate, step_offset=step_offset, epsilon=epsilon)

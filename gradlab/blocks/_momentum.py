@@ -39,6 +39,7 @@ def trace(
     Nesterov's look-ahead (``nesterov=True``) outputs ``g + decay*v`` with the
     new ``v``. Matches ``torch.optim.SGD`` with ``dampening=0`` (and
     ``optax.trace``). ``decay`` must be in [0, 1].
+    ``accumulator_dtype``: the storage dtype of ``v`` (default: the param's).
     """
     check_bools(nesterov=nesterov)
     check_scalars(decay=decay)
@@ -72,6 +73,7 @@ def ema(decay: Any, debias: bool = True, accumulator_dtype: Any = None) -> Gradi
     With ``debias=True`` the output is ``v / (1 - decay**t)`` at step ``t``
     (1-based), as in Adam's first moment; otherwise ``v``. ``optax.ema``.
     ``decay`` must be in [0, 1) with ``debias`` (else [0, 1]).
+    ``accumulator_dtype``: the storage dtype of ``v`` (default: the param's).
     """
     check_bools(debias=debias)
     check_scalars(decay=decay)

@@ -61,6 +61,7 @@ def orthogonalize(
     then the smaller Gram matrix). Computed in float32 for 16-bit inputs;
     returned in ``x``'s dtype. As ``orthogonalize_via_newton_schulz`` of
     ``optax.contrib._muon``.
+    ``ns_coeffs`` is ``(a, b, c)`` (default: Keller Jordan's ``(3.4445, -4.7750, 2.0315)``).
     """
     if x.ndim < 2:
         raise ValueError(f"orthogonalize needs a matrix (ndim >= 2), got shape {x.shape}")
@@ -111,6 +112,9 @@ def scale_by_muon(
     ``optax.contrib.muon`` chains after it (``optax.contrib._muon.scale_by_shape``).
     Leaves of rank < 2 are refused (``gl.muon`` sends them to AdamW).
     Runs per leaf under ``gl.packed``.
+    ``orthogonalize`` takes ``ns_steps`` Newton-Schulz steps with coefficients ``ns_coeffs``
+    after dividing by ``||m̂||_F + eps``; ``m`` is stored in ``mu_dtype`` (default: the
+    param's dtype); ``nesterov`` defaults to True.
     """
     check_bools(nesterov=nesterov)
     check_scalars(beta=beta)

@@ -346,6 +346,7 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     listing the available keys; a float for an integer hyperparameter raises
     ``TypeError``. Values are not validated here (the inner transformation
     checks concrete ones when it runs eagerly).
+    ``values``: the new value for each key.
 
     >>> tx = gl.inject_hyperparams(gl.adam)(learning_rate=1e-3)
     >>> state = gl.set_hyperparams(tx.init(jnp.ones(2)), learning_rate=1e-4)

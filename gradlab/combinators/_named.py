@@ -16,6 +16,7 @@ def named_chain(*transforms: tuple[str, TransformationLike]) -> GradientTransfor
     The names also qualify hyperparameters read with
     :func:`gradlab.get_hyperparams` (``"adam/learning_rate"``).
     ``optax.named_chain``.
+    ``transforms``: ``(name, transformation)`` pairs.
 
     >>> tx = gl.named_chain(("clip", gl.clip_by_global_norm(1.0)), ("adam", gl.adam(1e-3)))
     >>> state = tx.init(jnp.ones(2))

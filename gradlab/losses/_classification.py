@@ -302,6 +302,7 @@ def squared_hinge(scores: ArrayLike, labels_pm1: ArrayLike) -> Array:
 
     Differentiable everywhere (unlike :func:`hinge`) and harsher on badly
     misclassified points. Same as Keras ``squared_hinge`` (for -1/+1 labels).
+    ``s``: ``scores`` (any shape); ``y``: ``labels_pm1`` (same shape, ints or floats).
 
     >>> import jax.numpy as jnp
     >>> from gradlab import losses

@@ -53,6 +53,7 @@ def l1_penalty(params: Any) -> Array:
     The lasso penalty: its constant-size gradient ``sign(w)`` drives small
     weights towards zero, and is 0 for a weight at 0 (``jnp.abs`` alone would
     push it away again). Keras ``L1(1.0)`` computes the same.
+    ``params``: any pytree of arrays (``w`` runs over their elements).
 
     >>> import jax.numpy as jnp
     >>> from gradlab import losses
@@ -69,6 +70,7 @@ def l2_penalty(params: Any) -> Array:
     The ridge penalty, with gradient ``w``. Same as ``optax.l2_loss`` summed
     over the tree, and PyTorch's ``weight_decay``; half of Keras ``L2(1.0)``
     (see the module notes).
+    ``params``: any pytree of arrays (``w`` runs over their elements).
 
     >>> import jax.numpy as jnp
     >>> from gradlab import losses

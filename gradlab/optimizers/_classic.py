@@ -51,6 +51,7 @@ def sgd(
     ``v <- momentum*v + g``; ``p <- p - lr * v`` (Nesterov: ``p <- p - lr*(g + momentum*v)``).
     Matches ``torch.optim.SGD(lr, momentum, dampening=0, nesterov)``;
     ``accumulator_dtype`` stores ``v`` in that dtype (``optax.sgd``'s).
+    ``lr``: ``learning_rate`` (a number, array or schedule).
 
     >>> tx = sgd(0.1, momentum=0.9)
     """
@@ -71,6 +72,7 @@ def adagrad(
     given the same values: the defaults are Optax's (0.1, 1e-7), torch's are
     ``initial_accumulator_value=0``, ``eps=1e-10``. torch's ``lr_decay`` is the
     learning rate ``schedules.inverse_time_decay(lr, lr_decay)``.
+    ``lr``: ``learning_rate`` (a number, array or schedule).
 
     >>> tx = adagrad(0.1)
     """
@@ -98,6 +100,7 @@ def rmsprop(
     Matches ``torch.optim.RMSprop(lr, alpha=decay, eps, momentum, centered)``
     given the same values: the default ``decay=0.9`` is Optax's, torch's
     ``alpha`` is 0.99.
+    ``lr``: ``learning_rate`` (a number, array or schedule).
 
     >>> tx = rmsprop(1e-3, centered=True, momentum=0.9)
     """
@@ -125,6 +128,8 @@ def adam(
     ``p <- p - lr * m̂ / (sqrt(v̂ + eps_root) + eps)`` with ``m̂ = m/(1-b1^t)``,
     ``v̂ = v/(1-b2^t)``. Matches ``torch.optim.Adam`` / ``optax.adam``
     (``nesterov=True``: ``optax.adam(nesterov=True)``, NAdam's look-ahead).
+    ``lr``: ``learning_rate`` (a number, array or schedule). ``m`` is stored in ``mu_dtype``
+    (default: the param's dtype).
 
     >>> tx = adam(1e-3)
     """
@@ -152,6 +157,8 @@ def adamw(
     (tree of bools or ``params -> tree``) selects the decayed leaves.
     Matches ``torch.optim.AdamW`` / ``optax.adamw`` (whose keyword-only
     ``eps_root`` and ``nesterov`` work here too: ``nesterov=True`` is ``nadamw``).
+    ``m̂``, ``v̂``: Adam's moments at rates ``b1``, ``b2`` (``m`` stored in ``mu_dtype``;
+    default: the param's dtype). ``lr``: ``learning_rate`` (a number, array or schedule).
 
     >>> tx = adamw(1e-3, weight_decay=0.01)
     """

@@ -237,6 +237,8 @@ def lbfgs(
     the objective: pass ``value=``, ``grad=`` and ``value_fn=`` to ``update``
     (:func:`gradlab.minimize` does). Equivalent of ``optax.lbfgs``; iterates
     like ``scipy.optimize.minimize(method="L-BFGS-B")`` without bounds.
+    ``memory_size``: the number of ``(s, y)`` pairs kept (static: it sets the state's
+    shape).
 
     >>> f = lambda x: jnp.sum((x - 1.0) ** 2) + jnp.sum(x**4)
     >>> result = gl.minimize(f, jnp.zeros(3), gl.lbfgs(), max_steps=50, tol=1e-5)

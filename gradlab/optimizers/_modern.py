@@ -81,6 +81,8 @@ def nadam(
     ``torch.optim.NAdam`` adds a momentum warm-up ``b1_t = b1 (1 - 0.5 *
     0.96^(0.004 t))`` (its ``momentum_decay``): without it (``momentum_decay``
     large) the two agree.
+    ``v̂``: Adam's second moment at rate ``b2``; ``m`` is stored in ``mu_dtype`` (default:
+    the param's dtype). ``lr``: ``learning_rate`` (a number, array or schedule).
 
     >>> tx = nadam(1e-3)
     """
@@ -106,6 +108,8 @@ def nadamw(
     ``p <- p - lr * (m̂_nesterov / (sqrt(v̂ + eps_root) + eps) + weight_decay * p)``
     where ``mask`` is True. ``optax.nadamw``; ``torch.optim.NAdam(
     decoupled_weight_decay=True)`` up to its momentum warm-up (see ``nadam``).
+    ``m̂``, ``v̂``: Adam's moments at rates ``b1``, ``b2`` (``m`` stored in ``mu_dtype``;
+    default: the param's dtype). ``lr``: ``learning_rate`` (a number, array or schedule).
 
     >>> tx = nadamw(1e-3, weight_decay=1e-2)
     """
@@ -130,6 +134,8 @@ def amsgrad(
     ``v̂max <- max(v̂max, v/(1-b2^t))``; ``p <- p - lr * m̂ / (sqrt(v̂max + eps_root) + eps)``.
     ``optax.amsgrad``. ``torch.optim.Adam(amsgrad=True)`` takes the maximum of
     the raw ``v`` and divides it by ``1-b2^t`` after (a larger step early on).
+    ``m̂ = m/(1-b1^t)`` with ``m <- b1 m + (1-b1) g``, stored in ``mu_dtype`` (default: the
+    param's dtype). ``lr``: ``learning_rate`` (a number, array or schedule).
 
     >>> tx = amsgrad(1e-3)
     """
@@ -150,6 +156,8 @@ def adamax(
 
     ``u <- max(b2 u, |g| + eps)``; ``p <- p - lr/(1-b1^t) * m / u``.
     ``torch.optim.Adamax``, ``optax.adamax`` (same conventions).
+    ``m <- b1 m + (1-b1) g`` is stored in ``mu_dtype`` (default: the param's dtype). ``lr``:
+    ``learning_rate`` (a number, array or schedule).
 
     >>> tx = adamax(2e-3)
     """
@@ -170,6 +178,9 @@ def adamaxw(
 
     ``optax.adamaxw``. (``torch.optim.Adamax``'s ``weight_decay`` is coupled:
     it is added to the gradient.)
+    ``m̂``, ``u`` as in ``adamax`` (``b1``, ``b2``, ``eps``; ``m`` stored in ``mu_dtype``,
+    default: the param's dtype). ``mask`` (tree of bools or ``params -> tree``) selects the
+    decayed leaves. ``lr``: ``learning_rate`` (a number, array or schedule).
 
     >>> tx = adamaxw(2e-3, weight_decay=1e-2)
     """
@@ -201,6 +212,8 @@ def radam(
     :func:`gradlab.scale_by_adam`.
     ``eps_root`` is keyword-only: the fifth positional argument is
     ``threshold``, as the API fixes it (Optax's fifth is ``eps_root``).
+    ``m̂``, ``v̂``: Adam's moments at rates ``b1``, ``b2`` (``m`` stored in ``mu_dtype``;
+    default: the param's dtype). ``lr``: ``learning_rate`` (a number, array or schedule).
 
     >>> tx = radam(1e-3)
     """
@@ -223,6 +236,7 @@ def adadelta(
     ``E[g²] <- rho E[g²] + (1-rho) g²``; ``d = sqrt(E[dx²] + eps)/sqrt(E[g²] + eps) g``;
     ``E[dx²] <- rho E[dx²] + (1-rho) d²``; ``p <- p - lr * d``.
     ``torch.optim.Adadelta``, ``optax.adadelta`` (``mask`` is Optax's ``weight_decay_mask``).
+    ``lr``: ``learning_rate`` (default 1, as in the paper; a number, array or schedule).
 
     >>> tx = adadelta()
     """
@@ -248,6 +262,8 @@ def adabelief(
     ``s <- b2 s + (1-b2)(g - m)² + eps_root``; ``p <- p - lr * m̂ / (sqrt(ŝ) + eps)``.
     ``nesterov=True``: ``m̂`` is Dozat's look-ahead moment, as in
     :func:`gradlab.scale_by_adam`. ``optax.adabelief``.
+    ``m <- b1 m + (1-b1) g`` is stored in ``mu_dtype`` (default: the param's dtype). ``lr``:
+    ``learning_rate`` (a number, array or schedule).
 
     >>> tx = adabelief(1e-3)
     """
@@ -271,6 +287,8 @@ def yogi(
     ``v <- v - (1-b2) sign(v - g²) g²``; ``p <- p - lr * m̂ / (sqrt(v̂) + eps)``.
     ``optax.yogi`` (moments start at ``initial_accumulator_value`` and are
     bias-corrected; the paper does not correct them).
+    ``m <- b1 m + (1-b1) g`` is stored in ``mu_dtype`` (default: the param's dtype). ``lr``:
+    ``learning_rate`` (a number, array or schedule).
 
     >>> tx = yogi(1e-2)
     """
@@ -295,6 +313,9 @@ def adan(
     ``p <- p - lr * ((m̂ + (1-b2) v̂) / (sqrt(n̂ + eps_root) + eps) + weight_decay * p)``
     (see ``scale_by_adan``). ``optax.adan``; the paper decays as
     ``p / (1 + lr weight_decay)`` (the same to first order in ``lr``).
+    ``b1``, ``b2``, ``b3``: the decay rates of ``m``, ``v``, ``n``. ``mask`` (tree of bools
+    or ``params -> tree``) selects the decayed leaves. ``lr``: ``learning_rate`` (a number,
+    array or schedule).
 
     >>> tx = adan(1e-3, weight_decay=0.02)
     """
@@ -321,6 +342,8 @@ def novograd(
     at the first step (the paper's Alg. 1); ``m_l <- b1 m_l +
     g_l/(sqrt(v_l + eps_root) + eps) + weight_decay p_l``; ``p <- p - lr * m``.
     State: one moment (1x) plus a scalar per leaf. ``optax.novograd``.
+    ``m`` is stored in ``mu_dtype`` (default: the param's dtype). ``lr``: ``learning_rate``
+    (a number, array or schedule).
 
     >>> tx = novograd(1e-2)
     """
@@ -351,6 +374,9 @@ def lamb(
     ``optax.lamb`` (no clipping of ``||p||``, the paper's ``φ``). ``eps_root``
     is keyword-only: the fifth positional argument is ``weight_decay``, as the
     API fixes it (Optax's fifth is ``eps_root``).
+    ``m̂``, ``v̂``: Adam's moments at rates ``b1``, ``b2`` (``m`` stored in ``mu_dtype``;
+    default: the param's dtype). ``mask`` (tree of bools or ``params -> tree``) selects the
+    decayed leaves. ``lr``: ``learning_rate`` (a number, array or schedule).
 
     >>> tx = lamb(1e-3, weight_decay=1e-2)
     """
@@ -378,6 +404,9 @@ def lars(
     per leaf (where ``trust_ratio_mask``; ratio 1 where a norm is 0);
     ``b <- momentum b + lr d``; ``p <- p - b`` (Nesterov: ``p - (lr d + momentum b)``).
     ``optax.lars`` (the paper's ratio is ``||p|| / (||g|| + wd ||p||)``).
+    ``nesterov=True`` takes the Nesterov step. ``weight_decay_mask`` (tree of bools or
+    ``params -> tree``) selects the decayed leaves. ``lr``: ``learning_rate`` (a number,
+    array or schedule).
 
     >>> tx = lars(0.1, weight_decay=1e-4, trust_ratio_mask=lambda p: {k: k != "b" for k in p})
     """
@@ -404,6 +433,9 @@ def lion(
     ``p <- p - lr * (sign(b1 m + (1-b1) g) + weight_decay p)``; then
     ``m <- b2 m + (1-b2) g``. One moment (1x). Use a learning rate 3-10x
     smaller than AdamW's (every coordinate moves by ``lr``). ``optax.lion``.
+    ``m`` is stored in ``mu_dtype`` (default: the param's dtype). ``mask`` (tree of bools or
+    ``params -> tree``) selects the decayed leaves. ``lr``: ``learning_rate`` (a number,
+    array or schedule).
 
     >>> tx = lion(1e-4, weight_decay=1e-2)
     """
@@ -417,6 +449,8 @@ def lion(
 def sign_sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     """signSGD (Bernstein et al. 2018): ``p <- p - lr * sign(g)``. ``optax.sign_sgd``.
 
+    ``lr``: ``learning_rate`` (a number, array or schedule).
+
     >>> tx = sign_sgd(1e-3)
     """
     return chain(scale_by_sign(), scale_by_learning_rate(learning_rate))
@@ -429,6 +463,7 @@ def signum(
 
     ``m <- beta m + (1-beta) g``; ``p <- p - lr * sign(m)``. ``optax.signum``
     (``mu_dtype`` is its ``accumulator_dtype``).
+    ``lr``: ``learning_rate`` (a number, array or schedule).
 
     >>> tx = signum(1e-3)
     """
@@ -473,6 +508,9 @@ def adafactor(
     ``p <- p - rho_t max(1e-3, RMS(p)) U`` (``multiply_by_parameter_scale``;
     otherwise ``p - rho_t U``), with optional momentum (``dtype_momentum``)
     and weight decay ``- weight_decay_rate p`` (not scaled by the step).
+    ``R``, ``C``, ``V`` are EMAs with decay ``1 - t^(-decay_rate)`` of ``G² + eps``. A leaf
+    is factored when its two largest axes are both >= ``min_dim_size_to_factor``
+    (``factored=False``: none is). ``weight_decay_mask`` selects the leaves decayed.
 
     ``learning_rate=None`` is the paper's relative step ``rho_t = min(1e-2,
     1/sqrt(t))`` (§8, as Hugging Face's ``relative_step=True``); a number or
@@ -524,6 +562,7 @@ def sm3(
     maxima of ``nu'`` over their rows/columns; ``m <- momentum m + (1-momentum)
     g/sqrt(nu' + eps)``; ``p <- p - lr * m``. State: the sum of the dimensions per
     matrix plus the momentum (1x). ``optax.sm3``.
+    ``lr``: ``learning_rate`` (a number, array or schedule).
 
     >>> tx = sm3(0.1)
     """
@@ -562,6 +601,7 @@ def noisy_sgd(
 
     ``p <- p - lr * (g + N(0, eta / (1 + k)**gamma))`` at 0-based step ``k``.
     ``optax.noisy_sgd`` (its ``key`` is ``seed`` here; the noise streams differ).
+    ``lr``: ``learning_rate`` (a number, array or schedule).
 
     >>> tx = noisy_sgd(1e-2)
     """

@@ -96,6 +96,12 @@ def muon(
     output layer there too with ``muon_mask``) gets AdamW with the ``adam_*``
     hyperparameters (Nesterov's NAdamW when ``nesterov``, as Optax), at
     ``adam_learning_rate`` (default: ``learning_rate``).
+    ``NS5``: ``ns_steps`` (default 5) Newton-Schulz steps with coefficients ``ns_coeffs``.
+    ``weight_decay_mask`` (tree of bools over all the params, or ``params -> tree``) selects
+    the decayed matrices. ``adam_b1``, ``adam_b2``, ``adam_eps_root``,
+    ``adam_weight_decay``: AdamW's ``b1``, ``b2``, ``eps_root`` and (unmasked)
+    ``weight_decay``. ``eps`` serves both groups; ``mu_dtype`` is the storage dtype of both
+    groups' ``m`` (default: the param's).
 
     A :func:`gradlab.partition` of ``{"muon": ..., "adam": ...}`` (the state is
     its ``PartitionState``); the orthogonalisation runs per leaf under

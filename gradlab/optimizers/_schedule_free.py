@@ -193,6 +193,9 @@ def schedule_free_sgd(
     uses 0). Evaluate at :func:`schedule_free_eval_params`. State: ``z`` (1x).
     ``optax.contrib.schedule_free_sgd`` (see :func:`schedule_free` for the
     one-step schedule offset there).
+    ``lr_k``: ``learning_rate`` (a number, array or schedule; times the warm-up) at step
+    ``k``; ``lr_max^2`` is ``lr_max ** weight_lr_power`` (default 2), ``lr_max`` the largest
+    ``lr_k`` so far; ``state_dtype``: the dtype of ``z`` (default: the param's).
 
     >>> tx = schedule_free_sgd(1.0, warmup_steps=100)
     """
@@ -220,6 +223,9 @@ def schedule_free_adamw(
     bias correction into ``lr_t = lr sqrt(1-b2^t)`` (so ``eps`` is on the
     uncorrected ``sqrt(v)``, and its averaging weights grow with it); here,
     as in Optax, ``v`` is corrected and the weights use ``lr_k`` alone.
+    ``lr_k``: ``learning_rate`` (a number, array or schedule; times the warm-up) at step
+    ``k``; ``b1``, ``weight_lr_power`` and ``state_dtype`` (the dtype of ``z``) as in
+    :func:`schedule_free`.
 
     >>> tx = schedule_free_adamw(2.5e-3, warmup_steps=100, weight_decay=1e-4)
     """

@@ -128,6 +128,7 @@ def cosine_warm_restarts(
     eta_min=end_value)`` when ``decay_factor=1``; ``decay_factor < 1`` lowers
     each restart's peak (timm's ``cycle_decay``). ``period_mult`` is a real
     number >= 1 (torch requires an integer).
+    ``init`` is ``init_value`` and ``end`` is ``end_value``.
 
     Example:
         >>> from gradlab import schedules

@@ -47,6 +47,7 @@ def cyclic(
     ``1`` (``"triangular"``), ``2 ** -c`` (``"triangular2"``, halved each
     cycle) or ``gamma ** t`` (``"exp_range"``, per step; for a number ``gamma``
     computed from its float64 log, so it stays accurate over millions of steps).
+    ``base`` is ``base_value`` and ``max`` is ``max_value``.
 
     PyTorch ``CyclicLR(base_lr, max_lr, step_size_up, step_size_down, mode,
     gamma)`` (its ``cycle`` is our ``c + 1``).
@@ -153,6 +154,7 @@ def one_cycle(
     the value is annealed by ``"cos"`` (``end + (start - end)(1 + cos(pi pct))/2``)
     or ``"linear"``. Phase ends are not rounded, as in torch. Steps past
     ``total_steps - 1`` hold ``min`` (torch raises).
+    ``anneal`` picks ``"cos"`` or ``"linear"``.
 
     Example:
         >>> from gradlab import schedules
@@ -194,6 +196,7 @@ def one_cycle_momentum(
     ``max_momentum -> base_momentum`` while the rate rises and back while it
     falls (three-phase: then stays at ``max_momentum``). PyTorch ``OneCycleLR``
     with ``cycle_momentum=True`` (for Adam, this is ``b1``).
+    ``pct_start``, ``anneal`` and ``three_phase`` as in ``one_cycle``.
 
     Example:
         >>> from gradlab import schedules

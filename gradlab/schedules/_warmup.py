@@ -99,6 +99,7 @@ def warmup_linear_decay(
     ``warmup_steps``, ``end_value`` at step ``decay_steps``, both counted from
     the start; ``lr_t = end + (peak - end)(1 - (t - W)/(D - W))`` in between
     (the BERT / Hugging Face ``get_linear_schedule_with_warmup`` shape).
+    The warm-up rises linearly from ``init_value`` at step 0.
 
     Example:
         >>> from gradlab import schedules
