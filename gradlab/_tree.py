@@ -349,10 +349,24 @@ def scale(tree: Tree, factor: Any) -> Tree:
 
 
 def unscale(tree: Tree, divisor: Any) -> Tree:
-    """``x / divisor`` for every leaf, like :func:`scale`: dividing keeps a
-    result that ``x * (1 / divisor)`` would lose when ``1 / divisor`` is
-    subnormal (flushed to 0 on CPU) -- a norm above ~8.5e37 in float32."""
-    return _by_scalar(tree, divisor, lambda d, x: x / d)
+    """``x / divisor`` for every leaf, like :func:`scale` (see :func:`divide`)."""
+    return _by_scalar(tree, divisor, lambda d, x: divide(x, d))
+
+
+def divide(x: jax.Array, d: jax.Array) -> jax.Array:
+    """``x / d`` for a scalar (or broadcast) ``d``, kept where ``1 / d`` is subnormal.
+
+    XLA rewrites ``x / broadcast(d)`` as ``x * broadcast(1 / d)``, and ``1 / d``
+    is subnormal, flushed to 0 on CPU, for ``d`` above ``2^126`` (~8.5e37 in
+    float32): a clip of a norm of 1e38 gave zeros, not the unit direction
+    (hunt47). So a ``d`` above ``2^64`` and ``x`` are both scaled by ``2^-64``
+    first: exact, and ``1 / (d 2^-64)`` is ``2^64 / d``, so every result that is
+    normal is the same number as ``x * (1 / d)``'s.
+    """
+    dt = jnp.result_type(d)
+    big = d > jnp.asarray(2.0**64, dt)
+    s = jnp.where(big, jnp.asarray(2.0**-64, dt), jnp.ones((), dt))
+    return (x * s.astype(x.dtype)) * (1 / (d * s)).astype(x.dtype)
 
 
 def _by_scalar(tree: Tree, value: Any, op: Callable[[jax.Array, jax.Array], jax.Array]) -> Tree:

@@ -297,6 +297,58 @@ def test_the_global_norm_of_huge_finite_gradients_is_finite_and_right():
     np.testing.assert_allclose(jax.grad(global_norm)(jnp.full(4, 1e30)), 0.5, rtol=1e-6)
 
 
+def test_dividing_by_a_norm_above_2_126_keeps_the_direction(run_mode):
+    """XLA turns ``x / norm`` into ``x * (1 / norm)``, and ``1 / norm`` is subnormal,
+    flushed to 0 on CPU, above ~8.5e37: a clip, a normalisation or a block-RMS
+    clip of such a gradient gave zeros (hunt47). The references are the float64
+    formulas; the second element, 1e-38, is itself subnormal in float32."""
+    g = jnp.array([1e38, 1.0], jnp.float32)
+    both = jnp.array([2e38, 2e38], jnp.float32)
+    for tx, x, want in (
+        (gl.clip_by_global_norm(1.0), g, [1.0, 0.0]),
+        (gl.clip_by_global_norm(1.0), both, [2**-0.5, 2**-0.5]),
+        (gl.normalize_by_update_norm(), g, [1.0, 0.0]),
+        (gl.clip_by_block_rms(1.0), both, [1.0, 1.0]),
+    ):
+        out, _ = run_mode(tx.update)(x, tx.init(x))
+        np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-37)
+    # and in the normal range the same numbers as the multiplication XLA makes
+    x = jax.random.normal(jax.random.key(0), (64,)) * 1e3
+    out, _ = jax.jit(gl.clip_by_global_norm(1.0).update)(x, gl.EmptyState())
+    n = jnp.sqrt(jnp.sum(x * x))
+    np.testing.assert_array_equal(out, x * (1 / n))
+
+
+def test_tiny_gradients_still_adapt_rprop_and_move_sm3_and_normalize(run_mode):
+    """Products and squares of gradients below ~1e-19 are subnormal, flushed to 0 on
+    CPU (hunt47): rprop compared g * g_prev and stopped adapting (a fixed +-lr
+    swing); sm3 zeroed the step where g² flushed although eps keeps it finite;
+    normalize_by_update_norm(eps=0) divided by the norm's floor, 1.08e-19. The
+    references: torch's Rprop sequence, the sm3 and normalisation formulas."""
+    rprop = gl.rprop(0.1)
+    step = run_mode(rprop.update)
+    p = jnp.zeros(1)
+    state = rprop.init(p)
+    got = []
+    for g in (1e-20, -1e-20, 1e-20, -1e-20, 1e-20, 1e-20, 1e-20):
+        u, state = step(jnp.array([g], jnp.float32), state, p)
+        got.append(float(u[0]))
+    np.testing.assert_allclose(got, [-0.1, 0, -0.05, 0, -0.025, -0.03, -0.036], rtol=1e-6)
+
+    sm3 = gl.sm3(1.0, momentum=0.0, eps=1e-8)
+    g = jnp.full((2,), 1e-20, jnp.float32)
+    u, _ = run_mode(sm3.update)(g, sm3.init(g))
+    np.testing.assert_allclose(u, -1e-20 / np.sqrt(1e-40 + 1e-8), rtol=1e-5)
+
+    norm = gl.normalize_by_update_norm(eps=0.0)
+    for x in (jnp.array([1e-20, 2e-20]), jnp.array([3e-25, -4e-25, 0.0])):
+        u, _ = run_mode(norm.update)(x, gl.EmptyState())
+        x64 = np.asarray(x, np.float64)
+        np.testing.assert_allclose(u, x64 / np.linalg.norm(x64), rtol=1e-6)
+    u, _ = run_mode(norm.update)(jnp.zeros(3), gl.EmptyState())  # 0 stays 0
+    np.testing.assert_array_equal(u, np.zeros(3))
+
+
 @pytest.mark.parametrize("x", [jnp.array(3e38), jnp.array([2.0**64]), jnp.full((1, 1), 1e30)])
 def test_the_norm_of_a_single_huge_element_is_finite_and_right(x):
     """A one-element reduction: XLA's simplifier turned the rescue's ``(x 2^-66)^2``

@@ -31,7 +31,7 @@ def scale_by_rprop(
     """Rprop's step (Riedmiller & Braun 1993; the iRprop- variant of Igel &
     Hüsken 2000, as ``torch.optim.Rprop``), *positive*: ``rprop`` negates it.
 
-    Step sizes start at ``learning_rate``. With ``s = g * g_prev``: where
+    Step sizes start at ``learning_rate``. With ``s = sign(g) sign(g_prev)``: where
     ``s > 0`` the step grows by ``eta_plus``, where ``s < 0`` it shrinks by
     ``eta_minus`` and the gradient is taken as 0 (no move, and no sign
     comparison at the next step), else it stays; then it is clipped to
@@ -87,7 +87,9 @@ def scale_by_rprop(
             dt = widest(g, step, g_prev)
             c = consts(dt)
             gx = g.astype(dt)
-            s = gx * g_prev.astype(dt)
+            # signs, not g * g_prev: that product of two gradients below ~1e-19
+            # is subnormal, flushed to 0 on CPU, and the steps stopped adapting
+            s = jnp.sign(gx) * jnp.sign(g_prev.astype(dt))
             factor = jnp.where(s > 0, c.plus, jnp.where(s < 0, c.minus, jnp.ones((), dt)))
             step_new = _tree.as_stored(jnp.clip(step.astype(dt) * factor, c.lo, c.hi), step.dtype)
             g_kept = jnp.where(s < 0, jnp.zeros((), dt), gx)

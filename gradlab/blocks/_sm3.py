@@ -85,8 +85,10 @@ def scale_by_sm3(b1: Any = 0.9, eps: Any = 1e-8) -> GradientTransformation:
                 new_accs = tuple(
                     jnp.max(nu, axis=tuple(j for j in every if j != i), initial=0) for i in every
                 )
-            # rsqrt(0) (eps = 0) in the branch not taken would make reverse mode NaN
-            positive = nu > 0
+            # rsqrt(0) (eps = 0) in the branch not taken would make reverse mode NaN;
+            # nu + eps, not nu: a gradient below ~1e-19 has g² flushed to 0 and was
+            # zeroed although eps keeps its step finite (hunt47)
+            positive = nu + eps_ > 0
             direction = g.astype(dt) * jnp.where(
                 positive, jax.lax.rsqrt(jnp.where(positive, nu + eps_, 1)), 0
             )
