@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
 import jax
@@ -430,12 +430,21 @@ def check_state(where: str, state: Any, expected: type) -> None:
             "checkpoint without its structure: restore it with "
             "gl.load_state(path, like=tx.init(params)).)"
         )
-    if any(isinstance(field, jax.ShapeDtypeStruct) for field in state):
+    if any(isinstance(_first_leaf(field), jax.ShapeDtypeStruct) for field in state):
         raise TypeError(
             f"{where} got an abstract state (jax.ShapeDtypeStruct leaves, as "
             "jax.eval_shape(tx.init, params) returns): update needs arrays -- create the "
             "state with tx.init(params), or restore it with gl.load_state(path, like=...)"
         )
+
+
+def _first_leaf(x: Any) -> Any:
+    """The first leaf of a state field (down its first dict value / tuple element):
+    an abstract state has all of them abstract, and following one path costs its
+    depth, not a flattening of the whole tree at every eager step."""
+    while isinstance(x, Mapping | list | tuple) and len(x):
+        x = next(iter(x.values())) if isinstance(x, Mapping) else x[0]
+    return x
 
 
 # What JAX raises when Python code needs the value of a traced step (`if step < 10:`).

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import jax
@@ -118,16 +118,22 @@ class GradientTransformation(_InitUpdate):
 
 
 class TransformationLike(Protocol):
-    """What gradlab's combinators accept, for type checkers: anything with an
-    ``init`` and an ``update`` — a gradlab :class:`GradientTransformation` or an
-    Optax one. (NamedTuple classes are nominal to a checker, so a parameter typed
-    with gradlab's class would reject Optax's, which work at run time.)"""
+    """What gradlab's combinators accept, for type checkers: an ``(init, update)``
+    tuple — a gradlab :class:`GradientTransformation` or an Optax one. (NamedTuple
+    classes are nominal to a checker, so a parameter typed with gradlab's class
+    would reject Optax's, which work at run time; the tuple's ``__len__`` and
+    ``__iter__`` keep out objects that only have the two methods, such as an
+    ``optax.MultiSteps``, which the combinators refuse at run time.)"""
 
     @property
     def init(self) -> InitFn: ...
 
     @property
     def update(self) -> UpdateFn: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 class EmptyState(NamedTuple):

@@ -148,6 +148,20 @@ def test_an_integer_set_by_hand_keeps_the_hyperparameters_kind():
     assert state.hyperparams["every_k_schedule"].dtype == jnp.int32
 
 
+def test_hyperparams_held_in_another_mapping_still_work():
+    """A state whose ``hyperparams`` is a read-only Mapping (a Flax FrozenDict, a
+    MappingProxy after a tree utility) was refused by the injected-names check as
+    "lacks [...]; the injected ones are [...]" -- the same names (review8)."""
+    import types as pytypes
+
+    params = {"w": jnp.ones(2)}
+    tx = gl.inject_hyperparams(gl.sgd)(learning_rate=0.1)
+    state = tx.init(params)
+    state = state._replace(hyperparams=pytypes.MappingProxyType(dict(state.hyperparams)))
+    out, _ = tx.update({"w": jnp.ones(2)}, state, params)
+    np.testing.assert_allclose(out["w"], -0.1, rtol=1e-6)
+
+
 def test_untouched_hyperparameters_keep_their_dtype_whatever_the_gradients(x64):
     # float64 params, float32 gradients and no params to update: nothing flips
     params = {"w": jnp.ones(2, jnp.float64)}

@@ -863,6 +863,14 @@ def _periodic_reference(name: str, t: int) -> float:
     raise KeyError(name)
 
 
+def _tri(t: int, up: int) -> float:
+    """The triangle of ``cyclic(0, 1, step_size_up=up)`` at step ``t``, in float32's
+    step (``t`` rounded to float32 first: a float schedule beyond int32)."""
+    t = float(np.float32(t))
+    p = t - math.floor(t / (2 * up)) * 2 * up
+    return p / up if p <= up else (2 * up - p) / up
+
+
 def test_staircases_and_cycles_past_2_24_steps_turn_at_their_step():
     """A staircase step or a restart at step 20,000,000 (period 10**6) came one step
     early: in float32, 19,999,999 is 20,000,000 (hunt45). Integer steps and periods
@@ -892,6 +900,11 @@ def test_staircases_and_cycles_past_2_24_steps_turn_at_their_step():
     s = S.step_decay(1.0, step_size=10**10, gamma=0.5)
     assert float(jax.jit(s)(jnp.int32(2**31 - 1))) == 1.0
     assert float(s(3 * 10**10 + 5)) == 0.125
+    # a Python step beyond int32 with an array period (a vmapped sweep over it) is
+    # not saturated to int32 (review8): as floats, as before
+    big = 3 * 10**9
+    got = jax.vmap(lambda n: S.cyclic(0.0, 1.0, step_size_up=n)(big))(jnp.array([30, 1000]))
+    np.testing.assert_allclose(got, [_tri(big, 30), _tri(big, 1000)], rtol=1e-4, atol=1e-6)
     # float steps and periods still work (as floats)
     assert float(S.step_decay(1.0, step_size=30.0, gamma=0.5)(jnp.float32(60.0))) == 0.25
 

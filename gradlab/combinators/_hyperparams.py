@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, ParamSpec, cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,14 +32,11 @@ class InjectHyperparamsState(NamedTuple):
     passes_updates_of = "inner_state"
 
 
-_P = ParamSpec("_P")
-
-
 def inject_hyperparams(
-    factory: Callable[_P, TransformationLike],
+    factory: Callable[..., TransformationLike],
     static_args: str | Iterable[str] = (),
     hyperparam_dtype: Any = None,
-) -> Callable[_P, GradientTransformation]:
+) -> Callable[..., GradientTransformation]:
     """``factory`` with its numeric hyperparameters kept in the state.
 
     ``inject_hyperparams(gl.adam)(learning_rate=sched, b1=0.9)`` is
@@ -164,8 +161,9 @@ def inject_hyperparams(
         build(first)
         return _injected(build, numeric, schedules, hyperparam_dtype, _name(factory))
 
-    # takes the factory's arguments (a checker sees its signature)
-    return cast(Callable[_P, GradientTransformation], wrapped)
+    # ``Callable[...]``, not the factory's ParamSpec: any numeric argument may be a
+    # schedule or an array, which a factory typed ``b1: float`` would not admit
+    return wrapped
 
 
 def _name(factory: Any) -> str:
@@ -375,7 +373,7 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
 def _check_names(name: str, hyperparams: Any, injected: Iterable[str]) -> None:
     """``state.hyperparams`` holds the injected names, no more, no fewer: a key set by
     hand with a typo (``["lr"] = 0.5``) was ignored, the step kept the old value."""
-    keys = set(hyperparams) if isinstance(hyperparams, dict) else set()
+    keys = set(hyperparams) if isinstance(hyperparams, Mapping) else set()
     unknown, missing = sorted(keys - set(injected)), sorted(set(injected) - keys)
     if unknown or missing:
         raise ValueError(

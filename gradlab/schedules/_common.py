@@ -227,18 +227,17 @@ def step_cycle(step: ArrayLike, period: Any, begin: Any = 0) -> tuple[jax.Array,
     def concrete(x: Any) -> bool:
         return not isinstance(x, jax.Array) and not is_traced(x)
 
-    beyond = any(  # a period or offset past the range: never reached by such a step
+    beyond = any(  # a period or offset past the range (never reached by such a step),
+        # or a concrete step past it (as int32 it would saturate): as floats
         concrete(x) and not np.all((info.min <= np.asarray(x)) & (np.asarray(x) <= info.max))
-        for x in (period, begin)
+        for x in values
     )
     if beyond or not all(is_int(x) for x in values):
         t = jnp.maximum(as_step(step) - as_float(begin), 0.0)
         return cycle_position(t, as_float(period))
 
-    def as_int(x: Any) -> jax.Array:  # a concrete step past the range saturates
-        if not concrete(x):
-            return jnp.asarray(x)
-        return jnp.asarray(np.clip(np.asarray(x, np.int64), info.min, info.max), idt)
+    def as_int(x: Any) -> jax.Array:
+        return jnp.asarray(x) if not concrete(x) else jnp.asarray(np.asarray(x, np.int64), idt)
 
     s, n, b = as_int(step), as_int(period), as_int(begin)
     dt = jnp.promote_types(jnp.promote_types(s.dtype, n.dtype), b.dtype)
