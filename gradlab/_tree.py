@@ -589,19 +589,24 @@ def exact_norm(tree: Tree) -> jax.Array:
     leaves = [x for x in jax.tree.leaves(tree) if x.size]  # not 0-size
     if not leaves:
         return jnp.zeros((), norm.dtype)
+    # module-level branches: an eager lax.cond of fresh closures compiles, and stays
+    # in JAX's cache, at every call (hunt48)
+    above = norm > jnp.sqrt(jnp.finfo(norm.dtype).tiny)
+    return jax.lax.cond(above, _exact_norm_keep, _exact_norm_rescaled, norm, leaves)
 
-    def rescaled(leaves):
-        xs = [x.astype(norm.dtype) for x in leaves]
-        big = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(x)) for x in xs])
-        # the norm does not depend on a: held constant, no a**2 (0 in float32
-        # for a = 1e-25) appears in the derivative of x / a
-        a = jax.lax.stop_gradient(jnp.where(big > 0, big, 1))
-        s = sum(jnp.sum(jnp.square(x / a)) for x in xs)
-        return jnp.where(s > 0, a * jnp.sqrt(jnp.where(s > 0, s, 1)), s)
 
-    return jax.lax.cond(
-        norm > jnp.sqrt(jnp.finfo(norm.dtype).tiny), lambda _: norm, rescaled, leaves
-    )
+def _exact_norm_keep(norm: jax.Array, leaves: list[jax.Array]) -> jax.Array:
+    return norm
+
+
+def _exact_norm_rescaled(norm: jax.Array, leaves: list[jax.Array]) -> jax.Array:
+    xs = [x.astype(norm.dtype) for x in leaves]
+    big = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(x)) for x in xs])
+    # the norm does not depend on a: held constant, no a**2 (0 in float32
+    # for a = 1e-25) appears in the derivative of x / a
+    a = jax.lax.stop_gradient(jnp.where(big > 0, big, 1))
+    s = sum(jnp.sum(jnp.square(x / a)) for x in xs)
+    return jnp.where(s > 0, a * jnp.sqrt(jnp.where(s > 0, s, 1)), s)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))

@@ -389,6 +389,74 @@ def _lbfgs_steps(tx, f, x, num_steps):
     return x, state
 
 
+def test_eager_line_searches_keep_no_objective_alive_and_read_its_data_afresh():
+    """The objective was a static argument of a module-level jit (hunt48): every
+    objective, with the data it closes over, stayed alive in JAX's cache (a new
+    closure per step: a copy of each batch, forever), and an objective reading a
+    dict entry that changed between steps ran on the old entry (compiled in).
+    The reference for the second: the minimum of the objective as it is now."""
+    import gc
+
+    shape = (37, 41)  # a shape nothing else uses, to find the closed-over arrays
+    x = jnp.zeros(2)
+    for tx in (gl.lbfgs(), gl.chain(gl.sgd(0.5), gl.scale_by_backtracking_linesearch(10))):
+        state = tx.init(x)
+        for k in range(3):
+            data = jnp.full(shape, float(k))  # a new closure over new data each step
+            f = lambda p, d=data: jnp.sum((p - jnp.mean(d)) ** 2)  # noqa: E731
+            value, grad = jax.value_and_grad(f)(x)
+            u, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=f)
+            x = gl.apply_updates(x, u)
+            vg = gl.value_and_grad_from_state(f)(x, state=state) if k == 0 else None
+        del data, f, vg
+        gc.collect()
+        assert not [a for a in jax.live_arrays() if a.shape == shape]
+
+    target = {"at": jnp.array([-5.0, 7.0])}
+    f = lambda p: jnp.sum((p - target["at"]) ** 2)  # noqa: E731
+    for tx in (gl.lbfgs(), gl.chain(gl.sgd(0.25), gl.scale_by_backtracking_linesearch(20))):
+        x = jnp.zeros(2)
+        state = tx.init(x)
+        target["at"] = jnp.array([-2.0, 4.0])
+        x, state = _lbfgs_steps(tx, f, x, 2)
+        target["at"] = jnp.array([-5.0, 7.0])  # the data changes; the function does not
+        x, state = _lbfgs_steps_from(tx, f, x, state, 12)
+        np.testing.assert_allclose(x, [-5.0, 7.0], atol=0.05)
+
+
+def _lbfgs_steps_from(tx, f, x, state, num_steps):
+    for _ in range(num_steps):
+        value, grad = jax.value_and_grad(f)(x)
+        u, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=f)
+        x = gl.apply_updates(x, u)
+    return x, state
+
+
+def test_eager_minimize_leaves_nothing_in_jax_s_primitive_cache():
+    """An eager lax.while_loop of fresh closures (minimize's loop; exact_norm's cond)
+    stayed in JAX's strong cache of eagerly run primitives: ~4-8 MiB per call
+    (hunt48). The loop runs in a jax.jit of its own; exact_norm's branches are
+    module-level functions."""
+    dispatch = pytest.importorskip("jax._src.dispatch")
+    cache = getattr(dispatch, "xla_primitive_callable", None)
+    if cache is None or not hasattr(cache, "cache_info"):
+        pytest.skip("JAX's primitive cache moved")
+    f = lambda x: jnp.sum((x - 1.0) ** 2)  # noqa: E731
+    for tx in (gl.adam(0.1), gl.lbfgs()):
+        gl.minimize(f, jnp.zeros(2), tx, max_steps=5, tol=1e-6)  # warm-up
+        before = cache.cache_info().currsize
+        for i in range(3):
+            r = gl.minimize(f, jnp.full(2, float(i)), tx, max_steps=5, tol=1e-6)
+            jax.block_until_ready(r.params)
+        assert cache.cache_info().currsize == before
+    norm = gl.normalize_by_update_norm(eps=0.0)
+    norm.update(jnp.ones(3), norm.init(jnp.ones(3)))
+    before = cache.cache_info().currsize
+    for _ in range(3):
+        norm.update(jnp.ones(3), norm.init(jnp.ones(3)))
+    assert cache.cache_info().currsize == before
+
+
 def test_lbfgs_eager_equals_jit_on_a_pytree():
     # Two steps: the second uses the memory pair formed by the first. (Eager
     # is op by op: each call compiles its loops anew, so this is kept short.)

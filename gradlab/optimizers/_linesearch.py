@@ -192,34 +192,106 @@ def _search_inputs(name: str, updates: Any, params: Any, extra: dict[str, Any]) 
     return value_fn, _tree.as_updates(updates), params, value, extra.get("grad")
 
 
-def eager_jit(fn: Callable[..., Any], static_argnames: tuple[str, ...]) -> Callable[..., Any]:
+def eager_jit(
+    fn: Callable[..., Any],
+    static_argnames: tuple[str, ...],
+    objective_args: Callable[[tuple, dict], tuple[tuple, dict]] | None = None,
+) -> Callable[..., Any]:
     """``fn`` compiled with ``jax.jit`` when called on concrete values, ``fn`` itself
     under a trace (inside the caller's ``jit``/``vmap``/``scan`` it is inlined anyway).
 
     Why: an eager call of a function holding ``lax.while_loop``/``lax.scan``
     compiles those loops anew every time (their bodies are fresh closures), a
-    second or so per L-BFGS step on a CPU; jitted, with the objective as a static
-    argument, the second and later steps reuse the compiled search.
+    second or so per L-BFGS step on a CPU; jitted, the second and later steps
+    reuse the compiled search.
+
+    The objective (keyword ``value_fn``, called with what ``objective_args(args,
+    kwargs)`` returns) is not a static argument: as one, every objective was kept
+    alive in JAX's cache with the data it closes over (a new closure per step:
+    two copies of each batch, forever), and an objective reading data that
+    changed between steps ran on the old data, compiled in (hunt48). It is traced
+    to a program (:class:`_Objective`: static, equal for equal programs, so a new
+    closure over new data of the same shapes reuses the compiled search) and its
+    closed-over arrays, passed as arguments: read anew at every call.
     """
-    jitted = jax.jit(fn, static_argnames=static_argnames)
+    if objective_args is None:
+        return _eager_jit_plain(fn, static_argnames)
+    statics = tuple(n for n in static_argnames if n != "value_fn")
+
+    def with_objective(*args: Any, objective: _Objective, consts: list, **kwargs: Any) -> Any:
+        return fn(*args, value_fn=objective.bind(consts), **kwargs)
+
+    jitted = jax.jit(with_objective, static_argnames=(*statics, "objective"))
 
     def call(*args: Any, **kwargs: Any) -> Any:
         dynamic = (args, {k: v for k, v in kwargs.items() if k not in static_argnames})
-        if is_traced(dynamic) or not _hashable(*(kwargs[k] for k in static_argnames)):
+        if is_traced(dynamic):
             return fn(*args, **kwargs)
-        return jitted(*args, **kwargs)
+        value_fn = kwargs.pop("value_fn")
+        objective, consts = _Objective.trace(value_fn, *objective_args(args, kwargs))
+        return jitted(*args, objective=objective, consts=consts, **kwargs)
 
     return call
 
 
-def _hashable(*values: Any) -> bool:
-    """Whether ``values`` can key ``jax.jit``'s cache (an objective defining
-    ``__eq__`` without ``__hash__`` cannot: it then runs uncompiled)."""
-    try:
-        hash(values)
-    except TypeError:
-        return False
-    return True
+def _eager_jit_plain(
+    fn: Callable[..., Any], static_argnames: tuple[str, ...]
+) -> Callable[..., Any]:
+    jitted = jax.jit(fn, static_argnames=static_argnames)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        dynamic = (args, {k: v for k, v in kwargs.items() if k not in static_argnames})
+        return fn(*args, **kwargs) if is_traced(dynamic) else jitted(*args, **kwargs)
+
+    return call
+
+
+class _Objective:
+    """An objective as a program: its jaxpr (without the arrays it closes over),
+    with the structure of its inputs and output. Hashed and compared by the
+    jaxpr's text, so it can key ``jax.jit``'s cache without keeping the user's
+    function or data alive."""
+
+    __slots__ = ("_key", "in_tree", "jaxpr", "out_tree")
+
+    def __init__(self, jaxpr: Any, in_tree: Any, out_tree: Any) -> None:
+        self.jaxpr, self.in_tree, self.out_tree = jaxpr, in_tree, out_tree
+        self._key = (str(jaxpr), in_tree, out_tree)
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Objective) and self._key == other._key
+
+    @classmethod
+    def trace(cls, value_fn: Callable[..., Any], args: tuple, kwargs: dict) -> tuple:
+        """``(objective, consts)`` of ``value_fn(*args, **kwargs)``."""
+        leaves, in_tree = jax.tree.flatten((args, kwargs))
+
+        def flat(*xs: Any) -> Any:
+            a, k = jax.tree.unflatten(in_tree, xs)
+            return value_fn(*a, **k)
+
+        closed, shape = jax.make_jaxpr(flat, return_shape=True)(*leaves)
+        return cls(closed.jaxpr, in_tree, jax.tree.structure(shape)), list(closed.consts)
+
+    def bind(self, consts: list) -> Callable[..., Any]:
+        """The objective as a function again, its arrays ``consts`` (traced)."""
+
+        def value_fn(*args: Any, **kwargs: Any) -> Any:
+            leaves, tree = jax.tree.flatten((args, kwargs))
+            if tree != self.in_tree:
+                raise ValueError(f"the objective's inputs changed structure: {tree}")
+            out = jax.core.eval_jaxpr(self.jaxpr, consts, *leaves)
+            return jax.tree.unflatten(self.out_tree, out)
+
+        return value_fn
+
+
+# The line searches call value_fn(params): params is their second argument.
+def _search_args(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    return (args[1],), {}
 
 
 def _ray(value_fn, updates, params, value, grad) -> _Ray:
@@ -406,7 +478,9 @@ def _zoom_search(ray: _Ray, t0, max_steps, c1, c2, increase_factor, max_step, ap
     return jax.lax.while_loop(lambda s: ~s.done, body, start)
 
 
-@functools.partial(eager_jit, static_argnames=("value_fn", "initial_guess"))
+@functools.partial(
+    eager_jit, static_argnames=("value_fn", "initial_guess"), objective_args=_search_args
+)
 def _zoom_update(updates, params, value, grad, state, hyper, *, value_fn, initial_guess):
     ray = _ray(value_fn, updates, params, value, grad)
     t0 = _initial_step(initial_guess, state.step_size, 1.0, hyper["max_stepsize"], ray.dtype)
@@ -510,7 +584,9 @@ def scale_by_zoom_linesearch(
 # ----------------------------------------------------------------- backtracking (Armijo)
 
 
-@functools.partial(eager_jit, static_argnames=("value_fn", "initial_guess"))
+@functools.partial(
+    eager_jit, static_argnames=("value_fn", "initial_guess"), objective_args=_search_args
+)
 def _backtracking_update(updates, params, value, grad, state, hyper, *, value_fn, initial_guess):
     ray = _ray(value_fn, updates, params, value, grad)
     dt = ray.dtype
@@ -705,7 +781,11 @@ def value_and_grad_from_state(
     return fn
 
 
-@functools.partial(eager_jit, static_argnames=("value_fn",))
+@functools.partial(
+    eager_jit,
+    static_argnames=("value_fn",),
+    objective_args=lambda a, k: ((a[0], *a[1]), a[2]),  # value_fn(params, *args, **kwargs)
+)
 def _stored_or_computed(params, args, kwargs, value, grad, *, value_fn):
     def compute():
         return _cast_like(jax.value_and_grad(value_fn)(params, *args, **kwargs), (value, grad))

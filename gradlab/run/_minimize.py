@@ -117,9 +117,10 @@ def minimize(
     stops on a gradient test too.
 
     ``jit``: call it inside a jitted function (each eager call compiles its
-    loop anew). ``vmap``: over ``x0``, or over hyperparameters by building the
-    optimizer inside the vmapped function; a batch runs until its last member
-    stops, the others keep their final values.
+    loop anew, in a ``jax.jit`` of its own, released after the call). ``vmap``:
+    over ``x0``, or over hyperparameters by building the optimizer inside the
+    vmapped function; a batch runs until its last member stops, the others keep
+    their final values.
 
     Args:
         fun: ``params -> scalar`` (``has_aux=True``: ``-> (scalar, aux)``).
@@ -175,15 +176,21 @@ def minimize(
     def finite(c: _Carry) -> jax.Array:
         return jnp.isfinite(c.value) & jnp.isfinite(c.grad_norm) & _tree.all_finite(c.params)
 
-    def cond(c: _Carry) -> jax.Array:
-        return (c.num_steps < max_steps_) & (c.grad_norm > tol_) & finite(c)
+    def run(start: _Carry, tol_: jax.Array, max_steps_: jax.Array) -> _Carry:
+        def cond(c: _Carry) -> jax.Array:
+            return (c.num_steps < max_steps_) & (c.grad_norm > tol_) & finite(c)
 
-    def body(c: _Carry) -> _Carry:
-        params, state, value, grad = step(c.params, c.state, c.value, c.grad)
-        return _Carry(params, state, value, grad, _tree.exact_norm(grad), c.num_steps + 1)
+        def body(c: _Carry) -> _Carry:
+            params, state, value, grad = step(c.params, c.state, c.value, c.grad)
+            return _Carry(params, state, value, grad, _tree.exact_norm(grad), c.num_steps + 1)
+
+        return jax.lax.while_loop(cond, body, start)
 
     start = _Carry(x0, state, value, grad, _tree.exact_norm(grad), jnp.zeros((), jnp.int32))
-    c = jax.lax.while_loop(cond, body, start)
+    # In a jax.jit of its own (inlined under the caller's jit): an eager
+    # lax.while_loop of fresh closures left ~4-8 MiB in JAX's caches per call (hunt48);
+    # this jitted function, and what it compiled, go when the call returns.
+    c = jax.jit(run)(start, tol_, max_steps_)
     aux = fun(c.params)[1] if has_aux else None
     failed = ~finite(c)
     return MinimizeResult(
