@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab._checks import check_same_shapes, check_same_structure
+from gradlab._checks import check_same_shapes, check_same_structure, is_traced
 
 Tree = Any
 
@@ -349,8 +349,25 @@ def scale(tree: Tree, factor: Any) -> Tree:
 
 
 def unscale(tree: Tree, divisor: Any) -> Tree:
-    """``x / divisor`` for every leaf, like :func:`scale` (see :func:`divide`)."""
-    return _by_scalar(tree, divisor, lambda d, x: divide(x, d))
+    """``x / divisor`` for every leaf, like :func:`scale` (see :func:`divide`): the
+    two factors once per dtype, not per leaf (review9: 3x the equations on 200
+    leaves), and eagerly a concrete divisor up to ``2^64`` is one multiplication."""
+    if not is_traced(divisor) and np.all(np.asarray(divisor) <= 2.0**64):
+        return _by_scalar(tree, divisor, lambda d, x: x / d)
+    factors = per_dtype(lambda dt: _division_factors(hp(divisor, dt)))
+
+    def leaf(x: jax.Array) -> jax.Array:
+        s, r = factors(compute_dtype(x.dtype))
+        return ((x.astype(s.dtype) * s) * r).astype(x.dtype)
+
+    return jax.tree.map(leaf, as_updates(tree))
+
+
+def _division_factors(d: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(s, r)`` with ``x / d == (x * s) * r`` (see :func:`divide`)."""
+    dt = jnp.result_type(d)
+    s = jnp.where(d > jnp.asarray(2.0**64, dt), jnp.asarray(2.0**-64, dt), jnp.ones((), dt))
+    return s, 1 / (d * s)
 
 
 def divide(x: jax.Array, d: jax.Array) -> jax.Array:
@@ -363,10 +380,8 @@ def divide(x: jax.Array, d: jax.Array) -> jax.Array:
     first: exact, and ``1 / (d 2^-64)`` is ``2^64 / d``, so every result that is
     normal is the same number as ``x * (1 / d)``'s.
     """
-    dt = jnp.result_type(d)
-    big = d > jnp.asarray(2.0**64, dt)
-    s = jnp.where(big, jnp.asarray(2.0**-64, dt), jnp.ones((), dt))
-    return (x * s.astype(x.dtype)) * (1 / (d * s)).astype(x.dtype)
+    s, r = _division_factors(d)
+    return (x * s.astype(x.dtype)) * r.astype(x.dtype)
 
 
 def _by_scalar(tree: Tree, value: Any, op: Callable[[jax.Array, jax.Array], jax.Array]) -> Tree:

@@ -299,15 +299,15 @@ def test_the_global_norm_of_huge_finite_gradients_is_finite_and_right():
 
 def test_dividing_by_a_norm_above_2_126_keeps_the_direction(run_mode):
     """XLA turns ``x / norm`` into ``x * (1 / norm)``, and ``1 / norm`` is subnormal,
-    flushed to 0 on CPU, above ~8.5e37: a clip, a normalisation or a block-RMS
-    clip of such a gradient gave zeros (hunt47). The references are the float64
-    formulas; the second element, 1e-38, is itself subnormal in float32."""
+    flushed to 0 on CPU, above ~8.5e37: a clip or a block-RMS clip of such a
+    gradient gave zeros (hunt47). The references are the float64 formulas; the
+    second element, 1e-38, is itself subnormal in float32. (normalize_by_update_norm
+    keeps Optax's multiplication: see test_normalize_by_update_norm_...)"""
     g = jnp.array([1e38, 1.0], jnp.float32)
     both = jnp.array([2e38, 2e38], jnp.float32)
     for tx, x, want in (
         (gl.clip_by_global_norm(1.0), g, [1.0, 0.0]),
         (gl.clip_by_global_norm(1.0), both, [2**-0.5, 2**-0.5]),
-        (gl.normalize_by_update_norm(), g, [1.0, 0.0]),
         (gl.clip_by_block_rms(1.0), both, [1.0, 1.0]),
     ):
         out, _ = run_mode(tx.update)(x, tx.init(x))
@@ -319,12 +319,11 @@ def test_dividing_by_a_norm_above_2_126_keeps_the_direction(run_mode):
     np.testing.assert_array_equal(out, x * (1 / n))
 
 
-def test_tiny_gradients_still_adapt_rprop_and_move_sm3_and_normalize(run_mode):
+def test_tiny_gradients_still_adapt_rprop_and_move_sm3(run_mode):
     """Products and squares of gradients below ~1e-19 are subnormal, flushed to 0 on
     CPU (hunt47): rprop compared g * g_prev and stopped adapting (a fixed +-lr
-    swing); sm3 zeroed the step where g² flushed although eps keeps it finite;
-    normalize_by_update_norm(eps=0) divided by the norm's floor, 1.08e-19. The
-    references: torch's Rprop sequence, the sm3 and normalisation formulas."""
+    swing); sm3 zeroed the step where g² flushed although eps keeps it finite.
+    The references: torch's Rprop sequence, the sm3 formula."""
     rprop = gl.rprop(0.1)
     step = run_mode(rprop.update)
     p = jnp.zeros(1)
@@ -340,13 +339,27 @@ def test_tiny_gradients_still_adapt_rprop_and_move_sm3_and_normalize(run_mode):
     u, _ = run_mode(sm3.update)(g, sm3.init(g))
     np.testing.assert_allclose(u, -1e-20 / np.sqrt(1e-40 + 1e-8), rtol=1e-5)
 
-    norm = gl.normalize_by_update_norm(eps=0.0)
-    for x in (jnp.array([1e-20, 2e-20]), jnp.array([3e-25, -4e-25, 0.0])):
-        u, _ = run_mode(norm.update)(x, gl.EmptyState())
-        x64 = np.asarray(x, np.float64)
-        np.testing.assert_allclose(u, x64 / np.linalg.norm(x64), rtol=1e-6)
-    u, _ = run_mode(norm.update)(jnp.zeros(3), gl.EmptyState())  # 0 stays 0
-    np.testing.assert_array_equal(u, np.zeros(3))
+
+def test_normalize_by_update_norm_derivatives_and_nan_stay_as_optax_s():
+    """An exact norm and a division by ``(n + eps) / scale_factor`` (tried for hunt47's
+    extreme norms) gave NaN derivatives at ``scale_factor=0``, lost the derivative
+    in ``scale_factor`` at large norms and passed a NaN tree's other leaves through
+    unnormalised (review9). The block keeps ``u * scale_factor / (n + eps)``: the
+    derivative in scale_factor is u / (n + eps), a NaN anywhere is NaN everywhere."""
+    u = jnp.array([3.0, 4.0])
+
+    def out(s):
+        return gl.normalize_by_update_norm(scale_factor=s).update(u, gl.EmptyState())[0]
+
+    for s in (0.0, 1.0, -1.0):
+        np.testing.assert_allclose(jax.jacfwd(out)(s), [0.6, 0.8], rtol=1e-5)
+        np.testing.assert_allclose(jax.grad(lambda s: out(s)[0])(s), 0.6, rtol=1e-5)
+    nan = gl.normalize_by_update_norm(eps=0.0).update(
+        {"a": jnp.array([1e38, 1e-30]), "b": jnp.array([jnp.nan])}, gl.EmptyState()
+    )[0]
+    assert np.all(np.isnan(nan["a"]))
+    zero = gl.normalize_by_update_norm(eps=0.0).update(jnp.zeros(3), gl.EmptyState())[0]
+    np.testing.assert_array_equal(zero, np.zeros(3))  # 0 stays 0, as before
 
 
 @pytest.mark.parametrize("x", [jnp.array(3e38), jnp.array([2.0**64]), jnp.full((1, 1), 1e30)])
