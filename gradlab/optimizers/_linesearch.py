@@ -26,7 +26,10 @@ the best point found with a sufficient decrease is taken, or no step at all
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -192,106 +195,76 @@ def _search_inputs(name: str, updates: Any, params: Any, extra: dict[str, Any]) 
     return value_fn, _tree.as_updates(updates), params, value, extra.get("grad")
 
 
-def eager_jit(
-    fn: Callable[..., Any],
-    static_argnames: tuple[str, ...],
-    objective_args: Callable[[tuple, dict], tuple[tuple, dict]] | None = None,
-) -> Callable[..., Any]:
+def eager_jit(fn: Callable[..., Any], static_argnames: tuple[str, ...]) -> Callable[..., Any]:
     """``fn`` compiled with ``jax.jit`` when called on concrete values, ``fn`` itself
     under a trace (inside the caller's ``jit``/``vmap``/``scan`` it is inlined anyway).
 
     Why: an eager call of a function holding ``lax.while_loop``/``lax.scan``
     compiles those loops anew every time (their bodies are fresh closures), a
     second or so per L-BFGS step on a CPU; jitted, the second and later steps
-    reuse the compiled search.
+    with the same objective reuse the compiled search.
 
-    The objective (keyword ``value_fn``, called with what ``objective_args(args,
-    kwargs)`` returns) is not a static argument: as one, every objective was kept
-    alive in JAX's cache with the data it closes over (a new closure per step:
-    two copies of each batch, forever), and an objective reading data that
-    changed between steps ran on the old data, compiled in (hunt48). It is traced
-    to a program (:class:`_Objective`: static, equal for equal programs, so a new
-    closure over new data of the same shapes reuses the compiled search) and its
-    closed-over arrays, passed as arguments: read anew at every call.
+    The objective (keyword ``value_fn``) keys a weak dictionary of searches
+    compiled for it, each holding it weakly: a search, and the data the objective
+    closes over, go with the objective (a static argument of one module-level
+    ``jax.jit`` kept every objective and its data alive: a new closure per step
+    kept a copy of each batch, forever; hunt48). As with ``jax.jit``, an
+    objective is compiled once: data it reads that changes between calls (a
+    global, a dict entry) is not seen -- close over the new data instead. An
+    objective that cannot be weakly referenced (or hashed) is compiled for the
+    call at hand.
     """
-    if objective_args is None:
-        return _eager_jit_plain(fn, static_argnames)
     statics = tuple(n for n in static_argnames if n != "value_fn")
+    if statics == static_argnames:
+        jitted = jax.jit(fn, static_argnames=static_argnames)
 
-    def with_objective(*args: Any, objective: _Objective, consts: list, **kwargs: Any) -> Any:
-        return fn(*args, value_fn=objective.bind(consts), **kwargs)
+        def plain(*args: Any, **kwargs: Any) -> Any:
+            dynamic = (args, {k: v for k, v in kwargs.items() if k not in static_argnames})
+            return fn(*args, **kwargs) if is_traced(dynamic) else jitted(*args, **kwargs)
 
-    jitted = jax.jit(with_objective, static_argnames=(*statics, "objective"))
+        return plain
+    compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def call(*args: Any, **kwargs: Any) -> Any:
         dynamic = (args, {k: v for k, v in kwargs.items() if k not in static_argnames})
         if is_traced(dynamic):
             return fn(*args, **kwargs)
         value_fn = kwargs.pop("value_fn")
-        objective, consts = _Objective.trace(value_fn, *objective_args(args, kwargs))
-        return jitted(*args, objective=objective, consts=consts, **kwargs)
+        # a bound method is a new object at each attribute access: keyed by its
+        # instance (weakly) and function
+        method = inspect.ismethod(value_fn)
+        owner, key = (value_fn.__self__, value_fn.__func__) if method else (value_fn, None)
+        try:
+            search = compiled[owner][key]
+        except (KeyError, TypeError):  # TypeError: no weak reference, or no hash
+            try:
+                held: Any = _WeakObjective(value_fn)
+            except TypeError:
+                held = value_fn
+            search = jax.jit(functools.partial(fn, value_fn=held), static_argnames=statics)
+            if held is not value_fn:
+                with contextlib.suppress(TypeError):
+                    compiled.setdefault(owner, {})[key] = search
+        return search(*args, **kwargs)
 
     return call
 
 
-def _eager_jit_plain(
-    fn: Callable[..., Any], static_argnames: tuple[str, ...]
-) -> Callable[..., Any]:
-    jitted = jax.jit(fn, static_argnames=static_argnames)
+class _WeakObjective:
+    """Calls the objective through a weak reference: the search compiled for it
+    does not keep it (or its data) alive. Traced only while the objective is."""
 
-    def call(*args: Any, **kwargs: Any) -> Any:
-        dynamic = (args, {k: v for k, v in kwargs.items() if k not in static_argnames})
-        return fn(*args, **kwargs) if is_traced(dynamic) else jitted(*args, **kwargs)
+    __slots__ = ("_ref",)
 
-    return call
+    def __init__(self, value_fn: Callable[..., Any]) -> None:
+        method = inspect.ismethod(value_fn)
+        self._ref = weakref.WeakMethod(value_fn) if method else weakref.ref(value_fn)
 
-
-class _Objective:
-    """An objective as a program: its jaxpr (without the arrays it closes over),
-    with the structure of its inputs and output. Hashed and compared by the
-    jaxpr's text, so it can key ``jax.jit``'s cache without keeping the user's
-    function or data alive."""
-
-    __slots__ = ("_key", "in_tree", "jaxpr", "out_tree")
-
-    def __init__(self, jaxpr: Any, in_tree: Any, out_tree: Any) -> None:
-        self.jaxpr, self.in_tree, self.out_tree = jaxpr, in_tree, out_tree
-        self._key = (str(jaxpr), in_tree, out_tree)
-
-    def __hash__(self) -> int:
-        return hash(self._key)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Objective) and self._key == other._key
-
-    @classmethod
-    def trace(cls, value_fn: Callable[..., Any], args: tuple, kwargs: dict) -> tuple:
-        """``(objective, consts)`` of ``value_fn(*args, **kwargs)``."""
-        leaves, in_tree = jax.tree.flatten((args, kwargs))
-
-        def flat(*xs: Any) -> Any:
-            a, k = jax.tree.unflatten(in_tree, xs)
-            return value_fn(*a, **k)
-
-        closed, shape = jax.make_jaxpr(flat, return_shape=True)(*leaves)
-        return cls(closed.jaxpr, in_tree, jax.tree.structure(shape)), list(closed.consts)
-
-    def bind(self, consts: list) -> Callable[..., Any]:
-        """The objective as a function again, its arrays ``consts`` (traced)."""
-
-        def value_fn(*args: Any, **kwargs: Any) -> Any:
-            leaves, tree = jax.tree.flatten((args, kwargs))
-            if tree != self.in_tree:
-                raise ValueError(f"the objective's inputs changed structure: {tree}")
-            out = jax.core.eval_jaxpr(self.jaxpr, consts, *leaves)
-            return jax.tree.unflatten(self.out_tree, out)
-
-        return value_fn
-
-
-# The line searches call value_fn(params): params is their second argument.
-def _search_args(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    return (args[1],), {}
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        value_fn = self._ref()
+        if value_fn is None:  # not reached: a search is traced in the call that has it
+            raise RuntimeError("the objective of this compiled line search was deleted")
+        return value_fn(*args, **kwargs)
 
 
 def _ray(value_fn, updates, params, value, grad) -> _Ray:
@@ -478,9 +451,7 @@ def _zoom_search(ray: _Ray, t0, max_steps, c1, c2, increase_factor, max_step, ap
     return jax.lax.while_loop(lambda s: ~s.done, body, start)
 
 
-@functools.partial(
-    eager_jit, static_argnames=("value_fn", "initial_guess"), objective_args=_search_args
-)
+@functools.partial(eager_jit, static_argnames=("value_fn", "initial_guess"))
 def _zoom_update(updates, params, value, grad, state, hyper, *, value_fn, initial_guess):
     ray = _ray(value_fn, updates, params, value, grad)
     t0 = _initial_step(initial_guess, state.step_size, 1.0, hyper["max_stepsize"], ray.dtype)
@@ -584,9 +555,7 @@ def scale_by_zoom_linesearch(
 # ----------------------------------------------------------------- backtracking (Armijo)
 
 
-@functools.partial(
-    eager_jit, static_argnames=("value_fn", "initial_guess"), objective_args=_search_args
-)
+@functools.partial(eager_jit, static_argnames=("value_fn", "initial_guess"))
 def _backtracking_update(updates, params, value, grad, state, hyper, *, value_fn, initial_guess):
     ray = _ray(value_fn, updates, params, value, grad)
     dt = ray.dtype
@@ -781,11 +750,7 @@ def value_and_grad_from_state(
     return fn
 
 
-@functools.partial(
-    eager_jit,
-    static_argnames=("value_fn",),
-    objective_args=lambda a, k: ((a[0], *a[1]), a[2]),  # value_fn(params, *args, **kwargs)
-)
+@functools.partial(eager_jit, static_argnames=("value_fn",))
 def _stored_or_computed(params, args, kwargs, value, grad, *, value_fn):
     def compute():
         return _cast_like(jax.value_and_grad(value_fn)(params, *args, **kwargs), (value, grad))
