@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -413,6 +415,76 @@ def test_eager_line_searches_keep_no_objective_alive():
         del data, f, vg
         gc.collect()
         assert not [a for a in jax.live_arrays() if a.shape == shape]
+
+
+def test_eager_searches_tell_objects_apart_by_identity_and_compile_once():
+    """Searches compiled for objectives are found by the objective's identity
+    (review11): two models equal by ``__eq__`` but holding other data shared one
+    search (the second ran the first's objective); methods of unhashable or
+    non-weakly-referenceable instances (a plain dataclass, a NamedTuple) were
+    traced and compiled at every call. The reference: each model's own loss."""
+    import dataclasses
+    from typing import NamedTuple
+
+    class Model:
+        def __init__(self, target):
+            self.target = target
+
+        def __eq__(self, other):  # equal by "config", not by data
+            return isinstance(other, Model)
+
+        def __hash__(self):
+            return 0
+
+        def loss(self, p):
+            return jnp.sum((p - self.target) ** 2)
+
+    @dataclasses.dataclass
+    class Plain:  # unhashable (eq without hash)
+        target: Any
+
+        def loss(self, p):
+            return jnp.sum((p - self.target) ** 2)
+
+    class Tup(NamedTuple):  # hashable, no weak reference
+        target: Any
+
+        def loss(self, p):
+            return jnp.sum((p - self.target) ** 2)
+
+    for make in (Model, Plain, Tup):
+        for m in (make(jnp.array([1.0, 2.0])), make(jnp.array([-3.0, 5.0]))):
+            tx = gl.lbfgs()
+            x = jnp.zeros(2)
+            state = tx.init(x)
+            for _ in range(3):
+                value, grad = jax.value_and_grad(m.loss)(x)
+                u, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=m.loss)
+                x = gl.apply_updates(x, u)
+                np.testing.assert_allclose(state[-1].value, m.loss(x), rtol=1e-5)
+            np.testing.assert_allclose(x, m.target, atol=1e-3)
+
+    # compiled once per objective: a warm step traces nothing (a timing-free check)
+    @dataclasses.dataclass
+    class Counted:  # unhashable; counts the traces of its objective
+        target: Any
+        traces: list
+
+        def loss(self, p):
+            self.traces.append(None)
+            return jnp.sum((p - self.target) ** 2)
+
+    for make in (Counted,):
+        m = make(jnp.array([1.0, 2.0]), [])
+        tx, x = gl.lbfgs(), jnp.zeros(2)
+        state = tx.init(x)
+        counts = []
+        for _ in range(3):
+            value, grad = jax.value_and_grad(lambda p: jnp.sum((p - m.target) ** 2))(x)
+            u, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=m.loss)
+            x = gl.apply_updates(x, u)
+            counts.append(len(m.traces))
+        assert counts[0] > 0 and counts[1] == counts[2] == counts[0], counts
 
 
 def test_eager_minimize_leaves_nothing_in_jax_s_primitive_cache():

@@ -26,7 +26,6 @@ the best point found with a sufficient decrease is taken, or no step at all
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import weakref
@@ -204,15 +203,17 @@ def eager_jit(fn: Callable[..., Any], static_argnames: tuple[str, ...]) -> Calla
     second or so per L-BFGS step on a CPU; jitted, the second and later steps
     with the same objective reuse the compiled search.
 
-    The objective (keyword ``value_fn``) keys a weak dictionary of searches
-    compiled for it, each holding it weakly: a search, and the data the objective
-    closes over, go with the objective (a static argument of one module-level
-    ``jax.jit`` kept every objective and its data alive: a new closure per step
-    kept a copy of each batch, forever; hunt48). As with ``jax.jit``, an
-    objective is compiled once: data it reads that changes between calls (a
-    global, a dict entry) is not seen -- close over the new data instead. An
-    objective that cannot be weakly referenced (or hashed) is compiled for the
-    call at hand.
+    The searches compiled for an objective (keyword ``value_fn``) are kept by its
+    identity, weakly (:class:`_SearchCache`; a bound method by its instance and
+    function), each holding the objective weakly: a search, and the data the
+    objective closes over, go with the objective (a static argument of one
+    module-level ``jax.jit`` kept every objective and its data alive: a new
+    closure per step kept a copy of each batch, forever; hunt48). As with
+    ``jax.jit``, an objective is compiled once: data it reads that changes
+    between calls (a global, a dict entry) is not seen -- close over the new data
+    instead. An objective that cannot be weakly referenced (a NamedTuple's
+    method) is a static argument, as before; one that cannot be hashed either
+    runs uncompiled.
     """
     statics = tuple(n for n in static_argnames if n != "value_fn")
     if statics == static_argnames:
@@ -223,31 +224,64 @@ def eager_jit(fn: Callable[..., Any], static_argnames: tuple[str, ...]) -> Calla
             return fn(*args, **kwargs) if is_traced(dynamic) else jitted(*args, **kwargs)
 
         return plain
-    compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    compiled = _SearchCache()
+    static = jax.jit(fn, static_argnames=static_argnames)  # for objects with no weak reference
 
     def call(*args: Any, **kwargs: Any) -> Any:
         dynamic = (args, {k: v for k, v in kwargs.items() if k not in static_argnames})
         if is_traced(dynamic):
             return fn(*args, **kwargs)
-        value_fn = kwargs.pop("value_fn")
+        value_fn = kwargs["value_fn"]
         # a bound method is a new object at each attribute access: keyed by its
-        # instance (weakly) and function
+        # instance and function
         method = inspect.ismethod(value_fn)
         owner, key = (value_fn.__self__, value_fn.__func__) if method else (value_fn, None)
-        try:
-            search = compiled[owner][key]
-        except (KeyError, TypeError):  # TypeError: no weak reference, or no hash
+        search = compiled.get(owner, key)
+        if search is None:
             try:
-                held: Any = _WeakObjective(value_fn)
-            except TypeError:
-                held = value_fn
+                held = _WeakObjective(value_fn)
+            except TypeError:  # (a NamedTuple's method, a __slots__ class): a static
+                # argument, kept alive, as a jax.jit of a function closing over it would
+                try:
+                    hash(value_fn)
+                except TypeError:
+                    return fn(*args, **kwargs)  # unhashable too: uncompiled
+                return static(*args, **kwargs)
             search = jax.jit(functools.partial(fn, value_fn=held), static_argnames=statics)
-            if held is not value_fn:
-                with contextlib.suppress(TypeError):
-                    compiled.setdefault(owner, {})[key] = search
+            compiled.put(owner, key, search)
+        kwargs.pop("value_fn")
         return search(*args, **kwargs)
 
     return call
+
+
+class _SearchCache:
+    """``{(owner, key): search}`` keyed by the owner's *identity*, held weakly: an
+    entry goes when its owner does. (A WeakKeyDictionary compares keys with
+    ``__eq__``: two models equal by value but holding other data shared one
+    search, review11; and unhashable owners were compiled at every call.)"""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[weakref.ref, dict[Any, Any]]] = {}
+
+    def get(self, owner: Any, key: Any) -> Any:
+        entry = self._entries.get(id(owner))
+        if entry is None or entry[0]() is not owner:
+            return None
+        return entry[1].get(key)
+
+    def put(self, owner: Any, key: Any, search: Any) -> None:
+        oid = id(owner)
+        entry = self._entries.get(oid)
+        if entry is None or entry[0]() is not owner:
+
+            def forget(ref: weakref.ref, oid: int = oid) -> None:
+                if self._entries.get(oid, (None,))[0] is ref:
+                    del self._entries[oid]
+
+            entry = (weakref.ref(owner, forget), {})
+            self._entries[oid] = entry
+        entry[1][key] = search
 
 
 class _WeakObjective:
