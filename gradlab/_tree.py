@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab._checks import check_same_shapes, check_same_structure, is_traced
+from gradlab._checks import check_same_shapes, check_same_structure
 
 Tree = Any
 
@@ -351,9 +351,8 @@ def scale(tree: Tree, factor: Any) -> Tree:
 def unscale(tree: Tree, divisor: Any) -> Tree:
     """``x / divisor`` for every leaf, like :func:`scale` (see :func:`divide`): the
     two factors once per dtype, not per leaf (review9: 3x the equations on 200
-    leaves), and eagerly a concrete divisor up to ``2^64`` is one multiplication."""
-    if not is_traced(divisor) and np.all(np.asarray(divisor) <= 2.0**64):
-        return _by_scalar(tree, divisor, lambda d, x: x / d)
+    leaves). No eager shortcut on the divisor's value: that would read it back to
+    the host at every eager step."""
     factors = per_dtype(lambda dt: _division_factors(hp(divisor, dt)))
 
     def leaf(x: jax.Array) -> jax.Array:
