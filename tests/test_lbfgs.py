@@ -474,17 +474,16 @@ def test_eager_searches_tell_objects_apart_by_identity_and_compile_once():
             self.traces.append(None)
             return jnp.sum((p - self.target) ** 2)
 
-    for make in (Counted,):
-        m = make(jnp.array([1.0, 2.0]), [])
-        tx, x = gl.lbfgs(), jnp.zeros(2)
-        state = tx.init(x)
-        counts = []
-        for _ in range(3):
-            value, grad = jax.value_and_grad(lambda p: jnp.sum((p - m.target) ** 2))(x)
-            u, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=m.loss)
-            x = gl.apply_updates(x, u)
-            counts.append(len(m.traces))
-        assert counts[0] > 0 and counts[1] == counts[2] == counts[0], counts
+    m = Counted(jnp.array([1.0, 2.0]), [])
+    tx, x = gl.lbfgs(), jnp.zeros(2)
+    state = tx.init(x)
+    counts = []
+    for _ in range(3):
+        value, grad = jax.value_and_grad(lambda p: jnp.sum((p - m.target) ** 2))(x)
+        u, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=m.loss)
+        x = gl.apply_updates(x, u)
+        counts.append(len(m.traces))
+    assert counts[0] > 0 and counts[1] == counts[2] == counts[0], counts
 
 
 def test_eager_minimize_leaves_nothing_in_jax_s_primitive_cache():
