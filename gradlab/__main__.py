@@ -11,7 +11,7 @@ optimization algorithms" table measured on the sweep instead of asserted,
 and writes PNG plots. ``python -m gradlab lr-find`` runs the learning-rate
 range test on the same model.
 
-Needs the ``examples`` extra: ``pip install -e ".[examples]"`` (scikit-learn,
+Needs the ``examples`` extra: ``pip install "gradlab[examples]"`` (scikit-learn,
 tqdm, matplotlib).
 """
 
@@ -96,7 +96,7 @@ def load_digits(seed: int = 0) -> Digits:
     except ImportError:
         sys.exit(
             "python -m gradlab trains on scikit-learn's digits dataset; install the examples "
-            'extra: pip install -e ".[examples]"'
+            'extra: pip install "gradlab[examples]"'
         )
     x, y = sk_load_digits(return_X_y=True)
     order = np.random.default_rng(seed).permutation(len(x))
@@ -585,7 +585,7 @@ def _parser() -> argparse.ArgumentParser:
             "extrapolated), and the lecture's 'comparison of optimization algorithms' table "
             "measured on the sweep; writes PNG plots to --out."
         ),
-        epilog='Needs the examples extra: pip install -e ".[examples]" (scikit-learn, tqdm, '
+        epilog='Needs the examples extra: pip install "gradlab[examples]" (scikit-learn, tqdm, '
         "matplotlib).",
     )
     add = parser.add_argument
