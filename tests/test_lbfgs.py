@@ -417,6 +417,41 @@ def test_eager_line_searches_keep_no_objective_alive():
         assert not [a for a in jax.live_arrays() if a.shape == shape]
 
 
+def test_searches_cloudpickle_while_an_eagerly_used_objective_is_alive():
+    """Ray, joblib and Dask send optimizers to workers with cloudpickle. The eager
+    wrappers were closures: cloudpickle copied them by value with their cache of
+    weak references and refused every line-search optimizer, a fresh one too,
+    once a search had run eagerly on a still-live objective (hunt50). Compared
+    with the same step done by the unpickled copy and by Optax's searches."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    x = jnp.array([0.3, -0.2, 0.5])
+
+    def f(p):
+        return jnp.sum((p - 1.0) ** 2 * jnp.arange(1.0, 4.0))
+
+    def step(tx):
+        value, grad = jax.value_and_grad(f)(x)
+        u, _ = tx.update(grad, tx.init(x), x, value=value, grad=grad, value_fn=f)
+        return np.asarray(u)
+
+    pairs = [
+        (gl.lbfgs, optax.lbfgs),
+        (
+            lambda: gl.chain(gl.sgd(1.0), gl.scale_by_backtracking_linesearch(15)),
+            lambda: optax.chain(optax.sgd(1.0), optax.scale_by_backtracking_linesearch(15)),
+        ),
+    ]
+    for make, make_optax in pairs:
+        used = make()
+        expected = step(used)  # an eager search: f is in the cache while it lives
+        with jax.numpy_dtype_promotion("standard"):
+            np.testing.assert_allclose(expected, step(make_optax()), rtol=1e-5)
+        for tx in (used, make()):
+            np.testing.assert_array_equal(step(cloudpickle.loads(cloudpickle.dumps(tx))), expected)
+        vg = cloudpickle.loads(cloudpickle.dumps(gl.value_and_grad_from_state(f)))
+        np.testing.assert_allclose(vg(x, state=used.init(x))[0], f(x))
+
+
 def test_eager_searches_tell_objects_apart_by_identity_and_compile_once():
     """Searches compiled for objectives are found by the objective's identity
     (review11): two models equal by ``__eq__`` but holding other data shared one

@@ -219,6 +219,7 @@ def eager_jit(fn: Callable[..., Any], static_argnames: tuple[str, ...]) -> Calla
     if statics == static_argnames:
         jitted = jax.jit(fn, static_argnames=static_argnames)
 
+        @functools.wraps(fn)  # found by module and name: pickled by reference (cloudpickle)
         def plain(*args: Any, **kwargs: Any) -> Any:
             dynamic = (args, {k: v for k, v in kwargs.items() if k not in static_argnames})
             return fn(*args, **kwargs) if is_traced(dynamic) else jitted(*args, **kwargs)
@@ -227,6 +228,10 @@ def eager_jit(fn: Callable[..., Any], static_argnames: tuple[str, ...]) -> Calla
     compiled = _SearchCache()
     static = jax.jit(fn, static_argnames=static_argnames)  # for objects with no weak reference
 
+    # found by module and name, the wrapper pickles by reference: cloudpickle (Ray,
+    # joblib, Dask) copied a closure by value, its cache's weak references with it,
+    # and refused any optimizer holding a search once one had run eagerly (hunt50)
+    @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         dynamic = (args, {k: v for k, v in kwargs.items() if k not in static_argnames})
         if is_traced(dynamic):
