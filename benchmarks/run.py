@@ -749,6 +749,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, help="override the number of interleaved rounds")
     parser.add_argument(
+        "--small-leaves",
+        type=int,
+        help="override the leaf count of the 'small' tree (the suite's smoke run)",
+    )
+    parser.add_argument(
         "--compile-reps", type=int, help="override the number of cold compiles per implementation"
     )
     parser.add_argument(
@@ -767,6 +772,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, rounds=args.rounds)
     if args.compile_reps:
         cfg = dataclasses.replace(cfg, compile_reps=args.compile_reps)
+    if args.small_leaves:
+        cfg = dataclasses.replace(
+            cfg, sizes=dataclasses.replace(cfg.sizes, small_leaves=args.small_leaves)
+        )
     schedule, schedule_name = gradlab_schedule()
     available = [i for i in IMPLS if i != "gradlab+packed" or hasattr(gl, "packed")]
     impls = _select(available, args.impls, lambda i: (i,), "impls")

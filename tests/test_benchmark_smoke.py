@@ -23,7 +23,8 @@ def test_benchmark_runs_one_small_case_and_every_impl_matches_optax(tmp_path, ca
     sys.modules[spec.name] = run  # its dataclasses look their module up
     spec.loader.exec_module(run)
     out = tmp_path / "bench.json"
-    args = ["--quick", "--cases", "small250-f32", "--opts", "adam"]  # chain: test_packing
+    # 40 small leaves: the quick run's 250 took a minute of compiles (chain: test_packing)
+    args = ["--quick", "--cases", "small-f32", "--small-leaves", "40", "--opts", "adam"]
     args += ["--rounds", "1", "--compile-reps", "1", "--no-training", "--json", str(out)]
     with jax.numpy_dtype_promotion("standard"):  # Optax is not strict-promotion clean
         assert run.main(args) == 0, capsys.readouterr().out
