@@ -339,7 +339,7 @@ def test_apply_if_finite_gives_up_after_max_consecutive_errors_and_resets_the_co
     params = {"w": jnp.asarray([1.0, 2.0])}
     tx = gl.apply_if_finite(gl.sgd(0.5, momentum=0.9), max_consecutive_errors=2)
     pattern = [True, False, False, False, False, True, False, False, False]
-    state, applied, counts, totals = tx.init(params), [], [], []
+    state, applied, counts, totals, last = tx.init(params), [], [], [], []
     step = jax.jit(tx.update)
     for finite in pattern:
         g = {"w": jnp.asarray([1.0, 1.0]) if finite else jnp.asarray([1.0, np.nan])}
@@ -351,7 +351,10 @@ def test_apply_if_finite_gives_up_after_max_consecutive_errors_and_resets_the_co
         )
         counts.append(int(state.notfinite_count))
         totals.append(int(state.total_notfinite))
+        last.append(bool(state.last_finite))
     assert applied == [True, False, False, True, False, True, False, False, True]
+    # a step applied on giving up still reports its gradient as not finite (hunt49)
+    assert last == pattern
     assert counts == [0, 1, 2, 0, 1, 0, 1, 2, 0]
     assert totals == [0, 1, 2, 3, 4, 4, 5, 6, 7]
     # after giving up, the inner state holds the non-finite gradient (as documented)

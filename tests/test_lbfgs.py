@@ -98,6 +98,43 @@ def test_scale_by_lbfgs_matches_optax():
         np.testing.assert_allclose(_flat(u_ours), _flat(u_theirs), rtol=1e-4, atol=1e-6)
 
 
+def _fixed_step_lbfgs_run(tx, lr_steps: int = 3):
+    """``lr_steps`` steps of ``tx`` (L-BFGS without a line search) on a quadratic
+    whose gradient norm stays above 1 (Optax caps the first step at ``1/|g|``
+    only below 1)."""
+    c = jnp.array([1.0, 10.0, 100.0])
+    x = jnp.array([3.0, -2.0, 0.5])
+    state = tx.init(x)
+    for _ in range(lr_steps):
+        u, state = tx.update(c * (x - 1.0), state, x)
+        x = x + u
+    return x
+
+
+def test_lbfgs_learning_rate_as_float_array_schedule_and_vmapped_matches_optax():
+    """lbfgs(learning_rate=...) without a line search steps lr times the L-BFGS
+    direction, as optax.lbfgs (hunt49: a learning rate ignored went unseen, every
+    test with one compared gradlab with gradlab)."""
+    schedule = lambda t: 0.5 * 0.8**t  # noqa: E731
+    run = jax.jit(_fixed_step_lbfgs_run, static_argnums=0)
+    with jax.numpy_dtype_promotion("standard"):
+        lrs = jnp.array([0.2, 0.5, 0.9])
+        optax_sweep = jax.vmap(lambda lr: _fixed_step_lbfgs_run(optax.lbfgs(lr, linesearch=None)))
+        wants = dict(zip(lrs.tolist(), jax.jit(optax_sweep)(lrs), strict=True))
+        wants[schedule] = run(optax.lbfgs(schedule, linesearch=None))
+        for lr, key in [(0.5, 0.5), (jnp.asarray(0.5), 0.5), (schedule, schedule)]:
+            want = wants[key]
+            for mode in (_fixed_step_lbfgs_run, run):
+                got = mode(gl.lbfgs(lr, linesearch=None))
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        sweep = jax.vmap(lambda lr: _fixed_step_lbfgs_run(gl.lbfgs(lr, linesearch=None)))
+        vmapped = jax.jit(sweep)(lrs)
+        for lr, got in zip(lrs.tolist(), vmapped, strict=True):
+            want = wants[lr]
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(vmapped[0], vmapped[2])  # the rate changes the iterates
+
+
 def test_scale_by_lbfgs_skips_pairs_without_positive_curvature():
     # On a concave function <s, y> < 0: the pair is not stored, and the
     # direction stays the scaled gradient g / |g|.
@@ -298,6 +335,35 @@ def test_accepted_step_satisfies_the_search_conditions(problem, kind, mode):
     np.testing.assert_allclose(float(state.value), f_np(new_x64)[0], rtol=1e-5)
     # (To float32 rounding: XLA may fuse x + t*d differently in the two places.)
     np.testing.assert_allclose(state.grad, jax.grad(f)(new_x), rtol=1e-4)
+
+
+def test_zoom_accepts_by_the_approximate_wolfe_condition_once_values_are_noise():
+    """Hager & Zhang (2005), eq. (4.1): where phi(t) is within ``approx_decrease_rtol
+    * |phi(0)|`` of phi(0), phi(t) <= phi(0) + c1 t phi'(0) is replaced by
+    (2 c1 - 1) phi'(0) >= phi'(t). Worked example: a quadratic plus a value-only
+    offset (a rounding error the gradient does not see) that puts phi(1) above
+    phi(0); t = 1 lands on the minimiser, phi'(1) = 0 (hunt49: the approximate
+    condition switched off went unseen)."""
+    x0 = jnp.array([1.01, 0.99])
+
+    def f(x):  # values 1000 + 1e-4 at x0, 1000 + 5e-4 at the minimiser
+        noise = jax.lax.stop_gradient(jnp.where(jnp.any(x != x0), 5e-4, 0.0))
+        return 1000.0 + 0.5 * jnp.sum((x - 1.0) ** 2) + noise
+
+    d = -jax.grad(f)(x0)  # the Newton step: t = 1 is the minimiser along d
+    phi0, slope0 = float(f(x0)), float(jax.grad(f)(x0) @ d)
+    phi1, slope1 = float(f(x0 + d)), float(jax.grad(f)(x0 + d) @ d)
+    c1, rtol = 1e-4, 1e-6
+    assert phi1 > phi0 + c1 * slope0  # the exact Armijo condition rejects t = 1 ...
+    assert abs(phi1 - phi0) <= rtol * abs(phi0) and slope1 <= (2 * c1 - 1) * slope0  # (4.1)
+    tx = gl.scale_by_zoom_linesearch(10, c1, initial_guess="one", approx_decrease_rtol=rtol)
+    t, new_x, state = _search_jit(tx, f, x0, d)
+    assert float(t) == 1.0 and int(state.info.num_evaluations) == 1
+    assert bool(state.info.succeeded)
+    np.testing.assert_allclose(new_x, [1.0, 1.0], rtol=1e-6)
+    # Without it, the search cannot accept t = 1.
+    exact = gl.scale_by_zoom_linesearch(10, c1, initial_guess="one", approx_decrease_rtol=None)
+    assert float(_search_jit(exact, f, x0, d)[0]) != 1.0
 
 
 def test_backtracking_takes_the_first_armijo_step_of_the_sequence(x64):

@@ -658,6 +658,35 @@ def test_softmax_cross_entropy_tolerates_masked_classes():
     assert np.all(np.isfinite(grad)) and grad[0, 1] == 0
 
 
+def test_a_masked_labelled_class_gives_an_infinite_loss():
+    """Only a -inf under a zero label counts as 0 * log 0 = 0: under a nonzero
+    label, -y log 0 is +inf (hunt49: masking every -inf went unseen); torch and
+    the formula -sum y log_softmax(x) say the same."""
+    logits = jnp.array([[-jnp.inf, 0.0, 1.0], [-jnp.inf, 0.0, 1.0]])
+    y = jnp.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]])
+    np.testing.assert_array_equal(L.softmax_cross_entropy(logits, y), [np.inf, np.inf])
+    probs = jnp.array([[0.0, 0.5, 0.5]])
+    eps = np.finfo(np.float32).eps
+    np.testing.assert_allclose(
+        L.categorical_cross_entropy(probs, y[:1]), [-np.log(eps)], rtol=1e-6
+    )  # clipped to eps: finite, as documented
+
+
+def test_categorical_cross_entropy_clips_a_certain_probability_below_one():
+    """p is clipped to [eps, 1 - eps] (the docstring, as Keras): a labelled
+    class at p = 1 costs -log(1 - eps), not 0 (hunt49: the upper clip went
+    unseen)."""
+    for dtype in (jnp.float32, jnp.bfloat16):
+        eps = float(jnp.finfo(dtype).eps)
+        probs = jnp.array([[1.0, 0.0, 0.0]], dtype)
+        value = L.categorical_cross_entropy(probs, jnp.array([[1, 0, 0]]))
+        np.testing.assert_allclose(
+            np.asarray(value, np.float64),
+            [-np.log1p(-eps)],
+            rtol=1e-2 if dtype == jnp.bfloat16 else 1e-5,
+        )
+
+
 def test_integer_labels_equal_one_hot_labels():
     x = jnp.asarray(_rng().normal(size=(2, 3, 5)), jnp.float32)
     idx = jnp.array([[0, 4, 1], [3, 3, 2]])

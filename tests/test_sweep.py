@@ -331,6 +331,17 @@ def test_a_diverging_configuration_is_marked_and_leaves_the_others_bit_identical
     assert result.best().config["learning_rate"] != 100.0
 
 
+def test_a_loss_non_finite_from_the_first_step_is_a_divergence_at_step_0():
+    """diverged_at == 0 counts as diverged (hunt49: ``> 0`` went unseen)."""
+    result = gl.sweep(lambda learning_rate: gl.sgd(learning_rate), lsq_loss,
+                      jnp.full(5, jnp.nan), LSQ_BATCHES, {"learning_rate": [0.01, 0.1]},
+                      num_steps=4)  # fmt: skip
+    assert result.diverged_at.tolist() == [0, 0]
+    assert result.diverged.tolist() == [True, True]
+    with pytest.raises(ValueError, match="every configuration diverged"):
+        result.best()
+
+
 def test_eval_history_against_numpy_and_stacked_batches_cycled():
     x_all = LSQ_BATCHES[0].reshape(-1, 4)
     y_all = LSQ_BATCHES[1].reshape(-1)
@@ -354,6 +365,10 @@ def test_eval_history_against_numpy_and_stacked_batches_cycled():
             np.testing.assert_allclose(result.evals["mse"][i, j], mse, rtol=1e-4)
     best = result.best("mse")
     assert best.value == result.evals["mse"][:, -1].min()
+    # mode="max": the largest last value first (hunt49: "max" ranked as "min" went unseen)
+    bias = result.evals["bias"][:, -1]
+    assert result.ranking("bias", mode="max").tolist() == np.argsort(-bias).tolist()
+    assert result.best("bias", mode="max").value == bias.max() != bias.min()
 
 
 def test_a_number_the_optimizer_branches_on_is_grouped_with_a_warning():
