@@ -455,7 +455,7 @@ def count_power(x: jax.Array, n: jax.Array) -> jax.Array:
     nonzero = x != 0
     power = jnp.power(jnp.where(nonzero, x, 1), n)
     x2 = x * x
-    # nested wheres, not jnp.select: the same choice, a quarter less eager time per Adam step
+    # nested wheres, not jnp.select: the same choice, a fifth less eager time per Adam step
     cubic = jnp.where(n == 3, x2 * x, jnp.zeros_like(x))
     at_zero = jnp.where(
         n == 0, jnp.ones_like(x), jnp.where(n == 1, x, jnp.where(n == 2, x2, cubic))
