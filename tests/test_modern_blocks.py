@@ -497,3 +497,79 @@ def test_lars_weight_decay_mask_matches_optax(mask):
     u_all, _ = everywhere.update(g, everywhere.init(params), params)
     u_mask, _ = mine.update(g, mine.init(params), params)
     assert not np.allclose(u_all["b"], u_mask["b"])
+
+
+# ------------------------------------------------------------- shapes and norms at the edges
+
+
+def _optax_block(make):
+    optax = pytest.importorskip("optax")
+    return make(optax)
+
+
+def _one_step(tx, updates, params):
+    with jax.numpy_dtype_promotion("standard"):
+        return tx.update(updates, tx.init(params), params)[0]
+
+
+def test_adaptive_grad_clip_units_of_conv_and_degenerate_kernels_match_optax():
+    """Conv kernels (HWIO, DHWIO: norms over all but the output axis) and kernels
+    with one non-unit axis ((1, n), (n, 1): the whole leaf, as a vector), against
+    ``optax.adaptive_grad_clip`` (hunt52: no test leaf had those shapes)."""
+    rng = np.random.default_rng(7)
+    shapes = [(3, 3, 2, 4), (2, 2, 2, 3, 4), (1, 5), (5, 1), (1, 1, 6)]
+    params = {str(s): jnp.asarray(rng.normal(size=s), jnp.float32) for s in shapes}
+    # gradients large for some units, small for others: some clipped, some not
+    grads = {
+        k: jnp.asarray(rng.normal(size=v.shape) * np.resize([10.0, 0.01], v.shape[-1])).astype(
+            jnp.float32
+        )
+        for k, v in params.items()
+    }
+    ours = _one_step(gl.adaptive_grad_clip(0.1), grads, params)
+    theirs = _one_step(_optax_block(lambda o: o.adaptive_grad_clip(0.1)), grads, params)
+    for k in params:
+        np.testing.assert_allclose(ours[k], theirs[k], rtol=1e-5, err_msg=k)
+        assert not np.allclose(ours[k], grads[k]), k  # the clip acted on each leaf
+
+
+def test_trust_ratio_floors_a_small_param_norm_at_min_norm_like_optax():
+    """A param (and an update) whose norm is below ``min_norm`` uses ``min_norm``
+    (hunt52: every test param had a norm above the floor)."""
+    params = {"small": jnp.array([1e-3, -2e-3]), "big": jnp.array([3.0, 4.0])}
+    updates = {"small": jnp.array([0.5, 0.25]), "big": jnp.array([1e-4, 0.0])}
+    for min_norm in (0.1, 1.0):
+        ours = _one_step(gl.scale_by_trust_ratio(min_norm=min_norm, eps=1e-3), updates, params)
+        theirs = _one_step(
+            _optax_block(lambda o: o.scale_by_trust_ratio(min_norm=min_norm, eps=1e-3)),
+            updates,
+            params,
+        )
+        for k in params:
+            np.testing.assert_allclose(ours[k], theirs[k], rtol=1e-6, err_msg=k)
+        # the formula, from the floored norms (NumPy float64)
+        p = max(np.linalg.norm([1e-3, -2e-3]), min_norm)
+        u = max(np.linalg.norm([0.5, 0.25]), min_norm)
+        np.testing.assert_allclose(ours["small"], np.array([0.5, 0.25]) * p / (u + 1e-3), rtol=1e-6)
+
+
+def test_normalize_by_update_norm_near_a_zero_norm_adds_eps_like_optax():
+    """``u * s / (||u|| + eps)``: at ||u|| ~ eps the sum, not the max, of the two
+    (a factor 2 apart; hunt52)."""
+    updates = {"a": jnp.array([6e-7, -8e-7]), "b": jnp.zeros(3)}
+    ours = _one_step(gl.normalize_by_update_norm(2.0, eps=1e-6), updates, updates)
+    theirs = _one_step(
+        _optax_block(lambda o: o.normalize_by_update_norm(2.0, eps=1e-6)), updates, updates
+    )
+    np.testing.assert_allclose(ours["a"], theirs["a"], rtol=1e-5)
+    np.testing.assert_allclose(ours["a"], np.array([6e-7, -8e-7]) * 2.0 / (1e-6 + 1e-6), rtol=1e-5)
+
+
+def test_clip_by_global_norm_reaches_max_norm_exactly(x64):
+    """No torch-style ``+ 1e-6`` in the denominator: [2, 0] clipped at 1 is [1, 0]
+    exactly in float32, and in float64 the clipped norm is max_norm to 1 ulp (hunt52)."""
+    two = {"a": jnp.array([2.0, 0.0], jnp.float32)}
+    np.testing.assert_array_equal(_one_step(gl.clip_by_global_norm(1.0), two, None)["a"], [1, 0])
+    x = np.random.default_rng(3).normal(size=7) * 10
+    out = _one_step(gl.clip_by_global_norm(0.3), jnp.asarray(x, jnp.float64), None)
+    np.testing.assert_allclose(np.asarray(out), x * 0.3 / np.linalg.norm(x), rtol=1e-15)
