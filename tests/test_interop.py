@@ -75,6 +75,21 @@ def test_gl_chain_forwards_extras_to_members_that_take_them():
     assert seen == [["grad", "value"], ("optax", ["grad", "value"])]
 
 
+def test_a_member_with_keyword_only_options_but_no_extras_gets_no_extras():
+    """Only a ``**extra`` parameter takes extras (Optax's rule): a member whose
+    ``update`` has its own keyword-only option is called without ``value=``, in a
+    gradlab chain as in Optax's (hunt52: treating keyword-only as "takes extras"
+    went unseen)."""
+
+    def update(updates, state, params=None, *, flag=False):
+        return jax.tree.map(lambda u: -u if flag else 2 * u, updates), state
+
+    member = gl.GradientTransformation(lambda p: gl.EmptyState(), update)
+    for tx in (gl.chain(member, gl.sgd(1.0)), optax.chain(member, optax.sgd(1.0))):
+        u, _ = tx.update(PARAMS, tx.init(PARAMS), PARAMS, value=1.0, grad=PARAMS)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, -2 * b), u, PARAMS)
+
+
 def test_optax_chain_drops_extras_for_gl_members_as_optax_does():
     # Optax wraps members that are not its GradientTransformationExtraArgs so
     # that they get no extras: gradlab cannot change that from inside.
