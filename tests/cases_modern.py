@@ -226,6 +226,14 @@ CASES = [
         0.05,
         lambda lr: optax.adafactor(lr, min_dim_size_to_factor=2),
     ),
+    # b_t counted from decay_offset (hunt52: its only test asserted "finite")
+    Case(
+        "adafactor_decay_offset",
+        lambda lr: gl.adafactor(lr, min_dim_size_to_factor=2, decay_offset=3),
+        ref.adafactor(relative_step=False, min_dim=2, decay_offset=3),
+        0.05,
+        lr_kinds=("float",),
+    ),
     Case(
         "adafactor_momentum_decay",
         lambda lr: gl.adafactor(

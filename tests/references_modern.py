@@ -374,12 +374,15 @@ def adafactor(
     eps1: float = 1e-30,
     eps2: float = 1e-3,
     mask: dict[str, bool] | None = None,
+    decay_offset: int = 0,
 ) -> Rule:
     """Adafactor (Shazeer & Stern 2018, Alg. 4/5 and §§6-8).
 
-    ``b_t = 1 - t^-decay_rate``. For a factored leaf, viewed as a batch of
-    ``(n, m)`` matrices (axes moved so the factored ones are last, the larger
-    last): ``R = b R + (1-b) mean_j(G² + eps1)``, ``C = b C + (1-b) mean_i(G² + eps1)``,
+    ``b_t = 1 - t^-decay_rate``, with ``t`` counted from ``decay_offset``
+    (``max(t - decay_offset, 1)``: the steps before it count as the first).
+    For a factored leaf, viewed as a batch of ``(n, m)`` matrices (axes moved so
+    the factored ones are last, the larger last): ``R = b R + (1-b) mean_j(G² + eps1)``,
+    ``C = b C + (1-b) mean_i(G² + eps1)``,
     ``V̂_ij = R_i C_j / mean_i R_i``; else ``V = b V + (1-b)(G² + eps1)``.
     ``U = G/sqrt(V̂)``; ``U /= max(1, RMS(U)/clip_threshold)``;
     ``α = rho_t max(eps2, RMS(p))`` (``param_scale``) or ``rho_t``, with
@@ -392,7 +395,7 @@ def adafactor(
         return {"R": None, "C": None, "V": np.zeros_like(p), "m": np.zeros_like(p)}
 
     def step(s, p, g, lr, t, name):
-        b = 1 - t ** (-decay_rate)
+        b = 1 - max(t - decay_offset, 1) ** (-decay_rate)
         g2 = g * g + eps1
         axes = _factored_axes(p.shape, min_dim)
         if axes is None:

@@ -80,6 +80,7 @@ def test_bfloat16_special_values_keys_ints_and_bools_round_trip(tmp_path):
         "bf16": specials,
         "f16": specials.astype(jnp.float16),
         "key": jax.random.key(42),
+        "rbg_key": jax.random.key(3, impl="rbg"),  # its impl is saved (hunt52)
         "raw_key": jax.random.key_data(jax.random.key(7)),
         "count": jnp.asarray(2**31 - 1, jnp.int32),
         "flags": jnp.asarray([True, False]),
@@ -88,11 +89,10 @@ def test_bfloat16_special_values_keys_ints_and_bools_round_trip(tmp_path):
     }
     gl.save_state(tmp_path / "s.npz", state)
     loaded = gl.load_state(tmp_path / "s.npz", like=state)
-    assert jax.random.key_impl(loaded["key"]) == jax.random.key_impl(state["key"])
-    np.testing.assert_array_equal(
-        jax.random.key_data(loaded["key"]), jax.random.key_data(state["key"])
-    )
-    rest = lambda s: {k: v for k, v in s.items() if k != "key"}  # noqa: E731
+    for k in ("key", "rbg_key"):
+        assert jax.random.key_impl(loaded[k]) == jax.random.key_impl(state[k])
+        np.testing.assert_array_equal(jax.random.key_data(loaded[k]), jax.random.key_data(state[k]))
+    rest = lambda s: {k: v for k, v in s.items() if k not in ("key", "rbg_key")}  # noqa: E731
     _assert_identical(rest(loaded), rest(state))
     # an abstract template (no memory) gives the same
     abstract = jax.eval_shape(lambda: state)
