@@ -516,6 +516,16 @@ def test_searches_cloudpickle_while_an_eagerly_used_objective_is_alive():
             np.testing.assert_array_equal(step(cloudpickle.loads(cloudpickle.dumps(tx))), expected)
         vg = cloudpickle.loads(cloudpickle.dumps(gl.value_and_grad_from_state(f)))
         np.testing.assert_allclose(vg(x, state=used.init(x))[0], f(x))
+    # first-order optimizers, a lambda schedule, injected hyperparameters
+    for tx in (
+        gl.adam(0.1),
+        gl.chain(
+            gl.clip_by_global_norm(1.0),
+            gl.sgd(lambda t: 0.1 / (1 + t.astype(jnp.float32)), momentum=0.9),
+        ),
+        gl.inject_hyperparams(gl.adamw)(learning_rate=0.1, weight_decay=0.01),
+    ):
+        np.testing.assert_array_equal(step(cloudpickle.loads(cloudpickle.dumps(tx))), step(tx))
 
 
 def test_eager_searches_tell_objects_apart_by_identity_and_compile_once():
