@@ -772,7 +772,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, rounds=args.rounds)
     if args.compile_reps:
         cfg = dataclasses.replace(cfg, compile_reps=args.compile_reps)
-    if args.small_leaves:
+    if args.small_leaves is not None:
+        if args.small_leaves < 1:
+            raise SystemExit(f"--small-leaves must be at least 1, got {args.small_leaves}")
         cfg = dataclasses.replace(
             cfg, sizes=dataclasses.replace(cfg.sizes, small_leaves=args.small_leaves)
         )
@@ -809,7 +811,8 @@ def main(argv: list[str] | None = None) -> int:
         print("gl.packed not available: no gradlab+packed rows")
     if args.quick:
         print(
-            "quick: flat16m -> flat4m, transformer 48 -> 12 layers, small1000 -> small250; "
+            "quick: flat16m -> flat4m, transformer 48 -> 12 layers, "
+            f"small1000 -> small{cfg.sizes.small_leaves}; "
             "default opts sgd, adam, chain (--opts all for every one)"
         )
     print()
