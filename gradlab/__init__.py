@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from gradlab import _export
 from gradlab._checkpoint import load_state, save_state
 from gradlab._core import (
     ELEMENTWISE,
@@ -308,6 +309,10 @@ __all__ = [
     "yogi",
     "zero_nans",
 ]
+
+
+# jax.export serializes a step holding optimizer state (see _export.py).
+_export.register_for_serialization()
 
 
 def __getattr__(name: str) -> Any:

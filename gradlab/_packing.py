@@ -132,8 +132,11 @@ class Layout:
     def of_params(cls, params: Any, max_leaf_size: int) -> Layout:
         """Pack the small float leaves that are not split over several devices."""
         leaves = jax.tree.leaves(params)
+        # A leaf of symbolic size (jax.export's shape polymorphism) stays loose, as a
+        # big one: its size is unknown until the exported step is called.
         packable = [
-            int(np.prod(jnp.shape(x), dtype=np.int64)) <= max_leaf_size
+            isinstance(size := jnp.size(x), int)
+            and size <= max_leaf_size
             and jnp.issubdtype(jnp.result_type(x), jnp.inexact)
             and not _tree.may_be_partitioned(x)
             for x in leaves
