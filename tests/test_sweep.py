@@ -520,6 +520,12 @@ def test_bad_arguments_raise_naming_the_argument(change, error, match):
         gl.sweep(*positional, **args)
 
 
+def test_under_disable_jit_a_sweep_refuses_naming_the_way_out():
+    # JAX's own error ("Disable jit is not supported in the AOT path") names no way out
+    with jax.disable_jit(), pytest.raises(RuntimeError, match="one configuration"):
+        lsq_sweep(lambda learning_rate: gl.sgd(learning_rate), {"learning_rate": [0.1]})
+
+
 def test_a_missing_required_name_is_reported():
     with pytest.raises(ValueError, match="do not fit make_optimizer"):
         lsq_sweep(lambda learning_rate, b1: gl.adam(learning_rate, b1), {"learning_rate": [0.1]})

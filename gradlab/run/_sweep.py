@@ -566,6 +566,12 @@ def sweep(
         ...                   num_steps=100, mesh=mesh)
     """
     t_start = time.perf_counter()
+    if jax.config.jax_disable_jit:  # JAX's own refusal names no way out
+        raise RuntimeError(
+            "sweep compiles each group ahead of time (lower().compile()), which JAX refuses "
+            "under jax.disable_jit(): debug the loss or the optimizer on one configuration "
+            "(a plain training loop) instead"
+        )
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be a callable (params, batch) -> loss, got {loss_fn!r}")
     if progress is not None:
