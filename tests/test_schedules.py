@@ -1073,7 +1073,9 @@ def test_warmups_rise_to_the_peak_then_decay_to_the_end(
     up=INTS(1, 40),
     down=INTS(1, 40),
     mode=st.sampled_from(["triangular", "triangular2", "exp_range"]),
-    gamma=FLOATS(0.9, 1.0),
+    # float32 values: a gamma just below 1 that rounds to 1 is refused (hunt54 drew
+    # 0.9999999850988388)
+    gamma=FLOATS(0.9, 1.0).map(lambda g: float(np.float32(g))),
 )
 def test_cyclic_stays_between_base_and_max_and_triangular_is_periodic(
     base, height, up, down, mode, gamma
