@@ -140,6 +140,23 @@ OPTIMIZER_CASES = [
         ),
         adaptive=True,
     ),
+    # eps_in_sqrt=True: Optax's default, g / sqrt(v + eps); an eps big enough to tell
+    OptimizerCase(
+        "rmsprop_eps_in_sqrt",
+        lambda lr: gl.rmsprop(lr, eps=1e-2, eps_in_sqrt=True),
+        P(ref.rmsprop, eps=1e-2, eps_in_sqrt=True),
+        0.01,
+        lambda lr: optax.rmsprop(lr, eps=1e-2),
+        adaptive=True,
+    ),
+    OptimizerCase(
+        "rmsprop_centered_momentum_eps_in_sqrt",
+        lambda lr: gl.rmsprop(lr, eps=1e-2, centered=True, momentum=0.9, eps_in_sqrt=True),
+        P(ref.rmsprop, eps=1e-2, centered=True, momentum=0.9, eps_in_sqrt=True),
+        0.002,
+        lambda lr: optax.rmsprop(lr, eps=1e-2, centered=True, momentum=0.9),
+        adaptive=True,
+    ),
     OptimizerCase(
         "rmsprop_momentum",
         lambda lr: gl.rmsprop(lr, momentum=0.9),
@@ -477,6 +494,11 @@ BLOCK_CASES = [
         "scale_by_rms_centered",
         lambda: gl.scale_by_rms(0.8, 1e-6, centered=True),
         lambda us, p: ref.scale_by_rms(us, 0.8, 1e-6, centered=True),
+    ),
+    BlockCase(
+        "scale_by_rms_eps_in_sqrt",
+        lambda: gl.scale_by_rms(0.8, 1e-2, centered=True, eps_in_sqrt=True),
+        lambda us, p: ref.scale_by_rms(us, 0.8, 1e-2, centered=True, eps_in_sqrt=True),
     ),
     BlockCase(
         "scale_by_rms_initial_scale",

@@ -84,8 +84,10 @@ def rmsprop(
     centered: bool = False,
     momentum: float = 0.0,
     nesterov: bool = False,
+    eps_in_sqrt: bool = False,
 ) -> np.ndarray:
-    """``torch.optim.RMSprop`` (``alpha`` = gradlab's ``decay``).
+    """``torch.optim.RMSprop`` (``alpha`` = gradlab's ``decay``); ``eps_in_sqrt``:
+    ``avg = sqrt(v + eps)`` (``sqrt(v - m² + eps)`` centered), Optax's default.
 
     ``v <- a*v + (1-a)*g²`` (``v`` starts at ``initial_scale``; torch: 0);
     centered: ``m <- a*m + (1-a)*g``, ``avg = sqrt(v - m²) + eps``, else
@@ -102,9 +104,10 @@ def rmsprop(
         square_avg = alpha * square_avg + (1 - alpha) * g * g
         if centered:
             grad_avg = alpha * grad_avg + (1 - alpha) * g
-            avg = np.sqrt(square_avg - grad_avg * grad_avg) + eps
+            var = square_avg - grad_avg * grad_avg
         else:
-            avg = np.sqrt(square_avg) + eps
+            var = square_avg
+        avg = np.sqrt(var + eps) if eps_in_sqrt else np.sqrt(var) + eps
         direction = g / avg
         if momentum > 0:
             buf = momentum * buf + direction
@@ -217,8 +220,10 @@ def scale_by_rms(
     eps: float,
     initial_scale: float = 0.0,
     centered: bool = False,
+    eps_in_sqrt: bool = False,
 ) -> np.ndarray:
-    """``g/(sqrt(v) + eps)`` or centered ``g/(sqrt(v - m²) + eps)`` (torch's RMSprop)."""
+    """``g/(sqrt(v) + eps)`` or centered ``g/(sqrt(v - m²) + eps)`` (torch's RMSprop);
+    ``eps_in_sqrt``: ``g/sqrt(v + eps)`` (Optax's ``scale_by_rms`` default)."""
     v = np.full_like(updates[0], initial_scale, dtype=np.float64)
     m = np.zeros_like(v)
     out = []
@@ -226,7 +231,7 @@ def scale_by_rms(
         v = decay * v + (1 - decay) * g * g
         m = decay * m + (1 - decay) * g
         var = v - m * m if centered else v
-        out.append(g / (np.sqrt(var) + eps))
+        out.append(g / (np.sqrt(var + eps) if eps_in_sqrt else np.sqrt(var) + eps))
     return np.stack(out)
 
 

@@ -133,17 +133,23 @@ def scale_by_adam(
 
 
 def scale_by_rms(
-    decay: Any = 0.9, eps: Any = 1e-8, initial_scale: Any = 0.0, centered: bool = False
+    decay: Any = 0.9,
+    eps: Any = 1e-8,
+    initial_scale: Any = 0.0,
+    centered: bool = False,
+    *,
+    eps_in_sqrt: bool = False,
 ) -> GradientTransformation:
     """RMSprop's direction (Hinton 2012), before the learning rate.
 
     ``v <- decay v + (1-decay) g²``; output ``g / (sqrt(v) + eps)``. With
     ``centered=True`` also ``m <- decay m + (1-decay) g`` and output
     ``g / (sqrt(v - m²) + eps)``. ``eps`` is outside the square root as in
-    ``torch.optim.RMSprop`` (Optax puts it inside). ``v`` starts at
-    ``initial_scale``.
+    ``torch.optim.RMSprop``; ``eps_in_sqrt=True`` puts it inside,
+    ``g / sqrt(v + eps)`` (``g / sqrt(v - m² + eps)`` centered), Optax's default
+    (``optax.scale_by_rms``/``scale_by_stddev``). ``v`` starts at ``initial_scale``.
     """
-    check_bools(centered=centered)
+    check_bools(centered=centered, eps_in_sqrt=eps_in_sqrt)
     check_scalars(decay=decay, eps=eps, initial_scale=initial_scale)
     _check_decay("decay", decay)
     check_nonnegative("eps", eps)
@@ -169,7 +175,8 @@ def scale_by_rms(
                 m_new = _tree.as_stored(_tree.moment_step(g, m, d, 1, cd), m.dtype)
                 # rounding can dip below 0; g² overflowing to inf must not give inf - inf
                 var = jnp.where(jnp.isinf(v_new), v_new, jnp.maximum(v_new - m_new * m_new, 0))
-            out = g.astype(dt) / (_tree.root(var) + eps_)
+            denom = _tree.root(var + eps_) if eps_in_sqrt else _tree.root(var) + eps_
+            out = g.astype(dt) / denom
             extra_out = (m_new.astype(m.dtype),) if centered else ()
             return (out.astype(g.dtype), v_new.astype(v.dtype), *extra_out)
 

@@ -89,6 +89,8 @@ def rmsprop(
     centered: bool = False,
     momentum: Any = None,
     nesterov: bool = False,
+    *,
+    eps_in_sqrt: bool = False,
 ) -> GradientTransformation:
     """RMSprop (Hinton 2012): ``v <- decay v + (1-decay) g²``; ``d = g / (sqrt(v) + eps)``.
 
@@ -99,14 +101,16 @@ def rmsprop(
     ``b``, as ``optax.rmsprop(nesterov=True)`` (torch has no Nesterov RMSprop).
     Matches ``torch.optim.RMSprop(lr, alpha=decay, eps, momentum, centered)``
     given the same values: the default ``decay=0.9`` is Optax's, torch's
-    ``alpha`` is 0.99.
+    ``alpha`` is 0.99. ``eps_in_sqrt=True``: ``d = g / sqrt(v + eps)`` (centered
+    ``g / sqrt(v - m² + eps)``), ``optax.rmsprop``'s default (Optax code ported as is
+    keeps its numbers with it; ``eps_in_sqrt=False`` is torch's, and gradlab's).
     ``lr``: ``learning_rate`` (a number, array or schedule).
 
     >>> tx = rmsprop(1e-3, centered=True, momentum=0.9)
     """
     check_bools(nesterov=nesterov)  # centered: scale_by_rms checks it
     return chain(
-        scale_by_rms(decay, eps, initial_scale, centered),
+        scale_by_rms(decay, eps, initial_scale, centered, eps_in_sqrt=eps_in_sqrt),
         _momentum(momentum, nesterov),
         scale_by_learning_rate(learning_rate),
     )
