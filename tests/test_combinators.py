@@ -462,6 +462,72 @@ def test_multisteps_a_nan_mini_step_spoils_only_its_own_cycle():
     np.testing.assert_equal(updates, [0.0, np.nan, 0.0, np.float32(-0.1) * 2])
 
 
+SKIP_FNS = {
+    "skip_not_finite": optax.skip_not_finite,
+    "skip_large_updates": functools.partial(optax.skip_large_updates, max_squared_norm=30.0),
+}
+
+
+@pytest.mark.parametrize("skip", SKIP_FNS)
+@pytest.mark.parametrize("k", [1, 3])
+def test_multisteps_should_skip_update_fn_follows_optax(skip, k, run_mode):
+    """Optax's own skip functions, as they are: a skipped gradient (NaN, inf, or a
+    big one) leaves the counters, the accumulator and the inner state as they
+    were; every update, has_updated and skip_state as ``optax.MultiSteps``'s."""
+    params = {"w": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array(0.3)}
+    scales = [1.0, np.nan, 2.0, 20.0, -1.0, np.inf, 0.5, 3.0, 1.5, -2.0]
+    ours = gl.MultiSteps(gl.adam(0.05), k, should_skip_update_fn=SKIP_FNS[skip])
+    theirs = optax.MultiSteps(optax.adam(0.05), k, should_skip_update_fn=SKIP_FNS[skip])
+    update = run_mode(ours.update)
+    p_ours, s_ours = params, ours.init(params)
+    with OPTAX_PROMOTION:
+        p_theirs, s_theirs = params, theirs.init(params)
+    # init asks the function too (zero updates), so a scan's carry keeps its structure
+    assert_trees_close(s_ours.skip_state, s_theirs.skip_state, rtol=0, atol=0)
+    skipped = 0
+    for c in scales:
+        grads = jax.tree.map(lambda p, c=c: jnp.cos(p) * np.float32(c), p_ours)
+        u_ours, s_ours = update(grads, s_ours, p_ours)
+        with OPTAX_PROMOTION:
+            u_theirs, s_theirs = jax.jit(theirs.update)(grads, s_theirs, p_theirs)
+        # (Adam in float32: 1 - b2**t rounds differently, ~1e-5 of a step; tests/cases.py)
+        assert_trees_close(u_ours, u_theirs, rtol=2e-5, atol=1e-6)
+        assert bool(ours.has_updated(s_ours)) == bool(theirs.has_updated(s_theirs))
+        assert_trees_close(s_ours.skip_state, s_theirs.skip_state, rtol=1e-6, atol=0)
+        skipped += int(s_ours.skip_state["should_skip"])
+        p_ours = gl.apply_updates(p_ours, u_ours)
+        p_theirs = optax.apply_updates(p_theirs, u_theirs)
+    assert skipped >= 2 and int(s_ours.gradient_step) == int(s_theirs.gradient_step) > 0
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(p_ours))
+
+
+def test_multisteps_should_skip_update_fn_is_checked_and_packed_refuses_it():
+    params = {"w": jnp.ones(2)}
+    with pytest.raises(TypeError, match="should_skip_update_fn must be None or a callable"):
+        gl.MultiSteps(gl.sgd(0.1), 2, should_skip_update_fn=True)
+    pair = gl.MultiSteps(gl.sgd(0.1), 2, should_skip_update_fn=lambda u, t, p: jnp.array(True))
+    with pytest.raises(TypeError, match="must return a pair"):
+        pair.init(params)
+    scalar = gl.MultiSteps(gl.sgd(0.1), 2, should_skip_update_fn=lambda u, t, p: (1.0, ()))
+    with pytest.raises(ValueError, match="boolean scalar first, got a float"):
+        scalar.init(params)
+    vector = lambda u, t, p: (jnp.isnan(u["w"]), ())  # noqa: E731
+    with pytest.raises(ValueError, match=r"boolean scalar first, got bool of shape \(2,\)"):
+        gl.MultiSteps(gl.sgd(0.1), 2, should_skip_update_fn=vector).init(params)
+    with pytest.raises(TypeError, match=r"packed cannot run MultiSteps \(at .*\) with a should"):
+        tx = gl.packed(gl.MultiSteps(gl.sgd(0.1), 2, should_skip_update_fn=optax.skip_not_finite))
+        tx.update(params, tx.init(params), params)
+    # inject_hyperparams keeps the function static (it is no schedule of the step)
+    injected = gl.inject_hyperparams(gl.MultiSteps)(
+        gl.sgd(0.1), 1, should_skip_update_fn=optax.skip_not_finite
+    )
+    state = injected.init(params)
+    u, state = injected.update({"w": jnp.array([np.nan, 1.0])}, state, params)
+    np.testing.assert_array_equal(u["w"], [0.0, 0.0])
+    u, state = injected.update({"w": jnp.array([1.0, 2.0])}, state, params)
+    np.testing.assert_allclose(u["w"], [-0.1, -0.2], rtol=1e-6)
+
+
 def test_multisteps_bad_k_raises():
     with pytest.raises(ValueError, match="every_k_schedule must be >= 1, got 0"):
         gl.MultiSteps(gl.sgd(0.1), 0)

@@ -32,12 +32,14 @@ class MultiStepsState(NamedTuple):
     ``gradient_step``: int32 inner updates so far; ``inner_opt_state``: the inner
     transformation's state; ``acc_grads``: the running mean of this cycle's
     gradients (ONE params-sized tree; ``()`` when ``every_k_schedule`` is the
-    Python int 1, where nothing is accumulated)."""
+    Python int 1, where nothing is accumulated); ``skip_state``: what
+    ``should_skip_update_fn`` returned last (``()`` without one)."""
 
     mini_step: jax.Array
     gradient_step: jax.Array
     inner_opt_state: Any
     acc_grads: Any
+    skip_state: Any = ()
 
 
 class _MultiStepsTransformation(GradientTransformation):
@@ -75,6 +77,14 @@ class MultiSteps:
     keyword ``opt=`` is accepted too, and ``tx.gradient_transformation()``
     returns ``tx``).
 
+    ``should_skip_update_fn(updates, gradient_step, params) -> (skip, skip_state)``
+    (Optax's): where ``skip`` (a boolean scalar) holds, the call returns zero
+    updates and leaves the counters, the accumulator and ``transform``'s state as
+    they were, as if the gradient had not come; ``skip_state`` (any tree, e.g.
+    the norm it looked at) is kept in ``state.skip_state`` either way, and at
+    ``init`` comes from a call on zero updates. ``optax.skip_not_finite`` and
+    ``optax.skip_large_updates`` work as they are.
+
     >>> tx = gl.MultiSteps(gl.adam(1e-3), every_k_schedule=4)
     >>> params = grads = jnp.ones(2)
     >>> state = tx.init(params)
@@ -95,8 +105,14 @@ class MultiSteps:
         *,
         accumulator_dtype: Any = None,
         use_grad_mean: bool = True,
+        should_skip_update_fn: Callable[[Any, Any, Any], tuple[Any, Any]] | None = None,
     ) -> _MultiStepsTransformation:
         check_transformation("transform", transform)
+        if should_skip_update_fn is not None and not callable(should_skip_update_fn):
+            raise TypeError(
+                "should_skip_update_fn must be None or a callable (updates, gradient_step, "
+                f"params) -> (skip, skip_state), got {should_skip_update_fn!r}"
+            )
         check_float_dtype("accumulator_dtype", accumulator_dtype)
         check_bools(use_grad_mean=use_grad_mean)
         if callable(every_k_schedule):
@@ -105,7 +121,12 @@ class MultiSteps:
             check_int("every_k_schedule", every_k_schedule, minimum=1, maximum=COUNT_MAX)
         tx = cast(
             _MultiStepsTransformation,
-            _multi_steps(transform, every_k_schedule, accumulator_dtype, use_grad_mean, transform),
+            _skipping(
+                _multi_steps(
+                    transform, every_k_schedule, accumulator_dtype, use_grad_mean, transform
+                ),
+                should_skip_update_fn,
+            ),
         )
         tx.has_updated = MultiSteps.has_updated  # Optax spells it opt.has_updated(state)
         tx.gradient_transformation = lambda: tx  # Optax's MultiSteps(...).gradient_transformation()
@@ -113,6 +134,8 @@ class MultiSteps:
 
     # for inject_hyperparams(gl.MultiSteps); set by keyword_alias
     keyword_aliases = __new__.keyword_aliases  # type: ignore[attr-defined]
+    # for inject_hyperparams(gl.MultiSteps): a callable that is no schedule (static)
+    structural_args = ("should_skip_update_fn",)
 
     @staticmethod
     def has_updated(state: Any) -> jax.Array:
@@ -148,7 +171,7 @@ def _multi_steps(
         if skip_accumulation:  # k = 1: opt itself, nothing accumulated
             out, inner = call_update(opt, updates, state.inner_opt_state, params, extra)
             step = _tree.safe_increment(state.gradient_step)
-            return out, MultiStepsState(state.mini_step, step, inner, ())
+            return out, MultiStepsState(state.mini_step, step, inner, (), state.skip_state)
         updates = _tree.as_updates(updates)
         n = _tree.safe_increment(state.mini_step)
 
@@ -184,11 +207,68 @@ def _multi_steps(
         gradient_step = jnp.where(
             emit, _tree.safe_increment(state.gradient_step), state.gradient_step
         )
-        return out, MultiStepsState(jnp.where(emit, 0, n), gradient_step, inner, acc)
+        new = MultiStepsState(jnp.where(emit, 0, n), gradient_step, inner, acc, state.skip_state)
+        return out, new
 
     def packing(ctx):
         # The accumulator is elementwise: it runs on the buffers around opt's form.
         form = ctx.form(declared, "MultiSteps inner")
         return _multi_steps(form, k, acc_dtype, use_mean, declared)
+
+    return GradientTransformation(init, update, packing=packing)
+
+
+def _skipping(tx: GradientTransformation, should_skip: Any) -> GradientTransformation:
+    """``tx`` (a ``MultiSteps``) that first asks ``should_skip``: where it says so,
+    zero updates and the state as it was, but for the new ``skip_state``."""
+    if should_skip is None:
+        return tx
+
+    def ask(updates, gradient_step, params):
+        answer = should_skip(updates, gradient_step, params)
+        if not (isinstance(answer, tuple) and len(answer) == 2):
+            raise TypeError(
+                "should_skip_update_fn must return a pair (skip, skip_state), "
+                f"got {type(answer).__name__}"
+            )
+        skip, skip_state = answer
+        dtype, shape = getattr(skip, "dtype", None), jnp.shape(skip)
+        if (
+            shape != ()
+            or (dtype is None and not isinstance(skip, bool))
+            or (dtype is not None and dtype != jnp.bool_)
+        ):
+            raise ValueError(
+                "should_skip_update_fn must return a boolean scalar first, got "
+                f"{'a ' + type(skip).__name__ if dtype is None else dtype} of shape {shape}"
+            )
+        return jnp.asarray(skip), skip_state
+
+    def init(params):
+        state = tx.init(params)
+        _, skip_state = ask(_tree.zeros_like(params), state.gradient_step, params)
+        return state._replace(skip_state=skip_state)
+
+    def update(updates, state, params=None, **extra):
+        check_state("MultiSteps", state, MultiStepsState)
+        updates = _tree.as_updates(updates)
+        skip, skip_state = ask(updates, state.gradient_step, params)
+
+        def taken():
+            out, new = call_update(tx, updates, state, params, extra)
+            return out, new._replace(skip_state=skip_state)
+
+        def skipped():
+            zeros = zeros_shaped_like(lambda: taken()[0], updates)
+            return zeros, state._replace(skip_state=skip_state)
+
+        return branch(skip, skipped, taken)
+
+    def packing(ctx):
+        raise TypeError(
+            f"packed cannot run MultiSteps (at {' > '.join(ctx.path) or 'the top'}) with a "
+            "should_skip_update_fn: the function reads the gradient tree, which packed "
+            "holds as buffers. Use MultiSteps unpacked, around gl.packed(transform)."
+        )
 
     return GradientTransformation(init, update, packing=packing)
