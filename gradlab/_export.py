@@ -6,7 +6,9 @@ gradlab defines (states, ``MaskedNode``, ``LinesearchInfo``, results such as
 ``MinimizeResult`` and ``SweepResult``) is registered under ``"gradlab.<ClassName>"``
 when gradlab is imported, so an exported training step serializes, and deserializes in
 a process that imported gradlab, with no user registration. The names do not
-depend on the private module a class lives in. (Optax registers none of its states.)
+depend on the private module a class lives in, and are part of the saved format: a
+class keeps its name. (Optax registers none of its states. JAX takes one registration
+per type: a user's own registration of a gradlab state now raises ``ValueError``.)
 """
 
 from __future__ import annotations

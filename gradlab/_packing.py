@@ -41,6 +41,7 @@ compile time follows the size of the traced program.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
@@ -135,7 +136,7 @@ class Layout:
         # A leaf of symbolic size (jax.export's shape polymorphism) stays loose, as a
         # big one: its size is unknown until the exported step is called.
         packable = [
-            isinstance(size := jnp.size(x), int)
+            isinstance(size := math.prod(jnp.shape(x)), int)
             and size <= max_leaf_size
             and jnp.issubdtype(jnp.result_type(x), jnp.inexact)
             and not _tree.may_be_partitioned(x)

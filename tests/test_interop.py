@@ -337,6 +337,9 @@ def test_every_public_named_tuple_survives_serialization():
     for n in names:
         cls = getattr(gl, n)
         exported = jax.export.export(jax.jit(lambda x, cls=cls: cls(*[x] * len(cls._fields))))
-        out = jax.export.deserialize(exported(jnp.float32(2.0)).serialize()).call(jnp.float32(2.0))
+        blob = exported(jnp.float32(2.0)).serialize()
+        # the name saved files hold (README): renaming a class must not pass unseen
+        assert f"gradlab.{n}".encode() in bytes(blob), n
+        out = jax.export.deserialize(blob).call(jnp.float32(2.0))
         assert type(out) is cls, n
         assert [float(v) for v in out] == [2.0] * len(cls._fields), n
