@@ -13,8 +13,8 @@ than Optax's (benchmarks/README.md, "Compile time on many leaves"):
   with ``value_fn``, ``apply_updates``) on N leaves of 64: compile only.
 
 Each implementation compiles a fresh ``jax.jit`` (``lower(...).compile()``,
-best of ``--reps``), interleaved gradlab / Optax. Ratios are gradlab / Optax:
-< 1 is faster. Compile times move with the machine's load: read the ratios of
+best of ``--reps``), in rounds that alternate which of gradlab and Optax
+compiles first. Ratios are gradlab / Optax: < 1 is faster. Compile times move with the machine's load: read the ratios of
 one run, not absolute seconds across runs.
 """
 
@@ -61,14 +61,21 @@ def scanned(tx, steps: int = 20):
     return run
 
 
-def best_compile(fn, *args, reps: int) -> tuple[float, object]:
-    times, compiled = [], None
-    for _ in range(reps):
-        jax.clear_caches()  # a cold compile each time (JAX keeps compiled programs)
-        t = time.perf_counter()
-        compiled = jax.jit(fn).lower(*args).compile()
-        times.append(time.perf_counter() - t)
-    return min(times), compiled
+def best_compiles(jobs: dict, reps: int) -> dict:
+    """``{lib: (best compile seconds, compiled)}`` of ``jobs`` (``{lib: (fn, args)}``),
+    compiled in rounds whose order alternates (gradlab first, then Optax first, ...),
+    so that neither always compiles first or right after the other."""
+    times: dict = {lib: [] for lib in jobs}
+    compiled: dict = {}
+    libs = list(jobs)
+    for r in range(reps):
+        for lib in libs if r % 2 == 0 else libs[::-1]:
+            fn, args = jobs[lib]
+            jax.clear_caches()  # a cold compile each time (JAX keeps compiled programs)
+            t = time.perf_counter()
+            compiled[lib] = jax.jit(fn).lower(*args).compile()
+            times[lib].append(time.perf_counter() - t)
+    return {lib: (min(times[lib]), compiled[lib]) for lib in libs}
 
 
 def best_run(compiled, *args, reps: int = 5) -> float:
@@ -87,12 +94,12 @@ def per_leaf_norms(params: dict, reps: int) -> None:
     print(f"{'opt':10s} {'gl compile s':>12s} {'optax':>8s} {'ratio':>6s}   "
           f"{'gl run ms':>9s} {'optax':>8s} {'ratio':>6s}")  # fmt: skip
     for name, (make_gl, make_ox) in PER_LEAF_NORMS.items():
-        rows = {}
+        jobs = {}
         for lib, make in (("gl", make_gl), ("ox", make_ox)):
             tx = make()
-            state = tx.init(params)
-            compile_s, compiled = best_compile(scanned(tx), params, state, reps=reps)
-            rows[lib] = (compile_s, best_run(compiled, params, state))
+            jobs[lib] = (scanned(tx), (params, tx.init(params)))
+        best = best_compiles(jobs, reps)
+        rows = {lib: (best[lib][0], best_run(best[lib][1], *jobs[lib][1])) for lib in ("gl", "ox")}
         (gc, gr), (oc, orr) = rows["gl"], rows["ox"]
         print(f"{name:10s} {gc:12.2f} {oc:8.2f} {gc / oc:6.2f}   "
               f"{gr * 1e3:9.2f} {orr * 1e3:8.2f} {gr / orr:6.2f}", flush=True)  # fmt: skip
@@ -124,7 +131,11 @@ def lbfgs(sizes: list[int], reps: int) -> None:
     print("\none jitted L-BFGS step (zoom line search), leaves of 64: compile s")
     print(f"{'leaves':>6s} {'gradlab':>8s} {'optax':>8s} {'ratio':>6s}")
     for n in sizes:
-        got = {lib: best_compile(*lbfgs_step(lib, n), reps=reps)[0] for lib in ("gl", "ox")}
+        jobs = {}
+        for lib in ("gl", "ox"):
+            step, params, state = lbfgs_step(lib, n)
+            jobs[lib] = (step, (params, state))
+        got = {lib: best for lib, (best, _) in best_compiles(jobs, reps).items()}
         print(f"{n:6d} {got['gl']:8.2f} {got['ox']:8.2f} {got['gl'] / got['ox']:6.2f}", flush=True)
 
 

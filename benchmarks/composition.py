@@ -44,7 +44,7 @@ from run import (
 )
 
 import gradlab as gl
-from gradlab.combinators._guards import all_finite
+from gradlab._tree import all_finite
 
 LR, WD = 1e-3, 1e-4
 

@@ -9,11 +9,14 @@ optimizer's share of a step users actually run.
   prediction of random tokens. 45 leaves, ~0.25M params.
 
 Optimizers: ``adam``, ``chain`` (clip -> adamw(warmup-cosine)) and
-``guarded`` (``apply_if_finite(adamw)``). Each is timed three ways, per implementation (gradlab, gradlab+packed,
-Optax): the **dispatched** step (one jitted call per step: forward, backward,
-optimizer update, donated), the **in-loop** step (``lax.scan`` over 20
+``guarded`` (``apply_if_finite(adamw)``). Each is timed three ways, per
+implementation (gradlab, gradlab+packed, Optax): the **dispatched** step (one
+jitted call per step: forward, backward, optimizer update; not donated: each
+call reads the same inputs), the **in-loop** step (``lax.scan`` over 20
 batches, per step), and **grad only** (forward + backward, no optimizer), so
-``optimizer share = (in-loop step - grad only) / in-loop step``.
+``optimizer share = (in-loop step - grad only) / in-loop step``. The
+implementations are timed in rounds of one call each, each round starting with
+the next one (load drift favours none).
 Run through ``benchmarks/run.py`` (its last table) or alone:
 ``python benchmarks/training.py [--quick]``.
 """
@@ -153,15 +156,25 @@ def implementations(make_gl, make_optax):
 
 
 def _median_ms(fn, args, calls: int, per: int = 1) -> float:
-    out = fn(*args)
-    jax.block_until_ready(out)
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        out = fn(*args)
-        jax.block_until_ready(out)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times) / per
+    return _interleaved_median_ms({None: (fn, args, per)}, calls)[None]
+
+
+def _interleaved_median_ms(jobs: dict, calls: int) -> dict:
+    """``{key: median ms per step}`` of ``jobs`` (``{key: (fn, args, steps per call)}``),
+    timed in ``calls`` rounds of one call each, every round starting one job later
+    (as ``run.py``'s rounds), so that load drift does not favour the job timed first
+    or last. Each call waits for its outputs; a warm-up call each first."""
+    for fn, args, _ in jobs.values():
+        jax.block_until_ready(fn(*args))
+    keys = list(jobs)
+    times: dict = {k: [] for k in keys}
+    for r in range(calls):
+        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            fn, args, _ = jobs[k]
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[k].append(time.perf_counter() - t0)
+    return {k: 1e3 * statistics.median(times[k]) / jobs[k][2] for k in keys}
 
 
 def time_problem(
@@ -184,6 +197,7 @@ def time_problem(
     for opt_name, (make_gl, make_optax) in optimizers().items():
         if opt_name not in opts:
             continue
+        step_jobs, loop_jobs = {}, {}
         for impl, (tx, apply) in implementations(make_gl, make_optax).items():
 
             def step(params, state, batch, tx=tx, apply=apply):
@@ -194,11 +208,13 @@ def time_problem(
             def loop(params, state, batches, step=step):
                 return jax.lax.scan(lambda c, b: (step(*c, b), None), (params, state), batches)[0]
 
-            jitted_step = jax.jit(step)
-            jitted_loop = jax.jit(loop)
             state = tx.init(params)
-            step_ms = _median_ms(jitted_step, (params, state, first), calls)
-            loop_ms = _median_ms(jitted_loop, (params, state, batches), calls, LOOP)
+            step_jobs[impl] = (jax.jit(step), (params, state, first), 1)
+            loop_jobs[impl] = (jax.jit(loop), (params, state, batches), LOOP)
+        step_times = _interleaved_median_ms(step_jobs, calls)
+        loop_times = _interleaved_median_ms(loop_jobs, calls)
+        for impl in step_jobs:
+            step_ms, loop_ms = step_times[impl], loop_times[impl]
             rows.append(
                 {
                     "model": name,

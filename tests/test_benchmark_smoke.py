@@ -43,3 +43,15 @@ def test_training_benchmark_times_every_implementation_on_the_digits_mlp():
         rows = training.time_problem("digits-mlp", calls=1, opts=("adam",))
     assert {r["impl"] for r in rows} == {"gradlab", "gradlab+packed", "optax"}
     assert all(r["step_ms"] > 0 and r["loop_ms"] > 0 and 0 <= r["opt_share"] < 1 for r in rows)
+
+
+def test_every_benchmark_script_imports():
+    """A moved private name broke ``composition.py`` at import for many commits
+    (hunt56): each script's imports still resolve (nothing runs at import)."""
+    sys.path.insert(0, str(RUN.parent))  # the scripts import run.py's helpers
+    for path in sorted(RUN.parent.glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)  # raises on an import that no longer resolves
+        assert module.__doc__, path.name  # each says what it measures and how to run it
