@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pathlib
 import sys
 
@@ -49,9 +50,18 @@ def test_every_benchmark_script_imports():
     """A moved private name broke ``composition.py`` at import for many commits
     (hunt56): each script's imports still resolve (nothing runs at import)."""
     sys.path.insert(0, str(RUN.parent))  # the scripts import run.py's helpers
-    for path in sorted(RUN.parent.glob("*.py")):
-        spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)  # raises on an import that no longer resolves
-        assert module.__doc__, path.name  # each says what it measures and how to run it
+    # lbfgs.py switches float64 on and pins BLAS threads as it is imported (it runs
+    # as a script): put both back, or every later test in this process runs in x64
+    x64, environ = jax.config.jax_enable_x64, dict(os.environ)
+    try:
+        for path in sorted(RUN.parent.glob("*.py")):
+            spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)  # raises on an import that no longer resolves
+            assert module.__doc__, path.name  # each says what it measures and how to run it
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+        os.environ.clear()
+        os.environ.update(environ)
+    assert jax.numpy.zeros(()).dtype == jax.numpy.float32 or x64
