@@ -141,14 +141,7 @@ OPTIMIZER_CASES = [
         adaptive=True,
     ),
     # eps_in_sqrt=True: Optax's default, g / sqrt(v + eps); an eps big enough to tell
-    OptimizerCase(
-        "rmsprop_eps_in_sqrt",
-        lambda lr: gl.rmsprop(lr, eps=1e-2, eps_in_sqrt=True),
-        P(ref.rmsprop, eps=1e-2, eps_in_sqrt=True),
-        0.01,
-        lambda lr: optax.rmsprop(lr, eps=1e-2),
-        adaptive=True,
-    ),
+    # (the plain form: BlockCase scale_by_rms_eps_in_sqrt)
     OptimizerCase(
         "rmsprop_centered_momentum_eps_in_sqrt",
         lambda lr: gl.rmsprop(lr, eps=1e-2, centered=True, momentum=0.9, eps_in_sqrt=True),
@@ -497,8 +490,8 @@ BLOCK_CASES = [
     ),
     BlockCase(
         "scale_by_rms_eps_in_sqrt",
-        lambda: gl.scale_by_rms(0.8, 1e-2, centered=True, eps_in_sqrt=True),
-        lambda us, p: ref.scale_by_rms(us, 0.8, 1e-2, centered=True, eps_in_sqrt=True),
+        lambda: gl.scale_by_rms(0.8, 1e-2, eps_in_sqrt=True),
+        lambda us, p: ref.scale_by_rms(us, 0.8, 1e-2, eps_in_sqrt=True),
     ),
     BlockCase(
         "scale_by_rms_initial_scale",
