@@ -216,21 +216,23 @@ def adan(
     weight_decay: float = 0.0,
     mask: dict[str, bool] | None = None,
 ) -> Rule:
-    """Adan (Xie et al. 2022, Alg. 1) in decay-rate form (paper's β = 1 - b):
-    ``Δ = g - g_prev`` (0 at step 1); ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) Δ``,
-    ``n = b3 n + (1-b3)(g + (1-b2) Δ)²``, bias-corrected (as the authors' code);
-    ``p -= lr ((m̂ + (1-b2) v̂)/(sqrt(n̂ + eps_root) + eps) + weight_decay p)``
+    """Adan (Xie et al. 2022, Alg. 1) in decay-rate form (paper's β = 1 - b, so
+    its ``1 - β2`` on the differences is ``b2``): ``Δ = g - g_prev`` (0 at step
+    1); ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) Δ``,
+    ``n = b3 n + (1-b3)(g + b2 Δ)²``, bias-corrected (as the authors' code,
+    sail-sg/Adan: ``update = grad + beta2 * diff``);
+    ``p -= lr ((m̂ + b2 v̂)/(sqrt(n̂ + eps_root) + eps) + weight_decay p)``
     (Optax's decoupled decay; the paper divides by ``1 + lr weight_decay``)."""
 
     def step(s, p, g, lr, t, name):
         diff = np.zeros_like(g) if t == 1 else g - s["g_prev"]
         s["m"] = b1 * s["m"] + (1 - b1) * g
         s["v"] = b2 * s["v"] + (1 - b2) * diff
-        s["n"] = b3 * s["n"] + (1 - b3) * (g + (1 - b2) * diff) ** 2
+        s["n"] = b3 * s["n"] + (1 - b3) * (g + b2 * diff) ** 2
         s["g_prev"] = g
         m_hat, v_hat = s["m"] / (1 - b1**t), s["v"] / (1 - b2**t)
         n_hat = s["n"] / (1 - b3**t)
-        d = (m_hat + (1 - b2) * v_hat) / (np.sqrt(n_hat + eps_root) + eps)
+        d = (m_hat + b2 * v_hat) / (np.sqrt(n_hat + eps_root) + eps)
         if _decayed(mask, name):
             d = d + weight_decay * p
         return p - lr * d
@@ -491,7 +493,8 @@ def schedule_free(
     Optax's conventions (the state is per leaf; the scalars are shared and
     recomputed identically for every leaf):
 
-    ``lr_k`` (times ``min(1, k/warmup_steps)``, 0-based ``k``); ``z -= lr_k d``
+    ``lr_k`` (times ``min(1, (k+1)/warmup_steps)``, 0-based ``k``: the paper's
+    ``t / T_warmup`` and the authors' code, facebookresearch/schedule_free); ``z -= lr_k d``
     with ``d = g(y) + wd y`` (SGD) or ``g/(sqrt(v/(1-b2^t)) + eps) + wd y`` (AdamW,
     ``v = b2 v + (1-b2) g²``); ``w = (max_{i<=k} lr_i)^weight_lr_power``,
     ``c = w / Σw`` (0 while ``Σw = 0``); ``x = (1-c) x + c z``;
@@ -503,7 +506,7 @@ def schedule_free(
     def step(s, p, g, lr, t, name):
         k = t - 1
         if warmup_steps is not None:
-            lr = lr * (min(1.0, k / warmup_steps) if warmup_steps > 0 else 1.0)
+            lr = lr * (min(1.0, (k + 1) / warmup_steps) if warmup_steps > 0 else 1.0)
         if base == "sgd":
             d = g
         else:

@@ -361,9 +361,9 @@ def test_schedule_free_eval_params_needs_a_schedule_free_state():
 
 
 def test_schedule_free_uses_step_zero_of_its_schedule():
-    # lr(0) = 0 (the warm-up's first step): no move, and weight 0 (c = 0); at
+    # lr(0) = 0 (a schedule rising from 0): no move, and weight 0 (c = 0); at
     # step 1 the first nonzero learning rate gets the whole weight (c = 1): x = z.
-    tx = gl.schedule_free_sgd(1.0, warmup_steps=4, b1=0.5)
+    tx = gl.schedule_free_sgd(lambda k: jnp.minimum(k.astype(jnp.float32) / 4, 1.0), b1=0.5)
     params = {"w": jnp.asarray([1.0, -2.0])}
     state = tx.init(params)
     g = {"w": jnp.asarray([1.0, 1.0])}

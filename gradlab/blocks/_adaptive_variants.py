@@ -415,10 +415,14 @@ def scale_by_adan(
     learning rate.
 
     With ``Δ = g - g_prev`` (0 at the first step): ``m <- b1 m + (1-b1) g``,
-    ``v <- b2 v + (1-b2) Δ``, ``n <- b3 n + (1-b3) (g + (1-b2) Δ)²``; output
-    ``(m̂ + (1-b2) v̂) / (sqrt(n̂ + eps_root) + eps)``, hats the Adam-style bias
-    corrections. ``b1, b2, b3`` are decay rates as in ``optax.scale_by_adan``
-    (the paper's ``β1 = 0.02`` is ``1 - b1``).
+    ``v <- b2 v + (1-b2) Δ``, ``n <- b3 n + (1-b3) (g + b2 Δ)²``; output
+    ``(m̂ + b2 v̂) / (sqrt(n̂ + eps_root) + eps)``, hats the Adam-style bias
+    corrections. ``b1, b2, b3`` are decay rates (the paper's ``β1 = 0.02`` is
+    ``1 - b1``), so the paper's ``(1 - β2)`` on ``Δ`` and on ``v`` is ``b2``: as
+    Alg. 1 and the authors' code (sail-sg/Adan: ``grad + beta2 * diff``).
+    ``optax.scale_by_adan`` (0.2.8) weighs them by ``1 - b2`` instead, 0.08
+    rather than 0.92 by default (its open PR #1715); the two agree at
+    ``b2 = 0.5`` and at the first step.
     """
     check_scalars(b1=b1, b2=b2, b3=b3, eps=eps, eps_root=eps_root)
     for name, value in (("b1", b1), ("b2", b2), ("b3", b3)):
@@ -455,9 +459,9 @@ def scale_by_adan(
             diff = jnp.where(first, jnp.zeros_like(gx), gx - g_prev.astype(dt))
             m_new = _tree.as_stored(_tree.moment_step(gx, m, c.b1, 1, c.cb1, dt), m.dtype)
             v_new = _tree.as_stored(_tree.moment_step(diff, v, c.b2, 1, c.cb2, dt), v.dtype)
-            n_new = _tree.moment_step(gx + c.cb2 * diff, n, c.b3, 2, c.cb3, dt)
+            n_new = _tree.moment_step(gx + c.b2 * diff, n, c.b3, 2, c.cb3, dt)
             n_new = _tree.as_stored(n_new, n.dtype)
-            direction = m_new / c.db1 + c.cb2 * v_new / c.db2
+            direction = m_new / c.db1 + c.b2 * v_new / c.db2
             out = direction / (_tree.root(n_new / c.db3 + c.eps_root) + c.eps)
             return (
                 out.astype(g.dtype),

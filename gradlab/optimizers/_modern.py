@@ -310,9 +310,12 @@ def adan(
 ) -> GradientTransformation:
     """Adan (Xie et al. 2022): Nesterov momentum from gradient differences.
 
-    ``p <- p - lr * ((m̂ + (1-b2) v̂) / (sqrt(n̂ + eps_root) + eps) + weight_decay * p)``
-    (see ``scale_by_adan``). ``optax.adan``; the paper decays as
-    ``p / (1 + lr weight_decay)`` (the same to first order in ``lr``).
+    ``p <- p - lr * ((m̂ + b2 v̂) / (sqrt(n̂ + eps_root) + eps) + weight_decay * p)``
+    (see ``scale_by_adan``: the paper's Alg. 1 and the authors' code, where
+    ``optax.adan`` weighs the gradient differences by ``1 - b2``). The paper
+    decays as ``p / (1 + lr weight_decay)`` (the same to first order in
+    ``lr``); ``eps_root`` is Optax's default, the authors' code has none
+    (``eps_root=0``).
     ``b1``, ``b2``, ``b3``: the decay rates of ``m``, ``v``, ``n``. ``mask`` (tree of bools
     or ``params -> tree``) selects the decayed leaves. ``lr``: ``learning_rate`` (a number,
     array or schedule).

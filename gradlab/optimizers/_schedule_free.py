@@ -158,8 +158,12 @@ def schedule_free(
 
 
 def _with_warmup(learning_rate: ScalarOrSchedule, warmup_steps: Any) -> ScalarOrSchedule:
-    """``learning_rate`` times a linear warm-up from 0 over ``warmup_steps`` (None:
-    none), computed in at least float32 (a bfloat16 rate ramps in float32)."""
+    """``learning_rate`` times a linear warm-up over ``warmup_steps`` (None: none):
+    ``min(1, (k + 1) / warmup_steps)`` at 0-based step ``k``, the paper's
+    ``min(1, t / T_warmup)`` at ``t = k + 1`` and the authors' code
+    (facebookresearch/schedule_free), so the first step moves and ``0`` or
+    ``1`` means none. Computed in at least float32 (a bfloat16 rate ramps in
+    float32)."""
     if warmup_steps is None:
         return learning_rate
     check_learning_rate("learning_rate", learning_rate)  # before it is hidden in a schedule
@@ -171,7 +175,7 @@ def _with_warmup(learning_rate: ScalarOrSchedule, warmup_steps: Any) -> ScalarOr
         lr = jnp.asarray(fn(count))
         dt = _tree.compute_dtype(lr.dtype) if _tree.is_float(lr.dtype) else jnp.float32
         k, n = jnp.asarray(count).astype(dt), jnp.asarray(warmup_steps).astype(dt)
-        ramp = jnp.where(n > 0, jnp.minimum(k / jnp.where(n > 0, n, 1), 1), 1)
+        ramp = jnp.where(n > 0, jnp.minimum((k + 1) / jnp.where(n > 0, n, 1), 1), 1)
         return lr.astype(dt) * ramp
 
     return schedule
@@ -189,8 +193,10 @@ def schedule_free_sgd(
     factor folded in): ``z <- z - lr_k (g(y) + weight_decay y)``, ``x`` the
     ``lr_max^2``-weighted average of the ``z``'s, ``y = (1-b1) z + b1 x``.
 
-    ``warmup_steps``: a linear warm-up of the learning rate from 0 (step 0
-    uses 0). Evaluate at :func:`schedule_free_eval_params`. State: ``z`` (1x).
+    ``warmup_steps``: a linear warm-up of the learning rate, ``lr_k * min(1,
+    (k+1)/warmup_steps)`` at 0-based step ``k``, as the paper and the authors'
+    code (``optax.contrib``'s starts at 0: its step 0 does not move). Evaluate
+    at :func:`schedule_free_eval_params`. State: ``z`` (1x).
     ``optax.contrib.schedule_free_sgd`` (see :func:`schedule_free` for the
     one-step schedule offset there).
     ``lr_k``: ``learning_rate`` (a number, array or schedule; times the warm-up) at step
@@ -223,7 +229,8 @@ def schedule_free_adamw(
     bias correction into ``lr_t = lr sqrt(1-b2^t)`` (so ``eps`` is on the
     uncorrected ``sqrt(v)``, and its averaging weights grow with it); here,
     as in Optax, ``v`` is corrected and the weights use ``lr_k`` alone.
-    ``lr_k``: ``learning_rate`` (a number, array or schedule; times the warm-up) at step
+    ``lr_k``: ``learning_rate`` (a number, array or schedule; times the warm-up
+    ``min(1, (k+1)/warmup_steps)``, as :func:`schedule_free_sgd`) at step
     ``k``; ``b1``, ``weight_lr_power`` and ``state_dtype`` (the dtype of ``z``) as in
     :func:`schedule_free`.
 
