@@ -46,10 +46,12 @@ def compute_dtype(dtype: Any) -> np.dtype:
 def hp(value: Any, dtype: Any) -> jax.Array:
     """A hyperparameter (number or array, maybe traced) as an array of ``dtype``.
 
-    A Python int goes straight to ``dtype``: through the default int32 first,
-    ``eps=2**31`` overflowed inside JAX.
+    A Python or NumPy int goes straight to ``dtype``: through the default int32
+    first, ``eps=2**31`` (or ``np.int64(2**32 + 1)``) wrapped inside JAX.
     """
-    if isinstance(value, int) and not isinstance(value, bool):
+    if (isinstance(value, int) and not isinstance(value, bool)) or (
+        isinstance(value, np.ndarray | np.integer) and np.issubdtype(value.dtype, np.integer)
+    ):
         return jnp.asarray(value, dtype)
     return jnp.asarray(value).astype(dtype)
 

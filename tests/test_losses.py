@@ -1000,3 +1000,48 @@ def test_penalties_scale_before_rounding_to_float16():
     w = {"w": jnp.asarray([300.0], jnp.float16)}
     assert float(L.l2_penalty(w)) == float(np.float16(45000.0))
     assert float(L.elastic_net_penalty(w, 0.0, 1.0)) == float(np.float16(45000.0))
+
+
+def test_a_nan_embedding_gives_a_nan_distance_and_triplet_loss():
+    # sq > 0 is False for NaN: the distance was 0 and triplet_margin the finite
+    # margin, while the gradient was NaN (a diverged model looked healthy)
+    a = jnp.array([[jnp.nan, 0.0], [3.0, 4.0]])
+    d = L.euclidean_distance(a, jnp.zeros((2, 2)))
+    assert np.isnan(d[0]) and float(d[1]) == 5.0
+    assert np.isnan(L.euclidean_distance(jnp.array([jnp.inf]), jnp.array([jnp.inf])))
+    loss = L.triplet_margin(a, jnp.zeros((2, 2)), jnp.ones((2, 2)))
+    assert np.isnan(loss[0]) and np.isfinite(loss[1])
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda z: L.l1_penalty({"w": z}), "a params leaf"),
+        (lambda z: L.l2_penalty({"w": z}), "a params leaf"),
+        (lambda z: L.elastic_net_penalty({"w": z}, 1.0, 1.0), "a params leaf"),
+        (lambda z: L.squared_error(z, jnp.zeros(2)), "pred"),
+        (lambda z: L.huber(jnp.zeros(2), z), "target"),
+        (lambda z: L.euclidean_distance(jnp.zeros(2), z), "b"),
+        (lambda z: L.sigmoid_binary_cross_entropy(z, jnp.ones(2)), "logits"),
+        (lambda z: L.hinge(jnp.ones(2), z), "labels_pm1"),
+        (lambda z: L.contrastive(jnp.ones(2), jnp.zeros(2), margin=z[0]), "margin"),
+        (lambda z: L.weighted_sum({"a": (1.0, z)}), "the value of 'a'"),
+    ],
+)
+def test_complex_inputs_raise_type_error_naming_them(call, name):
+    # astype(float) kept the real part: l2_penalty([3+4j, 1j]) was 4.5, not a TypeError
+    with pytest.raises(TypeError, match=f"{name} must be (a )?real"):
+        call(jnp.array([3 + 4j, 1j]))
+
+
+def test_numpy_int64_values_beyond_int32_do_not_wrap():
+    # jnp.asarray wrapped NumPy int64 to int32 before the float cast (x64 off)
+    logits = jnp.array([[0.0, 1.0, 5.0]])
+    for label in (2**32 + 2, -(2**32) + 1):
+        with pytest.raises(ValueError, match=str(label)):
+            L.softmax_cross_entropy_with_integer_labels(logits, np.array([label], np.int64))
+    big = np.array([3_000_000_000], np.int64)
+    assert float(L.squared_error(jnp.array([3e9]), big)[0]) == 0.0
+    assert float(L.huber(jnp.array([5.0]), jnp.array([0.0]), delta=np.int64(2**32 + 1))[0]) == 12.5
+    total, _ = L.weighted_sum({"a": (np.int64(2**31), 1.0)})
+    assert float(total) == 2.0**31

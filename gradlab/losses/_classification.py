@@ -68,8 +68,8 @@ def _binary_inputs(
 ) -> tuple[Array, Array]:
     check_same_shape(x_name, x, labels_name, labels)
     check_label_values(labels_name, labels, _in_unit_interval, "in [0, 1]")
-    x = as_float(x)
-    return x, cast(labels, x.dtype)
+    x = as_float(x, x_name)
+    return x, cast(labels, x.dtype, labels_name)
 
 
 def binary_cross_entropy(probs: ArrayLike, labels: ArrayLike) -> Array:
@@ -136,8 +136,8 @@ def sigmoid_binary_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
 def _multiclass_inputs(x: ArrayLike, labels: ArrayLike, x_name: str) -> tuple[Array, Array]:
     check_class_axis(x_name, x)
     check_same_shape(x_name, x, "labels", labels)
-    x = as_float(x)
-    return x, cast(labels, x.dtype)
+    x = as_float(x, x_name)
+    return x, cast(labels, x.dtype, "labels")
 
 
 def _xlogy_sum(y: Array, log_p: Array) -> Array:
@@ -235,22 +235,25 @@ def softmax_cross_entropy_with_integer_labels(logits: ArrayLike, labels: ArrayLi
     [0.24, 1.099]
     """
     check_class_axis("logits", logits)
+    given = labels
+    labels_dtype = np.result_type(labels) if isinstance(labels, np.ndarray | np.generic) else None
     labels = jnp.asarray(labels)
-    if not jnp.issubdtype(labels.dtype, jnp.integer):
+    if not jnp.issubdtype(labels_dtype or labels.dtype, jnp.integer):
         raise TypeError(
-            f"labels must be integer class indices, got dtype {labels.dtype}; "
+            f"labels must be integer class indices, got dtype {labels_dtype or labels.dtype}; "
             "for one-hot or soft labels use softmax_cross_entropy"
         )
-    x = as_float(logits)
+    x = as_float(logits, "logits")
     n_classes = x.shape[-1]
     if labels.shape != x.shape[:-1]:
         raise ValueError(
             f"labels shape {labels.shape} must be the logits shape {x.shape} without "
             f"its last (class) axis, i.e. {x.shape[:-1]}"
         )
+    # the values as given: JAX's int32 (x64 off) wraps a NumPy int64 2**32 + 2 to 2
     check_label_values(
         "labels",
-        labels,
+        labels if labels_dtype is None else given,
         lambda a: (a >= 0) & (a < n_classes),
         f"class indices in [0, {n_classes})",
     )
@@ -274,8 +277,8 @@ def _margin_inputs(scores: ArrayLike, labels_pm1: ArrayLike) -> Array:
     check_label_values(
         "labels_pm1", labels_pm1, _plus_minus_one, "-1 or +1 (map 0/1 labels with 2 * y - 1)"
     )
-    s = as_float(scores)
-    return s * cast(labels_pm1, s.dtype)
+    s = as_float(scores, "scores")
+    return s * cast(labels_pm1, s.dtype, "labels_pm1")
 
 
 def hinge(scores: ArrayLike, labels_pm1: ArrayLike) -> Array:
@@ -370,8 +373,8 @@ def sigmoid_focal(
     log_one_minus_pt = jnp.logaddexp(
         safe_log(y) + jax.nn.log_sigmoid(-x), safe_log(1 - y) + jax.nn.log_sigmoid(x)
     )
-    loss = jnp.exp(cast(gamma, x.dtype) * log_one_minus_pt) * bce
+    loss = jnp.exp(cast(gamma, x.dtype, "gamma") * log_one_minus_pt) * bce
     if alpha is None:
         return loss
-    alpha = cast(alpha, x.dtype)
+    alpha = cast(alpha, x.dtype, "alpha")
     return (alpha * y + (1 - alpha) * (1 - y)) * loss

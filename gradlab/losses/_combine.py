@@ -60,7 +60,7 @@ def weighted_sum(
         if not (isinstance(pair, tuple | list) and len(pair) == 2):
             raise TypeError(f"terms[{name!r}] must be a (weight, value) pair, got {pair!r}")
         check_number(f"weight of {name!r}", pair[0])
-        values[name] = as_float(pair[1])
+        values[name] = as_float(pair[1], f"the value of {name!r}")
     with jax.numpy_dtype_promotion("standard"):
         dtype = jnp.result_type(*values.values())
     try:
@@ -76,7 +76,10 @@ def weighted_sum(
                 f"the weight of {name!r} has shape {jnp.shape(terms[name][0])}, which does not "
                 f"broadcast with its value's {value.shape}"
             ) from None
-    parts = {name: cast(terms[name][0], dtype) * values[name].astype(dtype) for name in values}
+    parts = {
+        name: cast(terms[name][0], dtype, f"the weight of {name!r}") * values[name].astype(dtype)
+        for name in values
+    }
     names = list(parts)
     total = parts[names[0]]
     for name in names[1:]:

@@ -32,6 +32,7 @@ def euclidean_distance(a: ArrayLike, b: ArrayLike) -> Array:
     pair that a contrastive loss has already pulled together. Here the
     gradient at 0 is 0 (a valid subgradient), using the double ``where``: the
     square root is never evaluated at 0 in the branch that is differentiated.
+    A NaN (or ``inf - inf``) coordinate gives NaN, as the plain formula does.
 
     Args:
       a, b: ``(..., D)`` arrays of the same shape.
@@ -49,13 +50,15 @@ def euclidean_distance(a: ArrayLike, b: ArrayLike) -> Array:
     check_same_shape("a", a, "b", b)
     if jnp.ndim(a) < 1:
         raise ValueError(f"a and b must have a last (feature) axis, got shape {jnp.shape(a)}")
-    a = as_float(a)
+    a = as_float(a, "a")
     # 16-bit inputs are summed in float32: in float16 a distance of 256 would
     # square to inf and one of 2e-4 to 0 (torch gets both right).
     acc = a.dtype if jnp.finfo(a.dtype).bits >= 32 else jnp.float32
-    sq = jnp.sum(jnp.square(a.astype(acc) - cast(b, a.dtype).astype(acc)), axis=-1)
-    nonzero = sq > 0
-    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1)), 0).astype(a.dtype)
+    sq = jnp.sum(jnp.square(a.astype(acc) - cast(b, a.dtype, "b").astype(acc)), axis=-1)
+    # sq == 0, not sq > 0: a NaN sum must stay NaN (a diverged embedding reaches
+    # the loss, visibly), where sq > 0 took it for a distance 0
+    zero = sq == 0
+    return jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, sq))).astype(a.dtype)
 
 
 def contrastive(distance: ArrayLike, is_dissimilar: ArrayLike, margin: ArrayLike = 1.0) -> Array:
@@ -86,10 +89,10 @@ def contrastive(distance: ArrayLike, is_dissimilar: ArrayLike, margin: ArrayLike
     check_same_shape("distance", distance, "is_dissimilar", is_dissimilar)
     check_label_values("is_dissimilar", is_dissimilar, lambda a: (a >= 0) & (a <= 1), "in [0, 1]")
     check_broadcasts_to("margin", margin, jnp.shape(distance))
-    d = as_float(distance)
+    d = as_float(distance, "distance")
     dc = d.astype(_tree.compute_dtype(d.dtype))  # 0.5 * D**2 fits float16 where D**2 may not
-    y = cast(is_dissimilar, dc.dtype)
-    margin = cast(margin, dc.dtype)
+    y = cast(is_dissimilar, dc.dtype, "is_dissimilar")
+    margin = cast(margin, dc.dtype, "margin")
     loss = 0.5 * ((1 - y) * jnp.square(dc) + y * jnp.square(jax.nn.relu(margin - dc)))
     return loss.astype(d.dtype)
 
@@ -123,7 +126,7 @@ def triplet_margin(
     check_same_shape("anchor", anchor, "positive", positive)
     check_same_shape("anchor", anchor, "negative", negative)
     check_broadcasts_to("margin", margin, jnp.shape(anchor)[:-1])
-    anchor = as_float(anchor)
+    anchor = as_float(anchor, "anchor")
     d_pos = euclidean_distance(anchor, positive)
     d_neg = euclidean_distance(anchor, negative)
-    return jax.nn.relu(d_pos - d_neg + cast(margin, anchor.dtype))
+    return jax.nn.relu(d_pos - d_neg + cast(margin, anchor.dtype, "margin"))

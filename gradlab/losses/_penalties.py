@@ -30,7 +30,7 @@ def _tree_sum(fn: Callable[[Array], Array], params: Any) -> tuple[Array, Any]:
     """``sum_leaves sum(fn(w))`` in at least float32, and the leaves' common dtype
     to round the penalty to once, at the very end (after its scaling: a float16
     ``0.5 * 300**2`` fits where ``300**2`` does not)."""
-    leaves = [as_float(leaf) for leaf in jax.tree.leaves(params)]
+    leaves = [as_float(leaf, "a params leaf") for leaf in jax.tree.leaves(params)]
     if not leaves:
         zero = jnp.zeros((), jnp.result_type(float))
         return zero, zero.dtype
@@ -103,4 +103,4 @@ def elastic_net_penalty(params: Any, l1: ArrayLike, l2: ArrayLike) -> Array:
     check_nonnegative("l2", l2)
     (l1_sum, dtype), (l2_sum, _) = _tree_sum(abs_, params), _tree_sum(jnp.square, params)
     acc = l1_sum.dtype
-    return (cast(l1, acc) * l1_sum + cast(l2, acc) * (0.5 * l2_sum)).astype(dtype)
+    return (cast(l1, acc, "l1") * l1_sum + cast(l2, acc, "l2") * (0.5 * l2_sum)).astype(dtype)

@@ -25,8 +25,8 @@ __all__ = ["absolute_error", "huber", "squared_error"]
 
 def _residual(pred: ArrayLike, target: ArrayLike) -> Array:
     check_same_shape("pred", pred, "target", target)
-    pred = as_float(pred)
-    return pred - cast(target, pred.dtype)
+    pred = as_float(pred, "pred")
+    return pred - cast(target, pred.dtype, "target")
 
 
 def squared_error(pred: ArrayLike, target: ArrayLike) -> Array:
@@ -95,7 +95,7 @@ def huber(pred: ArrayLike, target: ArrayLike, delta: ArrayLike = 1.0) -> Array:
     check_broadcasts_to("delta", delta, r.shape)
     # In >= float32: 0.5 * r**2 fits float16 where r**2 overflows (r = 300).
     rc = r.astype(_tree.compute_dtype(r.dtype))
-    delta = cast(delta, rc.dtype)
+    delta = cast(delta, rc.dtype, "delta")
     abs_r = jnp.abs(rc)
     # Branch-free so a traced delta works: the part of |r| inside delta is
     # penalised quadratically, the rest linearly.
