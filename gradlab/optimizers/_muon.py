@@ -110,7 +110,9 @@ def muon(
     (same defaults and chain); Keller Jordan's reference keeps the momentum
     as ``b <- beta b + g`` without bias correction, which the orthogonalisation
     makes the same direction up to ``eps``, except the look-ahead's weighting
-    in the first steps.
+    of ``m`` against ``g``, off by ``(1-beta^t)/(1-beta^(t+1))``: at
+    ``beta=0.95``, 1.4% at step 30, under 1% after ~50 steps (``1/(1-beta)``
+    steps' scale).
 
     >>> tx = muon(0.02, adam_learning_rate=3e-4, weight_decay=0.01)
     """
