@@ -533,6 +533,39 @@ def test_adaptive_grad_clip_units_of_conv_and_degenerate_kernels_match_optax():
         assert not np.allclose(ours[k], grads[k]), k  # the clip acted on each leaf
 
 
+def test_a_nan_gradient_reaches_the_whole_clipped_unit_as_in_optax():
+    # A NaN norm failed "norm > limit": the finite entries passed unclipped, and a
+    # zero_nans after the clip applied them (a step of norm 500 with max_norm 1).
+    g = {"w": jnp.array([[jnp.nan, 300.0], [400.0, 2.0]]), "b": jnp.array([3.0, 4.0])}
+    p = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    for make in (lambda m: m.clip_by_global_norm(1.0), lambda m: m.adaptive_grad_clip(0.01)):
+        ours, theirs = _one_step(make(gl), g, p), _one_step(_optax_block(make), g, p)
+        for k in g:
+            np.testing.assert_allclose(ours[k], theirs[k], rtol=1e-6)  # NaN where Optax's is
+        assert np.isnan(ours["w"][:, 0]).all()
+    clipped = _one_step(gl.chain(gl.clip_by_global_norm(1.0), gl.zero_nans()), g, p)
+    assert all(not np.any(u) for u in jax.tree.leaves(clipped))
+
+
+def test_centralize_unit_axis_centres_each_output_unit_of_a_jax_kernel():
+    # Optax's rule (unit_axis=0: all axes but the first) is the paper's for torch
+    # layouts; JAX kernels put the outputs last: (in, out), (h, w, in, out).
+    rng = np.random.default_rng(3)
+    g = {"d": jnp.asarray(rng.normal(size=(5, 3))), "c": jnp.asarray(rng.normal(size=(2, 2, 3, 4)))}
+    ours = _one_step(gl.centralize(unit_axis=-1), g, g)
+    for k, u in ours.items():
+        units = np.asarray(u).reshape(-1, u.shape[-1])
+        np.testing.assert_allclose(units.mean(axis=0), 0.0, atol=1e-6)
+        want = np.asarray(g[k]) - np.asarray(g[k]).reshape(-1, u.shape[-1]).mean(0)
+        np.testing.assert_allclose(u, want, rtol=1e-5, atol=1e-6)
+    default = _one_step(gl.centralize(), g, g)
+    optax_default = _one_step(_optax_block(lambda o: o.centralize()), g, g)
+    for k in g:
+        np.testing.assert_allclose(default[k], optax_default[k], rtol=1e-6, atol=1e-7)
+    injected = gl.inject_hyperparams(gl.centralize)(unit_axis=-1)  # a structural argument
+    np.testing.assert_array_equal(_one_step(injected, g, g)["c"], ours["c"])
+
+
 def test_trust_ratio_floors_a_small_param_norm_at_min_norm_like_optax():
     """A param (and an update) whose norm is below ``min_norm`` uses ``min_norm``
     (hunt52: every test param had a norm above the floor)."""

@@ -423,6 +423,8 @@ COMBINATORS_AND_TYPES: list[Row] = [
     ("init: a bool param leaf", lambda: gl.sgd(0.1, momentum=0.9).init({"flag": jnp.array(True)}), TypeError, ("['flag']", "bool")),
     ("scale_by_muon: a vector param", lambda: gl.scale_by_muon().init({"v": jnp.ones(3)}), ValueError, ("['v']", "(3,)")),
     ("value_and_grad_from_state: not a function", lambda: gl.value_and_grad_from_state(3), TypeError, ("value_fn", "3")),
+    ("centralize: a float unit_axis", lambda: gl.centralize(1.0), TypeError, ("unit_axis", "1.0")),
+    ("centralize: a unit_axis out of range for a leaf", lambda: update(gl.centralize(unit_axis=2)), ValueError, ("unit_axis 2", "(2, 3)")),
 ]
 
 GRADIENTS_AND_STATES: list[Row] = [
@@ -686,7 +688,7 @@ def test_a_schedule_with_python_control_flow_is_checked_when_it_runs():
 
 # --------------------------------------------------------------------------
 # The count, by section (kept in step with the table by the test below):
-# 366 distinct bad inputs -- 283 raise ValueError, 82 TypeError, 1 KeyError
+# 368 distinct bad inputs -- 284 raise ValueError, 83 TypeError, 1 KeyError
 # (set_hyperparams' unknown name: KeyError is its documented contract).
 # --------------------------------------------------------------------------
 
@@ -697,7 +699,7 @@ LISTED_COUNTS = {
     "weight decay, factors, dtypes": 35,
     "periods and step counts": 31,
     "schedules": 29,
-    "combinators, masks, labels, wrong types": 49,
+    "combinators, masks, labels, wrong types": 51,
     "gradients and states unlike the state": 46,
     "checkpoints": 12,
     "losses": 19,
@@ -709,7 +711,7 @@ LISTED_COUNTS = {
 
 def test_the_listed_counts_are_the_tables():
     assert {name: len(rows) for name, rows in SECTIONS.items()} == LISTED_COUNTS
-    assert sum(LISTED_COUNTS.values()) == len(BAD_INPUTS) == 366
+    assert sum(LISTED_COUNTS.values()) == len(BAD_INPUTS) == 368
 
 
 def test_valid_values_that_used_to_fail_inside_jax_now_work():

@@ -40,6 +40,9 @@ def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
     ``u <- u * min(1, max_norm / ||u||)`` with ``||u||`` over all leaves
     (``optax.clip_by_global_norm``; ``torch.nn.utils.clip_grad_norm_`` without
     its 1e-6). ``max_norm > 0`` — a negative one would flip the update's sign.
+    A NaN anywhere makes the norm NaN and every entry NaN, as in Optax and
+    torch: the finite entries are not passed on unclipped (a ``zero_nans``
+    after the clip then zeroes the whole step).
     """
     check_scalars(max_norm=max_norm)
     check_positive("max_norm", max_norm)
@@ -50,8 +53,8 @@ def clip_by_global_norm(max_norm: Any) -> GradientTransformation:
         limit = jnp.asarray(max_norm, norm.dtype)
         # u / (norm / limit), exactly u where norm <= limit: the factor
         # limit / norm would be subnormal, and flush to 0, for a norm above
-        # ~8.5e37 * limit in float32.
-        return _tree.unscale(updates, jnp.where(norm > limit, norm / limit, 1)), state
+        # ~8.5e37 * limit in float32. A NaN norm is not <= limit: NaN everywhere.
+        return _tree.unscale(updates, jnp.where(norm <= limit, 1, norm / limit)), state
 
     # A whole-tree reduction gives the same norm over packed buffers (summed in
     # another order: equal to round-off); under a mask it must not see the rest.

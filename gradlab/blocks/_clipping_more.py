@@ -18,7 +18,7 @@ from gradlab._checks import (
     check_positive,
     check_scalars,
 )
-from gradlab._core import PER_LEAF, WHOLE_TREE, GradientTransformation, stateless
+from gradlab._core import PER_LEAF, WHOLE_TREE, GradientTransformation, stateless, structural
 from gradlab.blocks._helpers import rms_all, widest
 
 
@@ -66,13 +66,22 @@ def _unit_axes(x: jax.Array, axis: Any) -> tuple[int, ...]:
     )
 
 
+@structural("axis")
 def adaptive_grad_clip(clipping: Any, eps: Any = 1e-3, axis: Any = None) -> GradientTransformation:
     """Adaptive gradient clipping (Brock et al. 2021, NFNets, eq. 3), unit-wise:
 
     ``g <- g * clipping * max(||p||, eps) / ||g||`` where
     ``||g|| > clipping * max(||p||, eps)``, norms taken per output unit (see
     ``axis``; default as ``optax.adaptive_grad_clip``: per output column of a
-    ``(in, out)`` kernel, the whole leaf for vectors). ``clipping > 0``.
+    ``(in, out)`` kernel, the whole leaf for vectors). ``clipping > 0``. A unit
+    whose gradient norm is NaN comes out NaN (as Optax's).
+
+    The default unit is read from the shape alone, so two layouts are taken
+    for another: a leaf with one dimension above 1, such as a ``(1, n)``
+    Dense kernel of a single input feature, is a vector (one norm for the
+    leaf: pass ``axis=0`` for one per output), and a 3-D leaf is a multi-head
+    ``(in, heads, out)`` kernel (a Flax ``Conv1D`` kernel ``(width, in, out)``
+    needs ``axis=(0, 1)``, as the paper's per-output-unit norm).
     """
     check_scalars(clipping=clipping, eps=eps)
     check_positive("clipping", clipping)
@@ -97,9 +106,11 @@ def adaptive_grad_clip(clipping: Any, eps: Any = 1e-3, axis: Any = None) -> Grad
         def leaf(g, dt, g_norm, p_norm):
             gx = g.astype(dt)
             max_norm = _tree.hp(clipping, dt) * jnp.maximum(p_norm, _tree.hp(eps, dt))
-            # Only where g_norm > max_norm >= 0 is the division taken: no 0/0.
-            factor = max_norm / jnp.where(g_norm > max_norm, g_norm, 1)
-            return jnp.where(g_norm > max_norm, gx * factor, gx).astype(g.dtype)
+            # Only where g_norm > max_norm >= 0 (or g_norm is NaN, which then
+            # reaches the whole unit) is the division taken: no 0/0.
+            keep = g_norm <= max_norm
+            factor = max_norm / jnp.where(keep, 1, g_norm)
+            return jnp.where(keep, gx, gx * factor).astype(g.dtype)
 
         return treedef.unflatten(map(leaf, gs, dts, g_norms, p_norms)), state
 
@@ -129,19 +140,36 @@ def normalize_by_update_norm(scale_factor: Any = 1.0, eps: Any = 1e-6) -> Gradie
     return stateless(update, packing=WHOLE_TREE)
 
 
-def centralize() -> GradientTransformation:
+@structural("unit_axis")
+def centralize(unit_axis: int = 0) -> GradientTransformation:
     """Gradient centralisation (Yong et al. 2020): for leaves of rank >= 2,
-    subtract the mean over all axes but the first, ``g - mean(g, axes 1..)``;
-    vectors and scalars pass unchanged. ``optax.centralize``. Per leaf.
+    subtract the mean over all axes but ``unit_axis``, the axis of output
+    units, so each unit's gradient has mean 0; vectors and scalars pass
+    unchanged. Per leaf.
+
+    The default ``unit_axis=0`` is ``optax.centralize`` and the paper's rule
+    for PyTorch's ``(out, in)`` and ``(out, in, h, w)`` weights. JAX kernels
+    put the outputs last (Flax ``Dense`` ``(in, out)``, ``Conv`` ``(h, w, in,
+    out)``): pass ``unit_axis=-1`` there, or each input's gradient is centred
+    across the output units instead.
     """
+    if not isinstance(unit_axis, int | np.integer) or isinstance(unit_axis, bool):
+        raise TypeError(f"unit_axis must be an int (an axis of each leaf), got {unit_axis!r}")
+    unit_axis = int(unit_axis)
 
     def update(updates, state, params=None, **extra):
         def leaf(g):
             if g.ndim < 2:
                 return g
+            if not -g.ndim <= unit_axis < g.ndim:
+                raise ValueError(
+                    f"centralize: unit_axis {unit_axis} is out of range for a leaf of shape "
+                    f"{g.shape}"
+                )
             dt = widest(g)
             gx = g.astype(dt)
-            return (gx - jnp.mean(gx, axis=tuple(range(1, g.ndim)), keepdims=True)).astype(g.dtype)
+            axes = tuple(a for a in range(g.ndim) if a != unit_axis % g.ndim)
+            return (gx - jnp.mean(gx, axis=axes, keepdims=True)).astype(g.dtype)
 
         return jax.tree.map(leaf, _tree.as_updates(updates)), state
 
