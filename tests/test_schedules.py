@@ -1456,3 +1456,27 @@ def test_step_arrays_need_no_implicit_rank_promotion_and_bfloat16_scales_are_num
     bf = lambda v: jnp.asarray(v, jnp.bfloat16)  # noqa: E731 - NumPy cannot stack these
     s = S.piecewise_constant(0.1, {1: bf(0.5), 3: bf(0.1)})
     np.testing.assert_allclose(s(4), 0.1 * float(bf(0.5)) * float(bf(0.1)), rtol=1e-6)
+
+
+def test_long_schedules_keep_float32_precision_to_their_last_steps():
+    # In float32, 1 - t/n and 1 + cos(pi t/n) cancel near the end of a long decay
+    # (linear 4.6% off at the last of 2e6 steps, the cosine at end_value ~10
+    # steps early), and a float32 decay rate 0.99999 made exponential_decay 1.35%
+    # off at step 1e6: against float64 NumPy (torch's LinearLR, PolynomialLR,
+    # CosineAnnealingLR, ExponentialLR).
+    n = 2_000_000
+    t = np.array([n - 10, n - 1])
+    cases = [
+        (S.linear(1.0, 0.0, n), t, 1 - t / n),
+        (S.polynomial_decay(1.0, 0.0, n, power=2.0), t, (1 - t / n) ** 2),
+        (S.cosine_decay(1.0, n), t, 0.5 * (1 + np.cos(np.pi * t / n))),
+        (
+            S.warmup_cosine_decay(0.0, 1.0, 10, n),
+            t,
+            0.5 * (1 + np.cos(np.pi * (t - 10) / (n - 10))),
+        ),
+        (S.exponential_decay(1.0, 0.99999), np.array([10**6, n]), 0.99999 ** np.array([10**6, n])),
+    ]
+    for sched, steps, want in cases:
+        for how in (sched, jax.jit(sched)):
+            np.testing.assert_allclose(how(jnp.asarray(steps)), want, rtol=1e-4)

@@ -70,7 +70,12 @@ class LRFinderResult:
             them: the smoothing has not yet averaged out the noise there);
             ``minimum``: the rate of the lowest smoothed loss, divided by 10;
             ``valley``: at the middle (or just before it) of the longest
-            stretch over which the smoothed loss keeps falling. All within
+            stretch over which the smoothed loss keeps falling. ``minimum``
+            and ``valley`` read every step of ``[0, stop_step)``: fastai
+            computes all three on ``[num_steps // 10, -5)`` of what it
+            recorded, so on a curve still falling at the last step its
+            ``minimum`` is 5 steps earlier, and its ``valley`` (which then
+            cannot start in the first 10%) can land up to ~1.5x away. All within
             ``[min_lr, max_lr]`` -- or NaN when the smoothed loss never fell
             below its first value (by 0.01% of it: a flat start wobbles by an
             ulp), or the loss was NaN at step 0: there is nothing to suggest,

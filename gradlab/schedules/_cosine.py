@@ -21,9 +21,18 @@ from gradlab.schedules._common import (
 )
 
 
-def cosine_factor(pct: jnp.ndarray, exponent: ArrayLike = 1.0) -> jnp.ndarray:
-    """``((1 + cos(pi pct)) / 2) ** exponent``: 1 at ``pct=0``, 0 at ``pct=1``."""
-    c = 0.5 * (1.0 + jnp.cos(jnp.pi * pct))
+def cosine_factor(
+    pct: jnp.ndarray, exponent: ArrayLike = 1.0, rest: jnp.ndarray | None = None
+) -> jnp.ndarray:
+    """``((1 + cos(pi pct)) / 2) ** exponent``: 1 at ``pct=0``, 0 at ``pct=1``.
+
+    Given ``rest = 1 - pct`` computed from the end, as ``sin(pi rest / 2)**2``
+    (the same value): near the end ``1 + cos(pi pct)`` cancels in float32 (a
+    2e6-step cosine reached ``end_value`` ~10 steps early)."""
+    if rest is None:
+        c = 0.5 * (1.0 + jnp.cos(jnp.pi * pct))
+    else:
+        c = jnp.square(jnp.sin(0.5 * jnp.pi * rest))
     if isinstance(exponent, int | float) and exponent == 1:
         return c  # skip pow: it is not bit-exact in XLA
     return _tree.pow_or_zero(c, as_float(exponent))  # c is 0 at pct = 1
@@ -56,10 +65,10 @@ def cosine_decay(
     check_factor("exponent", exponent)
 
     def schedule(step: ArrayLike):
-        n = as_float(decay_steps)
-        pct = fraction(as_step(step), n)
+        n, t = as_float(decay_steps), as_step(step)
+        pct, rest = fraction(t, n), fraction(n - t, n)
         init, end = as_float(init_value), as_float(end_value)
-        return end + (init - end) * cosine_factor(pct, exponent)
+        return end + (init - end) * cosine_factor(pct, exponent, rest)
 
     return schedule
 
@@ -147,6 +156,7 @@ def cosine_warm_restarts(
         i, pos, length = _restart_position(step, first_period, period_mult)
         peak = as_float(init_value) * jnp.power(as_float(decay_factor), i)
         end = as_float(end_value)
-        return end + (peak - end) * cosine_factor(pos / length)
+        rest = fraction(length - pos, length)
+        return end + (peak - end) * cosine_factor(pos / length, rest=rest)
 
     return schedule

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
-import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
-from gradlab._checks import check_bools, check_choice, check_in_range, is_traced
+from gradlab._checks import check_bools, check_choice, check_in_range
 from gradlab.schedules._common import (
     Schedule,
     anneal_between,
@@ -21,6 +17,7 @@ from gradlab.schedules._common import (
     check_value,
     fraction,
     is_int,
+    power,
     step_cycle,
 )
 
@@ -77,25 +74,11 @@ def cyclic(
         if mode == "triangular2":
             x = x * jnp.exp2(-c)
         elif mode == "exp_range":
-            x = x * _power(gamma, t)
+            x = x * power(gamma, t)
         base = as_float(base_value)
         return base + (as_float(max_value) - base) * x
 
     return schedule
-
-
-def _power(gamma: ArrayLike, t: jax.Array) -> jax.Array:
-    """``gamma ** t``. A concrete ``gamma`` in (0, 1) goes as ``exp(t log gamma)``
-    with the log taken in float64: rounded to float32 first, ``gamma = 0.99999``
-    is off by 1.4e-8 (its log by 1.4e-3 relative), and ``t`` multiplies that
-    (1.4e-2 relative at step 10**6; now ~1e-7). A traced ``gamma`` is already
-    rounded: ``gamma ** t`` as is."""
-    if is_traced(gamma) or isinstance(gamma, jax.Array):
-        return jnp.power(as_float(gamma), t)
-    g = float(np.asarray(gamma, np.float64))
-    if not 0 < g < 1:  # 0 ** 0 = 1 and 1 ** t = 1, exactly
-        return jnp.power(as_float(gamma), t)
-    return jnp.exp(t * as_float(math.log(g)))
 
 
 def _one_cycle_ends(total_steps, pct_start, three_phase):
@@ -153,7 +136,8 @@ def one_cycle(
     Within a phase from step ``a`` to ``b``, ``pct = (t - a) / (b - a)`` and
     the value is annealed by ``"cos"`` (``end + (start - end)(1 + cos(pi pct))/2``)
     or ``"linear"``. Phase ends are not rounded, as in torch. Steps past
-    ``total_steps - 1`` hold ``min`` (torch raises).
+    ``total_steps - 1`` hold ``min`` (torch extrapolates the last phase at
+    step ``total_steps`` and raises after it).
     ``anneal`` picks ``"cos"`` or ``"linear"``.
 
     Example:

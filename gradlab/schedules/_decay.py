@@ -24,6 +24,7 @@ from gradlab.schedules._common import (
     float_dtype,
     fraction,
     is_int,
+    power,
     step_cycle,
 )
 
@@ -238,7 +239,9 @@ def exponential_decay(
     ``end_value`` — a lower bound when ``decay_rate < 1``, an upper bound
     otherwise (Optax ``exponential_decay``; with ``transition_steps=1`` it is
     PyTorch ``ExponentialLR(gamma=decay_rate)``). A growing schedule
-    (``decay_rate > 1``) without ``end_value`` grows without bound.
+    (``decay_rate > 1``) without ``end_value`` grows without bound. A concrete
+    ``decay_rate`` is raised as ``exp(p log decay_rate)`` with the log in
+    float64: a float32 ``0.99999`` made the rate 1.35% off at step 10**6.
 
     Example:
         >>> from gradlab import schedules
@@ -261,7 +264,7 @@ def exponential_decay(
             p = jnp.maximum(as_step(step) - as_float(transition_begin), 0.0)
             p = p / as_float(transition_steps)
         rate = as_float(decay_rate)
-        value = as_float(init_value) * jnp.power(rate, p)
+        value = as_float(init_value) * power(decay_rate, p)  # the log in float64
         if end_value is not None:
             end = as_float(end_value)
             value = jnp.where(rate < 1.0, jnp.maximum(value, end), jnp.minimum(value, end))
@@ -334,7 +337,9 @@ def _polynomial(init_value, end_value, steps, power, begin) -> Schedule:
 
     def schedule(step: ArrayLike):
         n = as_float(steps)
-        frac = 1.0 - fraction(as_step(step) - as_float(begin), n)  # exactly 0 at the end
+        # 1 - t/n computed from the end, (n - t)/n: exact in the last steps (1 - t/n
+        # in float32 was 4.6% off at the last step of a 2e6-step decay), 0 at the end
+        frac = fraction(n - (as_step(step) - as_float(begin)), n)
         if power is not None:
             frac = _tree.pow_or_zero(frac, as_float(power))  # frac is 0 once decayed
         init, end = as_float(init_value), as_float(end_value)

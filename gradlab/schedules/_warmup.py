@@ -82,7 +82,7 @@ def warmup_cosine_decay(
         warmup_steps,
         decay_steps,
         end_value,
-        lambda pct, rest: cosine_factor(pct, exponent),
+        lambda pct, rest: cosine_factor(pct, exponent, rest),
     )
 
 
@@ -172,7 +172,7 @@ def warmup_stable_decay(
         if decay == "linear":
             f = rest
         elif decay == "cosine":
-            f = cosine_factor(pct)
+            f = cosine_factor(pct, rest=rest)
         else:  # 1 - sqrt(pct) = (1 - pct) / (1 + sqrt(pct)), without the cancellation
             f = rest / (1.0 + _tree.sqrt_or_zero(pct))
         return jnp.where(t < w, warm, end + (peak - end) * f)
