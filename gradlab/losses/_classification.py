@@ -235,12 +235,14 @@ def softmax_cross_entropy_with_integer_labels(logits: ArrayLike, labels: ArrayLi
     [0.24, 1.099]
     """
     check_class_axis("logits", logits)
-    given = labels
-    labels_dtype = np.result_type(labels) if isinstance(labels, np.ndarray | np.generic) else None
+    # NumPy labels are range-checked as given: JAX's int32 (x64 off) wraps an
+    # int64 2**32 + 2 to the valid class 2
+    numpy_labels = labels if isinstance(labels, np.ndarray | np.generic) else None
     labels = jnp.asarray(labels)
-    if not jnp.issubdtype(labels_dtype or labels.dtype, jnp.integer):
+    given_dtype = labels.dtype if numpy_labels is None else numpy_labels.dtype
+    if not jnp.issubdtype(given_dtype, jnp.integer):
         raise TypeError(
-            f"labels must be integer class indices, got dtype {labels_dtype or labels.dtype}; "
+            f"labels must be integer class indices, got dtype {given_dtype}; "
             "for one-hot or soft labels use softmax_cross_entropy"
         )
     x = as_float(logits, "logits")
@@ -250,10 +252,9 @@ def softmax_cross_entropy_with_integer_labels(logits: ArrayLike, labels: ArrayLi
             f"labels shape {labels.shape} must be the logits shape {x.shape} without "
             f"its last (class) axis, i.e. {x.shape[:-1]}"
         )
-    # the values as given: JAX's int32 (x64 off) wraps a NumPy int64 2**32 + 2 to 2
     check_label_values(
         "labels",
-        labels if labels_dtype is None else given,
+        labels if numpy_labels is None else numpy_labels,
         lambda a: (a >= 0) & (a < n_classes),
         f"class indices in [0, {n_classes})",
     )
