@@ -475,7 +475,7 @@ def test_multisteps_should_skip_update_fn_follows_optax(skip, k, run_mode):
     big one) leaves the counters, the accumulator and the inner state as they
     were; every update, has_updated and skip_state as ``optax.MultiSteps``'s."""
     params = {"w": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array(0.3)}
-    scales = [1.0, np.nan, 2.0, 20.0, -1.0, np.inf, 0.5, 3.0, 1.5, -2.0]
+    scales = [1.0, np.nan, 2.0, 20.0, -1.0, np.inf, 0.5]  # NaN, big, inf: each skipped
     ours = gl.MultiSteps(gl.adam(0.05), k, should_skip_update_fn=SKIP_FNS[skip])
     theirs = optax.MultiSteps(optax.adam(0.05), k, should_skip_update_fn=SKIP_FNS[skip])
     update = run_mode(ours.update)

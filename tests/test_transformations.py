@@ -118,11 +118,13 @@ def test_the_hypergradient_table_covers_every_optimizer_but_the_line_searches():
 
 @pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
 def test_schedule_free_hypergradients_through_a_warm_up_are_finite(power, x64):
-    """A warm-up's first learning rate is 0, and d/dx x**power is infinite at 0
-    for power < 1 (its Hessian NaN for power 1): NaN times a zero tangent."""
+    """A warm-up from 0 (a schedule: ``warmup_steps`` ramps from lr / W) has a
+    first learning rate 0, and d/dx x**power is infinite at 0 for power < 1
+    (its Hessian NaN for power 1): NaN times a zero tangent."""
 
     def final(lr, power=power):
-        tx = gl.schedule_free_sgd(lr, warmup_steps=2, weight_lr_power=power)
+        warm_up = gl.schedules.linear(0.0, lr, transition_steps=2)  # 0, lr / 2, lr
+        tx = gl.schedule_free_sgd(warm_up, weight_lr_power=power)
         p = jnp.asarray([1.0, -2.0])
         state = tx.init(p)
         for _ in range(3):
