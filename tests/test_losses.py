@@ -1045,3 +1045,11 @@ def test_numpy_int64_values_beyond_int32_do_not_wrap():
     assert float(L.huber(jnp.array([5.0]), jnp.array([0.0]), delta=np.int64(2**32 + 1))[0]) == 12.5
     total, _ = L.weighted_sum({"a": (np.int64(2**31), 1.0)})
     assert float(total) == 2.0**31
+
+
+def test_numpy_bfloat16_inputs_keep_their_dtype():
+    # The NumPy fast path (integers straight to float) took ml_dtypes' bfloat16,
+    # whose kind is not "f", for an integer: the loss came back float32.
+    x = np.asarray([1.5, -2.0], jnp.bfloat16)
+    assert L.squared_error(x, np.zeros(2, jnp.bfloat16)).dtype == jnp.bfloat16
+    assert L.l2_penalty({"w": x}).dtype == jnp.bfloat16

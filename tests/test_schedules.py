@@ -1480,3 +1480,20 @@ def test_long_schedules_keep_float32_precision_to_their_last_steps():
     for sched, steps, want in cases:
         for how in (sched, jax.jit(sched)):
             np.testing.assert_allclose(how(jnp.asarray(steps)), want, rtol=1e-4)
+
+
+def test_a_rate_that_float32_holds_decays_exactly_and_a_cosine_keeps_its_derivative():
+    # The float64-log correction of exponential_decay is 0 for a rate float32
+    # holds: 0.5 ** k stays exact (as torch's StepLR), per step and staircase.
+    k = np.arange(0, 60)
+    staircase = S.exponential_decay(1.0, 0.5, 10, staircase=True)
+    for sched, want in ((S.exponential_decay(1.0, 0.5), 0.5**k), (staircase, 0.5 ** (k // 10))):
+        for how in (sched, jax.jit(sched)):
+            np.testing.assert_array_equal(how(jnp.asarray(k)), want.astype(np.float32))
+    # Near the start the cosine is cos(pi t / 2n)**2 (its sine form's derivative
+    # cancels there): d/dt against the closed form -pi/(2n) sin(pi t/n).
+    n = 1000
+    t = jnp.asarray([0.5, 5.0, 20.0, 500.0, 990.0])
+    got = jax.vmap(jax.grad(S.cosine_decay(1.0, n)))(t)
+    want = -np.pi / (2 * n) * np.sin(np.pi * np.asarray(t, np.float64) / n)
+    np.testing.assert_allclose(got, want, rtol=2e-6)

@@ -48,8 +48,8 @@ def as_float(x: ArrayLike, name: str = "the input") -> Array:
     first, an int64 3e9 would wrap. Complex ``x`` raises ``TypeError``.
     """
     _check_real(name, x)
-    if isinstance(x, np.ndarray | np.generic) and not np.issubdtype(x.dtype, np.floating):
-        return jnp.asarray(x, jnp.result_type(float))
+    if isinstance(x, np.ndarray | np.generic) and x.dtype.kind in "biu":
+        return jnp.asarray(x, jnp.result_type(float))  # (not bfloat16: kind "V")
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))

@@ -26,13 +26,16 @@ def cosine_factor(
 ) -> jnp.ndarray:
     """``((1 + cos(pi pct)) / 2) ** exponent``: 1 at ``pct=0``, 0 at ``pct=1``.
 
-    Given ``rest = 1 - pct`` computed from the end, as ``sin(pi rest / 2)**2``
-    (the same value): near the end ``1 + cos(pi pct)`` cancels in float32 (a
-    2e6-step cosine reached ``end_value`` ~10 steps early)."""
+    Given ``rest = 1 - pct`` computed from the end, as ``cos(pi pct / 2)**2``
+    in the first half and ``sin(pi rest / 2)**2`` in the second (the same
+    value): near the end ``1 + cos(pi pct)`` cancels in float32 (a 2e6-step
+    cosine reached ``end_value`` ~10 steps early), and each form keeps its
+    derivative precise where its argument is small."""
     if rest is None:
         c = 0.5 * (1.0 + jnp.cos(jnp.pi * pct))
     else:
-        c = jnp.square(jnp.sin(0.5 * jnp.pi * rest))
+        half = 0.5 * jnp.pi
+        c = jnp.where(pct <= 0.5, jnp.square(jnp.cos(half * pct)), jnp.square(jnp.sin(half * rest)))
     if isinstance(exponent, int | float) and exponent == 1:
         return c  # skip pow: it is not bit-exact in XLA
     return _tree.pow_or_zero(c, as_float(exponent))  # c is 0 at pct = 1
