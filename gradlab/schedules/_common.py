@@ -47,7 +47,12 @@ def power(gamma: ArrayLike, t: jax.Array) -> jax.Array:
     r = float(np.asarray(g, float_dtype()))  # rounded on the host (no tracer under jit)
     residual = math.log(g) - math.log(r)
     value = jnp.power(as_float(r), t)
-    return value if residual == 0 else value * jnp.exp(t * as_float(residual))
+    if residual == 0:
+        return value
+    # past float32's range (a growth to inf, a decay to 0) the correction, a
+    # factor near 1 for any step that stays in range, would make inf * 0 = NaN
+    done = (value == 0) | jnp.isinf(value)
+    return jnp.where(done, value, value * jnp.exp(t * as_float(residual)))
 
 
 def float_dtype() -> jnp.dtype:
