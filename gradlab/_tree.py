@@ -800,14 +800,15 @@ def _norms_jvp(dts, axes, keepdims, primals, tangents):
 
 
 def sqrt_or_zero(x: jax.Array) -> jax.Array:
-    """``sqrt(x)`` where ``x > 0``, else 0, with a finite derivative everywhere.
+    """``sqrt(x)`` where ``x > 0``, NaN where ``x`` is NaN, else 0, with a finite
+    derivative everywhere.
 
     ``jnp.sqrt(jnp.maximum(x, 0))`` has the same values, but its derivative at
     a clamped ``x`` is ``inf * 0 = NaN``, which poisons ``jax.grad`` through
     every branch of a ``where`` (radam's rectifier, the 1-sqrt cooldown).
     """
     positive = x > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), 0)
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), jnp.where(x == x, 0, x))
 
 
 def root(x: jax.Array) -> jax.Array:
@@ -829,14 +830,16 @@ def root(x: jax.Array) -> jax.Array:
 
 def pow_or_zero(x: jax.Array, p: jax.Array) -> jax.Array:
     """``x ** p`` where ``x > 0``; at ``x <= 0``, 0 (1 if ``p == 0``), with finite
-    derivatives (in ``x`` and ``p``) everywhere.
+    derivatives (in ``x`` and ``p``) everywhere; NaN where ``x`` or ``p`` is (a
+    NaN ``decay_steps`` made a polynomial decay ``end_value`` at every step).
 
     ``0 ** p`` with ``p < 1`` has an infinite derivative in its base, and
     ``d/dp 0 ** p = 0 * log 0``: NaN in forward mode (``jax.jvp``) through a
     decay that has ended, even where the value does not depend on them.
     """
     positive = x > 0
-    return jnp.where(positive, jnp.power(jnp.where(positive, x, 1), p), jnp.where(p == 0, 1, 0))
+    at_zero = jnp.where((x == x) & (p == p), jnp.where(p == 0, 1, 0), jnp.nan)
+    return jnp.where(positive, jnp.power(jnp.where(positive, x, 1), p), at_zero)
 
 
 def safe_increment(count: jax.Array) -> jax.Array:

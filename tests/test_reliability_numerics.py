@@ -629,3 +629,57 @@ def test_healthy_steps_make_no_nan_for_debug_nans_and_schedules_leak_no_tracer()
             tx.update(grads, tx.init(params), params)
     with jax.checking_leaks():
         gl.adam(gl.schedules.cosine_decay(0.1, 100))
+
+
+# A NaN hyperparameter given traced (under jit, vmap, or set_hyperparams in a jitted
+# step; concrete ones are refused at construction) must reach the params. Each of
+# these hid it behind a comparison that NaN fails (hunt61): radam took its
+# unrectified branch, sm3 a zero step, schedule-free switched its averaging off,
+# reduce_on_plateau cut the scale as if no loss improved, polynomial_decay held
+# its end value.
+TRACED_NAN_CASES = {
+    "radam b2": (lambda h: gl.radam(0.01, b2=h), 0.999),
+    "radam threshold": (lambda h: gl.radam(0.01, threshold=h), 5.0),
+    "sm3 eps": (lambda h: gl.sm3(0.1, eps=h), 1e-8),
+    "schedule_free weight_lr_power": (lambda h: gl.schedule_free_sgd(0.1, weight_lr_power=h), 2.0),
+    "reduce_on_plateau rtol": (
+        lambda h: gl.chain(gl.sgd(0.1), gl.reduce_on_plateau(rtol=h, patience=0)),
+        1e-4,
+    ),
+    "reduce_on_plateau atol": (
+        lambda h: gl.chain(gl.sgd(0.1), gl.reduce_on_plateau(atol=h, patience=0)),
+        0.0,
+    ),
+    "polynomial_decay decay_steps": (
+        lambda h: gl.sgd(gl.schedules.polynomial_decay(0.1, 0.01, h, power=2.0)),
+        10.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", TRACED_NAN_CASES)
+def test_a_traced_nan_hyperparameter_reaches_the_params(name):
+    make, good = TRACED_NAN_CASES[name]
+    p0 = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(3, 2), "b": jnp.ones(3)}
+
+    @jax.jit
+    def run(h):
+        tx = make(h)
+        p, s = p0, tx.init(p0)
+        for k in range(6):
+            g = jax.tree.map(lambda x, k=k: 0.5 * x + 0.1 * k, p)
+            u, s = tx.update(g, s, p, value=jnp.sum(p["w"] ** 2))
+            p = gl.apply_updates(p, u)
+        return p
+
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(run(jnp.float32(good))))
+    assert any(np.isnan(x).any() for x in jax.tree.leaves(run(jnp.float32(np.nan)))), name
+
+
+def test_an_infinite_gradient_leaves_no_finite_entry_in_its_factored_row():
+    # The inf/inf rescue is for squares of huge finite gradients that overflow; an
+    # infinite gradient left the rest of its row finite (Optax: all non-finite).
+    tx = gl.scale_by_factored_rms(min_dim_size_to_factor=2)
+    g = jnp.ones((4, 6)).at[1, 2].set(jnp.inf)
+    out, _ = tx.update(g, tx.init(g), g)
+    assert not np.isfinite(out[1]).any()

@@ -245,7 +245,11 @@ def scale_by_radam(
             rho = rho_inf - 2 * t * b2t / (1 - b2t)
             # The argument is negative while rho < 4 < threshold: that branch is not taken.
             arg = (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)
-            return {"r": _tree.sqrt_or_zero(arg), "on": rho >= _tree.hp(threshold, dt)}
+            # not rho >= threshold: a NaN b2 or threshold takes the rectified
+            # branch, whose r is NaN, not the unrectified one (finite steps)
+            thr = _tree.hp(threshold, dt)
+            r = jnp.where(thr == thr, _tree.sqrt_or_zero(arg), jnp.nan)
+            return {"r": r, "on": ~(rho < thr)}
 
         rect = constants(rectifier)
 

@@ -153,8 +153,11 @@ def scale_by_factored_rms(
             # inf / inf (squares that overflow) is NaN: read it as a ratio of 1, so
             # V̂ = R C / mean(R) is inf there and the update 0, as Adam's; a NaN
             # gradient keeps its NaN (the row statistic is NaN, not inf, then).
+            # Not where g itself is infinite: V̂ is undefined there, and the rest
+            # of the row must not come out finite (Optax: all non-finite).
             ratio = row / row_mean
-            ratio = jnp.where(jnp.isinf(row) & jnp.isinf(row_mean), jnp.ones((), dt), ratio)
+            overflow = jnp.isinf(row) & jnp.isinf(row_mean) & jnp.all(jnp.isfinite(g))
+            ratio = jnp.where(overflow, jnp.ones((), dt), ratio)
             row_factor = jax.lax.rsqrt(ratio)
             col_factor = jax.lax.rsqrt(col)
             out = g.astype(dt) * jnp.expand_dims(row_factor, d0) * jnp.expand_dims(col_factor, d1)

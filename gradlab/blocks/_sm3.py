@@ -88,7 +88,7 @@ def scale_by_sm3(b1: Any = 0.9, eps: Any = 1e-8) -> GradientTransformation:
             # rsqrt(0) (eps = 0) in the branch not taken would make reverse mode NaN;
             # nu + eps, not nu: a gradient below ~1e-19 has g² flushed to 0 and was
             # zeroed although eps keeps its step finite (hunt47)
-            positive = nu + eps_ > 0
+            positive = ~(nu + eps_ <= 0)  # a NaN eps is not a zero step: NaN
             direction = g.astype(dt) * jnp.where(
                 positive, jax.lax.rsqrt(jnp.where(positive, nu + eps_, 1)), 0
             )

@@ -179,6 +179,10 @@ def reduce_on_plateau(
         scale, best, bad, cooldown_left = (
             jnp.where(ready, d, k) for d, k in zip(decided, kept, strict=True)
         )
+        # a NaN rtol or atol (traced) decides nothing: the scale turns NaN, not cut
+        # as if no loss ever improved
+        unknown = jnp.isnan(jnp.asarray(rtol, f)) | jnp.isnan(jnp.asarray(atol, f))
+        scale = jnp.where(unknown, jnp.nan, scale)
         new_state = ReduceLROnPlateauState(
             scale,
             best,

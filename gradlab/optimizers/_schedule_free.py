@@ -127,7 +127,9 @@ def schedule_free(
         one = max_lr * _tree.pow_or_zero(max_lr, power - 1)
         weight = jnp.where(power == 1, one, _tree.pow_or_zero(max_lr, power))
         weight_sum = state.weight_sum + weight
-        c = jnp.where(weight_sum > 0, weight / jnp.where(weight_sum > 0, weight_sum, 1), 0)
+        # 0 only while the sum is 0: a NaN sum (a NaN weight_lr_power) stays NaN
+        empty = weight_sum == 0
+        c = jnp.where(empty, 0, weight / jnp.where(empty, 1, weight_sum))
         steps, base_state = call_update(base_optimizer, updates, state.base_state, params, extra)
         # The b1 this transformation was built with (inject_hyperparams rebuilds
         # it with the current value), placed like the state's copy, which
