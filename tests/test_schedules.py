@@ -1497,3 +1497,12 @@ def test_a_rate_that_float32_holds_decays_exactly_and_a_cosine_keeps_its_derivat
     got = jax.vmap(jax.grad(S.cosine_decay(1.0, n)))(t)
     want = -np.pi / (2 * n) * np.sin(np.pi * np.asarray(t, np.float64) / n)
     np.testing.assert_allclose(got, want, rtol=2e-6)
+
+
+def test_a_decay_past_float32s_range_has_zero_not_nan_derivatives():
+    # r**t underflowed to 0 while the float64-log correction exp(t log(rate/r))
+    # overflowed: a where on their product still differentiated 0 * inf (review16)
+    for sched in (S.exponential_decay(1.0, 0.9), S.exponential_decay(1.0, 0.9, end_value=0.01)):
+        assert float(jax.grad(sched)(1e10)) == 0.0
+    grad = jax.grad(lambda n: S.exponential_decay(1.0, 0.9, transition_steps=n)(1e10))(1.0)
+    assert float(grad) == 0.0

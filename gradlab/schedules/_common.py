@@ -50,9 +50,11 @@ def power(gamma: ArrayLike, t: jax.Array) -> jax.Array:
     if residual == 0:
         return value
     # past float32's range (a growth to inf, a decay to 0) the correction, a
-    # factor near 1 for any step that stays in range, would make inf * 0 = NaN
+    # factor near 1 for any step that stays in range, would make inf * 0 = NaN:
+    # its exponent is 0 there (a where on the product would still differentiate
+    # 0 * inf, a NaN gradient)
     done = (value == 0) | jnp.isinf(value)
-    return jnp.where(done, value, value * jnp.exp(t * as_float(residual)))
+    return value * jnp.exp(jnp.where(done, 0.0, t * as_float(residual)))
 
 
 def float_dtype() -> jnp.dtype:
