@@ -342,25 +342,17 @@ def test_update_ignores_extras_and_names_a_mismatched_gradient_tree(case):
             tx.update(wrong, state, {**params, "extra": jnp.ones(2)})
 
 
-def _eager_trajectory(tx, steps):
-    params = initial_params()
-    state, out = tx.init(params), []
-    for k in range(steps):
-        updates, state = tx.update(problem_grads(params, k), state, params)
-        params = gl.apply_updates(params, updates)
-        out.append(ravel_pytree(params)[0])
-    return np.stack(out)
-
-
 def test_adan_matches_optax_where_its_gradient_difference_weight_agrees():
     # The paper (and the authors' code) weigh the differences by b2 (its 1 - β2);
     # optax.adan 0.2.8 by 1 - b2. At b2 = 0.5 the two coincide, so Optax checks
     # everything else; at the default 0.92 they part from the second step on.
     for b2, same in ((0.5, True), (0.92, False)):
-        mine = _eager_trajectory(gl.adan(0.02, b2=b2, weight_decay=0.1, mask=cm.DECAY_MASK), 4)
+        mine = trajectory_loop(
+            gl.adan(0.02, b2=b2, weight_decay=0.1, mask=cm.DECAY_MASK), initial_params(), 4
+        )
         with jax.numpy_dtype_promotion("standard"):
-            twin = _eager_trajectory(
-                optax.adan(0.02, b2=b2, weight_decay=0.1, mask=cm.DECAY_MASK), 4
+            twin = trajectory_loop(
+                optax.adan(0.02, b2=b2, weight_decay=0.1, mask=cm.DECAY_MASK), initial_params(), 4
             )
         np.testing.assert_allclose(mine[0], twin[0], rtol=1e-6, atol=1e-7)
         assert np.allclose(mine, twin, rtol=1e-5, atol=1e-6) == same, b2
@@ -375,7 +367,7 @@ def test_schedule_free_warmup_ramps_from_the_first_step_as_the_authors_code():
     u, _ = tx.update(g, tx.init(p0), p0)
     np.testing.assert_allclose(u, [-0.25, -0.25], rtol=1e-6)  # z = p - 0.25 g; c = 1: y = z
     for make in (gl.schedule_free_sgd, gl.schedule_free_adamw):
-        runs = [_eager_trajectory(make(0.05, warmup_steps=w), 3) for w in (None, 0, 1)]
+        runs = [trajectory_loop(make(0.05, warmup_steps=w), initial_params()) for w in (None, 0, 1)]
         np.testing.assert_array_equal(runs[1], runs[0])
         np.testing.assert_array_equal(runs[2], runs[0])
 
