@@ -103,7 +103,10 @@ def rmsprop(
     given the same values: the default ``decay=0.9`` is Optax's, torch's
     ``alpha`` is 0.99. ``eps_in_sqrt=True``: ``d = g / sqrt(v + eps)`` (centered
     ``g / sqrt(v - m² + eps)``), ``optax.rmsprop``'s default (Optax code ported as is
-    keeps its numbers with it; ``eps_in_sqrt=False`` is torch's, and gradlab's).
+    keeps its numbers with it; ``eps_in_sqrt=False`` is torch's, and gradlab's), except
+    with momentum *and* a learning-rate schedule: Optax scales by ``lr_t`` before the
+    momentum (``b <- momentum*b + lr_t d``, ``p <- p - b``), gradlab and torch after it
+    (``p <- p - lr_t b``); the two agree while ``lr`` is constant.
     ``lr``: ``learning_rate`` (a number, array or schedule).
 
     >>> tx = rmsprop(1e-3, centered=True, momentum=0.9)
