@@ -366,6 +366,77 @@ def test_zoom_accepts_by_the_approximate_wolfe_condition_once_values_are_noise()
     assert float(_search_jit(exact, f, x0, d)[0]) != 1.0
 
 
+def test_the_default_approximate_window_is_sized_to_the_values_precision(x64):
+    """hunt63: with a fixed ``approx_decrease_rtol=1e-6`` (Optax's, Hager & Zhang's)
+    a float64 search accepted a step that raised ``f = 1e7 + h`` by 5, to a local
+    maximum along the ray, and minimize(lbfgs) stopped there "converged".
+    ``h(t) = -11 t^3 + 17 t^2 - t``: ``h'(0) = -1``, ``h(1) = 5``, ``h'(1) = 0``."""
+    h = lambda t: -11 * t**3 + 17 * t**2 - t  # noqa: E731
+    f = lambda x: 1e7 + jnp.sum(h(x))  # noqa: E731
+    x0, d = jnp.zeros(1), jnp.ones(1)
+    assert abs(float(f(x0 + d) - f(x0))) <= 1e-6 * 1e7  # inside a 1e-6 window
+    fixed = gl.scale_by_zoom_linesearch(initial_guess="one", approx_decrease_rtol=1e-6)
+    assert float(_search(fixed, f, x0, d)[0]) == 1.0  # climbs to the local maximum
+    t, _, state = _search(gl.scale_by_zoom_linesearch(initial_guess="one"), f, x0, d)
+    assert 0 < float(t) < 1 and float(state.value) < float(f(x0)) and bool(state.info.succeeded)
+    r = gl.minimize(f, x0, gl.lbfgs(), max_steps=50, tol=1e-8)
+    assert bool(r.converged)
+    np.testing.assert_allclose(r.params, [(17 - np.sqrt(17**2 - 33)) / 33], rtol=1e-8)  # h' = 0
+    assert float(r.value) < float(f(x0))
+
+
+def test_the_default_approximate_window_in_float32_is_optaxs_1e_6():
+    """The worked example above, in float32, with the default: ``"auto"`` is 1e-6 there."""
+    x0 = jnp.array([1.01, 0.99])
+
+    def f(x):
+        noise = jax.lax.stop_gradient(jnp.where(jnp.any(x != x0), 5e-4, 0.0))
+        return 1000.0 + 0.5 * jnp.sum((x - 1.0) ** 2) + noise  # 5e-4 <= 1e-6 * 1000
+
+    d = -jax.grad(f)(x0)
+    t, _, state = _search_jit(gl.scale_by_zoom_linesearch(10, initial_guess="one"), f, x0, d)
+    assert float(t) == 1.0 and bool(state.info.succeeded)
+    with pytest.raises(ValueError, match=r"approx_decrease_rtol.*'fast'"):
+        gl.scale_by_zoom_linesearch(approx_decrease_rtol="fast")
+
+
+@pytest.mark.parametrize("kind", ["zoom", "backtracking"])
+def test_an_eager_search_keeps_the_value_and_gradient_of_the_params_the_caller_gets(kind):
+    """hunt63: the search evaluated ``x + t d`` fused into one multiply-add
+    (XLA:CPU), the caller's eager ``apply_updates`` rounds ``t d`` first: on
+    ``|x|`` from 1 along -3 (t = 1/3) the params were 0 but the state held the
+    value 3e-8 and gradient -1 of the point one ulp below."""
+    f = lambda x: jnp.sum(jnp.abs(x))  # noqa: E731
+    x, d = jnp.array([1.0, 1.0]), jnp.array([-3.0, -3.0])
+    tx = (
+        gl.scale_by_zoom_linesearch(initial_guess="one")
+        if kind == "zoom"
+        else gl.scale_by_backtracking_linesearch(initial_guess="one", decrease_factor=1 / 3)
+    )
+    t, new_x, state = _search(tx, f, x, d)  # eager: apply_updates outside the search
+    assert float(t) == pytest.approx(1 / 3)
+    value, grad = jax.value_and_grad(f)(new_x)
+    assert float(state.value) == float(value)
+    np.testing.assert_array_equal(state.grad, grad)
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+@pytest.mark.parametrize("kind", ["zoom", "backtracking"])
+def test_a_non_finite_direction_gives_a_zero_update_not_nan(kind, bad):
+    """hunt63: a failed search returned ``0 * d``, NaN where ``d`` was not finite."""
+    f = lambda x: jnp.sum((x - 3.0) ** 2)  # noqa: E731
+    tx = gl.scale_by_zoom_linesearch() if kind == "zoom" else gl.scale_by_backtracking_linesearch()
+    x = jnp.ones(2)
+    _, new_x, state = _search(tx, f, x, jnp.array([bad, 1.0]))
+    assert not bool(state.info.succeeded)  # (a backtracking search keeps its next trial)
+    np.testing.assert_array_equal(new_x, x)
+    # L-BFGS on a gradient with a NaN entry: no step, params untouched.
+    lb = gl.lbfgs()
+    g = jnp.array([bad, 1.0])
+    u, _ = lb.update(g, lb.init(x), x, value=f(x), grad=g, value_fn=f)
+    np.testing.assert_array_equal(u, jnp.zeros(2))
+
+
 def test_backtracking_takes_the_first_armijo_step_of_the_sequence(x64):
     # f = |x|^2 / 2 along d = -4 grad, t = 1, 1/2, 1/4, ...: the first t with
     # phi(t) <= phi(0) + c1 t phi'(0), found here in NumPy, is the one taken.

@@ -154,13 +154,28 @@ class _Ray(NamedTuple):
     dtype: np.dtype
     value_and_grad: Callable[[Any], tuple[jax.Array, Any]]
 
+    def step(self, t: jax.Array) -> Any:
+        """The update ``t d`` the search returns for step ``t``.
+
+        Its entries where ``d`` is not finite are 0, not ``0 * d = NaN``: a search
+        given such a direction fails (``t = 0``) and must not write NaN into the
+        params. The select also keeps the product rounded on its own: without it
+        XLA:CPU fuses ``x + t d`` in :meth:`point` into one multiply-add, one ulp
+        away from the caller's ``apply_updates(params, t d)`` run eagerly
+        (hunt63), and the value and gradient kept in the state would belong to
+        another point."""
+        scaled = _tree.scale(self.direction, t)
+        return jax.tree.map(
+            lambda u, d: jnp.where(jnp.isfinite(d), u, jnp.zeros_like(u)), scaled, self.direction
+        )
+
     def point(self, t: jax.Array) -> Any:
         # Exactly what the caller will compute: params + the returned update,
         # rounded to each param's dtype. For 16-bit params the rounding is
         # forced: XLA may drop a convert to bfloat16 and back (excess precision)
         # when the objective upcasts, and then value and gradient belong to a
         # point the caller never sees.
-        return jax.tree.map(_rounded, apply_updates(self.params, _tree.scale(self.direction, t)))
+        return jax.tree.map(_rounded, apply_updates(self.params, self.step(t)))
 
     def evaluate(self, t: jax.Array) -> tuple[jax.Array, jax.Array, Any]:
         """``(phi(t), phi'(t), gradient)``; phi is +inf where not finite (a failed trial)."""
@@ -340,6 +355,13 @@ def _floats(**values: Any) -> dict[str, Any]:
     }
 
 
+def _auto_rtol(params: Any) -> float:
+    """``approx_decrease_rtol="auto"``: 1e-6 (~8 float32 ulps) scaled to the
+    precision of the search's values."""
+    dt = _scalar_dtype(params)
+    return 1e-6 * min(1.0, float(np.finfo(dt).eps / np.finfo(np.float32).eps))
+
+
 def _initial_step(strategy: str, previous: jax.Array, factor: Any, max_step: Any, dt: Any):
     """``1`` (Newton-like directions), or the previous step times ``factor``
     (first-order directions; a failed previous search (0) restarts from 1)."""
@@ -500,7 +522,7 @@ def _zoom_update(updates, params, value, grad, state, hyper, *, value_fn, initia
     )  # fmt: skip
     info = LinesearchInfo(s.count, s.succeeded)
     new_state = ZoomLinesearchState(s.lo, s.lo_value, s.lo_grad, info)
-    return _tree.scale(ray.direction, s.lo), new_state
+    return ray.step(s.lo), new_state
 
 
 def scale_by_zoom_linesearch(
@@ -511,7 +533,7 @@ def scale_by_zoom_linesearch(
     max_stepsize: Any = None,
     increase_factor: Any = 2.0,
     initial_guess: str = "keep",
-    approx_decrease_rtol: Any = 1e-6,
+    approx_decrease_rtol: Any = "auto",
 ) -> GradientTransformation:
     """Strong-Wolfe line search (Nocedal & Wright 2006, Algorithms 3.5 and 3.6).
 
@@ -527,12 +549,18 @@ def scale_by_zoom_linesearch(
     of bisecting when two trials did not shrink the bracket to 2/3. Trials
     where ``f`` or its slope is not finite count as failed (the bracket
     shrinks); each trial costs one evaluation of ``f`` and its gradient. Once
-    ``phi(t)`` is within ``approx_decrease_rtol`` of ``phi(0)`` (differences of
-    values are rounding noise there), sufficient decrease is read off the slope,
-    ``phi'(t) <= (2 c1 - 1) phi'(0)`` (Hager & Zhang 2005's approximate Wolfe
-    condition): without it a float32 search cannot get the gradient small.
-    The same conditions and constants as ``optax.scale_by_zoom_linesearch``
-    (``slope_rtol=c1``, ``curv_rtol=c2``, ``approx_dec_rtol``); its trials
+    ``phi(t)`` is within ``approx_decrease_rtol * |phi(0)|`` of ``phi(0)``
+    (differences of values are rounding noise there), sufficient decrease is
+    read off the slope, ``phi'(t) <= (2 c1 - 1) phi'(0)`` (Hager & Zhang 2005's
+    approximate Wolfe condition): without it a float32 search cannot get the
+    gradient small. Inside that window a step may *raise* ``f`` (by at most the
+    window), so the default ``"auto"`` sizes it to the values' rounding:
+    ``1e-6`` (Hager & Zhang's and Optax's constant, ~8 ulps) for float32 and
+    narrower params, ``1e-6 * eps64 / eps32 ~ 1.9e-15`` for float64 (a fixed
+    ``1e-6`` there let a search climb ``5`` on ``f = 1e7 + O(1)`` to a local
+    maximum, hunt63). The same conditions and constants as
+    ``optax.scale_by_zoom_linesearch`` (``slope_rtol=c1``, ``curv_rtol=c2``,
+    ``approx_dec_rtol=1e-6`` whatever the dtype); its trials
     inside a zoom are interpolated with other safeguards, so where ``t = 1`` is
     not accepted the two may accept different steps (both satisfying the
     conditions) and their paths part, after a few to a few dozen iterations
@@ -547,7 +575,8 @@ def scale_by_zoom_linesearch(
             L-BFGS); ``"keep"``: start at the previous accepted step
             (first-order directions).
         approx_decrease_rtol: where the approximate condition takes over (>= 0),
-            relative to ``|phi(0)|``; None: the exact Armijo condition only.
+            relative to ``|phi(0)|``; ``"auto"``: by the params' precision (above);
+            None: the exact Armijo condition only.
 
     Extras of ``update``: ``value_fn`` (required), ``value``, ``grad``.
 
@@ -567,7 +596,10 @@ def scale_by_zoom_linesearch(
     if max_stepsize is not None:
         check_positive("max_stepsize", max_stepsize)
     check_choice("initial_guess", initial_guess, ("one", "keep"))
-    if approx_decrease_rtol is not None:
+    auto_rtol = isinstance(approx_decrease_rtol, str)
+    if auto_rtol:
+        check_choice("approx_decrease_rtol", approx_decrease_rtol, ("auto",))
+    elif approx_decrease_rtol is not None:
         check_scalars(approx_decrease_rtol=approx_decrease_rtol)
         check_in_range("approx_decrease_rtol", approx_decrease_rtol, 0.0)
 
@@ -578,14 +610,15 @@ def scale_by_zoom_linesearch(
         "max_steps": max_linesearch_steps,
         **_floats(
             c1=c1, c2=c2, increase_factor=increase_factor, max_stepsize=max_stepsize,
-            approx_rtol=approx_decrease_rtol,
+            approx_rtol=None if auto_rtol else approx_decrease_rtol,
         ),
     }  # fmt: skip
 
     def update(updates, state, params=None, **extra):
         check_state("scale_by_zoom_linesearch", state, ZoomLinesearchState)
         value_fn, *inputs = _search_inputs("scale_by_zoom_linesearch", updates, params, extra)
-        return _zoom_update(*inputs, state, hyper, value_fn=value_fn, initial_guess=initial_guess)
+        used = {**hyper, "approx_rtol": _auto_rtol(params)} if auto_rtol else hyper
+        return _zoom_update(*inputs, state, used, value_fn=value_fn, initial_guess=initial_guess)
 
     # It calls the objective on the real params tree: never on packed buffers.
     return GradientTransformation(init, update, packing=PER_LEAF)
@@ -638,7 +671,7 @@ def _backtracking_update(updates, params, value, grad, state, hyper, *, value_fn
     grad = _select(ok, grad, ray.grad)
     kept = jnp.where(ran_out, t, step)
     new_state = BacktrackingLinesearchState(kept, value, grad, LinesearchInfo(count, ok))
-    return _tree.scale(ray.direction, step), new_state
+    return ray.step(step), new_state
 
 
 def scale_by_backtracking_linesearch(

@@ -520,7 +520,9 @@ def adafactor(
     schedule replaces it. Optax's ``adafactor`` has the same chain and
     argument names, but with ``learning_rate=None`` it applies no step size
     at all (``rho_t = 1``); given the same learning rate the two agree
-    (except with ``decay_offset > 0``, where Optax's first step is NaN and
+    (to float32 precision with float64 params: Optax computes the decay rate
+    ``1 - t^-decay_rate`` in float32, gradlab in the params' precision; and
+    except with ``decay_offset > 0``, where Optax's first step is NaN and
     gradlab counts the steps before the offset as the first).
 
     >>> tx = adafactor()  # relative steps
