@@ -576,7 +576,8 @@ def scale_by_zoom_linesearch(
             (first-order directions).
         approx_decrease_rtol: where the approximate condition takes over (>= 0),
             relative to ``|phi(0)|``; ``"auto"``: by the params' precision (above);
-            None: the exact Armijo condition only.
+            None: the exact Armijo condition only. ``inject_hyperparams`` keeps
+            ``"auto"`` (a string) static: pass a number to make it injectable.
 
     Extras of ``update``: ``value_fn`` (required), ``value``, ``grad``.
 
