@@ -420,21 +420,33 @@ def test_an_eager_search_keeps_the_value_and_gradient_of_the_params_the_caller_g
     np.testing.assert_array_equal(state.grad, grad)
 
 
-@pytest.mark.parametrize("bad", [np.inf, np.nan])
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
 @pytest.mark.parametrize("kind", ["zoom", "backtracking"])
-def test_a_non_finite_direction_gives_a_zero_update_not_nan(kind, bad):
-    """hunt63: a failed search returned ``0 * d``, NaN where ``d`` was not finite."""
+def test_a_non_finite_direction_fails_and_shows_only_in_its_entries(kind, bad):
+    """A direction with one non-finite entry: the search fails, the finite
+    entries' update is 0 and the bad entry's update is not finite (the
+    reliability contract: a NaN/Inf gradient shows in its leaf's update, so
+    ``apply_if_finite`` can skip the step). hunt63's fix had made it 0, hiding it;
+    before that, ``0 * d`` made it NaN whatever the sign."""
     f = lambda x: jnp.sum((x - 3.0) ** 2)  # noqa: E731
     tx = gl.scale_by_zoom_linesearch() if kind == "zoom" else gl.scale_by_backtracking_linesearch()
     x = jnp.ones(2)
     _, new_x, state = _search(tx, f, x, jnp.array([bad, 1.0]))
     assert not bool(state.info.succeeded)  # (a backtracking search keeps its next trial)
-    np.testing.assert_array_equal(new_x, x)
-    # L-BFGS on a gradient with a NaN entry: no step, params untouched.
+    assert new_x[1] == x[1]
+    np.testing.assert_array_equal(np.isnan(new_x[0]), np.isnan(bad))
+    if not np.isnan(bad):
+        assert new_x[0] == bad  # the sign of the direction, not 0 * inf = NaN
+    # L-BFGS on a gradient with a non-finite entry: a non-finite update, and
+    # apply_if_finite skips it with the params untouched.
     lb = gl.lbfgs()
     g = jnp.array([bad, 1.0])
     u, _ = lb.update(g, lb.init(x), x, value=f(x), grad=g, value_fn=f)
+    assert not np.all(np.isfinite(u))
+    safe = gl.apply_if_finite(lb, max_consecutive_errors=3)
+    u, s = safe.update(g, safe.init(x), x, value=f(x), grad=g, value_fn=f)
     np.testing.assert_array_equal(u, jnp.zeros(2))
+    assert int(s.notfinite_count) == 1
 
 
 def test_backtracking_takes_the_first_armijo_step_of_the_sequence(x64):

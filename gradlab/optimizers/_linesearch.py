@@ -157,16 +157,17 @@ class _Ray(NamedTuple):
     def step(self, t: jax.Array) -> Any:
         """The update ``t d`` the search returns for step ``t``.
 
-        Its entries where ``d`` is not finite are 0, not ``0 * d = NaN``: a search
-        given such a direction fails (``t = 0``) and must not write NaN into the
-        params. The select also keeps the product rounded on its own: without it
-        XLA:CPU fuses ``x + t d`` in :meth:`point` into one multiply-add, one ulp
-        away from the caller's ``apply_updates(params, t d)`` run eagerly
-        (hunt63), and the value and gradient kept in the state would belong to
-        another point."""
+        Where ``d`` is not finite the entry is ``d`` itself: a NaN or Inf gradient
+        shows in its leaf's update (``apply_if_finite`` then skips the step), as
+        in every other transformation, and the trial point there is not finite,
+        so the search fails. The select also keeps the product rounded on its
+        own: without it XLA:CPU fuses ``x + t d`` in :meth:`point` into one
+        multiply-add, one ulp away from the caller's ``apply_updates(params, t d)``
+        run eagerly (hunt63), and the value and gradient kept in the state would
+        belong to another point."""
         scaled = _tree.scale(self.direction, t)
         return jax.tree.map(
-            lambda u, d: jnp.where(jnp.isfinite(d), u, jnp.zeros_like(u)), scaled, self.direction
+            lambda u, d: jnp.where(jnp.isfinite(d), u, d.astype(u.dtype)), scaled, self.direction
         )
 
     def point(self, t: jax.Array) -> Any:
