@@ -95,14 +95,21 @@ def select_tree(spec: Any, params: Tree, on: Tree, off: Tree, what: str = "mask"
     (``spec=None``: everything selected)."""
     if spec is None:
         return on
-    tree = resolve(spec, params, what)
+    tree = check_bools(resolve(spec, params, what), what)
+    return jax.tree.map(select, tree, on, off)
+
+
+def check_bools(tree: Tree, what: str = "mask") -> Tree:
+    """``tree`` (a mask resolved against the params) when every leaf is a bool
+    or a boolean array, else a ``TypeError`` naming the leaf by its path in the
+    params (a callable mask is only checked once resolved)."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if not _is_bool_leaf(leaf):  # from a callable mask: checked here
+        if not _is_bool_leaf(leaf):
             raise TypeError(
                 f"{what} leaf {jax.tree_util.keystr(path) or '(root)'} must be a bool or a "
                 f"boolean array, got {leaf!r}"
             )
-    return jax.tree.map(select, tree, on, off)
+    return tree
 
 
 def resolve_static(spec: Any, params: Tree, what: str = "mask") -> list[bool]:

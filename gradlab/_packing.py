@@ -351,7 +351,7 @@ class PackContext:
     def mask(self, spec: Any) -> Packed:
         """A mask (tree, prefix or callable) resolved against the tree the member
         sees, as unpacked, then packed (False on the leaves it does not see)."""
-        mask = _masks.resolve(spec, self.tree)
+        mask = _masks.check_bools(_masks.resolve(spec, self.tree))
         if self.keep is not None:
             seen = iter(jax.tree.structure(self.tree).flatten_up_to(mask))
             mask = self.layout.treedef.unflatten([next(seen) if k else False for k in self.keep])
@@ -405,7 +405,12 @@ def _explain_mismatch(layout: Layout, inner: Any) -> None:
     grad_groups = {k: ((n,),) for k, n in layout.group_sizes.items()}
     if not state_groups or grad_groups == state_groups:
         return
-    if not set(grad_groups) <= set(state_groups):
+    # Which leaves pack is read off the state, so a shape change moves no leaf
+    # between buffers: other dtypes, or the same total spread over the dtypes
+    # differently, mean a gradient leaf came in another dtype than its param.
+    total_grad = sum(layout.group_sizes.values())
+    total_state = sum(max(math.prod(s) for s in shapes) for shapes in state_groups.values())
+    if set(grad_groups) != set(state_groups) or total_grad == total_state:
         raise TypeError(
             "packed: the gradient's dtypes differ from the params' the state was built for: "
             f"the gradient packs into {sorted(grad_groups)} buffers, the state holds "
@@ -436,11 +441,14 @@ def packed(
     Small leaves (at most ``max_leaf_size`` elements) of each dtype are packed
     into one contiguous buffer; ``transform``'s state is stored packed; the
     updates come back as a tree like the params. Same numbers as the plain
-    path (to round-off in global norms). Every member runs as it declares
-    (``tx.packing``): elementwise ones on the buffers, per-leaf ones on the
-    unpacked leaves, masks resolved against the real params; a member that
-    declares nothing (an Optax transformation) raises ``TypeError`` naming it
-    -- wrap it in :func:`gradlab.elementwise` or :func:`gradlab.per_leaf`.
+    path to round-off: global norms sum in another order, and a 0-d leaf,
+    computed as one element of a vector, may round an ulp apart (XLA:CPU
+    divides a vector by a scalar otherwise than a scalar by a scalar). Every
+    member runs as it declares (``tx.packing``): elementwise ones on the
+    buffers, per-leaf ones on the unpacked leaves, masks resolved against the
+    real params; a member that declares nothing (an Optax transformation)
+    raises ``TypeError`` naming it -- wrap it in :func:`gradlab.elementwise`
+    or :func:`gradlab.per_leaf`.
 
     >>> tx = gl.packed(gl.adamw(1e-3, weight_decay=1e-2))
     >>> params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}

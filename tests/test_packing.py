@@ -473,6 +473,41 @@ def test_packed_explains_gradients_in_another_dtype_than_the_params_without_para
         tx.update(grads, state, params)
 
 
+def test_packed_tells_a_dtype_mismatch_from_a_shape_mismatch_without_params():
+    """hunt66: with a float32 and a bfloat16 buffer, a float32 gradient for the
+    bfloat16 param left the gradient's dtypes a *subset* of the state's, and the
+    error blamed a shape. A gradient leaf of another shape still gets the shape
+    error."""
+    params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3, jnp.bfloat16)}
+    tx = gl.packed(gl.adam(1e-3))
+    state = tx.init(params)
+    wrong_dtype = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
+    with pytest.raises(TypeError, match="dtypes differ from the params"):
+        tx.update(wrong_dtype, state)
+    wrong_shape = {"w": jnp.ones((4, 2)), "b": jnp.ones(3, jnp.bfloat16)}
+    with pytest.raises(ValueError, match="another shape than its param"):
+        tx.update(wrong_shape, state)
+
+
+@pytest.mark.parametrize(
+    "mask, leaf, got",
+    [
+        (lambda p: {"a": 1, "b": 0, "c": 1}, "['a']", "got 1"),
+        (lambda p: {"a": True, "b": jnp.array([1, 0, 1]), "c": True}, "['b']", "got Array"),
+    ],
+)
+def test_packed_refuses_a_non_boolean_decay_mask_naming_the_users_leaf(mask, leaf, got):
+    """hunt66: packed named a path into its own buffers (``.loose[0]``) for a
+    callable mask returning ints, and took an int array mask the plain path
+    refuses. Both paths now give the same error, naming the param leaf."""
+    params = {"a": jnp.ones(5000), "b": jnp.ones(3), "c": jnp.ones(2)}
+    for wrap in (lambda t: t, gl.packed):
+        tx = wrap(gl.adamw(0.1, mask=mask))
+        with pytest.raises(TypeError, match="must be a bool or a boolean array") as info:
+            tx.update(params, tx.init(params), params)
+        assert f"mask leaf {leaf}" in str(info.value) and got in str(info.value)
+
+
 # Every public constructor of a transformation, with arguments that make it do
 # something. The README promises that `packed` works for every transformation
 # built from gradlab's blocks, including later ones: a new public constructor
