@@ -201,12 +201,14 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     """``params + updates`` leafwise, keeping each param's dtype.
 
     When the dtypes differ the sum is formed in their promoted dtype (JAX's
-    rules: bfloat16 + float32 is float32) and rounded once to the param's
-    dtype. A floating-point update on an integer or boolean param is refused
+    rules: bfloat16 + float32 is float32) and then rounded to the param's
+    dtype, as Optax: the update is never rounded to the param's dtype first.
+    A floating-point update on an integer or boolean param is refused
     (``TypeError`` naming the leaf): rounding it back to an integer would
     silently lose it (``5 + 0.6`` stays 5). Integer updates on integer params
-    (counters kept in the params) add exactly; a complex update on a real param
-    is refused too (its imaginary part would be dropped). Python numbers are floats.
+    (counters kept in the params) add exactly; a complex update on a real
+    param is refused too (its imaginary part would be dropped). Python numbers
+    are floats.
     Shapes must match (``ValueError`` naming the leaf and both shapes),
     checked when tracing, at no run-time cost.
     """
