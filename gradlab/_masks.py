@@ -120,9 +120,20 @@ def resolve_static(spec: Any, params: Tree, what: str = "mask") -> list[bool]:
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         value = static_bool(leaf)
         if value is None:
+            where = f"{what} leaf {jax.tree_util.keystr(path) or '(root)'}"
+            if not _is_bool_leaf(leaf):  # the type is wrong, known or not: say so
+                dtype = getattr(leaf, "dtype", type(leaf).__name__)
+                raise TypeError(
+                    f"{where} must be a bool (one per param leaf), got {leaf!r} ({dtype}): "
+                    "write True or False"
+                )
+            if np.ndim(leaf) > 0:
+                raise TypeError(
+                    f"{where} must be one bool for the whole leaf (it chooses which leaves "
+                    f"the inner transformation sees), got an array of shape {np.shape(leaf)}"
+                )
             raise TypeError(
-                f"{what} leaf {jax.tree_util.keystr(path) or '(root)'} must be a bool known "
-                f"when tracing (one per param leaf), got {leaf!r}"
+                f"{where} must be a bool known when tracing (one per param leaf), got {leaf!r}"
             )
         out.append(value)
     return out

@@ -441,9 +441,10 @@ def packed(
     Small leaves (at most ``max_leaf_size`` elements) of each dtype are packed
     into one contiguous buffer; ``transform``'s state is stored packed; the
     updates come back as a tree like the params. Same numbers as the plain
-    path to round-off: global norms sum in another order, and a 0-d leaf,
-    computed as one element of a vector, may round an ulp apart (XLA:CPU
-    divides a vector by a scalar otherwise than a scalar by a scalar). Every
+    path to round-off: global norms sum in another order, and a leaf of one
+    element (shape ``()``, ``(1,)``, ...), computed as one element of a longer
+    vector, may round an ulp apart (XLA:CPU computes a one-element division
+    otherwise than a vector's). Every
     member runs as it declares (``tx.packing``): elementwise ones on the
     buffers, per-leaf ones on the unpacked leaves, masks resolved against the
     real params; a member that declares nothing (an Optax transformation)

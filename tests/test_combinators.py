@@ -246,12 +246,27 @@ def test_mask_structure_mismatch_shows_both_structures(make):
         )
 
 
+@pytest.mark.parametrize(
+    ("leaf", "message"),
+    [
+        # hunt67: the first two were told "must be a bool known when tracing"
+        (jnp.array([True, False]), r"must be one bool for the whole leaf.*shape \(2,\)"),
+        (1, r"must be a bool \(one per param leaf\), got 1 \(int\)"),
+        (jnp.array([1, 0]), r"must be a bool \(one per param leaf\), got .*\(int32\)"),
+        (None, "must be a bool known when tracing"),  # traced: see below
+    ],
+)
 @pytest.mark.parametrize("make", [lambda m: gl.masked(gl.sgd(0.1), m), gl.freeze])
-def test_mask_that_is_not_one_static_bool_per_leaf_raises_naming_the_leaf(make):
+def test_mask_that_is_not_one_static_bool_per_leaf_raises_naming_the_leaf(make, leaf, message):
     params = {"w": jnp.ones(2), "b": jnp.ones(2)}
-    tx = make({"w": True, "b": jnp.array([True, False])})
-    with pytest.raises(TypeError, match=r"mask leaf \['b'\] must be a bool known when tracing"):
-        tx.update(params, tx.init(params), params)
+    if leaf is None:  # a bool computed from the params under jit
+        tx = make(lambda p: {"w": True, "b": p["b"][0] > 0})
+        step = jax.jit(lambda p: tx.update(p, tx.init(p), p))
+    else:  # a callable mask (a tree with an int leaf is refused at construction)
+        tx = make(lambda p: {"w": True, "b": leaf})
+        step = lambda p: tx.update(p, tx.init(p), p)  # noqa: E731
+    with pytest.raises(TypeError, match=r"mask leaf \['b'\] " + message):
+        step(params)
 
 
 def test_masked_rejects_a_non_transformation():
