@@ -130,7 +130,7 @@ def resolve_static(spec: Any, params: Tree, what: str = "mask") -> list[bool]:
             if np.ndim(leaf) > 0:
                 raise TypeError(
                     f"{where} must be one bool for the whole leaf (it chooses which leaves "
-                    f"the inner transformation sees), got an array of shape {np.shape(leaf)}"
+                    f"the inner transformation sees), got {leaf!r} of shape {np.shape(leaf)}"
                 )
             raise TypeError(
                 f"{where} must be a bool known when tracing (one per param leaf), got {leaf!r}"
