@@ -51,7 +51,6 @@ import numpy as np
 
 from gradlab import _masks, _tree
 from gradlab._checks import (
-    check_int,
     check_same_shapes,
     check_same_structure,
     check_state,
@@ -59,6 +58,7 @@ from gradlab._checks import (
     leaf_paths,
     path_difference,
     short_structure,
+    static_int,
 )
 from gradlab._core import (
     ELEMENTWISE,
@@ -465,7 +465,7 @@ def packed(
     unknown: call ``init`` eagerly on sharded params.
     """
     check_transformation("transform", transform)
-    check_int("max_leaf_size", max_leaf_size, minimum=0)
+    max_leaf_size = static_int("max_leaf_size", max_leaf_size, minimum=0)
 
     def init(params):
         layout = Layout.of_params(params, max_leaf_size)

@@ -219,6 +219,34 @@ def test_jax_vmap_over_a_hyperparameter_equals_separate_calls():
         np.testing.assert_allclose(both.losses[i], one.losses, rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda lr: gl.inject_hyperparams(gl.sgd)(learning_rate=lr),
+        lambda lr: gl.chain(gl.clip(1.0), gl.inject_hyperparams(gl.adam)(learning_rate=lr)),
+        gl.rprop,
+    ],
+    ids=["inject_hyperparams(sgd)", "chain(clip, inject_hyperparams(adam))", "rprop"],
+)
+def test_an_optimizer_that_keeps_the_rate_in_its_state_is_refused(make):
+    """The test rebuilds the optimizer each step with the new rate and carries
+    one state: inject_hyperparams reads the rate from its state (so does Optax's)
+    and rprop only at init, so every step ran at min_lr, the loss never blew
+    up, and the steepest rule suggested a rate near max_lr that diverges
+    (hunt70: 8.2 instead of 0.17). Refused, alone, in a grid and under vmap."""
+    match = "state depends on the learning rate"
+    with pytest.raises(ValueError, match=match):
+        gl.lr_finder(make, loss_fn, jnp.zeros(3), BATCHES, num_steps=4)
+    either = lambda lr, kind: make(lr) if kind == "kept" else gl.sgd(lr)  # noqa: E731
+    with pytest.raises(ValueError, match=match):
+        gl.lr_finder(either, loss_fn, jnp.zeros(3), BATCHES, num_steps=4,
+                     grid={"kind": ["plain", "kept"]})  # fmt: skip
+    scaled = lambda s: gl.lr_finder(lambda lr: make(lr * s), loss_fn, jnp.zeros(3), BATCHES,  # noqa: E731
+                                    num_steps=4)  # fmt: skip
+    with pytest.raises(ValueError, match=match):
+        jax.vmap(scaled)(jnp.array([1.0, 2.0]))
+
+
 def test_linear_mode_and_other_rules():
     result = gl.lr_finder(gl.sgd, loss_fn, jnp.zeros(3), BATCHES, min_lr=0.01, max_lr=1.0,
                           num_steps=30, mode="linear", rule="valley", smoothing=0.5)  # fmt: skip

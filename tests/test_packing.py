@@ -138,6 +138,16 @@ def test_packed_rejects_negative_max_leaf_size():
         gl.packed(gl.adam(0.1), max_leaf_size=-1)
 
 
+def test_packed_refuses_a_traced_max_leaf_size_clearly():
+    """max_leaf_size sets the layout (shapes): a traced one is refused by name,
+    not with JAX's boolean-conversion error from inside init (hunt70)."""
+    init = jax.jit(lambda m: gl.packed(gl.adam(0.1), m).init({"a": jnp.ones(3)}))
+    with pytest.raises(TypeError, match="max_leaf_size must be known when tracing"):
+        init(3)
+    with pytest.raises(TypeError, match="max_leaf_size must be an integer"):
+        gl.packed(gl.adam(0.1), max_leaf_size=True)
+
+
 def test_packed_leaves_a_stateless_transform_unpacked_and_still_matches_optax():
     params = _tree()
     tx = gl.packed(gl.sgd(0.1), max_leaf_size=32)

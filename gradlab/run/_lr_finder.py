@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import Literal
 
 from gradlab._checks import (
     COUNT_MAX,
@@ -190,6 +191,46 @@ def _suggestions(lrs, smoothed, stop_step, min_lr, max_lr) -> dict[str, jax.Arra
     return {"valley": clip(valley), "steepest": clip(steepest), "minimum": clip(minimum)}
 
 
+def _depends(jaxpr: Any, hit_in: Sequence[bool]) -> list[bool]:
+    """Which outputs of ``jaxpr`` depend on the inputs flagged in ``hit_in``: a
+    forward dataflow walk, entering calls (``pjit``) whose inner inputs match
+    one to one; any other primitive's outputs all depend on any input that does."""
+    dep = {v for v, h in zip(jaxpr.invars, hit_in, strict=True) if h}
+
+    def on(v: Any) -> bool:
+        return not isinstance(v, Literal) and v in dep
+
+    for eqn in jaxpr.eqns:
+        hit = [on(v) for v in eqn.invars]
+        if not any(hit):
+            continue
+        inner = eqn.params.get("jaxpr")
+        inner = getattr(inner, "jaxpr", inner)  # a ClosedJaxpr's jaxpr
+        matches = inner is not None and hasattr(inner, "eqns")
+        if matches and len(inner.invars) == len(hit) and len(inner.outvars) == len(eqn.outvars):
+            dep.update(o for o, d in zip(eqn.outvars, _depends(inner, hit), strict=True) if d)
+        else:
+            dep.update(eqn.outvars)
+    return [on(v) for v in jaxpr.outvars]
+
+
+def _check_state_ignores_rate(make_optimizer, lr, params, extra) -> None:
+    """The range test builds ``make_optimizer(lr_t)`` anew each step and carries
+    one state from ``make_optimizer(min_lr).init``: an optimizer that keeps the
+    rate in its state (``inject_hyperparams``; ``rprop``'s initial step sizes)
+    would run every step at ``min_lr`` and suggest a rate never tried. Found by
+    tracing ``init`` with the rate as the input (no arrays are made)."""
+    init = lambda lr: jax.tree.leaves(make_optimizer(lr, **extra).init(params))  # noqa: E731
+    if any(_depends(jax.make_jaxpr(init)(lr).jaxpr, [True])):
+        raise ValueError(
+            "make_optimizer's state depends on the learning rate it is built with "
+            "(inject_hyperparams keeps the rate in its state; rprop starts its step sizes "
+            "from it): lr_finder rebuilds the optimizer with each step's rate and carries "
+            "one state, so every step would run at min_lr. Pass a factory whose state does "
+            "not hold the rate, e.g. gl.adam rather than gl.inject_hyperparams(gl.adam)"
+        )
+
+
 def _range_test(
     make_optimizer, loss_fn, params, batches, stacked, key, lrs, smoothing, threshold, extra
 ):
@@ -197,6 +238,7 @@ def _range_test(
     grad_fn = jax.value_and_grad(loss_fn)
     tx = make_optimizer(lrs[0], **extra)
     check_transformation("make_optimizer(learning_rate, ...)", tx)
+    _check_state_ignores_rate(make_optimizer, lrs[0], params, extra)
     check_loss(jax.eval_shape(loss_fn, params, batches.at(stacked, jnp.int32(0), key)))
     state = tx.init(params)
     dtype = lrs.dtype
@@ -277,8 +319,9 @@ def lr_finder(
     Args:
         make_optimizer: ``make_optimizer(learning_rate, **config) -> GradientTransformation``;
             called with a (traced) scalar rate each step, so the optimizer's
-            state must not depend on the rate's value (true of every gradlab
-            optimizer).
+            state must not depend on the rate's value: true of every gradlab
+            optimizer but ``rprop``, and not of ``inject_hyperparams`` (it keeps
+            the rate in its state), which are refused with a ``ValueError``.
         loss_fn: ``loss_fn(params, batch) -> scalar``.
         params: initial params (a pytree of float arrays).
         batches: arrays stacked along steps (cycled), ``step -> batch``, or
