@@ -90,13 +90,39 @@ def select(on: Any, a: Any, b: Any) -> Any:
     return jnp.where(jnp.asarray(on, bool), a, b)
 
 
-def select_tree(spec: Any, params: Tree, on: Tree, off: Tree, what: str = "mask") -> Tree:
+def select_tree(
+    spec: Any, params: Tree, on: Tree, off: Tree, what: str = "mask", elementwise: bool = True
+) -> Tree:
     """:func:`select` leaf by leaf, ``spec`` resolved against ``params``
-    (``spec=None``: everything selected)."""
+    (``spec=None``: everything selected). ``elementwise=False``: one bool per
+    leaf (a trust ratio is a whole leaf's)."""
     if spec is None:
         return on
-    tree = check_bools(resolve(spec, params, what), what)
+    tree = check_shapes(check_bools(resolve(spec, params, what), what), params, what, elementwise)
     return jax.tree.map(select, tree, on, off)
+
+
+def check_shapes(tree: Tree, params: Tree, what: str = "mask", elementwise: bool = True) -> Tree:
+    """``tree`` (a resolved mask) when each array leaf is 0-d or, elementwise,
+    exactly its param's shape; else a ``ValueError`` naming the leaf and both
+    shapes. A ``(3,)`` mask on a ``(2, 3)`` param would otherwise broadcast over
+    the rows without a word (or fail inside JAX); with ``elementwise=False``
+    any leaf of more than one element is a ``TypeError``."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    for (path, m), p in zip(leaves, jax.tree.leaves(params), strict=True):
+        shape, want = np.shape(m), np.shape(p)
+        if shape == () or (elementwise and shape == want):
+            continue
+        where = f"{what} leaf {jax.tree_util.keystr(path) or '(root)'}"
+        if not elementwise:
+            raise TypeError(
+                f"{where} must be one bool for the whole leaf, got an array of shape {shape}"
+            )
+        raise ValueError(
+            f"{where} has shape {shape}, but its param has shape {want}: give one bool "
+            "for the leaf or a boolean array of the param's shape"
+        )
+    return tree
 
 
 def check_bools(tree: Tree, what: str = "mask") -> Tree:

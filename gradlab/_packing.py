@@ -351,7 +351,7 @@ class PackContext:
     def mask(self, spec: Any) -> Packed:
         """A mask (tree, prefix or callable) resolved against the tree the member
         sees, as unpacked, then packed (False on the leaves it does not see)."""
-        mask = _masks.check_bools(_masks.resolve(spec, self.tree))
+        mask = _masks.check_shapes(_masks.check_bools(_masks.resolve(spec, self.tree)), self.tree)
         if self.keep is not None:
             seen = iter(jax.tree.structure(self.tree).flatten_up_to(mask))
             mask = self.layout.treedef.unflatten([next(seen) if k else False for k in self.keep])

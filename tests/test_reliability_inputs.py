@@ -395,6 +395,9 @@ COMBINATORS_AND_TYPES: list[Row] = [
     ("adamw: mask of another structure", lambda: update(gl.adamw(0.1, mask={"b": True, "c": False})), ValueError, ("mask", "'c'")),
     ("add_decayed_weights: mask a list where a tree is expected", lambda: update(gl.add_decayed_weights(0.1, [True])), ValueError, ("mask", "[*]")),
     ("lamb: mask function returning another tree", lambda: update(gl.lamb(0.1, mask=lambda p: {"x": True})), ValueError, ("mask", "'x'")),
+    ("adamw: a mask leaf that would broadcast over its param", lambda: update(gl.adamw(0.1, mask={"b": True, "w": jnp.array([True, False, True])})), ValueError, ("mask leaf ['w']", "(3,)", "(2, 3)")),
+    ("packed adamw: a mask leaf of another shape than its param", lambda: update(gl.packed(gl.adamw(0.1, mask={"b": True, "w": jnp.ones(4, bool)}))), ValueError, ("mask leaf ['w']", "(4,)", "(2, 3)")),
+    ("lars: an elementwise trust_ratio_mask leaf", lambda: update(gl.lars(0.1, trust_ratio_mask={"b": False, "w": jnp.ones((2, 3), bool)})), TypeError, ("mask leaf ['w']", "(2, 3)")),
     ("apply_if_finite: transform is a function", lambda: gl.apply_if_finite(gl.adam, 3), TypeError, ("transform", "function")),
     ("MultiSteps: transform is None", lambda: gl.MultiSteps(None, 2), TypeError, ("transform", "NoneType")),
     ("lookahead: fast is a dict", lambda: gl.lookahead({"init": 0}, 5, 0.5), TypeError, ("fast", "dict")),
@@ -701,7 +704,7 @@ LISTED_COUNTS = {
     "weight decay, factors, dtypes": 35,
     "periods and step counts": 31,
     "schedules": 29,
-    "combinators, masks, labels, wrong types": 51,
+    "combinators, masks, labels, wrong types": 54,
     "gradients and states unlike the state": 46,
     "checkpoints": 12,
     "losses": 19,
@@ -713,7 +716,7 @@ LISTED_COUNTS = {
 
 def test_the_listed_counts_are_the_tables():
     assert {name: len(rows) for name, rows in SECTIONS.items()} == LISTED_COUNTS
-    assert sum(LISTED_COUNTS.values()) == len(BAD_INPUTS) == 370
+    assert sum(LISTED_COUNTS.values()) == len(BAD_INPUTS) == 373
 
 
 def test_valid_values_that_used_to_fail_inside_jax_now_work():

@@ -40,7 +40,8 @@ def add_decayed_weights(
     """Weight decay: ``u <- u + weight_decay * p`` (``optax.add_decayed_weights``).
 
     ``mask`` (a tree of bools like the params or a prefix of it, or
-    ``params -> tree``; leaves may be boolean arrays, elementwise) limits the
+    ``params -> tree``; leaves may be boolean arrays of the param's shape,
+    elementwise; any other shape is a ``ValueError``, not a broadcast) limits the
     decay to where it is True — e.g. skip biases and norm scales.
     Followed by ``scale_by_learning_rate`` this is AdamW's decoupled
     ``p <- p - lr * wd * p`` (Loshchilov & Hutter 2019); placed first, before

@@ -25,8 +25,8 @@ def scale_by_trust_ratio(
 
     ``u <- u * trust_coefficient * ||p|| / (||u|| + eps)`` with both norms
     floored at ``min_norm``; the ratio is 1 where either norm is 0 (a zero-init
-    layer still moves). ``mask`` (tree, prefix or ``params -> tree``) limits
-    it to where True (LARS excludes biases and norm scales).
+    layer still moves). ``mask`` (tree, prefix or ``params -> tree``; one
+    bool per leaf) limits it to where True (LARS excludes biases and norm scales).
     ``optax.scale_by_trust_ratio`` (plus ``optax.masked`` for the mask).
     """
     check_scalars(min_norm=min_norm, trust_coefficient=trust_coefficient, eps=eps)
@@ -57,7 +57,8 @@ def scale_by_trust_ratio(
             return (u.astype(dt) * ratio).astype(u.dtype)
 
         scaled = treedef.unflatten(map(leaf, us, dts, p_norms, u_norms))
-        return _masks.select_tree(mask, params, scaled, _tree.as_updates(updates)), state
+        kept = _tree.as_updates(updates)
+        return _masks.select_tree(mask, params, scaled, kept, elementwise=False), state
 
     return stateless(update, packing=PER_LEAF)
 
