@@ -27,6 +27,7 @@ __all__ = [
     "check_number",
     "check_params",
     "check_positive",
+    "check_real",
     "check_same_shapes",
     "check_same_structure",
     "check_scalars",
@@ -467,12 +468,27 @@ def _required_positional(fn: Any) -> int | None:
     return sum(p.kind in kinds and p.default is inspect.Parameter.empty for p in params)
 
 
-def check_schedule_value(name: str, value: Any) -> None:
+def check_real(name: str, value: Any, what: str = "a real number") -> None:
+    """``value`` is a number or an array of numbers (a bool, integer or float
+    dtype), else a ``TypeError`` naming ``name``: ``None`` would turn into NaN
+    and ``"0.3"`` into a number, or fail deep in JAX. Only the type is read, so
+    a traced value is checked for free."""
+    if isinstance(value, int | float):  # any Python int (10**30 is NumPy's object dtype)
+        return
+    dtype = getattr(value, "dtype", None)
+    if dtype is None and value is not None and not isinstance(value, str | bytes):
+        dtype = np.asarray(value).dtype
+    if dtype is None or np.dtype(dtype).kind not in "biuf":
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+
+
+def check_schedule_value(name: str, value: Any, scalar: bool = True) -> None:
     """What a schedule returned is one real number: a scalar of an integer or
     floating dtype (or a Python int/float), traced or not (shapes and dtypes are
     static). Otherwise a ``TypeError``/``ValueError`` naming ``name`` and what came
     back, instead of an update silently broadcast to the schedule's shape or a
-    dtype error deep in the block."""
+    dtype error deep in the block. ``scalar=False``: real numbers of any shape
+    (a schedule called with an array of steps)."""
     if isinstance(value, bool | np.bool_):
         raise TypeError(f"{name} schedule must return a real number, got the boolean {value!r}")
     dtype = getattr(value, "dtype", None)
@@ -488,7 +504,7 @@ def check_schedule_value(name: str, value: Any) -> None:
             f"{name} schedule must return a real number, got a value of dtype {np.dtype(dtype)}"
         )
     shape = jax.numpy.shape(value)
-    if shape != ():
+    if scalar and shape != ():
         raise ValueError(
             f"{name} schedule must return a scalar, got an array of shape {shape}; to sweep "
             "over several values, vmap over a function that builds the optimizer"

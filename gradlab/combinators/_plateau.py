@@ -14,6 +14,7 @@ from gradlab._checks import (
     check_in_range,
     check_int,
     check_nonnegative,
+    check_real,
     check_scalars,
     check_state,
 )
@@ -157,6 +158,7 @@ def reduce_on_plateau(
                 "optax.GradientTransformationExtraArgs(*tx))"
                 + (f"; it got the extras {sorted(extra)}" if extra else "")
             )
+        check_real("value", value, "the monitored loss, a real scalar")
         value = jnp.asarray(value)
         if value.shape != ():
             raise ValueError(f"value must be a scalar loss, got an array of shape {value.shape}")

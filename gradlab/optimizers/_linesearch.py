@@ -43,6 +43,7 @@ from gradlab._checks import (
     check_in_range,
     check_int,
     check_positive,
+    check_real,
     check_scalars,
     check_state,
     is_traced,
@@ -202,6 +203,8 @@ def _search_inputs(name: str, updates: Any, params: Any, extra: dict[str, Any]) 
             "optax.GradientTransformationExtraArgs(*tx))"
         )
     value = extra.get("value")
+    if value is not None:
+        check_real(f"{name}: value", value, "the objective's value at params, a real scalar")
     if value is not None and jnp.shape(value) != ():  # (1,): a stacking error deep in the loop
         raise ValueError(
             f"{name}: value must be the objective's value at params, a scalar, "
@@ -322,9 +325,25 @@ class _WeakObjective:
         return value_fn(*args, **kwargs)
 
 
+def _scalar_objective(value_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``value_fn``, its output checked when traced: a real scalar, else an error
+    naming ``value_fn`` (``jax.grad``'s own names neither)."""
+
+    def objective(params: Any) -> Any:
+        value = value_fn(params)
+        check_real("value_fn's output", value, "a real scalar (the objective)")
+        if jnp.shape(value) != ():
+            raise ValueError(
+                f"value_fn must return a scalar (the objective), got shape {jnp.shape(value)}"
+            )
+        return value
+
+    return objective
+
+
 def _ray(value_fn, updates, params, value, grad) -> _Ray:
     """The objective along the search direction, starting values included."""
-    value_and_grad = jax.value_and_grad(value_fn)
+    value_and_grad = jax.value_and_grad(_scalar_objective(value_fn))
     if value is None or grad is None:  # one extra evaluation, but a working search
         value, grad = value_and_grad(params)
     else:  # in the params' dtypes, as every gradient the search computes (a loop carry)

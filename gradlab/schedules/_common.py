@@ -11,6 +11,7 @@ Every schedule follows the same three rules, implemented once here:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, TypeAlias
@@ -25,6 +26,7 @@ from gradlab._checks import (
     check_int,
     check_nonnegative,
     check_number,
+    check_real,
     check_scalars,
     is_traced,
 )
@@ -87,6 +89,20 @@ def as_step(step: ArrayLike) -> jax.Array:
     geometric ``period_mult`` and float steps still round (enable x64).
     """
     return jnp.maximum(as_float(step), 0.0)
+
+
+def stepped(schedule: Schedule) -> Schedule:
+    """``schedule`` with its step checked first: ``None``, a string or another
+    non-number is a ``TypeError`` naming ``step`` (``None`` became NaN through
+    ``as_float`` and ``"7"`` the value at step 7). Only the type is looked at, so
+    traced steps cost nothing."""
+
+    @functools.wraps(schedule)
+    def checked(step: ArrayLike) -> jax.Array:
+        check_real("a schedule's step", step, "an integer scalar or array")
+        return schedule(step)
+
+    return checked
 
 
 # --------------------------------------------------------------------------- checks

@@ -18,6 +18,7 @@ from gradlab.schedules._common import (
     check_value,
     fraction,
     step_cycle,
+    stepped,
 )
 
 
@@ -73,7 +74,7 @@ def cosine_decay(
         init, end = as_float(init_value), as_float(end_value)
         return end + (init - end) * cosine_factor(pct, exponent, rest)
 
-    return schedule
+    return stepped(schedule)
 
 
 def _restart_position(step, first_period, period_mult):
@@ -162,4 +163,4 @@ def cosine_warm_restarts(
         rest = fraction(length - pos, length)
         return end + (peak - end) * cosine_factor(pos / length, rest=rest)
 
-    return schedule
+    return stepped(schedule)

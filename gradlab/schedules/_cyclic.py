@@ -19,6 +19,7 @@ from gradlab.schedules._common import (
     is_int,
     power,
     step_cycle,
+    stepped,
 )
 
 _MODES = ("triangular", "triangular2", "exp_range")
@@ -78,7 +79,7 @@ def cyclic(
         base = as_float(base_value)
         return base + (as_float(max_value) - base) * x
 
-    return schedule
+    return stepped(schedule)
 
 
 def _one_cycle_ends(total_steps, pct_start, three_phase):
@@ -163,7 +164,7 @@ def one_cycle(
             values = [(init, peak), (peak, low)]
         return _phased(step, _one_cycle_ends(total_steps, pct_start, three_phase), values, kind)
 
-    return schedule
+    return stepped(schedule)
 
 
 def one_cycle_momentum(
@@ -201,4 +202,4 @@ def one_cycle_momentum(
         values = [(hi, lo), (lo, hi), (hi, hi)] if three_phase else [(hi, lo), (lo, hi)]
         return _phased(step, _one_cycle_ends(total_steps, pct_start, three_phase), values, kind)
 
-    return schedule
+    return stepped(schedule)

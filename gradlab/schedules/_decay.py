@@ -26,6 +26,7 @@ from gradlab.schedules._common import (
     is_int,
     power,
     step_cycle,
+    stepped,
 )
 
 
@@ -45,7 +46,7 @@ def constant(value: ArrayLike) -> Schedule:
     def schedule(step: ArrayLike):
         return jnp.zeros_like(as_step(step)) + as_float(value)
 
-    return schedule
+    return stepped(schedule)
 
 
 def step_decay(init_value: ArrayLike, step_size: ArrayLike, gamma: ArrayLike = 0.1) -> Schedule:
@@ -68,7 +69,7 @@ def step_decay(init_value: ArrayLike, step_size: ArrayLike, gamma: ArrayLike = 0
         k, _ = step_cycle(step, step_size)
         return as_float(init_value) * jnp.power(as_float(gamma), k)
 
-    return schedule
+    return stepped(schedule)
 
 
 def multistep_decay(
@@ -99,7 +100,7 @@ def multistep_decay(
         passed = _reached(step, milestones).astype(float_dtype())
         return as_float(init_value) * jnp.power(as_float(gamma), jnp.sum(passed, axis=-1))
 
-    return schedule
+    return stepped(schedule)
 
 
 def _boundaries_and_scales(value: Any) -> tuple[Any, Any]:
@@ -221,7 +222,7 @@ def piecewise_constant(
         factors = jnp.where(at, along, 1.0)
         return as_float(init_value) * jnp.prod(factors, axis=-1)
 
-    return schedule
+    return stepped(schedule)
 
 
 def exponential_decay(
@@ -270,7 +271,7 @@ def exponential_decay(
             value = jnp.where(rate < 1.0, jnp.maximum(value, end), jnp.minimum(value, end))
         return value
 
-    return schedule
+    return stepped(schedule)
 
 
 def inverse_time_decay(
@@ -300,7 +301,7 @@ def inverse_time_decay(
         p = step_cycle(step, decay_steps)[0] if staircase else as_step(step) / as_float(decay_steps)
         return as_float(init_value) / (1.0 + as_float(decay_rate) * p)
 
-    return schedule
+    return stepped(schedule)
 
 
 def polynomial_decay(
@@ -345,7 +346,7 @@ def _polynomial(init_value, end_value, steps, power, begin) -> Schedule:
         init, end = as_float(init_value), as_float(end_value)
         return end + (init - end) * frac
 
-    return schedule
+    return stepped(schedule)
 
 
 def linear(

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from gradlab._checks import is_traced
-from gradlab.schedules._common import Schedule, as_float, as_sequence, float_dtype
+from gradlab._checks import check_schedule_value, is_traced
+from gradlab.schedules._common import Schedule, as_float, as_sequence, float_dtype, stepped
 
 
 def join(
@@ -75,13 +75,19 @@ def join(
             ints = [int(b) for b in np.asarray(boundaries).reshape(-1)]  # Python ints: no overflow
             never = np.asarray([b > top for b in ints], bool)
             bounds = jnp.asarray(np.asarray([min(b, top) for b in ints], step.dtype))
+
+        def part(i: int, t: jax.Array) -> jax.Array:
+            value = schedules[i](t)
+            check_schedule_value(f"schedules[{i}]", value, scalar=False)
+            return as_float(value)
+
         # broadcast: a part may return a Python float (Optax's constant_schedule does)
-        out = jnp.zeros(step.shape, float_dtype()) + as_float(schedules[0](step))
-        for i, following in enumerate(schedules[1:]):
-            if never[i]:
+        out = jnp.zeros(step.shape, float_dtype()) + part(0, step)
+        for i in range(1, len(schedules)):
+            if never[i - 1]:
                 break
-            b = bounds[i]
-            out = jnp.where(step < b, out, as_float(following(step - b)))
+            b = bounds[i - 1]
+            out = jnp.where(step < b, out, part(i, step - b))
         return out
 
-    return schedule
+    return stepped(schedule)

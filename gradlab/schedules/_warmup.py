@@ -19,6 +19,7 @@ from gradlab.schedules._common import (
     check_value,
     fraction,
     safe_div,
+    stepped,
 )
 from gradlab.schedules._cosine import cosine_factor
 
@@ -49,7 +50,7 @@ def _warmup_then(init_value, peak_value, warmup_steps, decay_steps, end_value, f
         pct, rest = fraction(t - w, n - w), fraction(n - t, n - w)
         return jnp.where(t < w, warm, end + (peak - end) * factor(pct, rest))
 
-    return schedule
+    return stepped(schedule)
 
 
 def warmup_cosine_decay(
@@ -177,4 +178,4 @@ def warmup_stable_decay(
             f = rest / (1.0 + _tree.sqrt_or_zero(pct))
         return jnp.where(t < w, warm, end + (peak - end) * f)
 
-    return schedule
+    return stepped(schedule)
