@@ -193,8 +193,9 @@ def _suggestions(lrs, smoothed, stop_step, min_lr, max_lr) -> dict[str, jax.Arra
 
 def _depends(jaxpr: Any, hit_in: Sequence[bool]) -> list[bool]:
     """Which outputs of ``jaxpr`` depend on the inputs flagged in ``hit_in``: a
-    forward dataflow walk, entering calls (``pjit``) whose inner inputs match
-    one to one; any other primitive's outputs all depend on any input that does."""
+    forward dataflow walk, entering ``jit`` calls (inner inputs match one to
+    one); any other primitive's outputs (a loop's carry among them) all depend
+    on any input that does."""
     dep = {v for v, h in zip(jaxpr.invars, hit_in, strict=True) if h}
 
     def on(v: Any) -> bool:
@@ -206,8 +207,8 @@ def _depends(jaxpr: Any, hit_in: Sequence[bool]) -> list[bool]:
             continue
         inner = eqn.params.get("jaxpr")
         inner = getattr(inner, "jaxpr", inner)  # a ClosedJaxpr's jaxpr
-        matches = inner is not None and hasattr(inner, "eqns")
-        if matches and len(inner.invars) == len(hit) and len(inner.outvars) == len(eqn.outvars):
+        call = eqn.primitive.name in ("jit", "pjit", "closed_call") and hasattr(inner, "eqns")
+        if call and len(inner.invars) == len(hit) and len(inner.outvars) == len(eqn.outvars):
             dep.update(o for o, d in zip(eqn.outvars, _depends(inner, hit), strict=True) if d)
         else:
             dep.update(eqn.outvars)

@@ -1,12 +1,14 @@
 """Helpers shared by every schedule: dtypes, step conversion, validation.
 
-Every schedule follows the same three rules, implemented once here:
+Every schedule follows the same rules, implemented once here:
 
 * parameters are validated at construction when concrete and never inspected
   when traced (``gradlab._checks``), so a sweep can ``vmap`` over any of them;
 * the step is converted to the default float dtype *before* any arithmetic, so
   ``int32`` steps near ``2**31`` cannot overflow (``step + warmup`` would);
-* negative steps are treated as step 0.
+* negative steps are treated as step 0;
+* a step that is not a number (``None``, a string) is a ``TypeError``
+  (:func:`stepped` wraps every schedule).
 """
 
 from __future__ import annotations
