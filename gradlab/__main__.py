@@ -460,7 +460,7 @@ def _plots(result, make, args, lrs) -> None:
         print(f"\nno loss_curves.png: every optimizer diverged at every learning rate ({sched})")
 
     fig = gl.plot.sweep(
-        result, metric="test_acc", by=["optimizer", "learning_rate"], log_scale=False
+        result, metric="test_acc", by=["optimizer", "learning_rate"], log_scale=False, mode="max"
     )
     fig.suptitle("test accuracy: every configuration")
     written.append(_save(fig, out / "sweep_overview.png"))
@@ -708,10 +708,15 @@ def main(argv: list[str] | None = None) -> None:
         )
     args = parser.parse_args(argv)
     low, high = ("min_lr", "max_lr") if args.command == "lr-find" else ("lr_min", "lr_max")
-    if None not in (getattr(args, low), getattr(args, high)) and getattr(args, low) >= getattr(
-        args, high
-    ):
-        parser.error(f"--{low.replace('_', '-')} must be below --{high.replace('_', '-')}")
+    lo, hi = getattr(args, low), getattr(args, high)
+    if args.command != "lr-find":  # one given: against the other's default (--quick's or not)
+        preset = QUICK if args.quick else FULL
+        lo, hi = preset["lr_min"] if lo is None else lo, preset["lr_max"] if hi is None else hi
+    if lo >= hi:
+        parser.error(
+            f"--{low.replace('_', '-')} must be below --{high.replace('_', '-')} "
+            f"(got {lo:g} and {hi:g}; an option not given takes its default)"
+        )
     if args.command == "lr-find" and args.max_lr / args.min_lr > float(np.finfo(np.float32).max):
         # the range test's rates are min * (max / min) ** frac, in float32
         parser.error("--max-lr / --min-lr must fit in float32 (at most 3.4e38)")

@@ -126,6 +126,9 @@ _TINY_FIND = ["--steps", "2", "--optimizers", "sgd", "--no-plots"]
         (["--loop-sample", "-2"], "--loop-sample: must be >= 0"),
         (["--target-loss", "-1"], "--target-loss: must be a finite number > 0"),
         (["--lr-min", "1", "--lr-max", "0.1"], "--lr-min must be below --lr-max"),
+        # one bound alone is checked against the other's default (it ran "2 .. 1")
+        (["--lr-min", "2"], "--lr-min must be below --lr-max (got 2 and 1;"),
+        (["--quick", "--lr-max", "1e-4"], "--lr-min must be below --lr-max (got 0.001 and 0.0001;"),
         (["--steps", "50", "lr-find"], "options before 'lr-find' would be ignored (--steps 50)"),
         (["--quick", "lr-find"], "options before 'lr-find' would be ignored"),
         (["lr-find", "--steps", "1"], "--steps: must be >= 2, got 1"),

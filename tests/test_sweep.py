@@ -423,6 +423,10 @@ def test_table_best_subset_and_pandas(mixed):
     assert {"optimizer", "learning_rate", "final_loss", "min_loss", "diverged_at"} <= set(frame)
     np.testing.assert_array_equal(frame["final_loss"], final)
     assert frame["diverged_at"].tolist() == result.diverged_at.tolist()
+    # a boolean mask picks by position, so it must cover every configuration
+    np.testing.assert_array_equal(result.subset(np.arange(8) >= 6).losses, result.losses[6:])
+    with pytest.raises(ValueError, match="needs 8 entries"):
+        result.subset([True, False, True])
 
 
 def test_sweep_plot_draws_each_configuration(mixed):
@@ -438,6 +442,15 @@ def test_sweep_plot_draws_each_configuration(mixed):
     assert [ax.get_xlabel() for ax in only_lr.axes if ax.get_visible()] == ["step", "learning_rate"]
     with pytest.raises(ValueError, match="not swept names"):
         gl.plot.sweep(mixed, by=["momentum"])
+    # the diverged marker sits at the worst final value drawn: the largest loss,
+    # or the smallest with mode="max" (an accuracy: the top would read as best)
+    finals = mixed.final_loss[~mixed.diverged]
+    for mode, worst in (("min", finals.max()), ("max", finals.min())):
+        panel = gl.plot.sweep(mixed, by=["learning_rate"], mode=mode).axes[1]
+        (marks,) = [c for c in panel.collections if c.get_label() == "diverged"]
+        np.testing.assert_allclose(marks.get_offsets()[:, 1], worst, rtol=1e-6)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        gl.plot.sweep(mixed, mode="best")
     smoothed = gl.plot.sweep(mixed.where(optimizer="adam"), smoothing=0.5).axes[0].lines[0]
     raw = mixed.losses[4]
     ema = [0.5 * raw[0] / 0.5, (0.25 * raw[0] + 0.5 * raw[1]) / 0.75]  # bias-corrected EMA
@@ -488,6 +501,11 @@ BAD = [
     ({"eval_every": 5}, ValueError, "eval_every needs an eval_fn"),
     ({"eval_fn": lambda p: p, "eval_every": 1}, ValueError, "eval_fn must return a scalar"),
     ({"eval_fn": len, "eval_every": 0}, ValueError, "eval_every must be >= 1"),
+    # a metric named like the training loss, a swept name or a result column would
+    # be hidden from best()/ranking() or overwrite to_pandas()'s column (hunt73)
+    ({"eval_fn": lambda p: {"loss": p.sum()}}, ValueError, r"metric names \['loss'\] are taken"),
+    ({"eval_fn": lambda p: {"learning_rate": p.sum()}}, ValueError, r"\['learning_rate'\] are"),
+    ({"eval_fn": lambda p: {"acc": p.sum(), "seconds": p.sum()}}, ValueError, r"\['seconds'\]"),
     ({"seeds": []}, TypeError, "seeds"),
     ({"seeds": [0.5]}, TypeError, "seeds must be integers"),
     ({"seeds": [0], "grid": {"learning_rate": [0.1], "seed": [1]}}, ValueError, "'seed'"),

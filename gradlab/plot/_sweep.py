@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from gradlab._checks import check_in_range
+from gradlab._checks import check_choice, check_in_range
 from gradlab.plot._common import check_scalar, figure_module
 from gradlab.run import _grid
 
@@ -45,6 +45,7 @@ def sweep(
     smoothing: float = 0.0,
     log_scale: bool | None = None,
     by: Sequence[str] | str | None = None,
+    mode: str = "min",
 ) -> Any:
     """Plot a :class:`gradlab.SweepResult`: training curves, one colour per
     configuration, and the final value against each swept hyperparameter.
@@ -55,7 +56,8 @@ def sweep(
     hyperparameter (numbers on a log axis when they span a decade or more;
     strings and bools as categories), each point in its configuration's
     colour, with thin lines joining configurations that differ only in that
-    (numeric) hyperparameter; diverged configurations are marked ``x`` at the top.
+    (numeric) hyperparameter; diverged configurations are marked ``x`` at the
+    worst value drawn (the top for a loss, the bottom with ``mode="max"``).
 
     Args:
         result: what :func:`gradlab.sweep` returned (``result.where(...)`` or
@@ -68,6 +70,8 @@ def sweep(
         by: the hyperparameters to put the final values against, one panel
             each: a list of swept names, or one name (default: every swept one
             that takes more than one value).
+        mode: ``"min"`` (lower is better: a loss) or ``"max"`` (an accuracy),
+            as in ``result.best``; it places the diverged markers.
 
     Returns:
         The ``matplotlib.figure.Figure``.
@@ -92,6 +96,7 @@ def sweep(
     check_in_range("smoothing", smoothing, 0.0, 1.0, hi_open=True, on_device=False)  # NumPy
     if log_scale is not None and not isinstance(log_scale, bool | np.bool_):
         raise TypeError(f"log_scale must be True, False or None (automatic), got {log_scale!r}")
+    check_choice("mode", mode, ("min", "max"))
     names = result.names
     if by is not None:
         given = by
@@ -162,7 +167,7 @@ def sweep(
 
     diverged = np.asarray(result.diverged) | ~np.isfinite(final)
     finite = final[~diverged]
-    top = finite.max() if finite.size else 1.0
+    worst = (finite.max() if mode == "min" else finite.min()) if finite.size else 1.0
     for ax, name in zip(axes[1:panels], varied, strict=True):
         values = [c[name] for c in result.configs]
         if _is_numeric(values):
@@ -196,7 +201,7 @@ def sweep(
         if diverged.any():
             ax.scatter(
                 x[diverged],
-                np.full(diverged.sum(), top),
+                np.full(diverged.sum(), worst),
                 marker="x",
                 color="tab:red",
                 zorder=3,

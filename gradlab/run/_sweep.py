@@ -104,6 +104,13 @@ class SweepResult(NamedTuple):
         ``wall_time``, ``compile_time`` and ``num_groups`` stay the whole sweep's.
         """
         idx = np.asarray(indices).reshape(-1)
+        n = len(self.configs)
+        if (
+            idx.dtype == bool and idx.size != n
+        ):  # NumPy would raise; picking from the front is wrong
+            raise ValueError(
+                f"subset: a boolean mask needs {n} entries (one per configuration), got {idx.size}"
+            )
         idx = np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64)
         if idx.size == 0:
             raise ValueError("subset needs at least one configuration index")
@@ -358,12 +365,14 @@ def _group_program(
     notify: Callable | None,
     notify_every: int | None,
     is_first: Callable[[], Any] = lambda: True,
+    reserved: Sequence[str] = (),
 ) -> Callable:
     """``run(hps, seeds, params, data)`` for one group: every argument and output
     has the configuration axis first (``params`` and ``data`` are shared).
     Tracing it checks ``loss_fn`` and ``eval_fn`` (scalars) and records the
-    metric names in ``metric_names``. ``is_first()``: whether this copy of the
-    program reports progress (one of the devices, when spread over several)."""
+    metric names in ``metric_names`` (none of them in ``reserved``). ``is_first()``:
+    whether this copy of the program reports progress (one of the devices, when
+    spread over several)."""
     grad_fn = jax.value_and_grad(loss_fn)
     eval_rows = sorted({*range(eval_every - 1, num_steps, eval_every), num_steps - 1})
 
@@ -387,7 +396,7 @@ def _group_program(
 
     def eval_one(params):
         values = eval_fn(params)
-        metric_names[:] = _check_eval(values)
+        metric_names[:] = _check_eval(values, reserved)
         return values if isinstance(values, Mapping) else {"eval": values}
 
     def evaluate(params, alive):
@@ -671,6 +680,7 @@ def sweep(
             metric_names=metric_names,
             notify=report.steps_done,
             notify_every=report.block_every,
+            reserved=RESERVED_NAMES + tuple(configs[0]),
             **({} if layout is None else {"is_first": layout.is_first}),
         )
         if layout is None:
@@ -760,9 +770,21 @@ def sweep(
     )
 
 
-def _check_eval(values: Any) -> list[str]:
-    """The metric names of an ``eval_fn`` output (a scalar is ``"eval"``)."""
+# Names an eval metric may not take: ``best(by=)``/``ranking`` read "loss" as the
+# training loss, and ``to_pandas`` has these columns (plus the swept names).
+RESERVED_NAMES = ("loss", "final_loss", "min_loss", "diverged_at", "seconds")
+
+
+def _check_eval(values: Any, reserved: Sequence[str] = ()) -> list[str]:
+    """The metric names of an ``eval_fn`` output (a scalar is ``"eval"``); a name
+    in ``reserved`` is a ``ValueError`` (it would hide or overwrite a column)."""
     items = values.items() if isinstance(values, Mapping) else [("eval", values)]
+    clash = sorted(str(name) for name, _ in items if name in reserved)
+    if clash:
+        raise ValueError(
+            f"eval_fn's metric names {clash} are taken (the training loss, a result column "
+            f"or a swept name: {sorted(set(reserved))}); rename them, e.g. 'val_loss'"
+        )
     for name, v in items:
         if jnp.shape(v) != ():
             raise ValueError(
