@@ -254,6 +254,32 @@ def test_seeds_that_key_nothing_warn_that_every_seed_runs_the_same_numbers():
     assert keyed.losses[0, 0] != keyed.losses[1, 0]
 
 
+def test_a_batch_function_whose_key_has_a_default_is_told_the_seeds_miss_it():
+    """``batches(step, key=jax.random.key(0))`` is called with the step only, so
+    a seed ensemble varied the init but not the data order (hunt73: notebook 05
+    said both). Warned, naming the parameter; without the default each seed
+    draws its own batches."""
+    make = lambda learning_rate: gl.sgd(learning_rate)  # noqa: E731
+    grid = {"learning_rate": [0.05]}
+    x, y = LSQ_BATCHES
+
+    def draw(step, key):
+        idx = jax.random.randint(jax.random.fold_in(key, step), (8,), 0, x.shape[1])
+        return x[0, idx], y[0, idx]
+
+    def defaulted(step, key=jax.random.key(0)):
+        return draw(step, key)
+
+    init = lambda key: jnp.asarray(LSQ_P0, jnp.float32)  # noqa: E731  (the seed keys nothing here)
+    with pytest.warns(UserWarning, match=r"batches' 'key' has a default.*def batches\(step, key\)"):
+        same = gl.sweep(make, lsq_loss, init, defaulted, grid, num_steps=3, seeds=[0, 1])
+    np.testing.assert_array_equal(same.losses[0], same.losses[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keyed = gl.sweep(make, lsq_loss, init, draw, grid, num_steps=3, seeds=[0, 1])
+    assert keyed.losses[0, 0] != keyed.losses[1, 0]
+
+
 def test_chunks_equal_one_run_and_reuse_one_compiled_program():
     traces = []
 

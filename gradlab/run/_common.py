@@ -83,6 +83,23 @@ def as_batches(batches: Any) -> Batches:
     return Batches(jax.tree.map(jnp.asarray, batches), None, False)
 
 
+def defaulted_key(fn: Callable | None) -> str | None:
+    """The name of ``fn``'s second positional parameter when it has a default
+    (``batches(step, key=jax.random.key(0))``): such a function is called with
+    the step only, so a seed never reaches it."""
+    if fn is None:
+        return None
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p for p in params if p.kind in kinds]
+    if len(positional) >= 2 and positional[1].default is not inspect.Parameter.empty:
+        return positional[1].name
+    return None
+
+
 def check_params(params: Any, name: str = "params") -> Any:
     """``params`` is a pytree of float arrays or a function ``key -> params``;
     returned with Python-number leaves as float arrays (the optimizers take

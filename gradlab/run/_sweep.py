@@ -26,7 +26,7 @@ import numpy as np
 from gradlab._checks import COUNT_MAX, check_bools, check_int, check_transformation, is_function
 from gradlab._core import apply_updates
 from gradlab.run import _grid
-from gradlab.run._common import as_batches, check_loss, check_params
+from gradlab.run._common import as_batches, check_loss, check_params, defaulted_key
 from gradlab.run._progress import Progress
 
 Params = Any
@@ -637,6 +637,15 @@ def sweep(
     init = params if is_function(params) else None
     shared_params = None if init is not None else jax.tree.map(jnp.asarray, params)
     per_config_data = seeds is not None and data.takes_key
+    optional = defaulted_key(data.fn)
+    if seeds is not None and not data.takes_key and optional and len(set(seeds)) > 1:
+        warnings.warn(
+            f"sweep: batches' {optional!r} has a default, so batches is called with the step "
+            "only and every seed draws the same batches (only what params does with the key "
+            f"differs); to key the data order by seed, drop the default: def batches(step, "
+            f"{optional})",
+            stacklevel=2,
+        )
     if seeds is not None and init is None and not data.takes_key and len(set(seeds)) > 1:
         warnings.warn(
             f"sweep: seeds={[int(s) for s in seeds]!r} key nothing here -- params is a fixed "
