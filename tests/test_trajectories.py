@@ -164,3 +164,22 @@ def test_optimizers_sharing_a_state_structure_run_in_one_vmapped_scan(monkeypatc
     # the three sgd rates share one scan; momentum and Nesterov another; lbfgs its own
     assert sorted(groups) == [1, 2, 3], groups
     np.testing.assert_allclose(paths["sgd 0.18"], sgd_path(0.18)[:4], rtol=1e-5)
+
+
+def test_odd_objectives_get_a_frame_a_warning_or_an_error_naming_fun():
+    """hunt73: a path that does not move around x0 = 1000 was framed +-1.5e-4
+    (float32's lattice, not the surface); a constant loss drew an empty frame
+    without a word; a vector-valued fun failed inside jax.grad."""
+    bowl = lambda z: jnp.sum((z - 1000.0) ** 2)  # noqa: E731
+    fig = gl.plot.trajectories(bowl, {"still": gl.sgd(0.0)}, jnp.array([1000.0, 1000.0]), 2,
+                               resolution=8)  # fmt: skip
+    (xmin, xmax) = fig.axes[0].get_xlim()
+    assert xmax - xmin >= 0.29  # 1e-3 of the scale, padded 15% a side
+    with pytest.warns(UserWarning, match=r"the loss is constant \(1\)"):
+        gl.plot.trajectories(lambda z: 0.0 * jnp.sum(z) + 1.0, {"sgd": gl.sgd(0.1)},
+                             jnp.array([1.0, 2.0]), 2, resolution=8)  # fmt: skip
+    with pytest.raises(ValueError, match=r"fun must return a scalar .* shape \(2,\)"):
+        gl.plot.trajectories(lambda z: z**2, {"sgd": gl.sgd(0.1)}, jnp.array([1.0, 2.0]), 2)
+    with pytest.raises(TypeError, match=r"fun must return a float .* int32"):
+        gl.plot.trajectories(lambda z: jnp.sum(z).astype(jnp.int32), {"sgd": gl.sgd(0.1)},
+                             jnp.array([1.0, 2.0]), 2)  # fmt: skip

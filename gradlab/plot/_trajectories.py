@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -103,7 +104,10 @@ def _default_bounds(fun: Callable, paths: dict[str, np.ndarray], dtype: Any) -> 
             kept.append(finite)
     points = np.concatenate(kept or everyone)
     lo, hi = points.min(axis=0), points.max(axis=0)
-    pad = 0.15 * np.maximum(hi - lo, 1e-3)
+    # paths that barely move get a frame of at least 1e-3 of their scale: an
+    # absolute floor around x0 = 1000 drew float32's lattice, not the surface
+    floor = 1e-3 * np.maximum(1.0, np.abs(lo + hi) / 2)
+    pad = 0.15 * np.maximum(hi - lo, floor)
     return tuple((float(a), float(b)) for a, b in zip(lo - pad, hi + pad, strict=True))
 
 
@@ -123,10 +127,17 @@ def _log_levels(z: np.ndarray, num_levels: int, decades: float) -> np.ndarray:
     finite = z[np.isfinite(z)]
     if not finite.size:
         raise ValueError(
-            "the loss is not finite anywhere inside the plot's bounds: pass "
-            "bounds=((xmin, xmax), (ymin, ymax)) around the region to draw"
+            "the loss is not finite anywhere inside the plot's bounds (check that fun is "
+            "finite somewhere): pass bounds=((xmin, xmax), (ymin, ymax)) around the region "
+            "to draw"
         )
     lo, hi = finite.min(), finite.max()
+    if lo == hi:
+        warnings.warn(
+            f"the loss is constant ({lo:g}) inside the plot's bounds: there are no contour "
+            "lines to draw",
+            stacklevel=3,
+        )
     span = max(hi - lo, np.finfo(np.float64).tiny)
     # np.unique: levels closer than the float spacing at ``lo`` (many decades
     # above a minimum far from 0) coincide, and contour levels must increase.
@@ -230,6 +241,13 @@ def trajectories(
     if shape_of("x0", x0) != (2,):
         raise ValueError(f"x0 must have shape (2,) (a point in the plane), got {np.shape(x0)}")
     check_number("x0", x0)
+    out = jax.eval_shape(fun, jnp.asarray(x0, jnp.result_type(jnp.asarray(x0).dtype, float)))
+    if getattr(out, "shape", None) != ():
+        raise ValueError(
+            f"fun must return a scalar (the loss at a point), got shape {np.shape(out)}"
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"fun must return a float (the loss at a point), got {out.dtype}")
     check_count("num_steps", num_steps, minimum=1)
     check_bools(animate=animate)
     if bounds is not None:
