@@ -145,7 +145,12 @@ def scale_by_amsgrad(
             c = consts(dt)
             m_new = _tree.as_stored(_tree.moment_step(g, m, c.b1, 1, c.cb1, dt), m.dtype)
             v_new = _tree.as_stored(_tree.moment_step(g, v, c.b2, 2, c.cb2, dt), v.dtype)
-            v_max_new = _tree.as_stored(jnp.maximum(v_max.astype(dt), v_new / c.c2), v_max.dtype)
+            # one comparison picks the value and the derivative: jnp.maximum's rule
+            # tests which side equals the maximum, and under jit XLA computed v/c2
+            # twice, rounded differently, so neither side did (wrong jit(grad)).
+            # A NaN v̂ fails the test and is kept, as jnp.maximum keeps it.
+            v_hat, kept = v_new / c.c2, v_max.astype(dt)
+            v_max_new = _tree.as_stored(jnp.where(kept >= v_hat, kept, v_hat), v_max.dtype)
             out = (m_new / c.c1) / (_tree.root(v_max_new + c.eps_root) + c.eps)
             return (
                 out.astype(g.dtype),
