@@ -8,6 +8,7 @@ Schedules (callables) are validated by the schedule itself, not here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -30,6 +31,7 @@ __all__ = [
     "check_real",
     "check_same_shapes",
     "check_same_structure",
+    "check_scalar_output",
     "check_scalars",
     "check_schedule",
     "check_schedule_value",
@@ -37,6 +39,7 @@ __all__ = [
     "check_state",
     "check_transformation",
     "is_function",
+    "is_real_dtype",
     "is_traced",
     "keyword_alias",
     "leaf_paths",
@@ -75,8 +78,7 @@ def _concrete(name: str, value: Any) -> np.ndarray | None:
         arr = np.asarray(value)
     except Exception as e:  # pragma: no cover - exotic objects
         raise TypeError(f"{name} must be a number or an array, got {value!r}") from e
-    # bfloat16/float16 NumPy values (ml_dtypes) have kind 'V': ask JAX instead.
-    if arr.dtype.kind not in "biuf" and not jax.numpy.issubdtype(arr.dtype, jax.numpy.floating):
+    if not is_real_dtype(arr.dtype):
         raise TypeError(
             f"{name} must be a real number or a numeric array, got {value!r} (dtype {arr.dtype})"
         )
@@ -468,18 +470,45 @@ def _required_positional(fn: Any) -> int | None:
     return sum(p.kind in kinds and p.default is inspect.Parameter.empty for p in params)
 
 
+def is_real_dtype(dtype: Any) -> bool:
+    """A bool, integer or float dtype, the 16- and 8-bit floats included
+    (ml_dtypes' bfloat16 has NumPy kind 'V': JAX is asked); not a PRNG key's."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:  # a PRNG key's extended dtype
+        return False
+    return dtype.kind in "biuf" or bool(jax.numpy.issubdtype(dtype, jax.numpy.floating))
+
+
 def check_real(name: str, value: Any, what: str = "a real number") -> None:
-    """``value`` is a number or an array of numbers (a bool, integer or float
-    dtype), else a ``TypeError`` naming ``name``: ``None`` would turn into NaN
-    and ``"0.3"`` into a number, or fail deep in JAX. Only the type is read, so
-    a traced value is checked for free."""
+    """``value`` is a number or an array of numbers (:func:`is_real_dtype`),
+    else a ``TypeError`` naming ``name``: ``None`` would turn into NaN and
+    ``"0.3"`` into a number, or fail deep in JAX. Only the type is read, so a
+    traced value is checked for free."""
     if isinstance(value, int | float):  # any Python int (10**30 is NumPy's object dtype)
         return
     dtype = getattr(value, "dtype", None)
     if dtype is None and value is not None and not isinstance(value, str | bytes):
         dtype = np.asarray(value).dtype
-    if dtype is None or np.dtype(dtype).kind not in "biuf":
-        raise TypeError(f"{name} must be {what}, got {value!r}")
+        if dtype.kind == "O":  # [2**70]: Python ints beyond int64 are numbers too
+            with contextlib.suppress(TypeError, ValueError):
+                dtype = np.asarray(value, np.float64).dtype
+    if dtype is None or not is_real_dtype(dtype):
+        shown = f"a traced value of dtype {dtype}" if is_traced(value) else repr(value)
+        raise TypeError(f"{name} must be {what}, got {shown}")
+
+
+def check_scalar_output(name: str, value: Any, hint: str = "") -> None:
+    """What ``name`` (a loss, an objective) returned is one float, checked when
+    tracing: a string or ``None`` is a ``TypeError``, a vector a ``ValueError``
+    (``jax.grad``'s own messages name neither), an integer a ``TypeError``."""
+    check_real(f"{name}'s output", value, "a float scalar")
+    if jax.numpy.shape(value) != ():
+        raise ValueError(f"{name} must return a scalar, got shape {jax.numpy.shape(value)}{hint}")
+    dtype = getattr(value, "dtype", None)  # a ShapeDtypeStruct from eval_shape has one
+    dtype = jax.numpy.result_type(value) if dtype is None else dtype
+    if not jax.numpy.issubdtype(dtype, jax.numpy.floating):
+        raise TypeError(f"{name} must return a float, got dtype {dtype}")
 
 
 def check_schedule_value(name: str, value: Any, scalar: bool = True) -> None:

@@ -742,6 +742,24 @@ def test_valid_values_that_used_to_fail_inside_jax_now_work():
             assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(u))
 
 
+def test_16_bit_values_and_huge_steps_pass_the_type_checks():
+    """The checks that refuse a string or None as a loss, an objective's output
+    or a step (``check_real``) took bfloat16 (NumPy kind 'V') for a non-number at
+    first (review19): a bfloat16 model's loss was refused by reduce_on_plateau
+    and the line searches. Lists of Python ints beyond int64 are steps too."""
+    p = {"w": jnp.array([1.0, -2.0], jnp.bfloat16)}
+    f = lambda q: jnp.sum(q["w"] ** 2)  # noqa: E731  (a bfloat16 loss)
+    g = jax.grad(f)(p)
+    plateau = gl.reduce_on_plateau()
+    plateau.update(g, plateau.init(p), p, value=f(p))
+    for tx in (gl.lbfgs(), gl.chain(gl.sgd(0.1), gl.scale_by_backtracking_linesearch())):
+        tx.update(g, tx.init(p), p, value=f(p), grad=g, value_fn=f)
+        u, _ = tx.update(g, tx.init(p), p, value_fn=f)  # the search evaluates f itself
+        assert u["w"].dtype == jnp.bfloat16
+    assert float(gl.schedules.constant(0.5)(jnp.bfloat16(3))) == 0.5
+    np.testing.assert_allclose(gl.schedules.cosine_decay(0.1, 10)([2**70]), [0.0])
+
+
 def test_an_integral_float_seed_of_any_float_dtype_is_the_integer_seed():
     # a bfloat16 0-d seed passed the check and failed inside jax.random.key
     seeds = (3.0, np.float32(3), np.float16(3), jnp.asarray(3.0), jnp.asarray(3, jnp.bfloat16))

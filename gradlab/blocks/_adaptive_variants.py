@@ -148,9 +148,11 @@ def scale_by_amsgrad(
             # one comparison picks the value and the derivative: jnp.maximum's rule
             # tests which side equals the maximum, and under jit XLA computed v/c2
             # twice, rounded differently, so neither side did (wrong jit(grad)).
-            # A NaN v̂ fails the test and is kept, as jnp.maximum keeps it.
+            # A NaN on either side is kept, as jnp.maximum keeps it; at a tie the
+            # derivative goes to the stored maximum (jnp.maximum splits it).
             v_hat, kept = v_new / c.c2, v_max.astype(dt)
-            v_max_new = _tree.as_stored(jnp.where(kept >= v_hat, kept, v_hat), v_max.dtype)
+            old = (kept >= v_hat) | jnp.isnan(kept)
+            v_max_new = _tree.as_stored(jnp.where(old, kept, v_hat), v_max.dtype)
             out = (m_new / c.c1) / (_tree.root(v_max_new + c.eps_root) + c.eps)
             return (
                 out.astype(g.dtype),

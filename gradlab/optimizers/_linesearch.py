@@ -44,6 +44,7 @@ from gradlab._checks import (
     check_int,
     check_positive,
     check_real,
+    check_scalar_output,
     check_scalars,
     check_state,
     is_traced,
@@ -331,11 +332,7 @@ def _scalar_objective(value_fn: Callable[..., Any]) -> Callable[..., Any]:
 
     def objective(params: Any) -> Any:
         value = value_fn(params)
-        check_real("value_fn's output", value, "a real scalar (the objective)")
-        if jnp.shape(value) != ():
-            raise ValueError(
-                f"value_fn must return a scalar (the objective), got shape {jnp.shape(value)}"
-            )
+        check_scalar_output("value_fn", value, " (the objective)")
         return value
 
     return objective

@@ -15,6 +15,7 @@ from gradlab._checks import (
     check_int,
     check_number,
     check_positive,
+    check_scalar_output,
     check_transformation,
 )
 from gradlab.plot._common import axes as _axes
@@ -242,12 +243,7 @@ def trajectories(
         raise ValueError(f"x0 must have shape (2,) (a point in the plane), got {np.shape(x0)}")
     check_number("x0", x0)
     out = jax.eval_shape(fun, jnp.asarray(x0, jnp.result_type(jnp.asarray(x0).dtype, float)))
-    if getattr(out, "shape", None) != ():
-        raise ValueError(
-            f"fun must return a scalar (the loss at a point), got shape {np.shape(out)}"
-        )
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise TypeError(f"fun must return a float (the loss at a point), got {out.dtype}")
+    check_scalar_output("fun", out, " (the loss at a point of the plane)")
     check_count("num_steps", num_steps, minimum=1)
     check_bools(animate=animate)
     if bounds is not None:

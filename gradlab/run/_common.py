@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import is_function
+from gradlab._checks import check_scalar_output, is_function
 
 
 def _required_positional(fn: Callable) -> int | None:
@@ -123,10 +123,5 @@ def check_params(params: Any, name: str = "params") -> Any:
 
 def check_loss(loss: Any) -> None:
     """``loss_fn`` returned a real scalar (checked when tracing)."""
-    if jnp.shape(loss) != ():
-        raise ValueError(
-            f"loss_fn must return a scalar, got shape {jnp.shape(loss)}; take the mean "
-            "over the batch (gl.losses return per-example values)"
-        )
-    if not jnp.issubdtype(jnp.result_type(loss), jnp.floating):
-        raise TypeError(f"loss_fn must return a float, got dtype {jnp.result_type(loss)}")
+    hint = "; take the mean over the batch (gl.losses return per-example values)"
+    check_scalar_output("loss_fn", loss, hint)

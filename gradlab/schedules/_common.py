@@ -101,7 +101,7 @@ def stepped(schedule: Schedule) -> Schedule:
 
     @functools.wraps(schedule)
     def checked(step: ArrayLike) -> jax.Array:
-        check_real("a schedule's step", step, "an integer scalar or array")
+        check_real("a schedule's step", step, "a number or an array of numbers")
         return schedule(step)
 
     return checked
