@@ -234,7 +234,7 @@ def test_an_optimizer_that_keeps_the_rate_in_its_state_is_refused(make):
     and rprop only at init, so every step ran at min_lr, the loss never blew
     up, and the steepest rule suggested a rate near max_lr that diverges
     (hunt70: 8.2 instead of 0.17). Refused, alone, in a grid and under vmap."""
-    match = "state depends on the learning rate"
+    match = "update reads the learning rate its state was built with"
     with pytest.raises(ValueError, match=match):
         gl.lr_finder(make, loss_fn, jnp.zeros(3), BATCHES, num_steps=4)
     either = lambda lr, kind: make(lr) if kind == "kept" else gl.sgd(lr)  # noqa: E731
@@ -245,6 +245,27 @@ def test_an_optimizer_that_keeps_the_rate_in_its_state_is_refused(make):
                                     num_steps=4)  # fmt: skip
     with pytest.raises(ValueError, match=match):
         jax.vmap(scaled)(jnp.array([1.0, 2.0]))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda lr: gl.inject_hyperparams(gl.sgd)(learning_rate=gl.schedules.constant(lr)),
+        lambda lr: gl.chain(gl.inject_hyperparams(gl.trace)(decay=0.0), gl.scale(-lr)),
+    ],
+    ids=["inject_hyperparams(sgd) with a schedule", "chain(inject_hyperparams(trace), scale)"],
+)
+def test_an_optimizer_that_keeps_other_things_in_its_state_runs_the_whole_range(make):
+    """A schedule closing over the rate is evaluated by the rebuilt optimizer
+    each step (its stored value is never read), and a state holding other
+    hyperparameters is fine: both step with each step's rate, as NumPy's plain
+    SGD range test does (review19: the first check refused them, looking at
+    init only)."""
+    result = gl.lr_finder(make, loss_fn, jnp.zeros(3), BATCHES, min_lr=1e-4, max_lr=10.0,
+                          num_steps=60)  # fmt: skip
+    losses, _, stop = np_range_test(np.geomspace(1e-4, 10.0, 60))
+    assert int(result.stop_step) == stop
+    np.testing.assert_allclose(result.losses[: stop + 1], losses[: stop + 1], rtol=1e-4)
 
 
 def test_linear_mode_and_other_rules():

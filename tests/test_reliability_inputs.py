@@ -216,6 +216,7 @@ SCHEDULE_OUTPUTS: list[Row] = [
     ("schedule_free: learning_rate schedule returning a vector", lambda: gl.schedule_free(gl.sgd(0.1), sched(jnp.ones(2))), ValueError, ("learning_rate", "(2,)")),
     ("rmsprop: schedule returning a float64 NumPy vector", lambda: gl.rmsprop(sched(np.ones(4))), ValueError, ("learning_rate", "(4,)")),
     ("join: a member schedule returning a string", lambda: gl.schedules.join([sched("a"), gl.schedules.constant(2.0)], [5])(0), TypeError, ("schedules[0]", "'a'")),
+    ("join: a member schedule returning a vector", lambda: gl.schedules.join([gl.schedules.constant(1.0), sched(jnp.ones(2))], [5])(0), ValueError, ("schedules[1]", "(2,)")),
 ]
 
 BETAS_AND_EPS: list[Row] = [
@@ -705,7 +706,7 @@ def test_a_schedule_with_python_control_flow_is_checked_when_it_runs():
 
 LISTED_COUNTS = {
     "learning rates": 29,
-    "schedules returning the wrong thing": 12,
+    "schedules returning the wrong thing": 13,
     "betas and eps": 49,
     "weight decay, factors, dtypes": 35,
     "periods and step counts": 31,
@@ -722,7 +723,7 @@ LISTED_COUNTS = {
 
 def test_the_listed_counts_are_the_tables():
     assert {name: len(rows) for name, rows in SECTIONS.items()} == LISTED_COUNTS
-    assert sum(LISTED_COUNTS.values()) == len(BAD_INPUTS) == 379
+    assert sum(LISTED_COUNTS.values()) == len(BAD_INPUTS) == 380
 
 
 def test_valid_values_that_used_to_fail_inside_jax_now_work():

@@ -279,6 +279,14 @@ def test_a_batch_function_whose_key_has_a_default_is_told_the_seeds_miss_it():
         keyed = gl.sweep(make, lsq_loss, init, draw, grid, num_steps=3, seeds=[0, 1])
     assert keyed.losses[0, 0] != keyed.losses[1, 0]
 
+    def bound(step, data=(x[0], y[0])):  # data bound through a default: not a key
+        return data
+
+    noisy = lambda key: jnp.asarray(LSQ_P0, jnp.float32) + jax.random.normal(key, (5,))  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the seeds key the params: nothing to say
+        gl.sweep(make, lsq_loss, noisy, bound, grid, num_steps=3, seeds=[0, 1])
+
 
 def test_chunks_equal_one_run_and_reuse_one_compiled_program():
     traces = []

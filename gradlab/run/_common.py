@@ -83,10 +83,15 @@ def as_batches(batches: Any) -> Batches:
     return Batches(jax.tree.map(jnp.asarray, batches), None, False)
 
 
+KEY_NAMES = ("key", "rng", "rng_key", "prng_key", "seed")
+
+
 def defaulted_key(fn: Callable | None) -> str | None:
     """The name of ``fn``'s second positional parameter when it has a default
-    (``batches(step, key=jax.random.key(0))``): such a function is called with
-    the step only, so a seed never reaches it."""
+    that looks like a PRNG key (a key array, a raw ``uint32[2]`` key, or a name
+    in :data:`KEY_NAMES`): ``batches(step, key=jax.random.key(0))`` is called with
+    the step only, so a seed never reaches it. (``batches(step, data=(x, y))``,
+    data bound through a default, is not a key.)"""
     if fn is None:
         return None
     try:
@@ -95,9 +100,13 @@ def defaulted_key(fn: Callable | None) -> str | None:
         return None
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     positional = [p for p in params if p.kind in kinds]
-    if len(positional) >= 2 and positional[1].default is not inspect.Parameter.empty:
-        return positional[1].name
-    return None
+    if len(positional) < 2 or positional[1].default is inspect.Parameter.empty:
+        return None
+    name, default = positional[1].name, positional[1].default
+    dtype = getattr(default, "dtype", None)
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    raw = dtype == np.uint32 and np.shape(default) == (2,)
+    return name if typed or raw or name in KEY_NAMES else None
 
 
 def check_params(params: Any, name: str = "params") -> Any:

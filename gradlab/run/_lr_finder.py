@@ -193,9 +193,9 @@ def _suggestions(lrs, smoothed, stop_step, min_lr, max_lr) -> dict[str, jax.Arra
 
 def _depends(jaxpr: Any, hit_in: Sequence[bool]) -> list[bool]:
     """Which outputs of ``jaxpr`` depend on the inputs flagged in ``hit_in``: a
-    forward dataflow walk, entering ``jit`` calls (inner inputs match one to
-    one); any other primitive's outputs (a loop's carry among them) all depend
-    on any input that does."""
+    forward dataflow walk, entering calls (``jit``, ``closed_call``, ``remat``)
+    whose inner inputs match one to one; any other primitive's outputs (a
+    loop's carry among them) all depend on any input that does."""
     dep = {v for v, h in zip(jaxpr.invars, hit_in, strict=True) if h}
 
     def on(v: Any) -> bool:
@@ -205,9 +205,10 @@ def _depends(jaxpr: Any, hit_in: Sequence[bool]) -> list[bool]:
         hit = [on(v) for v in eqn.invars]
         if not any(hit):
             continue
-        inner = eqn.params.get("jaxpr")
+        inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
         inner = getattr(inner, "jaxpr", inner)  # a ClosedJaxpr's jaxpr
-        call = eqn.primitive.name in ("jit", "pjit", "closed_call") and hasattr(inner, "eqns")
+        call = eqn.primitive.name in ("jit", "pjit", "closed_call", "checkpoint", "remat")
+        call = call and hasattr(inner, "eqns")
         if call and len(inner.invars) == len(hit) and len(inner.outvars) == len(eqn.outvars):
             dep.update(o for o, d in zip(eqn.outvars, _depends(inner, hit), strict=True) if d)
         else:
@@ -217,18 +218,28 @@ def _depends(jaxpr: Any, hit_in: Sequence[bool]) -> list[bool]:
 
 def _check_state_ignores_rate(make_optimizer, lr, params, extra) -> None:
     """The range test builds ``make_optimizer(lr_t)`` anew each step and carries
-    one state from ``make_optimizer(min_lr).init``: an optimizer that keeps the
-    rate in its state (``inject_hyperparams``; ``rprop``'s initial step sizes)
-    would run every step at ``min_lr`` and suggest a rate never tried. Found by
-    tracing ``init`` with the rate as the input (no arrays are made)."""
-    init = lambda lr: jax.tree.leaves(make_optimizer(lr, **extra).init(params))  # noqa: E731
-    if any(_depends(jax.make_jaxpr(init)(lr).jaxpr, [True])):
+    one state from ``make_optimizer(min_lr).init``: an optimizer whose update
+    reads the rate from that state (``inject_hyperparams`` with a number;
+    ``rprop``'s initial step sizes) would run every step at ``min_lr`` and
+    suggest a rate never tried. Found by tracing (no arrays are made) whether
+    ``make_optimizer(lr1).update(g, make_optimizer(lr0).init(p), p)`` depends on
+    ``lr0``. (A state that latches the rate inside ``update`` is not seen.)"""
+
+    def first_update(lr0, lr1, p, value):
+        tx = make_optimizer(lr1, **extra)
+        updates, _ = tx.update(p, make_optimizer(lr0, **extra).init(p), p, value=value)
+        return jax.tree.leaves(updates)
+
+    value = jnp.zeros((), jnp.result_type(float))
+    jaxpr = jax.make_jaxpr(first_update)(lr, lr, params, value).jaxpr
+    flags = [True] + [False] * (len(jaxpr.invars) - 1)
+    if any(_depends(jaxpr, flags)):
         raise ValueError(
-            "make_optimizer's state depends on the learning rate it is built with "
-            "(inject_hyperparams keeps the rate in its state; rprop starts its step sizes "
-            "from it): lr_finder rebuilds the optimizer with each step's rate and carries "
-            "one state, so every step would run at min_lr. Pass a factory whose state does "
-            "not hold the rate, e.g. gl.adam rather than gl.inject_hyperparams(gl.adam)"
+            "make_optimizer's update reads the learning rate its state was built with "
+            "(inject_hyperparams keeps a numeric rate in its state; rprop starts its step "
+            "sizes from it): lr_finder rebuilds the optimizer with each step's rate and carries "
+            "one state, so every step would run at min_lr. Pass a factory whose update takes "
+            "the rate it is built with, e.g. gl.adam rather than gl.inject_hyperparams(gl.adam)"
         )
 
 
@@ -320,9 +331,10 @@ def lr_finder(
     Args:
         make_optimizer: ``make_optimizer(learning_rate, **config) -> GradientTransformation``;
             called with a (traced) scalar rate each step, so the optimizer's
-            state must not depend on the rate's value: true of every gradlab
-            optimizer but ``rprop``, and not of ``inject_hyperparams`` (it keeps
-            the rate in its state), which are refused with a ``ValueError``.
+            update must take the rate it is built with, not one kept in the
+            state: true of every gradlab optimizer but ``rprop`` (its step sizes
+            start from the rate) and ``inject_hyperparams`` with a numeric rate
+            (a schedule is fine), which are refused with a ``ValueError``.
         loss_fn: ``loss_fn(params, batch) -> scalar``.
         params: initial params (a pytree of float arrays).
         batches: arrays stacked along steps (cycled), ``step -> batch``, or

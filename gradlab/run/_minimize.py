@@ -169,7 +169,7 @@ def minimize(
     value = jnp.asarray(value)
     state = optimizer.init(x0)
     step = stepper(value_fn, optimizer, state)
-    norm_dtype = jnp.result_type(_tree.global_norm(grad))
+    norm_dtype = jax.eval_shape(_tree.global_norm, grad).dtype  # its dtype, no computing
     tol_ = _tree.hp(tol, norm_dtype)
     max_steps_ = jnp.asarray(max_steps).astype(jnp.int32)
 

@@ -177,7 +177,7 @@ class SweepResult(NamedTuple):
         frame["diverged_at"] = np.where(self.diverged, self.diverged_at, -1)
         for name, values in (self.evals or {}).items():
             frame[name] = values[:, -1]
-        frame["seconds"] = self.seconds
+        frame["seconds"] = self.seconds  # RESULT_COLUMNS: these four
         return frame
 
     def __str__(self) -> str:
@@ -637,22 +637,27 @@ def sweep(
     init = params if is_function(params) else None
     shared_params = None if init is not None else jax.tree.map(jnp.asarray, params)
     per_config_data = seeds is not None and data.takes_key
-    optional = defaulted_key(data.fn)
-    if seeds is not None and not data.takes_key and optional and len(set(seeds)) > 1:
-        warnings.warn(
-            f"sweep: batches' {optional!r} has a default, so batches is called with the step "
-            "only and every seed draws the same batches (only what params does with the key "
-            f"differs); to key the data order by seed, drop the default: def batches(step, "
-            f"{optional})",
-            stacklevel=2,
+    if seeds is not None and not data.takes_key and len(set(seeds)) > 1:
+        optional = defaulted_key(data.fn)
+        hint = (
+            f"; batches' {optional!r} has a default, so batches is called with the step "
+            f"only: to key the data order by seed, drop the default (def batches(step, "
+            f"{optional}))"
+            if optional
+            else ""
         )
-    if seeds is not None and init is None and not data.takes_key and len(set(seeds)) > 1:
-        warnings.warn(
-            f"sweep: seeds={[int(s) for s in seeds]!r} key nothing here -- params is a fixed "
-            "tree (not a function key -> params) and batches take no key (not (step, key) -> "
-            "batch) -- so every seed runs the same numbers",
-            stacklevel=2,
-        )
+        if init is None:
+            warnings.warn(
+                f"sweep: seeds={[int(s) for s in seeds]!r} key nothing here -- params is a "
+                "fixed tree (not a function key -> params) and batches take no key (not "
+                "(step, key) -> batch) -- so every seed runs the same numbers" + hint,
+                stacklevel=2,
+            )
+        elif optional:
+            warnings.warn(
+                "sweep: the seeds key the params only, every seed draws the same batches" + hint,
+                stacklevel=2,
+            )
     # "seed" is the sweep's own (params/data) seed only when it came from
     # seeds=; a grid's "seed" is make_optimizer's argument (noisy_sgd's seed).
     own = "seed" if seeds is not None else None
@@ -781,7 +786,8 @@ def sweep(
 
 # Names an eval metric may not take: ``best(by=)``/``ranking`` read "loss" as the
 # training loss, and ``to_pandas`` has these columns (plus the swept names).
-RESERVED_NAMES = ("loss", "final_loss", "min_loss", "diverged_at", "seconds")
+RESULT_COLUMNS = ("final_loss", "min_loss", "diverged_at", "seconds")  # to_pandas' own
+RESERVED_NAMES = ("loss", *RESULT_COLUMNS)
 
 
 def _check_eval(values: Any, reserved: Sequence[str] = ()) -> list[str]:

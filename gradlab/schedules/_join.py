@@ -79,6 +79,11 @@ def join(
         def part(i: int, t: jax.Array) -> jax.Array:
             value = schedules[i](t)
             check_schedule_value(f"schedules[{i}]", value, scalar=False)
+            if jnp.shape(value) not in ((), jnp.shape(t)):  # a vector would broadcast
+                raise ValueError(
+                    f"schedules[{i}] must return one value per step, got shape "
+                    f"{jnp.shape(value)} for steps of shape {jnp.shape(t)}"
+                )
             return as_float(value)
 
         # broadcast: a part may return a Python float (Optax's constant_schedule does)
