@@ -346,6 +346,8 @@ def test_jitted_reverse_mode_equals_forward_mode_through_the_steps(case, shapes,
     maximum), while eager mode, forward mode and differences agreed."""
     final = _meta_loss(case.make, shapes)
     lr, p0 = jnp.float64(case.lr), _params(shapes)
+    # Two separate programs, as a user compiles jit(grad) alone: compiled together
+    # (one jit returning both) XLA shared the division and amsgrad's bug hid.
     reverse = jax.jit(jax.grad(final, argnums=1))(lr, p0)
     forward = jax.jit(jax.jacfwd(final, argnums=1))(lr, p0)
     for k in p0:
