@@ -193,7 +193,7 @@ def _suggestions(lrs, smoothed, stop_step, min_lr, max_lr) -> dict[str, jax.Arra
 
 def _depends(jaxpr: Any, hit_in: Sequence[bool]) -> list[bool]:
     """Which outputs of ``jaxpr`` depend on the inputs flagged in ``hit_in``: a
-    forward dataflow walk, entering calls (``jit``, ``closed_call``, ``remat``)
+    forward dataflow walk, entering calls (``jit``, ``closed_call``, ``checkpoint``)
     whose inner inputs match one to one; any other primitive's outputs (a
     loop's carry among them) all depend on any input that does."""
     dep = {v for v, h in zip(jaxpr.invars, hit_in, strict=True) if h}
@@ -207,7 +207,7 @@ def _depends(jaxpr: Any, hit_in: Sequence[bool]) -> list[bool]:
             continue
         inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
         inner = getattr(inner, "jaxpr", inner)  # a ClosedJaxpr's jaxpr
-        call = eqn.primitive.name in ("jit", "pjit", "closed_call", "checkpoint", "remat")
+        call = eqn.primitive.name in ("jit", "closed_call", "remat2")  # jax.checkpoint: remat2
         call = call and hasattr(inner, "eqns")
         if call and len(inner.invars) == len(hit) and len(inner.outvars) == len(eqn.outvars):
             dep.update(o for o, d in zip(eqn.outvars, _depends(inner, hit), strict=True) if d)
