@@ -424,3 +424,73 @@ def test_schedule_free_b1_set_between_steps_is_the_b1_the_step_uses(make):
         u, s = default.update(grad(p), s, p)
         p = gl.apply_updates(p, u)
     assert not np.allclose(p, runs["fresh"][0])  # b1 matters on this run
+
+
+def test_names_qualified_at_a_level_deeper_than_a_path_keep_that_paths_own_names():
+    """review20: a path with fewer names than the level was cut from the wrong end
+    (``named[-1:]``), so ``a/b/learning_rate`` came out ``b/learning_rate``."""
+
+    def injected():
+        return gl.inject_hyperparams(gl.sgd)(learning_rate=0.1)
+
+    tx = gl.named_chain(
+        ("x", gl.named_chain(("a", gl.named_chain(("b", injected()))))),
+        ("a", gl.named_chain(("b", injected()))),
+    )
+    state = tx.init(jnp.ones(2))
+    assert sorted(gl.get_hyperparams(state)) == ["a/b/learning_rate", "x/a/b/learning_rate"]
+    state = gl.set_hyperparams(state, **{"a/b/learning_rate": 0.5})
+    assert float(gl.get_hyperparams(state)["a/b/learning_rate"]) == 0.5
+    assert float(gl.get_hyperparams(state)["x/a/b/learning_rate"]) == np.float32(0.1)
+    with pytest.raises(KeyError, match="'b/learning_rate' is ambiguous"):
+        gl.set_hyperparams(state, **{"b/learning_rate": 0.5})
+
+
+def test_integer_hyperparameters_keep_their_dtype_through_updates():
+    """review20: an integer schedule came out of init int32 and out of update
+    float32 (a scan carry changed type); a float set by hand for an integer
+    hyperparameter was stored float32 where set_hyperparams refuses it."""
+    tx = gl.inject_hyperparams(gl.MultiSteps)(gl.sgd(0.1), every_k_schedule=lambda step: 2)
+    params = jnp.ones(2)
+    state = tx.init(params)
+    assert state.hyperparams["every_k_schedule"].dtype == jnp.int32
+
+    def body(state, _):
+        return tx.update(params, state, params)[1], None
+
+    state, _ = jax.lax.scan(body, state, length=3)  # raised: carry types differ
+    assert state.hyperparams["every_k_schedule"].dtype == jnp.int32
+
+    plateau = gl.inject_hyperparams(gl.reduce_on_plateau)(patience=5)
+    state = plateau.init(params)
+    state.hyperparams["patience"] = 3.0
+    with pytest.raises(TypeError, match="'patience' is stored as int32"):
+        plateau.update(params, state, params, value=1.0)
+
+
+def test_a_legacy_prng_key_stays_a_uint32_key_as_in_optax():
+    """hunt75: jax.random.PRNGKey's uint32 words were stored int32 (and words >= 2**31
+    wrapped), so the injected factory got an invalid key."""
+
+    def noise(key, scale):
+        def update(updates, state, params=None):
+            k1, k2 = jax.random.split(state["key"])
+            return jax.tree.map(lambda u: scale * jax.random.normal(k1, u.shape), updates), {
+                "key": k2
+            }
+
+        return gl.GradientTransformation(lambda params: {"key": key}, update)
+
+    key = jax.random.PRNGKey(2**32 - 5)
+    with OPTAX_PROMOTION:
+        ref_state = optax.inject_hyperparams(noise)(key=key, scale=1e-3).init(jnp.zeros(2))
+        ref, _ = optax.inject_hyperparams(noise)(key=key, scale=1e-3).update(
+            jnp.zeros(2), ref_state
+        )
+    tx = gl.inject_hyperparams(noise)(key=key, scale=1e-3)
+    state = tx.init(jnp.zeros(2))
+    assert state.hyperparams["key"].dtype == jnp.uint32
+    np.testing.assert_array_equal(state.hyperparams["key"], key)
+    out, state = jax.jit(tx.update)(jnp.zeros(2), state)
+    np.testing.assert_allclose(out, ref, rtol=1e-6)
+    assert state.hyperparams["key"].dtype == jnp.uint32

@@ -1506,3 +1506,14 @@ def test_a_decay_past_float32s_range_has_zero_not_nan_derivatives():
         assert float(jax.grad(sched)(1e10)) == 0.0
     grad = jax.grad(lambda n: S.exponential_decay(1.0, 0.9, transition_steps=n)(1e10))(1.0)
     assert float(grad) == 0.0
+
+
+def test_huge_steps_stay_finite_in_warm_restarts_and_join():
+    """hunt77: cosine_warm_restarts(period_mult=1) gave NaN at 1e20 (inf * 0 in the
+    m = 1 branch); join raised OverflowError for a Python int of 2**64 or more."""
+    restarts = S.cosine_warm_restarts(1.0, 7, period_mult=1, end_value=0.1)
+    for step in (1e19, 1e20, 10**30):
+        assert np.isfinite(float(restarts(step))), step
+    joined = S.join([S.constant(1.0), S.constant(0.5)], boundaries=[10])
+    assert float(joined(2**64)) == 0.5
+    assert float(joined(10**30)) == 0.5

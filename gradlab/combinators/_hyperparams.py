@@ -159,7 +159,8 @@ def inject_hyperparams(
                     f"static_args=({k!r},)"
                 ) from None
         build(first)
-        return _injected(build, numeric, schedules, hyperparam_dtype, _name(factory))
+        integer = {k: _int_dtype(v) for k, v in (numeric | first).items() if _is_int(v)}
+        return _injected(build, numeric, schedules, hyperparam_dtype, _name(factory), integer)
 
     # ``Callable[...]``, not the factory's ParamSpec: any numeric argument may be a
     # schedule or an array, which a factory typed ``b1: float`` would not admit
@@ -194,29 +195,55 @@ def _float_dtype(params: Any, override: Any) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def _store(params: Any, value: Any, float_dtype: Any) -> jax.Array:
-    """A hyperparameter as stored: integers int32, the rest ``float_dtype``; always a
-    new buffer (a state holding one buffer twice cannot be donated to a jitted step),
-    a scalar replicated over the params' devices (``_tree.scalar_like``)."""
+def _is_int(value: Any) -> bool:
+    return bool(jnp.issubdtype(jnp.result_type(value), jnp.integer))
+
+
+def _int_dtype(value: Any) -> np.dtype:
+    """The dtype an integer hyperparameter is stored in: an unsigned array keeps its
+    own (a ``jax.random.PRNGKey``'s uint32 words stay a valid key, as in Optax), any
+    other integer is int32."""
+    if isinstance(value, jax.Array | np.ndarray) and jnp.issubdtype(
+        value.dtype, jnp.unsignedinteger
+    ):
+        return np.dtype(value.dtype)
+    return np.dtype(np.int32)
+
+
+def _store(params: Any, value: Any, float_dtype: Any, int_dtype: Any) -> jax.Array:
+    """A hyperparameter as stored: an integer in ``int_dtype``, the rest
+    ``float_dtype``; always a new buffer (a state holding one buffer twice cannot be
+    donated to a jitted step), a scalar replicated over the params' devices
+    (``_tree.scalar_like``)."""
     value = jnp.asarray(value)
-    dtype = jnp.int32 if jnp.issubdtype(value.dtype, jnp.integer) else float_dtype
+    dtype = int_dtype if int_dtype is not None else float_dtype
     if value.ndim == 0:
         return _tree.scalar_like(params, value, dtype)
     return jnp.array(value, dtype=dtype, copy=True)
 
 
-def _as_stored(value: Any, float_dtype: Any, integer: bool) -> jax.Array:
+def _as_stored(key: str, value: Any, float_dtype: Any, int_dtype: Any) -> jax.Array:
     """``value`` as a stored hyperparameter, by Optax's rule: a (strongly typed) JAX
     float array as it is (as ``init`` stored it, or as set so: an untouched state
     never changes); any other float (a Python or NumPy number, a weak-typed value)
-    ``float_dtype``; an integer int32 for an ``integer`` hyperparameter, else
-    ``float_dtype`` (a ``1`` set by hand for a learning rate was stored int32: a
-    jitted step recompiled, a scan carry changed type, and under strict dtype
-    promotion the step failed)."""
+    ``float_dtype``; an integer hyperparameter (``int_dtype`` not None) in
+    ``int_dtype`` -- a float set by hand for it is a ``TypeError``, as in
+    :func:`set_hyperparams` -- and an integer set for a float one ``float_dtype``
+    (a ``1`` set by hand for a learning rate was stored int32: a jitted step
+    recompiled, a scan carry changed type, and under strict dtype promotion the
+    step failed)."""
     strong = isinstance(value, jax.Array) and not value.weak_type
     value = jnp.asarray(value)
+    if int_dtype is not None:
+        if not jnp.issubdtype(value.dtype, jnp.integer):
+            raise TypeError(
+                f"hyperparameter {key!r} is stored as {np.dtype(int_dtype)} (it was given "
+                f"as an integer); state.hyperparams[{key!r}] was set to a {value.dtype} "
+                "value. Inject it as a float to set float values."
+            )
+        return value.astype(int_dtype)
     if jnp.issubdtype(value.dtype, jnp.integer):  # (under jit a NumPy int is strong)
-        return value.astype(jnp.int32 if integer else float_dtype)
+        return value.astype(float_dtype)
     return value if strong else value.astype(float_dtype)
 
 
@@ -226,18 +253,21 @@ def _injected(
     schedules: dict[str, Callable],
     dtype_override: Any,
     name: str,
+    integer: dict[str, np.dtype],
     form: Callable[[Any], Any] = lambda tx: tx,
 ) -> GradientTransformation:
     """The injected transformation; ``form`` maps each built inner transformation
     to what runs (itself, or its buffer form under ``packed``)."""
-    # the hyperparameters init stores as int32 (the rest: floats)
-    integer = {k for k, v in numeric.items() if jnp.issubdtype(jnp.result_type(v), jnp.integer)}
 
+    # ``integer``: the dtype of each integer hyperparameter (numbers, and schedules by
+    # their value at step 0); the rest are floats
     def init(params):
         count = _tree.step_counter(params)
         dtype = _float_dtype(params, dtype_override)
-        values = {k: _store(params, v, dtype) for k, v in numeric.items()}
-        values |= {k: _store(params, fn(count), dtype) for k, fn in schedules.items()}
+        values = {k: _store(params, v, dtype, integer.get(k)) for k, v in numeric.items()}
+        values |= {
+            k: _store(params, fn(count), dtype, integer.get(k)) for k, fn in schedules.items()
+        }
         return InjectHyperparamsState(count, values, form(build(values)).init(params))
 
     def update(updates, state, params=None, **extra):
@@ -247,11 +277,13 @@ def _injected(
         # is stored as ``init`` stores it: the state stays arrays of fixed dtypes
         # (a Python float or a weak-typed value would change them).
         dtype = _float_dtype(updates if params is None else params, dtype_override)
-        values = {k: _as_stored(v, dtype, k in integer) for k, v in state.hyperparams.items()}
+        values = {k: _as_stored(k, v, dtype, integer.get(k)) for k, v in state.hyperparams.items()}
         for k, fn in schedules.items():  # a scheduled value set by hand is ignored
-            # in the params' dtype, as init stores it (without params: as stored)
+            # as init stores it: an integer in its dtype, a float in the params' dtype
+            # (without params: as stored)
             kept = params is None and jnp.issubdtype(values[k].dtype, jnp.floating)
-            values[k] = jnp.asarray(fn(state.count)).astype(values[k].dtype if kept else dtype)
+            to = integer.get(k, values[k].dtype if kept else dtype)
+            values[k] = jnp.asarray(fn(state.count)).astype(to)
         out, inner = call_update(form(build(values)), updates, state.inner_state, params, extra)
         return out, InjectHyperparamsState(_tree.safe_increment(state.count), values, inner)
 
@@ -259,7 +291,7 @@ def _injected(
         def buffer_form(tx):
             return ctx.form(tx, f"inject_hyperparams({name})")
 
-        return _injected(build, numeric, schedules, dtype_override, name, buffer_form)
+        return _injected(build, numeric, schedules, dtype_override, name, integer, buffer_form)
 
     return GradientTransformation(init, update, packing=packing)
 
@@ -285,7 +317,7 @@ def _qualifiers(path: _walk.Path, level: int, most_named: int) -> list[str]:
     positions), then every component."""
     named = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
     if level <= most_named:
-        return named[len(named) - level :] if level else []
+        return named[max(0, len(named) - level) :] if level else []
     positional = jax.tree_util.DictKey | jax.tree_util.SequenceKey | jax.tree_util.FlattenedIndexKey
     keep = [k for k in path if isinstance(k, positional)] if level == most_named + 1 else path
     return [jax.tree_util.keystr((k,)).strip("[].'\"") for k in keep]
@@ -387,7 +419,7 @@ def _check_names(name: str, hyperparams: Any, injected: Iterable[str]) -> None:
 
 def _unknown(key: str, keys: dict) -> str:
     available = ", ".join(repr(k) for k in sorted(keys)) or "none: no injected hyperparameters"
-    if any(k.endswith("/" + key) for k in keys):
+    if sum(k.endswith("/" + key) for k in keys) > 1:
         return (
             f"hyperparameter {key!r} is ambiguous (injected in several places); "
             f"use one of: {available}"

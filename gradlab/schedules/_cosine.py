@@ -119,7 +119,8 @@ def _restart_position(step, first_period, period_mult):
     # At m = 1 the start T_0 i with its first-order term in m - 1, T_0 i (i - 1) / 2,
     # and the length T_0 m^i: the same values, and the derivative in m is right
     # there too (a hypergradient on period_mult starting from 1 moves).
-    flat_pos = pos1 - t0 * 0.5 * i1 * (i1 - 1.0) * (m - 1.0)
+    # (m - 1) first: at m = 1 and a huge step, i1 * (i1 - 1) overflows and inf * 0 is NaN
+    flat_pos = pos1 - t0 * 0.5 * ((m - 1.0) * i1) * (i1 - 1.0)
     pos = jnp.where(geometric, t - start(i), flat_pos)
     length = t0 * jnp.power(m, index)
     return index, pos, length

@@ -58,7 +58,9 @@ def join(
     def schedule(step: ArrayLike):
         if not isinstance(step, jax.Array) and not is_traced(step):
             concrete = np.asarray(step)
-            if concrete.dtype.kind in "iu" and concrete.size and np.max(concrete) > huge:
+            if concrete.dtype.kind == "O" or (  # Python ints beyond int64
+                concrete.dtype.kind in "iu" and concrete.size and np.max(concrete) > huge
+            ):
                 step = as_float(concrete)
         step = jnp.asarray(step)
         if step.dtype == bool:  # as every other schedule takes it: 0 or 1
