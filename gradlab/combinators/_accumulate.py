@@ -62,8 +62,10 @@ class MultiSteps:
     on the mean and its updates are returned; then the mean restarts.
     ``every_k_schedule`` is an int (or an integer array) or a schedule ``gradient_step -> k``
     (evaluated at the number of inner updates so far, so the batch size can
-    grow during training). Keyword extras (``value=``) reach ``transform`` at its
-    update only (the last mini-step's ones).
+    grow during training; its value is checked like the int when it is concrete,
+    and a traced fractional ``k`` emits at the first call count ``n >= k``).
+    Keyword extras (``value=``) reach ``transform`` at its update only (the last
+    mini-step's ones).
 
     Memory: one accumulator per param, stored in the param's dtype (or
     ``accumulator_dtype``; the mean is computed in float32 at least), and
@@ -152,6 +154,18 @@ def _static_one(k: Any) -> bool:
     return isinstance(k, int | np.integer) and not isinstance(k, bool) and k == 1
 
 
+def _reached(n: jax.Array, k: Any) -> jax.Array:
+    """``n >= k`` without rounding ``k``: a traced float ``k = 2.5`` emits at the
+    third call (as Optax's comparison does), never truncated to 2; an int64
+    ``k`` is compared in int64, not wrapped to int32."""
+    k = jnp.asarray(k)
+    if jnp.issubdtype(k.dtype, jnp.floating):
+        dt = jnp.promote_types(k.dtype, jnp.float32)
+    else:
+        dt = jnp.promote_types(k.dtype, jnp.int32)
+    return n.astype(dt) >= k.astype(dt)
+
+
 def _multi_steps(
     opt: Any, k: Any, acc_dtype: Any, use_mean: bool, declared: Any
 ) -> GradientTransformation:
@@ -182,7 +196,9 @@ def _multi_steps(
 
         k_now = every_k(state.gradient_step)
         check_schedule_value("every_k_schedule", k_now)
-        emit = n >= jnp.asarray(k_now, jnp.int32)
+        # a concrete value (eager) is checked as the constructor checks an int
+        check_int("every_k_schedule's value", k_now, minimum=1, maximum=COUNT_MAX)
+        emit = _reached(n, k_now)
 
         # The mean is computed inside each branch, fused into its consumer (the
         # accumulator written in place, or opt's first kernel), never materialised.
