@@ -767,6 +767,51 @@ def test_gradlab_lbfgs_in_the_optax_loop_with_optax_value_and_grad_from_state():
     np.testing.assert_allclose(ours, run(optax.lbfgs(), optax.value_and_grad_from_state), rtol=1e-5)
 
 
+@pytest.mark.parametrize("search", ["zoom", "backtracking"])
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_the_extras_value_fn_names_reach_it_as_in_optax(search, mode):
+    """Optax's rule: ``value_fn(params, batch)`` gets ``update(..., batch=b)``'s
+    ``b`` (an extra it does not name, ``note=``, is left out). The searches
+    used to call ``value_fn(params)`` alone: a TypeError, or a value_fn with a
+    default ``batch=None`` silently evaluated on other data."""
+    rng = np.random.default_rng(3)
+    a, b = jnp.asarray(rng.normal(size=(8, 3))), jnp.asarray(rng.normal(size=8))
+
+    def f(x, batch=None):
+        a_, b_ = batch if batch is not None else (a[:2], b[:2])  # the wrong data
+        return jnp.sum((a_ @ x - b_) ** 2) + 0.1 * jnp.sum(x**4)
+
+    def make(lib):
+        if search == "zoom":
+            return lib.lbfgs()
+        store = {"store_grad": True} if lib is optax else {}
+        return lib.lbfgs(linesearch=lib.scale_by_backtracking_linesearch(20, **store))
+
+    def run(lib, with_note):
+        tx, x = make(lib), jnp.zeros(3)
+        state, value_and_grad = tx.init(x), lib.value_and_grad_from_state(f)
+        extra = {"note": jnp.ones(())} if with_note else {}
+
+        def step(x, state):
+            value, grad = value_and_grad(x, batch=(a, b), state=state)
+            u, state = tx.update(
+                grad, state, x, value=value, grad=grad, value_fn=f, batch=(a, b), **extra
+            )
+            return lib.apply_updates(x, u), state
+
+        step = jax.jit(step) if mode == "jit" else step
+        for _ in range(15):  # to the minimum: iterates differ in the 4th digit before
+            x, state = step(x, state)
+        return np.asarray(x)
+
+    ours = run(gl, with_note=True)
+    with jax.numpy_dtype_promotion("standard"):
+        ref = run(optax, with_note=False)  # Optax refuses extras value_fn does not name
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+    solution = np.linalg.lstsq(np.asarray(a), np.asarray(b), rcond=None)[0]
+    assert np.linalg.norm(ours - solution) < np.linalg.norm(solution)  # on the right data
+
+
 def test_packed_lbfgs_runs_on_the_real_leaves():
     f = lambda p: rosenbrock(jnp.concatenate([p["a"], p["b"]]))  # noqa: E731
     x0 = {"a": jnp.array([-1.2]), "b": jnp.array([1.0, 0.5])}

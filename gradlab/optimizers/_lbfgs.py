@@ -235,7 +235,8 @@ def lbfgs(
     line search (default: strong Wolfe, ``c1 = 1e-4, c2 = 0.9``, trying
     ``t = 1`` first; ``linesearch=None`` takes ``t = 1``). The line search needs
     the objective: pass ``value=``, ``grad=`` and ``value_fn=`` to ``update``
-    (:func:`gradlab.minimize` does). Equivalent of ``optax.lbfgs``; iterates
+    (:func:`gradlab.minimize` does), plus any data ``value_fn`` takes by name
+    (``value_fn(params, batch)`` with ``batch=``). Equivalent of ``optax.lbfgs``; iterates
     like ``scipy.optimize.minimize(method="L-BFGS-B")`` without bounds.
     ``memory_size``: the number of ``(s, y)`` pairs kept (static: it sets the state's
     shape).

@@ -5,7 +5,9 @@ direction: ``-g``, ``-H g``, ...) and returns ``t * d``, with the step ``t``
 chosen by evaluating the objective along the ray ``x + t d``. It needs three
 keyword extras (Optax's convention):
 
-* ``value_fn``: ``params -> scalar``, the objective (close over any data);
+* ``value_fn``: ``params -> scalar``, the objective (close over any data, or
+  take it by name: ``value_fn(params, batch)`` gets ``update(..., batch=b)``'s
+  ``b`` -- the extras its signature names reach it, Optax's rule);
 * ``value``, ``grad``: the objective and its gradient at ``params`` (computed
   from ``value_fn`` when missing, at the cost of one evaluation).
 
@@ -211,7 +213,20 @@ def _search_inputs(name: str, updates: Any, params: Any, extra: dict[str, Any]) 
             f"{name}: value must be the objective's value at params, a scalar, "
             f"got an array of shape {jnp.shape(value)}"
         )
-    return value_fn, _tree.as_updates(updates), params, value, extra.get("grad")
+    fn_kwargs = _named_extras(value_fn, extra)
+    return value_fn, fn_kwargs, _tree.as_updates(updates), params, value, extra.get("grad")
+
+
+def _named_extras(value_fn: Callable[..., Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The extras of ``update`` that ``value_fn``'s signature names (Optax's rule,
+    ``value_fn(params, batch)`` gets ``update(..., batch=b)``'s ``b``), but for the
+    search's own ``value``, ``grad`` and ``value_fn``. Others are ignored."""
+    try:
+        names = inspect.signature(value_fn).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin): params only
+        return {}
+    own = ("value", "grad", "value_fn")
+    return {k: v for k, v in extra.items() if k in names and k not in own}
 
 
 def eager_jit(fn: Callable[..., Any], static_argnames: tuple[str, ...]) -> Callable[..., Any]:
@@ -326,21 +341,23 @@ class _WeakObjective:
         return value_fn(*args, **kwargs)
 
 
-def _scalar_objective(value_fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``value_fn``, its output checked when traced: a real scalar, else an error
-    naming ``value_fn`` (``jax.grad``'s own names neither)."""
+def _scalar_objective(
+    value_fn: Callable[..., Any], fn_kwargs: dict[str, Any]
+) -> Callable[..., Any]:
+    """``value_fn(params, **fn_kwargs)``, its output checked when traced: a real
+    scalar, else an error naming ``value_fn`` (``jax.grad``'s own names neither)."""
 
     def objective(params: Any) -> Any:
-        value = value_fn(params)
+        value = value_fn(params, **fn_kwargs)
         check_scalar_output("value_fn", value, " (the objective)")
         return value
 
     return objective
 
 
-def _ray(value_fn, updates, params, value, grad) -> _Ray:
+def _ray(value_fn, fn_kwargs, updates, params, value, grad) -> _Ray:
     """The objective along the search direction, starting values included."""
-    value_and_grad = jax.value_and_grad(_scalar_objective(value_fn))
+    value_and_grad = jax.value_and_grad(_scalar_objective(value_fn, fn_kwargs))
     if value is None or grad is None:  # one extra evaluation, but a working search
         value, grad = value_and_grad(params)
     else:  # in the params' dtypes, as every gradient the search computes (a loop carry)
@@ -530,8 +547,8 @@ def _zoom_search(ray: _Ray, t0, max_steps, c1, c2, increase_factor, max_step, ap
 
 
 @functools.partial(eager_jit, static_argnames=("value_fn", "initial_guess"))
-def _zoom_update(updates, params, value, grad, state, hyper, *, value_fn, initial_guess):
-    ray = _ray(value_fn, updates, params, value, grad)
+def _zoom_update(updates, params, value, grad, state, hyper, fn_kwargs, *, value_fn, initial_guess):
+    ray = _ray(value_fn, fn_kwargs, updates, params, value, grad)
     t0 = _initial_step(initial_guess, state.step_size, 1.0, hyper["max_stepsize"], ray.dtype)
     s = _zoom_search(
         ray, t0, hyper["max_steps"], hyper["c1"], hyper["c2"], hyper["increase_factor"],
@@ -596,7 +613,8 @@ def scale_by_zoom_linesearch(
             None: the exact Armijo condition only. ``inject_hyperparams`` keeps
             ``"auto"`` (a string) static: pass a number to make it injectable.
 
-    Extras of ``update``: ``value_fn`` (required), ``value``, ``grad``.
+    Extras of ``update``: ``value_fn`` (required), ``value``, ``grad``, and the
+    extras ``value_fn``'s signature names (``batch=``), passed on to it.
 
     >>> tx = gl.chain(gl.sgd(1.0), gl.scale_by_zoom_linesearch())
     >>> f = lambda x: jnp.sum((x - 3.0) ** 2)
@@ -634,9 +652,12 @@ def scale_by_zoom_linesearch(
 
     def update(updates, state, params=None, **extra):
         check_state("scale_by_zoom_linesearch", state, ZoomLinesearchState)
-        value_fn, *inputs = _search_inputs("scale_by_zoom_linesearch", updates, params, extra)
+        name = "scale_by_zoom_linesearch"
+        value_fn, fn_kwargs, *inputs = _search_inputs(name, updates, params, extra)
         used = {**hyper, "approx_rtol": _auto_rtol(params)} if auto_rtol else hyper
-        return _zoom_update(*inputs, state, used, value_fn=value_fn, initial_guess=initial_guess)
+        return _zoom_update(
+            *inputs, state, used, fn_kwargs, value_fn=value_fn, initial_guess=initial_guess
+        )
 
     # It calls the objective on the real params tree: never on packed buffers.
     return GradientTransformation(init, update, packing=PER_LEAF)
@@ -646,8 +667,10 @@ def scale_by_zoom_linesearch(
 
 
 @functools.partial(eager_jit, static_argnames=("value_fn", "initial_guess"))
-def _backtracking_update(updates, params, value, grad, state, hyper, *, value_fn, initial_guess):
-    ray = _ray(value_fn, updates, params, value, grad)
+def _backtracking_update(
+    updates, params, value, grad, state, hyper, fn_kwargs, *, value_fn, initial_guess
+):
+    ray = _ray(value_fn, fn_kwargs, updates, params, value, grad)
     dt = ray.dtype
     shrink, c = _tree.hp(hyper["decrease_factor"], dt), _tree.hp(hyper["c1"], dt)
     t0 = _initial_step(
@@ -718,7 +741,8 @@ def scale_by_backtracking_linesearch(
     ``"keep"`` a step, once shrunk, never grows back (L-BFGS on 10-D Rosenbrock
     from ``[-1.2, 1] * 5``, float64, ``tol=1e-5``: 139 steps instead of 78).
 
-    Extras of ``update``: ``value_fn`` (required), ``value``, ``grad``.
+    Extras of ``update``: ``value_fn`` (required), ``value``, ``grad``, and the
+    extras ``value_fn``'s signature names (``batch=``), passed on to it.
 
     >>> tx = gl.chain(gl.sgd(1.0), gl.scale_by_backtracking_linesearch())
     """
@@ -746,9 +770,9 @@ def scale_by_backtracking_linesearch(
     def update(updates, state, params=None, **extra):
         check_state("scale_by_backtracking_linesearch", state, BacktrackingLinesearchState)
         name = "scale_by_backtracking_linesearch"
-        value_fn, *inputs = _search_inputs(name, updates, params, extra)
+        value_fn, fn_kwargs, *inputs = _search_inputs(name, updates, params, extra)
         return _backtracking_update(
-            *inputs, state, hyper, value_fn=value_fn, initial_guess=initial_guess
+            *inputs, state, hyper, fn_kwargs, value_fn=value_fn, initial_guess=initial_guess
         )
 
     return GradientTransformation(init, update, packing=PER_LEAF)
