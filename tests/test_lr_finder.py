@@ -313,7 +313,11 @@ BAD = [
     ({"rule": "best"}, ValueError, "rule must be one of"),
     ({"grid": {"optimizer": []}}, ValueError, r"grid\['optimizer'\] is empty"),
     ({"grid": {"b1": [0.9]}}, ValueError, "do not fit make_optimizer"),
-    ({"make_optimizer": lambda lr, b1: gl.adam(lr, b1)}, ValueError, "do not fit"),
+    (
+        {"make_optimizer": lambda lr, b1: gl.adam(lr, b1)},
+        ValueError,
+        "with the learning rate alone",
+    ),
     ({"make_optimizer": lambda lr: 3}, TypeError, "make_optimizer"),
     ({"loss_fn": lambda p, b: p}, ValueError, "loss_fn must return a scalar"),
     ({"batches": lambda a, b, c: a}, TypeError, "batches"),
@@ -335,3 +339,31 @@ def test_bad_arguments_raise_naming_the_argument(change, error, match):
     positional = [args.pop(k) for k in ("make_optimizer", "loss_fn", "params", "batches")]
     with pytest.raises(error, match=match):
         gl.lr_finder(*positional, **args)
+
+
+@pytest.mark.parametrize("grid", [None, {"momentum": [0.0, 0.9]}])
+def test_params_and_batches_are_arguments_not_constants_of_the_program(grid, monkeypatch):
+    """The compiled range test takes params, the batches and the key as
+    arguments: with ``grid=`` they used to be closed over, so each group's
+    executable embedded a copy of the data as constants (review20)."""
+    traced = []
+    real_jit = jax.jit
+
+    def recording_jit(fn, *a, **k):
+        jitted = real_jit(fn, *a, **k)
+
+        def call(*args):
+            traced.append(jax.make_jaxpr(fn)(*args))
+            return jitted(*args)
+
+        return call
+
+    monkeypatch.setattr(_lr_finder.jax, "jit", recording_jit)
+    params = jnp.arange(3.0) / 7
+    make = gl.sgd if grid is None else (lambda lr, momentum: gl.sgd(lr, momentum))
+    gl.lr_finder(make, loss_fn, params, BATCHES, num_steps=8, grid=grid)
+    assert traced
+    data_shapes = {np.shape(x) for x in (params, *BATCHES)}
+    for jaxpr in traced:
+        baked = [np.shape(c) for c in jaxpr.consts if np.size(c) > 1]
+        assert not set(baked) & data_shapes, baked

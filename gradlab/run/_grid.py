@@ -122,6 +122,12 @@ def check_names(fn: Callable, fn_name: str, names: Sequence[str], *, fixed: int 
     try:
         sig.bind(*([None] * fixed), **dict.fromkeys(names))
     except TypeError as e:
+        if not names and fixed:  # no grid: the caller's argument(s) must be enough
+            raise ValueError(
+                f"{fn_name}{sig} cannot be called with the learning rate alone: {e}. Without "
+                f"a grid, {fn_name} must be lr -> optimizer (give its other parameters "
+                "defaults, or values through grid=)"
+            ) from None
         raise ValueError(
             f"grid names {sorted(names)} do not fit {fn_name}{sig}: {e}. Every grid name "
             f"must be a parameter of {fn_name}, and the grid must give every parameter "

@@ -431,15 +431,17 @@ def lr_finder(
             raise type(e)(f"grid configuration {i} {config}: {e}") from e
 
     def run_group(g):
+        # params, the batches and the key are arguments, not constants baked into
+        # the program (a copy of the data in each group's executable)
         run = jax.jit(
             jax.vmap(
-                lambda numeric: one(
-                    {**g.static, **numeric}, min_lr, max_lr, params, data.stacked, key
-                ),
+                lambda numeric, *shared: one({**g.static, **numeric}, *shared),
+                in_axes=(0, None, None, None, None, None),
                 axis_size=len(g.indices),
             )
         )
-        return run({k: jnp.asarray(v) for k, v in g.numeric.items()})
+        numeric = {k: jnp.asarray(v) for k, v in g.numeric.items()}
+        return run(numeric, min_lr, max_lr, params, data.stacked, key)
 
     done = _grid.build_groups(configs, run_group, probe, "make_optimizer")
     pieces = [result for _, result in done]
