@@ -451,14 +451,14 @@ def _first_leaf(x: Any) -> Any:
 
 
 # What JAX raises when Python code needs the value of a traced step (`if step < 10:`).
-_NEEDS_A_VALUE = (
+NEEDS_A_VALUE = (
     jax.errors.ConcretizationTypeError,
     jax.errors.TracerArrayConversionError,
     jax.errors.TracerIntegerConversionError,
 )
 
 
-def _required_positional(fn: Any) -> int | None:
+def required_positional(fn: Any) -> int | None:
     """How many positional arguments ``fn`` requires (None: unknown, or ``*args``)."""
     try:
         params = inspect.signature(fn).parameters.values()
@@ -546,7 +546,7 @@ def check_schedule(name: str, schedule: Any) -> None:
     int32 step (``jax.eval_shape``: nothing runs). A schedule with Python control
     flow on the step (``if step < 10``) cannot be traced here; it is checked when
     it runs (:func:`check_schedule_value`, called by the blocks at each update)."""
-    n = _required_positional(schedule)
+    n = required_positional(schedule)
     if n is not None and n != 1:
         raise TypeError(
             f"{name} must be a number or a schedule step -> value of one argument, got "
@@ -558,7 +558,7 @@ def check_schedule(name: str, schedule: Any) -> None:
 
     try:
         jax.eval_shape(probe, jax.ShapeDtypeStruct((), np.int32))
-    except _NEEDS_A_VALUE:
+    except NEEDS_A_VALUE:
         return
 
 

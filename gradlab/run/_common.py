@@ -19,18 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_scalar_output, is_function
-
-
-def _required_positional(fn: Callable) -> int | None:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
-        return None
-    return sum(p.kind in kinds and p.default is inspect.Parameter.empty for p in params)
+from gradlab._checks import check_scalar_output, is_function, required_positional
 
 
 class Batches(NamedTuple):
@@ -54,7 +43,7 @@ class Batches(NamedTuple):
 def as_batches(batches: Any) -> Batches:
     """Validate ``batches`` (see the module docstring)."""
     if is_function(batches):
-        n = _required_positional(batches)
+        n = required_positional(batches)
         if n not in (None, 1, 2):
             raise TypeError(
                 "batches must be a function step -> batch or (step, key) -> batch, "

@@ -33,14 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Config = dict[str, Any]
+from gradlab._checks import NEEDS_A_VALUE
 
-# What jax raises when Python code needs the value of a traced number.
-TRACER_ERRORS = (
-    jax.errors.ConcretizationTypeError,  # includes TracerBoolConversionError
-    jax.errors.TracerIntegerConversionError,
-    jax.errors.TracerArrayConversionError,
-)
+Config = dict[str, Any]
 
 
 def _is_value_list(values: Any) -> bool:
@@ -276,7 +271,7 @@ def build_groups(
         try:
             built.append((group, build(group)))
             continue
-        except TRACER_ERRORS:
+        except NEEDS_A_VALUE:
             names = _names_needing_values(group, probe)
             if not names:
                 raise  # not a hyperparameter's fault: the loss or the data
@@ -302,6 +297,6 @@ def _names_needing_values(group: Group, probe: Callable[[Config, Config], Any]) 
         static = {**group.static, **{k: v.item() for k, v in row.items() if k != name}}
         try:
             jax.eval_shape(lambda x, static=static, name=name: probe(static, {name: x}), row[name])
-        except TRACER_ERRORS:
+        except NEEDS_A_VALUE:
             found.add(name)
     return found

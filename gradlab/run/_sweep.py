@@ -174,7 +174,7 @@ class SweepResult(NamedTuple):
         frame = pd.DataFrame(self.configs)
         frame["final_loss"] = self.final_loss
         frame["min_loss"] = _nanmin(self.losses)
-        frame["diverged_at"] = np.where(self.diverged, self.diverged_at, -1)
+        frame["diverged_at"] = self.diverged_at  # -1: never
         for name, values in (self.evals or {}).items():
             frame[name] = values[:, -1]
         frame["seconds"] = self.seconds  # RESULT_COLUMNS: these four
@@ -220,11 +220,8 @@ def _nanmin(x: np.ndarray) -> np.ndarray:
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, float | np.floating):
-        return f"{value:.4g}"
-    if callable(value):
-        return getattr(value, "__name__", repr(value))
-    return str(value)
+    """A loss or metric cell: 4 significant digits."""
+    return f"{float(value):.4g}"
 
 
 # ----------------------------------------------------------------------------- memory
