@@ -219,20 +219,6 @@ def fraction(x: jax.Array, n: jax.Array) -> jax.Array:
     return jnp.where((x >= n) & (n > 0), 1.0, jnp.clip(safe_div(x, n), 0.0, 1.0))
 
 
-def anneal_between(kind: str, start: jax.Array, end: jax.Array, pct: jax.Array) -> jax.Array:
-    """Move from ``start`` to ``end`` as ``pct`` goes from 0 to 1.
-
-    ``"linear"``: ``start (1 - pct) + end pct`` (torch's ``start + (end -
-    start) pct``, rearranged to give ``end`` exactly at ``pct = 1``: a tiny
-    end such as one-cycle's ``max / 25 / 1e9`` is below ``start``'s rounding
-    error, and the torch form gives 0 there);
-    ``"cos"``: ``end + (start - end)(1 + cos(pi pct))/2``.
-    """
-    if kind == "linear":
-        return start * (1.0 - pct) + end * pct
-    return end + (start - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * pct))
-
-
 def is_int(x: Any) -> bool:
     """A signed integer (Python, NumPy or JAX) of at most 64 bits: unsigned
     ones would wrap negative in a signed comparison, so they (and floats) are

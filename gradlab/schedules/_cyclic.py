@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from gradlab._checks import check_bools, check_choice, check_in_range
 from gradlab.schedules._common import (
     Schedule,
-    anneal_between,
     as_float,
     as_step,
     check_factor,
@@ -21,6 +21,7 @@ from gradlab.schedules._common import (
     step_cycle,
     stepped,
 )
+from gradlab.schedules._cosine import cosine_factor
 
 _MODES = ("triangular", "triangular2", "exp_range")
 _ANNEALS = ("cos", "linear")
@@ -94,6 +95,24 @@ def _one_cycle_ends(total_steps, pct_start, three_phase):
     return [pct * total - 1.0, total - 1.0]
 
 
+def _anneal(kind: str, start: jax.Array, end: jax.Array, pct: jax.Array, rest: jax.Array):
+    """Move from ``start`` to ``end`` as ``pct`` goes from 0 to 1 (``rest = 1 - pct``,
+    computed from the phase's end).
+
+    ``"linear"``: ``start rest + end pct`` (torch's ``start + (end - start) pct``,
+    rearranged to give ``end`` exactly at ``pct = 1``: a tiny end such as
+    one-cycle's ``max / 25 / 1e9`` is below ``start``'s rounding error, and the
+    torch form gives 0 there); ``"cos"``: ``end + (start - end)(1 + cos(pi pct))/2``
+    with the factor from :func:`cosine_factor` given ``rest``. Both keep their
+    relative precision in a long phase's last steps, where ``1 - pct`` and
+    ``1 + cos(pi pct)`` cancel in float32 (one-cycle's final annealing reached
+    its floor steps early; hunt77).
+    """
+    if kind == "linear":
+        return start * rest + end * pct
+    return end + (start - end) * cosine_factor(pct, rest=rest)
+
+
 def _phased(step, ends, values, kind):
     """Anneal through consecutive phases: phase ``i`` runs from the end of
     phase ``i-1`` (step 0 for the first) to ``ends[i]``, moving from
@@ -103,7 +122,8 @@ def _phased(step, ends, values, kind):
     starts = [jnp.zeros_like(ends[0]), *ends[:-1]]
     out = None
     for start, end, (a, b) in reversed(list(zip(starts, ends, values, strict=True))):
-        value = anneal_between(kind, a, b, fraction(t - start, end - start))
+        pct, rest = fraction(t - start, end - start), fraction(end - t, end - start)
+        value = _anneal(kind, a, b, pct, rest)
         out = value if out is None else jnp.where(t <= end, value, out)
     return out
 
