@@ -460,7 +460,9 @@ def packed(
     A leaf split over several devices stays loose (its state follows its
     sharding); so does every leaf when ``transform`` keeps no per-element
     state (plain ``sgd``), where packing would only add copies. Buffers are
-    grouped by dtype, so a gradient must come in its param's dtype. Under
+    grouped by dtype, so a gradient must come in its param's dtype; params must
+    be floating-point (an integer leaf that a mask keeps out:
+    ``masked(packed(tx), mask)``). Under
     ``jit`` in JAX's default (auto) sharding mode a traced leaf's placement is
     unknown: call ``init`` eagerly on sharded params.
     """
@@ -468,6 +470,7 @@ def packed(
     max_leaf_size = static_int("max_leaf_size", max_leaf_size, minimum=0)
 
     def init(params):
+        _check_float_params(params)
         layout = Layout.of_params(params, max_leaf_size)
         # Built even when nothing ends up packed: an undeclared member is
         # refused whatever the params.
@@ -505,6 +508,22 @@ def packed(
 
     # Nested inside another `packed`, it runs on the real leaves (and packs them itself).
     return GradientTransformation(init, update, packing=PER_LEAF)
+
+
+def _check_float_params(params: Any) -> None:
+    """``packed`` takes floating-point params only, whatever its member: an
+    integer leaf that ``masked``/``partition`` keep out unpacked would still
+    reach the buffers' forms (and the gradient checks) here. Refused up front,
+    naming the leaf, rather than as a loose leaf deep inside (hunt79)."""
+    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+        dtype = jnp.result_type(x)
+        if not _tree.is_float(dtype):
+            raise TypeError(
+                f"packed: param leaf {jax.tree_util.keystr(path) or '(root)'} has dtype "
+                f"{dtype}; packed takes floating-point params only. To keep an integer leaf "
+                "out of the optimizer, put packed inside the mask -- masked(packed(tx), mask) "
+                "or partition({..., 'opt': packed(tx)}, labels) -- or leave it out of the tree"
+            )
 
 
 Rule = Callable[[PackContext], GradientTransformation]

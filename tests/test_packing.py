@@ -683,3 +683,25 @@ def test_every_public_transformation_declares_packing_and_packs_to_the_same_numb
     packed_, _ = _run_eager(gl.packed(make(), max_leaf_size=32), params)
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(packed_), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: gl.packed(gl.masked(gl.adam(0.1), {"w": True, "n": False})),
+        lambda: gl.packed(gl.partition({"a": gl.adam(0.1), "f": gl.chain()}, {"w": "a", "n": "f"})),
+    ],
+    ids=["masked", "partition"],
+)
+def test_packed_refuses_an_integer_param_by_its_path_and_says_how_to_keep_it(make):
+    """An int leaf that ``masked``/``partition`` keep out unpacked: refused at
+    ``init`` naming ``['n']`` (it was ``.loose[0]``, or a gradient error at the
+    first update), with the composition that works; that one runs."""
+    params = {"w": jnp.ones(3), "n": jnp.arange(2)}
+    with pytest.raises(TypeError, match=r"packed: param leaf \['n'\] has dtype int32.*masked\("):
+        make().init(params)
+    tx = gl.masked(gl.packed(gl.adam(0.1)), {"w": True, "n": False})
+    grads = {"w": jnp.ones(3), "n": jnp.zeros(2, jnp.int32)}
+    u, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(u["w"], -0.1 * np.ones(3), rtol=1e-5)  # Adam's first step: -lr
+    np.testing.assert_array_equal(u["n"], [0, 0])
