@@ -62,6 +62,16 @@ def is_float(dtype: Any) -> bool:
     return bool(jnp.issubdtype(dtype, jnp.floating))
 
 
+def hides_leaves(tree: Tree) -> bool:
+    """Whether ``tree`` holds a leaf an outer wrapper hid: a ``MaskedNode``
+    (gradlab's, or Optax's from ``optax.masked``/``optax.partition``)."""
+
+    def hidden(x: Any) -> bool:
+        return type(x).__name__ == "MaskedNode"
+
+    return any(hidden(x) for x in jax.tree.leaves(tree, is_leaf=hidden))
+
+
 def as_updates(updates: Tree) -> Tree:
     """``updates`` with every leaf a floating-point array, or a ``TypeError``.
 

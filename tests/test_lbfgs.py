@@ -1097,3 +1097,34 @@ def test_a_gradient_in_another_dtype_than_the_params_keeps_the_state_a_loop_carr
     assert jax.tree.map(jax.typeof, new_state) == jax.tree.map(jax.typeof, state)
     assert params["w"].dtype == jnp.dtype(params_dtype)
     assert values[-1] < values[0]
+
+
+@pytest.mark.parametrize("where", ["masked", "partition"])
+def test_a_line_search_inside_a_mask_says_it_needs_the_whole_params(where):
+    """Inside masked/partition the search sees params with MaskedNode leaves, on
+    which value_fn cannot run: a ValueError saying so and what to do, instead
+    of "gradient tree does not match" or a TypeError from inside value_fn
+    (hunt79). The recipe it gives, freeze before lbfgs, moves only the others."""
+    params = {"w": jnp.zeros(3), "b": jnp.ones(2)}
+
+    def f(p):
+        return (
+            jnp.sum((p["w"] - 2.0) ** 2) + jnp.sum(p["b"] ** 2) + jnp.sum(p["w"]) * jnp.sum(p["b"])
+        )
+
+    if where == "masked":
+        tx = gl.masked(gl.lbfgs(), {"w": True, "b": False})
+    else:
+        tx = gl.partition({"l": gl.lbfgs(), "s": gl.sgd(0.1)}, {"w": "l", "b": "s"})
+    g = jax.grad(f)(params)
+    for extra in ({"value": f(params), "grad": g, "value_fn": f}, {"value_fn": f}):
+        with pytest.raises(ValueError, match=r"sees only some of them.*chain\(freeze"):
+            tx.update(g, tx.init(params), params, **extra)
+    tx = gl.chain(gl.freeze({"w": False, "b": True}), gl.lbfgs())
+    x, state = params, tx.init(params)
+    for _ in range(5):
+        value, grad = jax.value_and_grad(f)(x)
+        u, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=f)
+        x = gl.apply_updates(x, u)
+    np.testing.assert_array_equal(x["b"], [1.0, 1.0])
+    np.testing.assert_allclose(x["w"], [1.0, 1.0, 1.0], rtol=1e-5)  # 2 (w - 2) + sum(b) = 0

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NamedTuple
 
-import jax
-
-from gradlab import _masks
+from gradlab import _masks, _tree
 from gradlab._checks import (
     check_same_structure,
     check_transformation,
@@ -74,7 +72,9 @@ def partition(
         found = _masks.resolve_labels(labels, tree)
         # A group may be empty where an outer masked/partition hid its leaves:
         # only a tree with nothing hidden shows that a transformation is unused.
-        _check_labels(found, transforms, every_transform_used=bool(found) and not _hides(tree))
+        _check_labels(
+            found, transforms, every_transform_used=bool(found) and not _tree.hides_leaves(tree)
+        )
         return {label: [x == label for x in found] for label in transforms}
 
     def init(params):
@@ -104,16 +104,6 @@ def partition(
         return ctx.per_leaf(partition(groups, labels))
 
     return GradientTransformation(init, update, packing=packing)
-
-
-def _hides(tree: Tree) -> bool:
-    """Whether ``tree`` holds a leaf an outer wrapper hid: a ``MaskedNode``
-    (gradlab's, or Optax's from ``optax.masked``/``optax.partition``)."""
-
-    def hidden(x: Any) -> bool:
-        return type(x).__name__ == "MaskedNode"
-
-    return any(hidden(x) for x in jax.tree.leaves(tree, is_leaf=hidden))
 
 
 def _check_labels(found: list, transforms: dict, every_transform_used: bool) -> None:

@@ -205,6 +205,14 @@ def _search_inputs(name: str, updates: Any, params: Any, extra: dict[str, Any]) 
             "not GradientTransformationExtraArgs -- wrap it as "
             "optax.GradientTransformationExtraArgs(*tx))"
         )
+    if _tree.hides_leaves(params):
+        raise ValueError(
+            f"{name} evaluates value_fn on the whole params, but inside masked or partition "
+            "it sees only some of them (the others are MaskedNode). Optimize only the leaves "
+            "to move, closing over the others (value_fn=lambda w: f({**fixed, 'w': w})), or "
+            "run it on the whole tree with the others' gradient zeroed first: "
+            "chain(freeze(mask), lbfgs()), mask True on the leaves to keep"
+        )
     value = extra.get("value")
     if value is not None:
         check_real(f"{name}: value", value, "the objective's value at params, a real scalar")
