@@ -72,7 +72,9 @@ def reduce_on_plateau(
     reduces one decision earlier (after ``patience``, not ``patience + 1``).
     The comparison runs in float32 (float64 when ``jax_enable_x64`` is on at
     ``init``: torch compares Python floats), the same eager, jitted and in
-    ``lax.scan``.
+    ``lax.scan``; so a value within a float32 rounding of the margin
+    (``a + atol`` a hair from ``best``) can decide otherwise than torch's
+    float64 comparison.
     Compose it with a schedule (warm-up, then reduce on plateau) by chaining:
     ``chain(adam(warmup_schedule), reduce_on_plateau())``. The current scale
     is ``state.scale``.
