@@ -156,8 +156,8 @@ def _static_one(k: Any) -> bool:
 
 def _reached(n: jax.Array, k: Any) -> jax.Array:
     """``n >= k`` without rounding ``k``: a traced float ``k = 2.5`` emits at the
-    third call (as Optax's comparison does), never truncated to 2; an int64
-    ``k`` is compared in int64, not wrapped to int32."""
+    third call, not truncated to 2 (Optax cannot trace a float-valued schedule);
+    an int64 ``k`` is compared in int64, not wrapped to int32."""
     k = jnp.asarray(k)
     if jnp.issubdtype(k.dtype, jnp.floating):
         dt = jnp.promote_types(k.dtype, jnp.float32)
