@@ -687,6 +687,38 @@ def test_categorical_cross_entropy_clips_a_certain_probability_below_one():
         )
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=_dtype_id)
+def test_probability_gradient_on_the_clip_bounds_is_the_unclipped_one(dtype):
+    """At p = eps or 1 - eps exactly (float32 sigmoid(x) for every x in [15.5,
+    16.6]; bfloat16 sigmoid(x) for x in [4.5, 5.5]) the loss is unclipped, so its
+    gradient is the formula's -y/p + (1-y)/(1-p), as torch's BCELoss gives;
+    jnp.clip's tie rule halved it (hunt80). Strictly outside, it is 0."""
+    eps = float(jnp.finfo(dtype).eps)
+    rtol = 1e-2 if dtype == jnp.bfloat16 else 1e-6
+    p = np.array([1 - eps, 1 - eps, eps, eps, 1.0, 0.0])
+    y = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+    grad = jax.grad(lambda q: L.binary_cross_entropy(q, jnp.asarray(y, dtype)).sum())(
+        jnp.asarray(p, dtype)
+    )
+    on_bounds = -y[:4] / p[:4] + (1 - y[:4]) / (1 - p[:4])
+    expected = np.concatenate([on_bounds, [0.0, 0.0]])
+    np.testing.assert_allclose(np.asarray(grad, F64), expected, rtol=rtol)
+    torch = pytest.importorskip("torch")
+    tp = torch.tensor(p[:4], dtype=torch.float64, requires_grad=True)
+    torch.nn.functional.binary_cross_entropy(tp, torch.tensor(y[:4]), reduction="sum").backward()
+    np.testing.assert_allclose(np.asarray(grad[:4], F64), tp.grad.numpy(), rtol=rtol)
+    # categorical: d/dp_true of -log p_true at p_true = 1 - eps is -1/(1 - eps)
+    g = jax.grad(lambda q: L.categorical_cross_entropy(q, jnp.array([0, 1])))(
+        jnp.asarray([eps, 1 - eps], dtype)
+    )
+    np.testing.assert_allclose(np.asarray(g, F64), [0.0, -1 / (1 - eps)], rtol=rtol)
+    # end to end: d/dx BCE(sigmoid(x), 1) = sigmoid(x) - 1, the logit form's gradient
+    x = jnp.asarray(16.0 if dtype == jnp.float32 else 5.0, dtype)
+    assert float(jax.nn.sigmoid(x)) == 1 - eps
+    g = jax.grad(lambda z: L.binary_cross_entropy(jax.nn.sigmoid(z), jnp.asarray(1.0, dtype)))(x)
+    np.testing.assert_allclose(float(g), -eps, rtol=rtol)
+
+
 def test_integer_labels_equal_one_hot_labels():
     x = jnp.asarray(_rng().normal(size=(2, 3, 5)), jnp.float32)
     idx = jnp.array([[0, 4, 1], [3, 3, 2]])
