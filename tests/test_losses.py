@@ -763,6 +763,31 @@ def test_invalid_labels_raise_when_concrete(call, match):
         call()
 
 
+@pytest.mark.parametrize(
+    "loss, x",
+    [
+        (L.softmax_cross_entropy, jnp.array([[0.2, -1.0, 0.4]])),
+        (L.categorical_cross_entropy, jnp.array([[0.2, 0.3, 0.5]])),
+    ],
+    ids=["softmax", "categorical"],
+)
+def test_multiclass_labels_outside_the_unit_interval_raise_naming_one_hot(loss, x):
+    """A teacher's logits given as soft labels (distillation without the softmax)
+    gave a finite, even negative loss (hunt80): each binary loss refuses labels
+    outside [0, 1], and so do these now, when concrete. Soft labels, label
+    smoothing (Optax's smooth_labels) and traced labels are fine."""
+    for bad, shown in (([[3.0, -2.0, 0.5]], "3.0"), ([[-1, 2, 0]], "-1")):
+        with pytest.raises(ValueError, match=rf"one_hot must be in \[0, 1\].*softmax.*{shown}"):
+            loss(x, jnp.array(bad))
+    smoothed = optax.smooth_labels(jnp.array([[0.0, 1.0, 0.0]]), 0.1)
+    soft = jnp.array([[0.25, 0.25, 0.5]])
+    for y in (smoothed, soft):
+        np.testing.assert_allclose(loss(x, y), jax.jit(loss)(x, y), rtol=1e-6)
+    jax.jit(loss)(x, jnp.array([[3.0, -2.0, 0.5]]))  # traced: not inspected
+    with pytest.raises(ValueError, match=r"one_hot shape \(1, 2\)"):
+        loss(x, jnp.array([[0.0, 1.0]]))
+
+
 def test_focal_reduces_to_cross_entropy_without_focusing():
     y = jnp.asarray(_labels01(X43.shape), jnp.float32)
     x = jnp.asarray(X43, jnp.float32)

@@ -145,11 +145,16 @@ def sigmoid_binary_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
     return y * jax.nn.softplus(-x) + (1 - y) * jax.nn.softplus(x)
 
 
-def _multiclass_inputs(x: ArrayLike, labels: ArrayLike, x_name: str) -> tuple[Array, Array]:
+def _multiclass_inputs(x: ArrayLike, one_hot: ArrayLike, x_name: str) -> tuple[Array, Array]:
     check_class_axis(x_name, x)
-    check_same_shape(x_name, x, "labels", labels)
+    check_same_shape(x_name, x, "one_hot", one_hot)
+    # Concrete labels outside [0, 1] are mostly a teacher's logits given for its
+    # probabilities (distillation): the loss would be finite, even negative.
+    check_label_values(
+        "one_hot", one_hot, _in_unit_interval, "in [0, 1] (logits? apply softmax first)"
+    )
     x = as_float(x, x_name)
-    return x, cast(labels, x.dtype, "labels")
+    return x, cast(one_hot, x.dtype, "one_hot")
 
 
 def _xlogy_sum(y: Array, log_p: Array) -> Array:
@@ -175,7 +180,8 @@ def categorical_cross_entropy(probs: ArrayLike, one_hot: ArrayLike) -> Array:
 
     Args:
       probs: ``(..., C)`` class probabilities.
-      one_hot: ``(..., C)`` one-hot or soft labels (each row sums to 1).
+      one_hot: ``(..., C)`` one-hot or soft labels (each row sums to 1), in
+        ``[0, 1]``: concrete values outside raise ``ValueError``.
 
     Returns:
       ``(...)``: one value per example, in ``probs``' dtype.
@@ -206,7 +212,8 @@ def softmax_cross_entropy(logits: ArrayLike, one_hot: ArrayLike) -> Array:
 
     Args:
       logits: ``(..., C)`` unnormalised scores.
-      one_hot: ``(..., C)`` one-hot or soft labels.
+      one_hot: ``(..., C)`` one-hot or soft labels in ``[0, 1]`` (concrete values
+        outside, e.g. a teacher's logits, raise ``ValueError``).
 
     Returns:
       ``(...)``: one value per example, in ``logits``' dtype.
