@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -898,6 +899,26 @@ def test_weighted_sum_promotes_to_the_common_dtype():
 def test_weighted_sum_rejects_malformed_terms(terms, error, match):
     with pytest.raises(error, match=match):
         L.weighted_sum(terms)
+
+
+@pytest.mark.parametrize(
+    "terms, weight_shape",
+    [
+        # each weight broadcasts with its own value, not with the other term's
+        ({"a": (jnp.ones(3), 1.0), "b": (1.0, jnp.ones(2))}, "(3,)"),
+        # (3, 1) with (2,) broadcasts, to a (3, 2) total from (2,) values
+        ({"a": (jnp.ones((3, 1)), jnp.ones(2)), "b": (1.0, jnp.ones(2))}, "(3, 1)"),
+    ],
+    ids=["no_broadcast", "enlarges"],
+)
+def test_weighted_sum_weight_must_fit_the_values_common_shape(terms, weight_shape):
+    """(hunt80) The total of (2,) values is (2,), as sum(w * v) in NumPy over
+    the values alone; a weight may not fail JAX's broadcast without naming its
+    term, nor enlarge the total."""
+    with pytest.raises(ValueError, match=rf"weight of 'a' has shape {re.escape(weight_shape)}"):
+        L.weighted_sum(terms)
+    total, _ = L.weighted_sum({"a": (jnp.array([2.0, 3.0]), 1.0), "b": (1.0, jnp.ones(2))})
+    np.testing.assert_array_equal(total, [3.0, 4.0])  # a weight may broadcast a scalar value
 
 
 # --------------------------------------------------------------------------
