@@ -1112,6 +1112,23 @@ def test_complex_inputs_raise_type_error_naming_them(call, name):
         call(jnp.array([3 + 4j, 1j]))
 
 
+@pytest.mark.parametrize(
+    "args, error, message",
+    [
+        ((E, E, E.astype(jnp.complex64)), TypeError, "negative must be real"),
+        ((E, E.astype(jnp.complex64), E), TypeError, "positive must be real"),
+        ((E.astype(jnp.complex64), E, E), TypeError, "anchor must be real"),
+        ((jnp.zeros(()),) * 3, ValueError, "anchor and positive must have a last"),
+        ((E, E, jnp.ones((2, 4))), ValueError, r"anchor shape \(2, 3\) and negative shape"),
+    ],
+    ids=["complex_negative", "complex_positive", "complex_anchor", "0d", "shapes"],
+)
+def test_triplet_margin_errors_name_its_own_arguments(args, error, message):
+    # they named euclidean_distance's a and b, for the positive and negative alike (hunt80)
+    with pytest.raises(error, match=message):
+        L.triplet_margin(*args)
+
+
 def test_numpy_int64_values_beyond_int32_do_not_wrap():
     # jnp.asarray wrapped NumPy int64 to int32 before the float cast (x64 off)
     logits = jnp.array([[0.0, 1.0, 5.0]])

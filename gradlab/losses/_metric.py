@@ -47,14 +47,21 @@ def euclidean_distance(a: ArrayLike, b: ArrayLike) -> Array:
     >>> print(jax.grad(losses.euclidean_distance)(jnp.ones(2), jnp.ones(2)))
     [0. 0.]
     """
-    check_same_shape("a", a, "b", b)
+    return _distance(a, b, "a", "b")
+
+
+def _distance(a: ArrayLike, b: ArrayLike, name_a: str, name_b: str) -> Array:
+    """:func:`euclidean_distance`, its errors naming the caller's arguments."""
+    check_same_shape(name_a, a, name_b, b)
     if jnp.ndim(a) < 1:
-        raise ValueError(f"a and b must have a last (feature) axis, got shape {jnp.shape(a)}")
-    a = as_float(a, "a")
+        raise ValueError(
+            f"{name_a} and {name_b} must have a last (feature) axis, got shape {jnp.shape(a)}"
+        )
+    a = as_float(a, name_a)
     # 16-bit inputs are summed in float32: in float16 a distance of 256 would
     # square to inf and one of 2e-4 to 0 (torch gets both right).
     acc = a.dtype if jnp.finfo(a.dtype).bits >= 32 else jnp.float32
-    sq = jnp.sum(jnp.square(a.astype(acc) - cast(b, a.dtype, "b").astype(acc)), axis=-1)
+    sq = jnp.sum(jnp.square(a.astype(acc) - cast(b, a.dtype, name_b).astype(acc)), axis=-1)
     # sq == 0, not sq > 0: a NaN sum must stay NaN (a diverged embedding reaches
     # the loss, visibly), where sq > 0 took it for a distance 0
     zero = sq == 0
@@ -123,10 +130,8 @@ def triplet_margin(
     0.0 3.0
     """
     check_nonnegative("margin", margin)
-    check_same_shape("anchor", anchor, "positive", positive)
-    check_same_shape("anchor", anchor, "negative", negative)
-    check_broadcasts_to("margin", margin, jnp.shape(anchor)[:-1])
-    anchor = as_float(anchor, "anchor")
-    d_pos = euclidean_distance(anchor, positive)
-    d_neg = euclidean_distance(anchor, negative)
-    return jax.nn.relu(d_pos - d_neg + cast(margin, anchor.dtype, "margin"))
+    # The distances' own checks, in the names the caller used (not a and b: hunt80).
+    d_pos = _distance(anchor, positive, "anchor", "positive")
+    d_neg = _distance(anchor, negative, "anchor", "negative")
+    check_broadcasts_to("margin", margin, d_pos.shape)
+    return jax.nn.relu(d_pos - d_neg + cast(margin, d_pos.dtype, "margin"))
