@@ -1142,6 +1142,19 @@ def test_numpy_int64_values_beyond_int32_do_not_wrap():
     assert float(total) == 2.0**31
 
 
+def test_python_ints_beyond_int32_are_taken_at_their_value():
+    """As NumPy int64 values are (above): a Python int, or a list of them, went
+    through JAX's int32 and raised its OverflowError (hunt80)."""
+    big = 3_000_000_000  # exact in float32
+    assert float(L.squared_error(big, jnp.array(3e9))) == 0.0
+    assert float(L.squared_error(jnp.array([3e9]), [big])[0]) == 0.0
+    assert float(L.huber(big, 0.0)) == pytest.approx(3e9 - 0.5)  # delta * (|r| - delta / 2)
+    assert float(L.l1_penalty([big, -big])) == 6e9
+    assert float(L.weighted_sum({"count": (0.5, big)})[0]) == 1.5e9
+    assert float(L.elastic_net_penalty({"w": [1]}, l1=big, l2=0.0)) == 3e9
+    assert float(L.squared_error([2**70], jnp.array([2.0**70]))[0]) == 0.0  # beyond int64
+
+
 def test_numpy_bfloat16_inputs_keep_their_dtype():
     # The NumPy fast path (integers straight to float) took ml_dtypes' bfloat16,
     # whose kind is not "f", for an integer: the loss came back float32.
