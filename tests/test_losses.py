@@ -558,7 +558,7 @@ E = jnp.ones((2, 3))
 BAD_HYPERPARAMETERS = [
     (lambda: L.huber(X, X, delta=0.0), "delta", "0.0"),
     (lambda: L.huber(X, X, delta=-1.0), "delta", "-1.0"),
-    (lambda: L.contrastive(X, Y01, margin=-0.5), "margin", "-0.5"),
+    (lambda: L.contrastive(jnp.abs(X), Y01, margin=-0.5), "margin", "-0.5"),
     (lambda: L.triplet_margin(E, E, E, margin=-1.0), "margin", "-1.0"),
     (lambda: L.sigmoid_focal(X, Y01, gamma=-1.0), "gamma", "-1.0"),
     (lambda: L.sigmoid_focal(X, Y01, alpha=1.5), "alpha", "1.5"),
@@ -578,7 +578,7 @@ def test_bad_hyperparameter_raises_naming_it(call, name, value):
 
 
 def test_boundary_hyperparameters_are_accepted():
-    L.contrastive(X, Y01, margin=0.0)
+    L.contrastive(jnp.abs(X), Y01, margin=0.0)
     L.triplet_margin(E, E, E, margin=0.0)
     L.sigmoid_focal(X, Y01, alpha=0.0, gamma=0.0)
     L.sigmoid_focal(X, Y01, alpha=1.0)
@@ -754,7 +754,7 @@ def test_integer_label_shape_message_names_both_shapes():
         (lambda: L.squared_hinge(X, jnp.array([1, 0, -1])), "labels_pm1 must be -1 or \\+1"),
         (lambda: L.binary_cross_entropy(X, jnp.array([1, 2, 0])), "labels must be in \\[0, 1\\]"),
         (lambda: L.sigmoid_focal(X, jnp.array([1, -1, 0])), "labels must be in \\[0, 1\\]"),
-        (lambda: L.contrastive(X, jnp.array([1, 2, 0])), "is_dissimilar must be in"),
+        (lambda: L.contrastive(jnp.abs(X), jnp.array([1, 2, 0])), "is_dissimilar must be in"),
         (lambda: L.softmax_cross_entropy(jnp.zeros(()), jnp.zeros(())), "last axis"),
         (lambda: L.euclidean_distance(jnp.zeros(()), jnp.zeros(())), "last"),
     ],
@@ -814,6 +814,20 @@ def test_contrastive_pulls_similar_and_pushes_dissimilar_within_margin():
     # similar: dL/dD = D > 0 (shrinks D); dissimilar inside margin: -(m - D) < 0;
     # dissimilar beyond margin: 0.
     np.testing.assert_allclose(grad, [0.5, -0.5, 0.0])
+
+
+def test_contrastive_refuses_concrete_negative_distances_but_passes_nan():
+    """Cosine similarities given as distances gave a finite loss (hunt80); the
+    formula's D is a distance, >= 0. NaN still reaches the loss, and a traced
+    distance is not inspected."""
+    y = jnp.array([1, 0])
+    with pytest.raises(ValueError, match=r"distance must be non-negative.*-0\.8"):
+        L.contrastive(jnp.array([-0.8, 0.9]), y)
+    out = L.contrastive(jnp.array([jnp.nan, 0.0]), y)
+    assert np.isnan(out[0]) and float(out[1]) == 0.0
+    np.testing.assert_allclose(
+        jax.jit(L.contrastive)(jnp.array([-0.8, 0.9]), y), [1.62, 0.405], rtol=1e-6
+    )
 
 
 def test_l2_penalty_convention_gradient_is_the_weights():

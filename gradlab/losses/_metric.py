@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import check_nonnegative
@@ -82,7 +83,8 @@ def contrastive(distance: ArrayLike, is_dissimilar: ArrayLike, margin: ArrayLike
 
     Args:
       distance: ``(...)`` non-negative distances, e.g.
-        :func:`euclidean_distance` of two embeddings.
+        :func:`euclidean_distance` of two embeddings. Concrete negative values
+        raise ``ValueError`` (NaN passes through to the loss).
       is_dissimilar: ``(...)`` labels in ``[0, 1]`` (bool, int or float).
       margin: ``>= 0``, a number or an array, possibly traced.
 
@@ -95,6 +97,14 @@ def contrastive(distance: ArrayLike, is_dissimilar: ArrayLike, margin: ArrayLike
     check_nonnegative("margin", margin)
     check_same_shape("distance", distance, "is_dissimilar", is_dissimilar)
     check_label_values("is_dissimilar", is_dissimilar, lambda a: (a >= 0) & (a <= 1), "in [0, 1]")
+    # Negative distances are mostly similarities passed by mistake (hunt80); a
+    # NaN passes, so a diverged embedding reaches the loss, visibly.
+    check_label_values(
+        "distance",
+        distance,
+        lambda a: np.isnan(a) | (a >= 0),
+        "non-negative (a similarity? pass a distance, e.g. euclidean_distance)",
+    )
     check_broadcasts_to("margin", margin, jnp.shape(distance))
     d = as_float(distance, "distance")
     dc = d.astype(_tree.compute_dtype(d.dtype))  # 0.5 * D**2 fits float16 where D**2 may not
