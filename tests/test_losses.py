@@ -1108,9 +1108,9 @@ def test_a_nan_embedding_gives_a_nan_distance_and_triplet_loss():
 @pytest.mark.parametrize(
     ("call", "name"),
     [
-        (lambda z: L.l1_penalty({"w": z}), "a params leaf"),
-        (lambda z: L.l2_penalty({"w": z}), "a params leaf"),
-        (lambda z: L.elastic_net_penalty({"w": z}, 1.0, 1.0), "a params leaf"),
+        (lambda z: L.l1_penalty({"w": z}), r"params leaf \['w'\]"),
+        (lambda z: L.l2_penalty({"w": z}), r"params leaf \['w'\]"),
+        (lambda z: L.elastic_net_penalty({"w": z}, 1.0, 1.0), r"params leaf \['w'\]"),
         (lambda z: L.squared_error(z, jnp.zeros(2)), "pred"),
         (lambda z: L.huber(jnp.zeros(2), z), "target"),
         (lambda z: L.euclidean_distance(jnp.zeros(2), z), "b"),
@@ -1141,6 +1141,38 @@ def test_triplet_margin_errors_name_its_own_arguments(args, error, message):
     # they named euclidean_distance's a and b, for the positive and negative alike (hunt80)
     with pytest.raises(error, match=message):
         L.triplet_margin(*args)
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: L.contrastive(jnp.ones(2), np.array(["0", "1"])), "is_dissimilar"),
+        (lambda: L.sigmoid_binary_cross_entropy(jnp.ones(2), np.array(["1", "0"])), "labels"),
+        (lambda: L.softmax_cross_entropy(jnp.ones((1, 2)), np.array([["1", "0"]])), "one_hot"),
+        (lambda: L.softmax_cross_entropy_with_integer_labels(jnp.ones((1, 2)), ["1"]), "labels"),
+        (lambda: L.squared_error(["1.5"], jnp.ones(1)), "pred"),
+        (lambda: L.huber(jnp.ones(()), None), "target"),
+        (lambda: L.weighted_sum({"a": (1.0, "0.5")}), "the value of 'a'"),
+        (lambda: L.l2_penalty({"w": jnp.ones(2), "rng": jax.random.key(0)}), r"\['rng'\]"),
+        (lambda: jax.jit(L.l1_penalty)({"rng": jax.random.key(0)}), r"\['rng'\]"),
+    ],
+    ids=[
+        "str_dissimilar",
+        "str_labels",
+        "str_one_hot",
+        "str_indices",
+        "str_pred",
+        "none_target",
+        "str_value",
+        "key_leaf",
+        "key_leaf_jit",
+    ],
+)
+def test_non_numeric_inputs_raise_type_error_naming_them(call, name):
+    # NumPy's ufunc error, JAX's "not a valid JAX array type" or "Cannot call
+    # abstract method astype" named no argument (hunt80)
+    with pytest.raises(TypeError, match=f"{name} must be"):
+        call()
 
 
 def test_numpy_int64_values_beyond_int32_do_not_wrap():

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab._checks import check_in_range, check_nonnegative
+from gradlab._checks import check_in_range, check_nonnegative, check_real
 from gradlab.losses._common import (
     Array,
     ArrayLike,
@@ -253,6 +253,7 @@ def softmax_cross_entropy_with_integer_labels(logits: ArrayLike, labels: ArrayLi
     [0.24, 1.099]
     """
     check_class_axis("logits", logits)
+    check_real("labels", labels, "integer class indices")  # a string: not JAX's error
     # NumPy labels are range-checked as given: JAX's int32 (x64 off) wraps an
     # int64 2**32 + 2 to the valid class 2
     numpy_labels = labels if isinstance(labels, np.ndarray | np.generic) else None

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab._checks import is_traced
+from gradlab._checks import check_real, is_traced
 from gradlab._tree import hp
 
 Array = jax.Array
@@ -32,13 +32,17 @@ ArrayLike = jax.typing.ArrayLike
 
 def _check_real(name: str, x: Any) -> None:
     """Refuse a complex ``x``: ``astype(float)`` would keep its real part silently
-    (``l2_penalty([3+4j])`` was 4.5), where the optimizers refuse complex leaves."""
-    if jnp.iscomplexobj(x):
+    (``l2_penalty([3+4j])`` was 4.5), where the optimizers refuse complex leaves.
+    Refuse a non-number (strings, ``None``, a PRNG key) too, naming ``name``:
+    NumPy's ufunc or JAX's array errors named nothing (hunt80). Only the type
+    is read (NumPy's ``iscomplexobj``: JAX's takes a list of strings to JAX)."""
+    if (jnp if is_traced(x) else np).iscomplexobj(x):
         raise TypeError(
             f"{name} must be real, got a complex value of dtype {jnp.result_type(x)} "
             "(a loss of it would silently drop the imaginary part; pass jnp.abs(x) "
             "or the real and imaginary parts as two real arrays)"
         )
+    check_real(name, x, "a real number or a numeric array")
 
 
 def _python_ints(x: Any) -> Any:
@@ -120,7 +124,7 @@ def check_label_values(
     name: str, labels: ArrayLike, ok: Callable[[np.ndarray], np.ndarray], expected: str
 ) -> None:
     """If ``labels`` is concrete, raise ``ValueError`` where ``ok(labels)`` is False
-    (complex labels: ``TypeError``, traced or not)."""
+    (complex or non-numeric labels: ``TypeError``, traced or not)."""
     _check_real(name, labels)
     if is_traced(labels):
         return
