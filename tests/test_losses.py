@@ -577,6 +577,38 @@ def test_bad_hyperparameter_raises_naming_it(call, name, value):
     assert name in str(info.value) and value in str(info.value)
 
 
+BOOLEAN_HYPERPARAMETERS = [
+    (lambda b: L.huber(X, -X, delta=b), "delta"),
+    (lambda b: L.contrastive(jnp.abs(X), Y01, margin=b), "margin"),
+    (lambda b: L.sigmoid_focal(X, Y01, gamma=b), "gamma"),
+    (lambda b: L.sigmoid_focal(X, Y01, alpha=b), "alpha"),
+    (lambda b: L.elastic_net_penalty({"w": X}, l1=b, l2=0.1), "l1"),
+    (lambda b: L.weighted_sum({"a": (b, 1.0)}), "weight of 'a'"),
+]
+FLAGS = {
+    "bool": True,
+    "np": np.array(True),
+    "jnp": jnp.array(True),
+    "np3": np.array([1, 0, 1], bool),
+}
+
+
+@pytest.mark.parametrize(
+    "call, name, flag",
+    [
+        pytest.param(call, name, flag, id=f"{name}-{kind}")
+        for call, name in BOOLEAN_HYPERPARAMETERS
+        for kind, flag in FLAGS.items()
+        if not (name == "l1" and np.ndim(flag))  # l1 is a scalar: its shape is refused first
+    ],
+)
+def test_boolean_hyperparameters_are_refused_as_arrays_too(call, name, flag):
+    """delta=True was a TypeError, np.array(True) silently 1.0 (hunt80): a
+    boolean is a flag, not a number, in a NumPy or JAX array as in Python."""
+    with pytest.raises(TypeError, match=f"{name} must be a number, got (the|a) boolean"):
+        call(flag)
+
+
 def test_boundary_hyperparameters_are_accepted():
     L.contrastive(jnp.abs(X), Y01, margin=0.0)
     L.triplet_margin(E, E, E, margin=0.0)
