@@ -82,6 +82,8 @@ def _concrete(name: str, value: Any) -> np.ndarray | None:
         raise TypeError(
             f"{name} must be a real number or a numeric array, got {value!r} (dtype {arr.dtype})"
         )
+    if arr.dtype.kind == "b":  # as the Python bool above: np.array(True) is no delta of 1.0
+        raise TypeError(f"{name} must be a number, got a boolean array: {_fmt(value)}")
     if arr.dtype.kind == "f" and not jax.config.jax_enable_x64:
         big = np.isfinite(arr) & (np.abs(arr) > np.finfo(np.float32).max)
         if np.any(big):  # it would become inf as float32: 1e39 passed as "finite"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -557,7 +558,7 @@ E = jnp.ones((2, 3))
 BAD_HYPERPARAMETERS = [
     (lambda: L.huber(X, X, delta=0.0), "delta", "0.0"),
     (lambda: L.huber(X, X, delta=-1.0), "delta", "-1.0"),
-    (lambda: L.contrastive(X, Y01, margin=-0.5), "margin", "-0.5"),
+    (lambda: L.contrastive(jnp.abs(X), Y01, margin=-0.5), "margin", "-0.5"),
     (lambda: L.triplet_margin(E, E, E, margin=-1.0), "margin", "-1.0"),
     (lambda: L.sigmoid_focal(X, Y01, gamma=-1.0), "gamma", "-1.0"),
     (lambda: L.sigmoid_focal(X, Y01, alpha=1.5), "alpha", "1.5"),
@@ -576,8 +577,40 @@ def test_bad_hyperparameter_raises_naming_it(call, name, value):
     assert name in str(info.value) and value in str(info.value)
 
 
+BOOLEAN_HYPERPARAMETERS = [
+    (lambda b: L.huber(X, -X, delta=b), "delta"),
+    (lambda b: L.contrastive(jnp.abs(X), Y01, margin=b), "margin"),
+    (lambda b: L.sigmoid_focal(X, Y01, gamma=b), "gamma"),
+    (lambda b: L.sigmoid_focal(X, Y01, alpha=b), "alpha"),
+    (lambda b: L.elastic_net_penalty({"w": X}, l1=b, l2=0.1), "l1"),
+    (lambda b: L.weighted_sum({"a": (b, 1.0)}), "weight of 'a'"),
+]
+FLAGS = {
+    "bool": True,
+    "np": np.array(True),
+    "jnp": jnp.array(True),
+    "np3": np.array([1, 0, 1], bool),
+}
+
+
+@pytest.mark.parametrize(
+    "call, name, flag",
+    [
+        pytest.param(call, name, flag, id=f"{name}-{kind}")
+        for call, name in BOOLEAN_HYPERPARAMETERS
+        for kind, flag in FLAGS.items()
+        if not (name == "l1" and np.ndim(flag))  # l1 is a scalar: its shape is refused first
+    ],
+)
+def test_boolean_hyperparameters_are_refused_as_arrays_too(call, name, flag):
+    """delta=True was a TypeError, np.array(True) silently 1.0 (hunt80): a
+    boolean is a flag, not a number, in a NumPy or JAX array as in Python."""
+    with pytest.raises(TypeError, match=f"{name} must be a number, got (the|a) boolean"):
+        call(flag)
+
+
 def test_boundary_hyperparameters_are_accepted():
-    L.contrastive(X, Y01, margin=0.0)
+    L.contrastive(jnp.abs(X), Y01, margin=0.0)
     L.triplet_margin(E, E, E, margin=0.0)
     L.sigmoid_focal(X, Y01, alpha=0.0, gamma=0.0)
     L.sigmoid_focal(X, Y01, alpha=1.0)
@@ -687,6 +720,38 @@ def test_categorical_cross_entropy_clips_a_certain_probability_below_one():
         )
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=_dtype_id)
+def test_probability_gradient_on_the_clip_bounds_is_the_unclipped_one(dtype):
+    """At p = eps or 1 - eps exactly (float32 sigmoid(x) for every x in [15.5,
+    16.6]; bfloat16 sigmoid(x) for x in [4.5, 5.5]) the loss is unclipped, so its
+    gradient is the formula's -y/p + (1-y)/(1-p), as torch's BCELoss gives;
+    jnp.clip's tie rule halved it (hunt80). Strictly outside, it is 0."""
+    eps = float(jnp.finfo(dtype).eps)
+    rtol = 1e-2 if dtype == jnp.bfloat16 else 1e-6
+    p = np.array([1 - eps, 1 - eps, eps, eps, 1.0, 0.0])
+    y = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+    grad = jax.grad(lambda q: L.binary_cross_entropy(q, jnp.asarray(y, dtype)).sum())(
+        jnp.asarray(p, dtype)
+    )
+    on_bounds = -y[:4] / p[:4] + (1 - y[:4]) / (1 - p[:4])
+    expected = np.concatenate([on_bounds, [0.0, 0.0]])
+    np.testing.assert_allclose(np.asarray(grad, F64), expected, rtol=rtol)
+    torch = pytest.importorskip("torch")
+    tp = torch.tensor(p[:4], dtype=torch.float64, requires_grad=True)
+    torch.nn.functional.binary_cross_entropy(tp, torch.tensor(y[:4]), reduction="sum").backward()
+    np.testing.assert_allclose(np.asarray(grad[:4], F64), tp.grad.numpy(), rtol=rtol)
+    # categorical: d/dp_true of -log p_true at p_true = 1 - eps is -1/(1 - eps)
+    g = jax.grad(lambda q: L.categorical_cross_entropy(q, jnp.array([0, 1])))(
+        jnp.asarray([eps, 1 - eps], dtype)
+    )
+    np.testing.assert_allclose(np.asarray(g, F64), [0.0, -1 / (1 - eps)], rtol=rtol)
+    # end to end: d/dx BCE(sigmoid(x), 1) = sigmoid(x) - 1, the logit form's gradient
+    x = jnp.asarray(16.0 if dtype == jnp.float32 else 5.0, dtype)
+    assert float(jax.nn.sigmoid(x)) == 1 - eps
+    g = jax.grad(lambda z: L.binary_cross_entropy(jax.nn.sigmoid(z), jnp.asarray(1.0, dtype)))(x)
+    np.testing.assert_allclose(float(g), -eps, rtol=rtol)
+
+
 def test_integer_labels_equal_one_hot_labels():
     x = jnp.asarray(_rng().normal(size=(2, 3, 5)), jnp.float32)
     idx = jnp.array([[0, 4, 1], [3, 3, 2]])
@@ -721,7 +786,7 @@ def test_integer_label_shape_message_names_both_shapes():
         (lambda: L.squared_hinge(X, jnp.array([1, 0, -1])), "labels_pm1 must be -1 or \\+1"),
         (lambda: L.binary_cross_entropy(X, jnp.array([1, 2, 0])), "labels must be in \\[0, 1\\]"),
         (lambda: L.sigmoid_focal(X, jnp.array([1, -1, 0])), "labels must be in \\[0, 1\\]"),
-        (lambda: L.contrastive(X, jnp.array([1, 2, 0])), "is_dissimilar must be in"),
+        (lambda: L.contrastive(jnp.abs(X), jnp.array([1, 2, 0])), "is_dissimilar must be in"),
         (lambda: L.softmax_cross_entropy(jnp.zeros(()), jnp.zeros(())), "last axis"),
         (lambda: L.euclidean_distance(jnp.zeros(()), jnp.zeros(())), "last"),
     ],
@@ -729,6 +794,31 @@ def test_integer_label_shape_message_names_both_shapes():
 def test_invalid_labels_raise_when_concrete(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    "loss, x",
+    [
+        (L.softmax_cross_entropy, jnp.array([[0.2, -1.0, 0.4]])),
+        (L.categorical_cross_entropy, jnp.array([[0.2, 0.3, 0.5]])),
+    ],
+    ids=["softmax", "categorical"],
+)
+def test_multiclass_labels_outside_the_unit_interval_raise_naming_one_hot(loss, x):
+    """A teacher's logits given as soft labels (distillation without the softmax)
+    gave a finite, even negative loss (hunt80): each binary loss refuses labels
+    outside [0, 1], and so do these now, when concrete. Soft labels, label
+    smoothing (Optax's smooth_labels) and traced labels are fine."""
+    for bad, shown in (([[3.0, -2.0, 0.5]], "3.0"), ([[-1, 2, 0]], "-1")):
+        with pytest.raises(ValueError, match=rf"one_hot must be in \[0, 1\].*softmax.*{shown}"):
+            loss(x, jnp.array(bad))
+    smoothed = optax.smooth_labels(jnp.array([[0.0, 1.0, 0.0]]), 0.1)
+    soft = jnp.array([[0.25, 0.25, 0.5]])
+    for y in (smoothed, soft):
+        np.testing.assert_allclose(loss(x, y), jax.jit(loss)(x, y), rtol=1e-6)
+    jax.jit(loss)(x, jnp.array([[3.0, -2.0, 0.5]]))  # traced: not inspected
+    with pytest.raises(ValueError, match=r"one_hot shape \(1, 2\)"):
+        loss(x, jnp.array([[0.0, 1.0]]))
 
 
 def test_focal_reduces_to_cross_entropy_without_focusing():
@@ -756,6 +846,20 @@ def test_contrastive_pulls_similar_and_pushes_dissimilar_within_margin():
     # similar: dL/dD = D > 0 (shrinks D); dissimilar inside margin: -(m - D) < 0;
     # dissimilar beyond margin: 0.
     np.testing.assert_allclose(grad, [0.5, -0.5, 0.0])
+
+
+def test_contrastive_refuses_concrete_negative_distances_but_passes_nan():
+    """Cosine similarities given as distances gave a finite loss (hunt80); the
+    formula's D is a distance, >= 0. NaN still reaches the loss, and a traced
+    distance is not inspected."""
+    y = jnp.array([1, 0])
+    with pytest.raises(ValueError, match=r"distance must be non-negative.*-0\.8"):
+        L.contrastive(jnp.array([-0.8, 0.9]), y)
+    out = L.contrastive(jnp.array([jnp.nan, 0.0]), y)
+    assert np.isnan(out[0]) and float(out[1]) == 0.0
+    np.testing.assert_allclose(
+        jax.jit(L.contrastive)(jnp.array([-0.8, 0.9]), y), [1.62, 0.405], rtol=1e-6
+    )
 
 
 def test_l2_penalty_convention_gradient_is_the_weights():
@@ -841,6 +945,26 @@ def test_weighted_sum_promotes_to_the_common_dtype():
 def test_weighted_sum_rejects_malformed_terms(terms, error, match):
     with pytest.raises(error, match=match):
         L.weighted_sum(terms)
+
+
+@pytest.mark.parametrize(
+    "terms, weight_shape",
+    [
+        # each weight broadcasts with its own value, not with the other term's
+        ({"a": (jnp.ones(3), 1.0), "b": (1.0, jnp.ones(2))}, "(3,)"),
+        # (3, 1) with (2,) broadcasts, to a (3, 2) total from (2,) values
+        ({"a": (jnp.ones((3, 1)), jnp.ones(2)), "b": (1.0, jnp.ones(2))}, "(3, 1)"),
+    ],
+    ids=["no_broadcast", "enlarges"],
+)
+def test_weighted_sum_weight_must_fit_the_values_common_shape(terms, weight_shape):
+    """(hunt80) The total of (2,) values is (2,), as sum(w * v) in NumPy over
+    the values alone; a weight may not fail JAX's broadcast without naming its
+    term, nor enlarge the total."""
+    with pytest.raises(ValueError, match=rf"weight of 'a' has shape {re.escape(weight_shape)}"):
+        L.weighted_sum(terms)
+    total, _ = L.weighted_sum({"a": (jnp.array([2.0, 3.0]), 1.0), "b": (1.0, jnp.ones(2))})
+    np.testing.assert_array_equal(total, [3.0, 4.0])  # a weight may broadcast a scalar value
 
 
 # --------------------------------------------------------------------------
@@ -1016,9 +1140,9 @@ def test_a_nan_embedding_gives_a_nan_distance_and_triplet_loss():
 @pytest.mark.parametrize(
     ("call", "name"),
     [
-        (lambda z: L.l1_penalty({"w": z}), "a params leaf"),
-        (lambda z: L.l2_penalty({"w": z}), "a params leaf"),
-        (lambda z: L.elastic_net_penalty({"w": z}, 1.0, 1.0), "a params leaf"),
+        (lambda z: L.l1_penalty({"w": z}), r"params leaf \['w'\]"),
+        (lambda z: L.l2_penalty({"w": z}), r"params leaf \['w'\]"),
+        (lambda z: L.elastic_net_penalty({"w": z}, 1.0, 1.0), r"params leaf \['w'\]"),
         (lambda z: L.squared_error(z, jnp.zeros(2)), "pred"),
         (lambda z: L.huber(jnp.zeros(2), z), "target"),
         (lambda z: L.euclidean_distance(jnp.zeros(2), z), "b"),
@@ -1034,6 +1158,55 @@ def test_complex_inputs_raise_type_error_naming_them(call, name):
         call(jnp.array([3 + 4j, 1j]))
 
 
+@pytest.mark.parametrize(
+    "args, error, message",
+    [
+        ((E, E, E.astype(jnp.complex64)), TypeError, "negative must be real"),
+        ((E, E.astype(jnp.complex64), E), TypeError, "positive must be real"),
+        ((E.astype(jnp.complex64), E, E), TypeError, "anchor must be real"),
+        ((jnp.zeros(()),) * 3, ValueError, "anchor and positive must have a last"),
+        ((E, E, jnp.ones((2, 4))), ValueError, r"anchor shape \(2, 3\) and negative shape"),
+    ],
+    ids=["complex_negative", "complex_positive", "complex_anchor", "0d", "shapes"],
+)
+def test_triplet_margin_errors_name_its_own_arguments(args, error, message):
+    # they named euclidean_distance's a and b, for the positive and negative alike (hunt80)
+    with pytest.raises(error, match=message):
+        L.triplet_margin(*args)
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: L.contrastive(jnp.ones(2), np.array(["0", "1"])), "is_dissimilar"),
+        (lambda: L.sigmoid_binary_cross_entropy(jnp.ones(2), np.array(["1", "0"])), "labels"),
+        (lambda: L.softmax_cross_entropy(jnp.ones((1, 2)), np.array([["1", "0"]])), "one_hot"),
+        (lambda: L.softmax_cross_entropy_with_integer_labels(jnp.ones((1, 2)), ["1"]), "labels"),
+        (lambda: L.squared_error(["1.5"], jnp.ones(1)), "pred"),
+        (lambda: L.huber(jnp.ones(()), None), "target"),
+        (lambda: L.weighted_sum({"a": (1.0, "0.5")}), "the value of 'a'"),
+        (lambda: L.l2_penalty({"w": jnp.ones(2), "rng": jax.random.key(0)}), r"\['rng'\]"),
+        (lambda: jax.jit(L.l1_penalty)({"rng": jax.random.key(0)}), r"\['rng'\]"),
+    ],
+    ids=[
+        "str_dissimilar",
+        "str_labels",
+        "str_one_hot",
+        "str_indices",
+        "str_pred",
+        "none_target",
+        "str_value",
+        "key_leaf",
+        "key_leaf_jit",
+    ],
+)
+def test_non_numeric_inputs_raise_type_error_naming_them(call, name):
+    # NumPy's ufunc error, JAX's "not a valid JAX array type" or "Cannot call
+    # abstract method astype" named no argument (hunt80)
+    with pytest.raises(TypeError, match=f"{name} must be"):
+        call()
+
+
 def test_numpy_int64_values_beyond_int32_do_not_wrap():
     # jnp.asarray wrapped NumPy int64 to int32 before the float cast (x64 off)
     logits = jnp.array([[0.0, 1.0, 5.0]])
@@ -1045,6 +1218,19 @@ def test_numpy_int64_values_beyond_int32_do_not_wrap():
     assert float(L.huber(jnp.array([5.0]), jnp.array([0.0]), delta=np.int64(2**32 + 1))[0]) == 12.5
     total, _ = L.weighted_sum({"a": (np.int64(2**31), 1.0)})
     assert float(total) == 2.0**31
+
+
+def test_python_ints_beyond_int32_are_taken_at_their_value():
+    """As NumPy int64 values are (above): a Python int, or a list of them, went
+    through JAX's int32 and raised its OverflowError (hunt80)."""
+    big = 3_000_000_000  # exact in float32
+    assert float(L.squared_error(big, jnp.array(3e9))) == 0.0
+    assert float(L.squared_error(jnp.array([3e9]), [big])[0]) == 0.0
+    assert float(L.huber(big, 0.0)) == pytest.approx(3e9 - 0.5)  # delta * (|r| - delta / 2)
+    assert float(L.l1_penalty([big, -big])) == 6e9
+    assert float(L.weighted_sum({"count": (0.5, big)})[0]) == 1.5e9
+    assert float(L.elastic_net_penalty({"w": [1]}, l1=big, l2=0.0)) == 3e9
+    assert float(L.squared_error([2**70], jnp.array([2.0**70]))[0]) == 0.0  # beyond int64
 
 
 def test_numpy_bfloat16_inputs_keep_their_dtype():

@@ -13,9 +13,11 @@ Shapes:
 
 The probability forms clip probabilities to ``[eps, 1 - eps]`` with ``eps``
 the machine epsilon of the dtype, so probabilities of exactly 0 or 1 give a
-finite loss (at most ``-log(eps)``: 15.9 in float32) and a finite gradient
-(zero outside the clip range). Prefer the logit forms when you have logits:
-they are exact for any finite logit and never saturate the gradient.
+finite loss (at most ``-log(eps)``: 15.9 in float32) and a finite gradient:
+the unclipped one on ``[eps, 1 - eps]``, bounds included (``-y/p + (1-y)/(1-p)``
+for BCE, as torch's ``BCELoss``), zero strictly outside. Prefer the logit
+forms when you have logits: they are exact for any finite logit and never
+saturate the gradient.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab._checks import check_in_range, check_nonnegative
+from gradlab._checks import check_in_range, check_nonnegative, check_real
 from gradlab.losses._common import (
     Array,
     ArrayLike,
@@ -61,6 +63,17 @@ def _probability(a: np.ndarray) -> np.ndarray:
 
 def _plus_minus_one(a: np.ndarray) -> np.ndarray:
     return (a == 1) | (a == -1)
+
+
+def _clip_probs(p: Array) -> Array:
+    """``p`` clipped to ``[eps, 1 - eps]`` with derivative 1 on the bounds too.
+
+    ``jnp.clip`` is ``minimum(maximum(...))``, whose derivative at a tie is 0.5:
+    the gradient at ``p = 1 - eps`` (float32 ``sigmoid(x)`` for every x in
+    [15.5, 16.6]) came out halved (hunt80). ``where`` passes ``p`` itself there.
+    """
+    eps = prob_eps(p.dtype)
+    return jnp.where(p < eps, eps, jnp.where(p > 1 - eps, 1 - eps, p))
 
 
 def _binary_inputs(
@@ -104,8 +117,7 @@ def binary_cross_entropy(probs: ArrayLike, labels: ArrayLike) -> Array:
         _probability,
         "probabilities in [0, 1] (logits? use sigmoid_binary_cross_entropy)",
     )
-    eps = prob_eps(p.dtype)
-    p = jnp.clip(p, eps, 1 - eps)
+    p = _clip_probs(p)
     # log1p(-p) keeps log(1 - p) accurate for small p.
     return -(y * jnp.log(p) + (1 - y) * jnp.log1p(-p))
 
@@ -133,11 +145,16 @@ def sigmoid_binary_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> Array:
     return y * jax.nn.softplus(-x) + (1 - y) * jax.nn.softplus(x)
 
 
-def _multiclass_inputs(x: ArrayLike, labels: ArrayLike, x_name: str) -> tuple[Array, Array]:
+def _multiclass_inputs(x: ArrayLike, one_hot: ArrayLike, x_name: str) -> tuple[Array, Array]:
     check_class_axis(x_name, x)
-    check_same_shape(x_name, x, "labels", labels)
+    check_same_shape(x_name, x, "one_hot", one_hot)
+    # Concrete labels outside [0, 1] are mostly a teacher's logits given for its
+    # probabilities (distillation): the loss would be finite, even negative.
+    check_label_values(
+        "one_hot", one_hot, _in_unit_interval, "in [0, 1] (logits? apply softmax first)"
+    )
     x = as_float(x, x_name)
-    return x, cast(labels, x.dtype, "labels")
+    return x, cast(one_hot, x.dtype, "one_hot")
 
 
 def _xlogy_sum(y: Array, log_p: Array) -> Array:
@@ -163,7 +180,8 @@ def categorical_cross_entropy(probs: ArrayLike, one_hot: ArrayLike) -> Array:
 
     Args:
       probs: ``(..., C)`` class probabilities.
-      one_hot: ``(..., C)`` one-hot or soft labels (each row sums to 1).
+      one_hot: ``(..., C)`` one-hot or soft labels (each row sums to 1), in
+        ``[0, 1]``: concrete values outside raise ``ValueError``.
 
     Returns:
       ``(...)``: one value per example, in ``probs``' dtype.
@@ -179,8 +197,7 @@ def categorical_cross_entropy(probs: ArrayLike, one_hot: ArrayLike) -> Array:
     check_label_values(
         "probs", probs, _probability, "probabilities in [0, 1] (logits? use softmax_cross_entropy)"
     )
-    eps = prob_eps(p.dtype)
-    return -_xlogy_sum(y, jnp.log(jnp.clip(p, eps, 1 - eps)))
+    return -_xlogy_sum(y, jnp.log(_clip_probs(p)))
 
 
 def softmax_cross_entropy(logits: ArrayLike, one_hot: ArrayLike) -> Array:
@@ -195,7 +212,8 @@ def softmax_cross_entropy(logits: ArrayLike, one_hot: ArrayLike) -> Array:
 
     Args:
       logits: ``(..., C)`` unnormalised scores.
-      one_hot: ``(..., C)`` one-hot or soft labels.
+      one_hot: ``(..., C)`` one-hot or soft labels in ``[0, 1]`` (concrete values
+        outside, e.g. a teacher's logits, raise ``ValueError``).
 
     Returns:
       ``(...)``: one value per example, in ``logits``' dtype.
@@ -235,6 +253,7 @@ def softmax_cross_entropy_with_integer_labels(logits: ArrayLike, labels: ArrayLi
     [0.24, 1.099]
     """
     check_class_axis("logits", logits)
+    check_real("labels", labels, "integer class indices")  # a string: not JAX's error
     # NumPy labels are range-checked as given: JAX's int32 (x64 off) wraps an
     # int64 2**32 + 2 to the valid class 2
     numpy_labels = labels if isinstance(labels, np.ndarray | np.generic) else None

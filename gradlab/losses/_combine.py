@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradlab._checks import check_number
 from gradlab.losses._common import Array, ArrayLike, as_float, cast
@@ -33,6 +34,8 @@ def weighted_sum(
         already-reduced loss); arrays are allowed and broadcast together.
         ``weight`` is a finite number or array, possibly traced; negative
         weights are allowed (e.g. an entropy bonus subtracted from a loss).
+        A weight array must broadcast to the values' common shape without
+        enlarging it (else ``ValueError`` naming the term).
 
     Returns:
       ``(total, parts)`` where ``parts[name] = weight * value`` is the
@@ -64,18 +67,24 @@ def weighted_sum(
     with jax.numpy_dtype_promotion("standard"):
         dtype = jnp.result_type(*values.values())
     try:
-        jnp.broadcast_shapes(*(v.shape for v in values.values()))
+        shape = jnp.broadcast_shapes(*(v.shape for v in values.values()))
     except ValueError:
         shapes = ", ".join(f"{name!r} {v.shape}" for name, v in values.items())
         raise ValueError(f"loss values have shapes that do not broadcast: {shapes}") from None
+    # Against the values' common shape, not only the term's own value: a (3,)
+    # weight on a scalar next to a (2,) value failed in JAX, naming no term, and
+    # a (3, 1) weight on a (2,) value made the total (3, 2) (hunt80).
     for name, value in values.items():
+        ws = jnp.shape(terms[name][0])
         try:
-            jnp.broadcast_shapes(jnp.shape(terms[name][0]), value.shape)
+            ok = np.broadcast_shapes(ws, shape) == shape
         except ValueError:
+            ok = False
+        if not ok:
             raise ValueError(
-                f"the weight of {name!r} has shape {jnp.shape(terms[name][0])}, which does not "
-                f"broadcast with its value's {value.shape}"
-            ) from None
+                f"the weight of {name!r} has shape {ws}, which does not broadcast to the "
+                f"values' shape {shape} without changing it (its value's shape: {value.shape})"
+            )
     parts = {
         name: cast(terms[name][0], dtype, f"the weight of {name!r}") * values[name].astype(dtype)
         for name in values

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradlab._checks import is_traced
+from gradlab._checks import check_real, is_traced
 from gradlab._tree import hp
 
 Array = jax.Array
@@ -32,21 +32,42 @@ ArrayLike = jax.typing.ArrayLike
 
 def _check_real(name: str, x: Any) -> None:
     """Refuse a complex ``x``: ``astype(float)`` would keep its real part silently
-    (``l2_penalty([3+4j])`` was 4.5), where the optimizers refuse complex leaves."""
-    if jnp.iscomplexobj(x):
+    (``l2_penalty([3+4j])`` was 4.5), where the optimizers refuse complex leaves.
+    Refuse a non-number (strings, ``None``, a PRNG key) too, naming ``name``:
+    NumPy's ufunc or JAX's array errors named nothing (hunt80). Only the type
+    is read (NumPy's ``iscomplexobj``: JAX's takes a list of strings to JAX)."""
+    if (jnp if is_traced(x) else np).iscomplexobj(x):
         raise TypeError(
             f"{name} must be real, got a complex value of dtype {jnp.result_type(x)} "
             "(a loss of it would silently drop the imaginary part; pass jnp.abs(x) "
             "or the real and imaginary parts as two real arrays)"
         )
+    check_real(name, x, "a real number or a numeric array")
+
+
+def _python_ints(x: Any) -> Any:
+    """A Python int, or a list of them, as a NumPy array (int64; float64 beyond
+    it), which the NumPy integer paths take at its value: through JAX's int32,
+    ``3_000_000_000`` raised ``OverflowError`` (hunt80). Anything else unchanged."""
+    if not isinstance(x, int | list | tuple) or isinstance(x, bool) or is_traced(x):
+        return x
+    try:
+        arr = np.asarray(x)
+    except ValueError:  # a ragged list: JAX says so
+        return x
+    if arr.dtype.kind == "O" and all(type(v) is int for v in arr.ravel()):
+        return arr.astype(np.float64)  # ints beyond int64
+    return arr if arr.dtype.kind in "iu" else x  # floats keep JAX's (weak) types
 
 
 def as_float(x: ArrayLike, name: str = "the input") -> Array:
     """``x`` as a JAX array of a floating dtype (ints and bools -> default float).
 
-    A NumPy integer array goes to the float dtype directly: through JAX's int32
-    first, an int64 3e9 would wrap. Complex ``x`` raises ``TypeError``.
+    A NumPy integer array (or Python ints) goes to the float dtype directly:
+    through JAX's int32 first, an int64 3e9 would wrap (a Python int overflow).
+    Complex ``x`` raises ``TypeError``.
     """
+    x = _python_ints(x)
     _check_real(name, x)
     if isinstance(x, np.ndarray | np.generic) and x.dtype.kind in "biu":
         return jnp.asarray(x, jnp.result_type(float))  # (not bfloat16: kind "V")
@@ -59,6 +80,7 @@ def as_float(x: ArrayLike, name: str = "the input") -> Array:
 def cast(value: Any, dtype: Any, name: str = "the input") -> Array:
     """Labels, targets and hyperparameters (possibly traced) as ``dtype`` (the
     blocks' :func:`gradlab._tree.hp`); complex values raise ``TypeError``."""
+    value = _python_ints(value)
     _check_real(name, value)
     return hp(value, dtype)
 
@@ -69,7 +91,7 @@ def check_same_shape(name_a: str, a: ArrayLike, name_b: str, b: ArrayLike) -> No
     No broadcasting on purpose: ``(n, 1)`` against ``(n,)`` silently gives an
     ``(n, n)`` loss in NumPy semantics, the classic regression bug.
     """
-    sa, sb = jnp.shape(a), jnp.shape(b)
+    sa, sb = np.shape(a), np.shape(b)  # a list too (jnp.shape of one is deprecated)
     if sa != sb:
         raise ValueError(f"{name_a} shape {sa} and {name_b} shape {sb} differ")
 
@@ -102,7 +124,7 @@ def check_label_values(
     name: str, labels: ArrayLike, ok: Callable[[np.ndarray], np.ndarray], expected: str
 ) -> None:
     """If ``labels`` is concrete, raise ``ValueError`` where ``ok(labels)`` is False
-    (complex labels: ``TypeError``, traced or not)."""
+    (complex or non-numeric labels: ``TypeError``, traced or not)."""
     _check_real(name, labels)
     if is_traced(labels):
         return

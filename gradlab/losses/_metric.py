@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import check_nonnegative
@@ -47,14 +48,21 @@ def euclidean_distance(a: ArrayLike, b: ArrayLike) -> Array:
     >>> print(jax.grad(losses.euclidean_distance)(jnp.ones(2), jnp.ones(2)))
     [0. 0.]
     """
-    check_same_shape("a", a, "b", b)
+    return _distance(a, b, "a", "b")
+
+
+def _distance(a: ArrayLike, b: ArrayLike, name_a: str, name_b: str) -> Array:
+    """:func:`euclidean_distance`, its errors naming the caller's arguments."""
+    check_same_shape(name_a, a, name_b, b)
     if jnp.ndim(a) < 1:
-        raise ValueError(f"a and b must have a last (feature) axis, got shape {jnp.shape(a)}")
-    a = as_float(a, "a")
+        raise ValueError(
+            f"{name_a} and {name_b} must have a last (feature) axis, got shape {jnp.shape(a)}"
+        )
+    a = as_float(a, name_a)
     # 16-bit inputs are summed in float32: in float16 a distance of 256 would
     # square to inf and one of 2e-4 to 0 (torch gets both right).
     acc = a.dtype if jnp.finfo(a.dtype).bits >= 32 else jnp.float32
-    sq = jnp.sum(jnp.square(a.astype(acc) - cast(b, a.dtype, "b").astype(acc)), axis=-1)
+    sq = jnp.sum(jnp.square(a.astype(acc) - cast(b, a.dtype, name_b).astype(acc)), axis=-1)
     # sq == 0, not sq > 0: a NaN sum must stay NaN (a diverged embedding reaches
     # the loss, visibly), where sq > 0 took it for a distance 0
     zero = sq == 0
@@ -75,7 +83,8 @@ def contrastive(distance: ArrayLike, is_dissimilar: ArrayLike, margin: ArrayLike
 
     Args:
       distance: ``(...)`` non-negative distances, e.g.
-        :func:`euclidean_distance` of two embeddings.
+        :func:`euclidean_distance` of two embeddings. Concrete negative values
+        raise ``ValueError`` (NaN passes through to the loss).
       is_dissimilar: ``(...)`` labels in ``[0, 1]`` (bool, int or float).
       margin: ``>= 0``, a number or an array, possibly traced.
 
@@ -88,6 +97,14 @@ def contrastive(distance: ArrayLike, is_dissimilar: ArrayLike, margin: ArrayLike
     check_nonnegative("margin", margin)
     check_same_shape("distance", distance, "is_dissimilar", is_dissimilar)
     check_label_values("is_dissimilar", is_dissimilar, lambda a: (a >= 0) & (a <= 1), "in [0, 1]")
+    # Negative distances are mostly similarities passed by mistake (hunt80); a
+    # NaN passes, so a diverged embedding reaches the loss, visibly.
+    check_label_values(
+        "distance",
+        distance,
+        lambda a: np.isnan(a) | (a >= 0),
+        "non-negative (a similarity? pass a distance, e.g. euclidean_distance)",
+    )
     check_broadcasts_to("margin", margin, jnp.shape(distance))
     d = as_float(distance, "distance")
     dc = d.astype(_tree.compute_dtype(d.dtype))  # 0.5 * D**2 fits float16 where D**2 may not
@@ -123,10 +140,8 @@ def triplet_margin(
     0.0 3.0
     """
     check_nonnegative("margin", margin)
-    check_same_shape("anchor", anchor, "positive", positive)
-    check_same_shape("anchor", anchor, "negative", negative)
-    check_broadcasts_to("margin", margin, jnp.shape(anchor)[:-1])
-    anchor = as_float(anchor, "anchor")
-    d_pos = euclidean_distance(anchor, positive)
-    d_neg = euclidean_distance(anchor, negative)
-    return jax.nn.relu(d_pos - d_neg + cast(margin, anchor.dtype, "margin"))
+    # The distances' own checks, in the names the caller used (not a and b: hunt80).
+    d_pos = _distance(anchor, positive, "anchor", "positive")
+    d_neg = _distance(anchor, negative, "anchor", "negative")
+    check_broadcasts_to("margin", margin, d_pos.shape)
+    return jax.nn.relu(d_pos - d_neg + cast(margin, d_pos.dtype, "margin"))

@@ -30,7 +30,10 @@ def _tree_sum(fn: Callable[[Array], Array], params: Any) -> tuple[Array, Any]:
     """``sum_leaves sum(fn(w))`` in at least float32, and the leaves' common dtype
     to round the penalty to once, at the very end (after its scaling: a float16
     ``0.5 * 300**2`` fits where ``300**2`` does not)."""
-    leaves = [as_float(leaf, "a params leaf") for leaf in jax.tree.leaves(params)]
+    leaves = [
+        as_float(leaf, f"params leaf {jax.tree_util.keystr(path) or '(root)'}")
+        for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+    ]
     if not leaves:
         zero = jnp.zeros((), jnp.result_type(float))
         return zero, zero.dtype
