@@ -69,8 +69,11 @@ def is_function(value: Any) -> bool:
 
 
 def _concrete(name: str, value: Any) -> np.ndarray | None:
-    """The value as a NumPy array, or None when it is traced (skip validation)."""
+    """The value as a NumPy array, or None when it is traced (skip validation, but
+    for its dtype: a traced boolean is refused as a concrete one is)."""
     if is_traced(value):
+        if isinstance(value, jax.Array) and value.dtype == np.bool_:
+            raise TypeError(f"{name} must be a number, got a traced boolean array")
         return None
     if isinstance(value, bool | np.bool_):
         raise TypeError(f"{name} must be a number, got the boolean {value!r}")

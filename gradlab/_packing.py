@@ -520,7 +520,7 @@ def _check_float_params(params: Any) -> None:
         if not _tree.is_float(dtype):
             raise TypeError(
                 f"packed: param leaf {jax.tree_util.keystr(path) or '(root)'} has dtype "
-                f"{dtype}; packed takes floating-point params only. To keep an integer leaf "
+                f"{dtype}; packed takes floating-point params only. To keep a non-float leaf "
                 "out of the optimizer, put packed inside the mask -- masked(packed(tx), mask) "
                 "or partition({..., 'opt': packed(tx)}, labels) -- or leave it out of the tree"
             )

@@ -548,37 +548,33 @@ def test_multisteps_bad_k_raises():
         gl.MultiSteps(gl.sgd(0.1), 0)
 
 
-@pytest.mark.parametrize(
-    "k, words", [(2.5, "must be an integer, got 2.5"), (0, "must be >= 1, got 0")]
-)
-def test_multisteps_bad_schedule_value_raises_when_concrete(k, words):
-    """A schedule is only checked abstractly at construction; its concrete value
-    (an eager update) is checked as the constructor checks an int, instead of
-    2.5 silently truncated to 2 or 0 emitting at every call."""
-    params = {"w": jnp.ones(2)}
-    tx = gl.MultiSteps(gl.sgd(0.1), every_k_schedule=lambda step: k)
-    with pytest.raises(ValueError, match=f"every_k_schedule's value {words}"):
-        tx.update({"w": jnp.ones(2)}, tx.init(params), params)
-
-
-def test_multisteps_traced_fractional_k_is_not_truncated():
-    """A traced (so unchecked) ``k = 2.5`` emits at the first call count
-    ``n >= k`` -- the third -- not at the second (the old int32 truncation).
-    (Optax's MultiSteps fails to trace a float-valued schedule at all.)"""
+def test_multisteps_fractional_schedule_steps_alike_eager_and_jitted():
+    """A schedule of k giving no integer -- ``linear(1, 4, 6)`` gives 1.5, 2, 2.5,
+    ... -- updates at the first call count ``n >= k``, eager (with a warning) as
+    jitted: it was truncated to int32 (1.5 -> 1), and an eager error would make a
+    debug run differ from the jitted one (review21)."""
     params = {"w": jnp.zeros(2)}
-    k = jnp.float32(2.5)
-    tx = gl.MultiSteps(gl.sgd(0.1), every_k_schedule=lambda step: k + 0 * step.astype(k.dtype))
-    state, emitted, n = tx.init(params), [], 0
-    step = jax.jit(tx.update)
-    for i in range(6):
-        _, state = step({"w": jnp.full(2, float(i + 1))}, state, params)
-        emitted.append(bool(tx.has_updated(state)))
-    expected = []
-    for _ in range(6):  # the reference: count the calls, emit once the count reaches k
+    schedule = gl.schedules.linear(1.0, 4.0, 6)
+
+    def emitted(update):
+        tx = gl.MultiSteps(gl.sgd(0.1), every_k_schedule=schedule)
+        state, out = tx.init(params), []
+        for i in range(10):
+            _, state = update(tx)({"w": jnp.full(2, float(i + 1))}, state, params)
+            out.append(bool(tx.has_updated(state)))
+        return out
+
+    with pytest.warns(UserWarning, match="every_k_schedule returned 1.5, not an integer"):
+        eager = emitted(lambda tx: tx.update)
+    jitted = emitted(lambda tx: jax.jit(tx.update))
+    expected, n, updates = [], 0, 0  # the reference: count calls, update once n >= k
+    for _ in range(10):
         n += 1
-        expected.append(n >= 2.5)
-        n = 0 if expected[-1] else n
-    assert emitted == expected == [False, False, True, False, False, True]
+        k = 1.0 + 3.0 * min(updates, 6) / 6  # linear(1, 4, 6) at the update count
+        expected.append(n >= k)
+        n, updates = (0, updates + 1) if expected[-1] else (n, updates)
+    assert eager == jitted == expected
+    assert expected != [True, True, False, True, False, True, False, False, True, False]  # old
 
 
 # ----------------------------------------------------------------- lookahead

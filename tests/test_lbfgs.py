@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -773,13 +774,14 @@ def test_the_extras_value_fn_names_reach_it_as_in_optax(search, mode):
     """Optax's rule: ``value_fn(params, batch)`` gets ``update(..., batch=b)``'s
     ``b`` (an extra it does not name, ``note=``, is left out). The searches
     used to call ``value_fn(params)`` alone: a TypeError, or a value_fn with a
-    default ``batch=None`` silently evaluated on other data."""
+    default ``batch=None`` silently evaluated on other data. A Python flag
+    (``train=True``) stays a Python value, as in Optax (a traced bool failed)."""
     rng = np.random.default_rng(3)
     a, b = jnp.asarray(rng.normal(size=(8, 3))), jnp.asarray(rng.normal(size=8))
 
-    def f(x, batch=None):
+    def f(x, batch=None, train=False):
         a_, b_ = batch if batch is not None else (a[:2], b[:2])  # the wrong data
-        return jnp.sum((a_ @ x - b_) ** 2) + 0.1 * jnp.sum(x**4)
+        return jnp.sum((a_ @ x - b_) ** 2) + (0.1 if train else 0.3) * jnp.sum(x**4)
 
     def make(lib):
         if search == "zoom":
@@ -789,14 +791,19 @@ def test_the_extras_value_fn_names_reach_it_as_in_optax(search, mode):
 
     def run(lib, with_note):
         tx, x = make(lib), jnp.zeros(3)
-        state, value_and_grad = tx.init(x), lib.value_and_grad_from_state(f)
+        # Optax's value_and_grad_from_state traces its extras (a flag fails there):
+        # the flag is bound for it; gradlab's takes it as an extra
+        vg_fn = f if lib is gl else functools.partial(f, train=True)
+        state, value_and_grad = tx.init(x), lib.value_and_grad_from_state(vg_fn)
+        flag = {"train": True} if lib is gl else {}
         extra = {"note": jnp.ones(())} if with_note else {}
 
         def step(x, state):
-            value, grad = value_and_grad(x, batch=(a, b), state=state)
+            value, grad = value_and_grad(x, batch=(a, b), **flag, state=state)
             u, state = tx.update(
-                grad, state, x, value=value, grad=grad, value_fn=f, batch=(a, b), **extra
-            )
+                grad, state, x, value=value, grad=grad, value_fn=f, batch=(a, b), train=True,
+                **extra,
+            )  # fmt: skip
             return lib.apply_updates(x, u), state
 
         step = jax.jit(step) if mode == "jit" else step
@@ -1118,7 +1125,7 @@ def test_a_line_search_inside_a_mask_says_it_needs_the_whole_params(where):
         tx = gl.partition({"l": gl.lbfgs(), "s": gl.sgd(0.1)}, {"w": "l", "b": "s"})
     g = jax.grad(f)(params)
     for extra in ({"value": f(params), "grad": g, "value_fn": f}, {"value_fn": f}):
-        with pytest.raises(ValueError, match=r"sees only some of them.*chain\(freeze"):
+        with pytest.raises(ValueError, match=r"inside masked or partition.*chain\(freeze"):
             tx.update(g, tx.init(params), params, **extra)
     tx = gl.chain(gl.freeze({"w": False, "b": True}), gl.lbfgs())
     x, state = params, tx.init(params)
@@ -1128,3 +1135,23 @@ def test_a_line_search_inside_a_mask_says_it_needs_the_whole_params(where):
         x = gl.apply_updates(x, u)
     np.testing.assert_array_equal(x["b"], [1.0, 1.0])
     np.testing.assert_allclose(x["w"], [1.0, 1.0, 1.0], rtol=1e-5)  # 2 (w - 2) + sum(b) = 0
+
+
+def test_a_line_search_inside_partition_runs_an_objective_of_the_leaves_it_sees():
+    """An objective that reads only the leaves the search sees (separable) runs
+    inside partition and masked, as before the hint above was added."""
+    params = {"w": jnp.zeros(2), "b": jnp.ones(())}
+
+    def f(p):  # reads w only
+        return jnp.sum((p["w"] - 3.0) ** 2)
+
+    for tx in (
+        gl.partition({"l": gl.lbfgs(), "s": gl.sgd(0.1)}, {"w": "l", "b": "s"}),
+        gl.masked(gl.lbfgs(), {"w": True, "b": False}),
+    ):
+        x, state = params, tx.init(params)
+        for _ in range(3):
+            grad = {"w": jax.grad(f)(x)["w"], "b": jnp.zeros(())}
+            u, state = tx.update(grad, state, x, value_fn=f)
+            x = gl.apply_updates(x, u)
+        np.testing.assert_allclose(x["w"], [3.0, 3.0], rtol=1e-6)  # the quadratic's minimum

@@ -607,6 +607,9 @@ def test_boolean_hyperparameters_are_refused_as_arrays_too(call, name, flag):
     boolean is a flag, not a number, in a NumPy or JAX array as in Python."""
     with pytest.raises(TypeError, match=f"{name} must be a number, got (the|a) boolean"):
         call(flag)
+    if isinstance(flag, jax.Array):  # traced, its dtype is still known (review21)
+        with pytest.raises(TypeError, match=f"{name} must be a number, got a traced boolean"):
+            jax.jit(call)(flag)
 
 
 def test_boundary_hyperparameters_are_accepted():
@@ -860,6 +863,25 @@ def test_contrastive_refuses_concrete_negative_distances_but_passes_nan():
     np.testing.assert_allclose(
         jax.jit(L.contrastive)(jnp.array([-0.8, 0.9]), y), [1.62, 0.405], rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_contrastive_takes_a_distance_rounded_just_below_zero(dtype):
+    """``1 - cos`` of identical embeddings rounds to -1.2e-7 in float32 (about
+    -4e-3 in bfloat16): a distance, not a similarity; taken as the jitted call
+    takes it (review21). Beyond 4 eps it is refused."""
+    rng = np.random.default_rng(0)
+    e = jnp.asarray(rng.normal(size=(64, 8)), dtype)
+    with jax.numpy_dtype_promotion("standard"):
+        d = optax.losses.cosine_distance(e, e)
+    assert float(jnp.min(d)) < 0  # the rounding this test is about
+    y = jnp.zeros(64, jnp.int32)
+    np.testing.assert_allclose(
+        np.asarray(L.contrastive(d, y), np.float64), 0.5 * np.asarray(d, np.float64) ** 2
+    )
+    eps = float(jnp.finfo(dtype).eps)
+    with pytest.raises(ValueError, match="distance must be non-negative"):
+        L.contrastive(jnp.full(2, -5 * eps, dtype), jnp.zeros(2, jnp.int32))
 
 
 def test_l2_penalty_convention_gradient_is_the_weights():
@@ -1239,3 +1261,19 @@ def test_numpy_bfloat16_inputs_keep_their_dtype():
     x = np.asarray([1.5, -2.0], jnp.bfloat16)
     assert L.squared_error(x, np.zeros(2, jnp.bfloat16)).dtype == jnp.bfloat16
     assert L.l2_penalty({"w": x}).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("labels", [[2**32 + 2], [2**31], 2**32 + 2])
+def test_integer_labels_as_python_ints_beyond_int32_are_range_checked(labels):
+    """A Python int label beyond int32 is checked at its value, as a NumPy int64
+    one is: it raised JAX's OverflowError, naming nothing (review21)."""
+    logits = jnp.zeros((1, 3)) if isinstance(labels, list) else jnp.zeros(3)
+    value = 2**31 if labels == [2**31] else 2**32 + 2
+    with pytest.raises(ValueError, match=rf"labels must be class indices in \[0, 3\), got {value}"):
+        L.softmax_cross_entropy_with_integer_labels(logits, labels)
+    ok = [2] if isinstance(labels, list) else 2  # small Python ints work as before
+    np.testing.assert_allclose(
+        L.softmax_cross_entropy_with_integer_labels(logits, ok),
+        np.log(3.0) * np.ones(np.shape(ok)),
+        rtol=1e-6,
+    )

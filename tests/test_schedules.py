@@ -1532,3 +1532,21 @@ def test_one_cycle_keeps_its_relative_precision_in_the_last_steps(anneal):
     pct = (steps - (0.3 * total - 1)) / (0.7 * total)  # torch: phase 2 from 0.3 T - 1 to T - 1
     shape = 0.5 * (1 + np.cos(np.pi * pct)) if anneal == "cos" else 1 - pct
     np.testing.assert_allclose(lr, floor + (peak - floor) * shape, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "total, pct, three_phase",
+    [(10, 0.1, False), (20, 0.05, False), (2, 0.5, False), (4, 0.25, True)],
+)
+def test_one_cycle_with_a_first_phase_of_length_zero_starts_at_its_initial_value(
+    total, pct, three_phase
+):
+    """``pct_start * total_steps == 1``: the first phase has length 0 (torch divides
+    by zero). Step 0 is the initial value ``max / div_factor`` -- momentum's
+    ``max_momentum`` -- for the linear anneal as for the cosine one; the linear one
+    computed ``start * rest + end * pct`` with both 0 there and returned 0."""
+    for anneal in ("linear", "cos"):
+        lr = S.one_cycle(total, 1.0, pct_start=pct, anneal=anneal, three_phase=three_phase)
+        assert float(lr(0)) == pytest.approx(1.0 / 25)
+        m = S.one_cycle_momentum(total, pct_start=pct, anneal=anneal, three_phase=three_phase)
+        assert float(m(0)) == pytest.approx(0.95)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
@@ -20,6 +21,7 @@ from gradlab._checks import (
     check_schedule_value,
     check_state,
     check_transformation,
+    is_traced,
     keyword_alias,
 )
 from gradlab._core import GradientTransformation, TransformationLike, as_schedule, call_update
@@ -62,8 +64,9 @@ class MultiSteps:
     on the mean and its updates are returned; then the mean restarts.
     ``every_k_schedule`` is an int (or an integer array) or a schedule ``gradient_step -> k``
     (evaluated at the number of inner updates so far, so the batch size can
-    grow during training; its value is checked like the int when it is concrete,
-    and a traced fractional ``k`` emits at the first call count ``n >= k``).
+    grow during training; a value that is no integer >= 1, such as ``1.5`` from
+    ``linear(1, 4, n)``, updates at the first call count ``n >= k``, eager (with
+    a warning) as under ``jit``).
     Keyword extras (``value=``) reach ``transform`` at its update only (the last
     mini-step's ones).
 
@@ -154,6 +157,21 @@ def _static_one(k: Any) -> bool:
     return isinstance(k, int | np.integer) and not isinstance(k, bool) and k == 1
 
 
+def _warn_if_not_a_count(k: Any) -> None:
+    """A concrete (eager) schedule value that is no count >= 1 -- ``linear(1, 4, 6)``
+    gives 1.5 -- is used as under ``jit`` (the first call count ``n >= k``), with a
+    warning: an error here would make an eager debug run differ from the jitted one."""
+    if is_traced(k):
+        return
+    value = np.asarray(k, np.float64)
+    if not (value >= 1 and value == np.round(value)):
+        warnings.warn(
+            f"every_k_schedule returned {float(value)!r}, not an integer >= 1: MultiSteps "
+            "updates at the first call count n >= k (k rounded up, at least 1)",
+            stacklevel=4,
+        )
+
+
 def _reached(n: jax.Array, k: Any) -> jax.Array:
     """``n >= k`` without rounding ``k``: a traced float ``k = 2.5`` emits at the
     third call, not truncated to 2 (Optax cannot trace a float-valued schedule);
@@ -196,8 +214,7 @@ def _multi_steps(
 
         k_now = every_k(state.gradient_step)
         check_schedule_value("every_k_schedule", k_now)
-        # a concrete value (eager) is checked as the constructor checks an int
-        check_int("every_k_schedule's value", k_now, minimum=1, maximum=COUNT_MAX)
+        _warn_if_not_a_count(k_now)
         emit = _reached(n, k_now)
 
         # The mean is computed inside each branch, fused into its consumer (the

@@ -37,6 +37,7 @@ from gradlab.losses._common import (
     check_label_values,
     check_same_shape,
     prob_eps,
+    python_ints,
     safe_log,
 )
 
@@ -256,6 +257,7 @@ def softmax_cross_entropy_with_integer_labels(logits: ArrayLike, labels: ArrayLi
     check_real("labels", labels, "integer class indices")  # a string: not JAX's error
     # NumPy labels are range-checked as given: JAX's int32 (x64 off) wraps an
     # int64 2**32 + 2 to the valid class 2
+    labels = python_ints(labels)  # Python ints beyond int32: range-checked, not OverflowError
     numpy_labels = labels if isinstance(labels, np.ndarray | np.generic) else None
     labels = jnp.asarray(labels)
     given_dtype = labels.dtype if numpy_labels is None else numpy_labels.dtype

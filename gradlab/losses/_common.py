@@ -45,7 +45,7 @@ def _check_real(name: str, x: Any) -> None:
     check_real(name, x, "a real number or a numeric array")
 
 
-def _python_ints(x: Any) -> Any:
+def python_ints(x: Any) -> Any:
     """A Python int, or a list of them, as a NumPy array (int64; float64 beyond
     it), which the NumPy integer paths take at its value: through JAX's int32,
     ``3_000_000_000`` raised ``OverflowError`` (hunt80). Anything else unchanged."""
@@ -67,7 +67,7 @@ def as_float(x: ArrayLike, name: str = "the input") -> Array:
     through JAX's int32 first, an int64 3e9 would wrap (a Python int overflow).
     Complex ``x`` raises ``TypeError``.
     """
-    x = _python_ints(x)
+    x = python_ints(x)
     _check_real(name, x)
     if isinstance(x, np.ndarray | np.generic) and x.dtype.kind in "biu":
         return jnp.asarray(x, jnp.result_type(float))  # (not bfloat16: kind "V")
@@ -80,7 +80,7 @@ def as_float(x: ArrayLike, name: str = "the input") -> Array:
 def cast(value: Any, dtype: Any, name: str = "the input") -> Array:
     """Labels, targets and hyperparameters (possibly traced) as ``dtype`` (the
     blocks' :func:`gradlab._tree.hp`); complex values raise ``TypeError``."""
-    value = _python_ints(value)
+    value = python_ints(value)
     _check_real(name, value)
     return hp(value, dtype)
 

@@ -6,6 +6,8 @@ and every leading axis is a batch axis, so the losses return ``(...)``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,6 +71,11 @@ def _distance(a: ArrayLike, b: ArrayLike, name_a: str, name_b: str) -> Array:
     return jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, sq))).astype(a.dtype)
 
 
+def _rounding(dtype: Any) -> float:
+    """How far below 0 a computed distance may round: a few ulps of 1 (0 for ints)."""
+    return 4 * float(jnp.finfo(dtype).eps) if _tree.is_float(dtype) else 0.0
+
+
 def contrastive(distance: ArrayLike, is_dissimilar: ArrayLike, margin: ArrayLike = 1.0) -> Array:
     """Contrastive loss (Hadsell, Chopra & LeCun 2006), elementwise over pairs.
 
@@ -83,8 +90,9 @@ def contrastive(distance: ArrayLike, is_dissimilar: ArrayLike, margin: ArrayLike
 
     Args:
       distance: ``(...)`` non-negative distances, e.g.
-        :func:`euclidean_distance` of two embeddings. Concrete negative values
-        raise ``ValueError`` (NaN passes through to the loss).
+        :func:`euclidean_distance` of two embeddings. Concrete values below
+        ``-4 eps`` of their dtype raise ``ValueError`` (a rounding such as
+        ``1 - cos`` of identical embeddings, and NaN, pass to the loss).
       is_dissimilar: ``(...)`` labels in ``[0, 1]`` (bool, int or float).
       margin: ``>= 0``, a number or an array, possibly traced.
 
@@ -98,11 +106,12 @@ def contrastive(distance: ArrayLike, is_dissimilar: ArrayLike, margin: ArrayLike
     check_same_shape("distance", distance, "is_dissimilar", is_dissimilar)
     check_label_values("is_dissimilar", is_dissimilar, lambda a: (a >= 0) & (a <= 1), "in [0, 1]")
     # Negative distances are mostly similarities passed by mistake (hunt80); a
-    # NaN passes, so a diverged embedding reaches the loss, visibly.
+    # NaN passes, so a diverged embedding reaches the loss, visibly; and so does
+    # a rounding below 0 (1 - cos of identical embeddings is -1.2e-7 in float32).
     check_label_values(
         "distance",
         distance,
-        lambda a: np.isnan(a) | (a >= 0),
+        lambda a: np.isnan(a) | (a >= -_rounding(a.dtype)),
         "non-negative (a similarity? pass a distance, e.g. euclidean_distance)",
     )
     check_broadcasts_to("margin", margin, jnp.shape(distance))

@@ -28,10 +28,11 @@ the best point found with a sufficient decrease is taken, or no step at all
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -205,14 +206,6 @@ def _search_inputs(name: str, updates: Any, params: Any, extra: dict[str, Any]) 
             "not GradientTransformationExtraArgs -- wrap it as "
             "optax.GradientTransformationExtraArgs(*tx))"
         )
-    if _tree.hides_leaves(params):
-        raise ValueError(
-            f"{name} evaluates value_fn on the whole params, but inside masked or partition "
-            "it sees only some of them (the others are MaskedNode). Optimize only the leaves "
-            "to move, closing over the others (value_fn=lambda w: f({**fixed, 'w': w})), or "
-            "run it on the whole tree with the others' gradient zeroed first: "
-            "chain(freeze(mask), lbfgs()), mask True on the leaves to keep"
-        )
     value = extra.get("value")
     if value is not None:
         check_real(f"{name}: value", value, "the objective's value at params, a real scalar")
@@ -221,8 +214,77 @@ def _search_inputs(name: str, updates: Any, params: Any, extra: dict[str, Any]) 
             f"{name}: value must be the objective's value at params, a scalar, "
             f"got an array of shape {jnp.shape(value)}"
         )
-    fn_kwargs = _named_extras(value_fn, extra)
+    fn_kwargs = _Extras(_named_extras(value_fn, extra))
     return value_fn, fn_kwargs, _tree.as_updates(updates), params, value, extra.get("grad")
+
+
+@contextlib.contextmanager
+def _masked_hint(name: str, params: Any) -> Iterator[None]:
+    """Inside masked/partition the search sees params with ``MaskedNode`` leaves: an
+    objective that reads only the visible ones runs, but one that fails there (or a
+    whole-tree ``grad=``) gets an error saying why and what to do (hunt79), instead
+    of "gradient tree does not match" or a TypeError from inside value_fn."""
+    try:
+        yield
+    except Exception as e:
+        if not _tree.hides_leaves(params):
+            raise
+        first = (str(e).splitlines() or [""])[0]
+        raise ValueError(
+            f"{name} evaluates value_fn on the params it sees, but inside masked or partition "
+            "those are only some of them (the others are MaskedNode), and it failed there "
+            f"({type(e).__name__}: {first}). Optimize only the leaves to move, closing over the "
+            "others (value_fn=lambda w: f({**fixed, 'w': w})), or run it on the whole tree with "
+            "the others' gradient zeroed first: chain(freeze(mask), lbfgs()), mask True on the "
+            "leaves to keep"
+        ) from e
+
+
+@jax.tree_util.register_pytree_node_class
+class _Extras:
+    """Extras passed on to ``value_fn`` (a tree): arrays are traced leaves of the
+    compiled search; anything else -- a Python flag (``train=True``), a string, a
+    callable -- stays static, closed over as Optax's searches (which compile
+    nothing themselves) see it, so ``if train:`` inside ``value_fn`` works."""
+
+    def __init__(self, tree: Any) -> None:
+        self.tree = tree
+
+    def tree_flatten(self) -> tuple[list[Any], Any]:
+        leaves, treedef = jax.tree.flatten(self.tree)
+        arrays = tuple(isinstance(x, jax.Array | np.ndarray | np.generic) for x in leaves)
+        static = tuple(None if a else _Static(x) for x, a in zip(leaves, arrays, strict=True))
+        return [x for x, a in zip(leaves, arrays, strict=True) if a], (treedef, static)
+
+    @classmethod
+    def tree_unflatten(cls, aux: Any, children: Any) -> _Extras:
+        treedef, static = aux
+        dynamic = iter(children)
+        leaves = [next(dynamic) if s is None else s.value for s in static]
+        return cls(treedef.unflatten(leaves))
+
+
+class _Static:
+    """A static extra, compared by value where it can be hashed (a new compile
+    only for a new value), else by identity."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def _key(self) -> Any:
+        try:
+            hash(self.value)
+        except TypeError:
+            return ("id", id(self.value))
+        return ("value", type(self.value), self.value)
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Static) and self._key() == other._key()
 
 
 def _named_extras(value_fn: Callable[..., Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -356,7 +418,7 @@ def _scalar_objective(
     scalar, else an error naming ``value_fn`` (``jax.grad``'s own names neither)."""
 
     def objective(params: Any) -> Any:
-        value = value_fn(params, **fn_kwargs)
+        value = value_fn(params, **fn_kwargs.tree)
         check_scalar_output("value_fn", value, " (the objective)")
         return value
 
@@ -663,9 +725,10 @@ def scale_by_zoom_linesearch(
         name = "scale_by_zoom_linesearch"
         value_fn, fn_kwargs, *inputs = _search_inputs(name, updates, params, extra)
         used = {**hyper, "approx_rtol": _auto_rtol(params)} if auto_rtol else hyper
-        return _zoom_update(
-            *inputs, state, used, fn_kwargs, value_fn=value_fn, initial_guess=initial_guess
-        )
+        with _masked_hint(name, params):
+            return _zoom_update(
+                *inputs, state, used, fn_kwargs, value_fn=value_fn, initial_guess=initial_guess
+            )
 
     # It calls the objective on the real params tree: never on packed buffers.
     return GradientTransformation(init, update, packing=PER_LEAF)
@@ -779,9 +842,10 @@ def scale_by_backtracking_linesearch(
         check_state("scale_by_backtracking_linesearch", state, BacktrackingLinesearchState)
         name = "scale_by_backtracking_linesearch"
         value_fn, fn_kwargs, *inputs = _search_inputs(name, updates, params, extra)
-        return _backtracking_update(
-            *inputs, state, hyper, fn_kwargs, value_fn=value_fn, initial_guess=initial_guess
-        )
+        with _masked_hint(name, params):
+            return _backtracking_update(
+                *inputs, state, hyper, fn_kwargs, value_fn=value_fn, initial_guess=initial_guess
+            )
 
     return GradientTransformation(init, update, packing=PER_LEAF)
 
@@ -867,13 +931,16 @@ def value_and_grad_from_state(
                 "step is the update (another member follows it, or a wrapper such as "
                 "MultiSteps or lookahead changes its step): use jax.value_and_grad"
             )
-        return _stored_or_computed(params, args, kwargs, ls.value, ls.grad, value_fn=value_fn)
+        extras = _Extras((args, kwargs))  # arrays traced, a Python flag static
+        return _stored_or_computed(params, extras, ls.value, ls.grad, value_fn=value_fn)
 
     return fn
 
 
 @functools.partial(eager_jit, static_argnames=("value_fn",))
-def _stored_or_computed(params, args, kwargs, value, grad, *, value_fn):
+def _stored_or_computed(params, extras, value, grad, *, value_fn):
+    args, kwargs = extras.tree
+
     def compute():
         return _cast_like(jax.value_and_grad(value_fn)(params, *args, **kwargs), (value, grad))
 

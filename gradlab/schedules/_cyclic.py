@@ -122,7 +122,9 @@ def _phased(step, ends, values, kind):
     starts = [jnp.zeros_like(ends[0]), *ends[:-1]]
     out = None
     for start, end, (a, b) in reversed(list(zip(starts, ends, values, strict=True))):
-        pct, rest = fraction(t - start, end - start), fraction(end - t, end - start)
+        pct = fraction(t - start, end - start)
+        # a phase of length 0 (pct_start * total_steps == 1) has pct 0: rest is 1
+        rest = jnp.where(end > start, fraction(end - t, end - start), 1.0 - pct)
         value = _anneal(kind, a, b, pct, rest)
         out = value if out is None else jnp.where(t <= end, value, out)
     return out
