@@ -8,7 +8,6 @@ Schedules (callables) are validated by the schedule itself, not here.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import math
@@ -68,6 +67,15 @@ def is_function(value: Any) -> bool:
     return not leaves or all(callable(leaf) for leaf in leaves)
 
 
+def describe(value: Any) -> str:
+    """``repr(value)`` for an error message, but one line for a PRNG key array
+    (whose repr spells out its key data over several lines)."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        return f"a PRNG key array of shape {np.shape(value)} (dtype {dtype})"
+    return repr(value)
+
+
 def _concrete(name: str, value: Any) -> np.ndarray | None:
     """The value as a NumPy array, or None when it is traced (skip validation, but
     for its dtype: a traced boolean is refused as a concrete one is)."""
@@ -80,7 +88,7 @@ def _concrete(name: str, value: Any) -> np.ndarray | None:
     try:
         arr = np.asarray(value)
     except Exception as e:  # pragma: no cover - exotic objects
-        raise TypeError(f"{name} must be a number or an array, got {value!r}") from e
+        raise TypeError(f"{name} must be a number or an array, got {describe(value)}") from e
     if not is_real_dtype(arr.dtype):
         raise TypeError(
             f"{name} must be a real number or a numeric array, got {value!r} (dtype {arr.dtype})"
@@ -495,11 +503,13 @@ def check_real(name: str, value: Any, what: str = "a real number") -> None:
     dtype = getattr(value, "dtype", None)
     if dtype is None and value is not None and not isinstance(value, str | bytes):
         dtype = np.asarray(value).dtype
-        if dtype.kind == "O":  # [2**70]: Python ints beyond int64 are numbers too
-            with contextlib.suppress(TypeError, ValueError):
-                dtype = np.asarray(value, np.float64).dtype
+        if dtype.kind == "O" and all(  # [2**70]: Python ints beyond int64 are numbers too,
+            isinstance(item, int | float | np.number)  # [None] is not (float64 would make it NaN)
+            for item in np.asarray(value, dtype=object).ravel()
+        ):
+            dtype = np.dtype(np.float64)
     if dtype is None or not is_real_dtype(dtype):
-        shown = f"a traced value of dtype {dtype}" if is_traced(value) else repr(value)
+        shown = f"a traced value of dtype {dtype}" if is_traced(value) else describe(value)
         raise TypeError(f"{name} must be {what}, got {shown}")
 
 

@@ -60,6 +60,24 @@ def pytest_configure(config):
     if not hasattr(config, "workerinput") and getattr(config.option, "testrunuid", 0) is None:
         config.option.testrunuid = uuid.uuid4().hex
     _keep_compiled_programs(config)
+    _private_temporary_files(config)
+
+
+def _private_temporary_files(config):
+    """Point ``tempfile`` at a directory removed at the end of the run, so the
+    README's and docstrings' examples (``tempfile.mkdtemp()``, as a user would
+    write them) leave nothing behind in the system's temporary directory."""
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    uid = shared_run.run_id()
+    if worker is not None and uid is not None:
+        scratch = shared_run.run_directory(uid) / f"tmp-{worker}"  # removed by the controller
+        scratch.mkdir(parents=True, exist_ok=True)
+    elif hasattr(config.option, "dist") and config.option.dist != "no":
+        return
+    else:
+        scratch = pathlib.Path(tempfile.mkdtemp(prefix=f"{shared_run.PREFIX}tmp-"))
+        atexit.register(shutil.rmtree, scratch, True)
+    tempfile.tempdir = str(scratch)
 
 
 def _keep_compiled_programs(config):

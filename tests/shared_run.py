@@ -52,5 +52,8 @@ def once_per_run(name: str, produce: Callable[[pathlib.Path], None]) -> pathlib.
     return out
 
 
+_SYSTEM_TMP = pathlib.Path(tempfile.gettempdir())  # before conftest points tempfile elsewhere
+
+
 def run_directory(uid: str) -> pathlib.Path:
-    return pathlib.Path(tempfile.gettempdir()) / f"{PREFIX}{uid}"
+    return _SYSTEM_TMP / f"{PREFIX}{uid}"

@@ -1206,6 +1206,8 @@ def test_triplet_margin_errors_name_its_own_arguments(args, error, message):
         (lambda: L.softmax_cross_entropy_with_integer_labels(jnp.ones((1, 2)), ["1"]), "labels"),
         (lambda: L.squared_error(["1.5"], jnp.ones(1)), "pred"),
         (lambda: L.huber(jnp.ones(()), None), "target"),
+        (lambda: L.huber(jnp.ones(2), [1.0, None]), "target"),  # was float64 NaN, JAX's error
+        (lambda: L.absolute_error([2**70, None], jnp.ones(2)), "pred"),
         (lambda: L.weighted_sum({"a": (1.0, "0.5")}), "the value of 'a'"),
         (lambda: L.l2_penalty({"w": jnp.ones(2), "rng": jax.random.key(0)}), r"\['rng'\]"),
         (lambda: jax.jit(L.l1_penalty)({"rng": jax.random.key(0)}), r"\['rng'\]"),
@@ -1217,6 +1219,8 @@ def test_triplet_margin_errors_name_its_own_arguments(args, error, message):
         "str_indices",
         "str_pred",
         "none_target",
+        "none_in_a_list",
+        "none_with_a_huge_int",
         "str_value",
         "key_leaf",
         "key_leaf_jit",

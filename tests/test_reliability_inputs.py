@@ -98,11 +98,22 @@ def saved(tmp: pathlib.Path, state: Any, name: str = "state.npz") -> str:
     return path
 
 
+_TMP_ROOT: list[pathlib.Path] = []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _checkpoint_root(tmp_path_factory):
+    """The checkpoint rows write under pytest's own temporary base, which pytest prunes."""
+    _TMP_ROOT.append(tmp_path_factory.mktemp("bad-inputs"))
+    yield
+    _TMP_ROOT.pop()
+
+
 def _tmp() -> pathlib.Path:
-    """A fresh directory for the checkpoint rows (pytest's tmp_path is per test)."""
+    """A fresh directory for one checkpoint row (rows are calls, not fixtures)."""
     import tempfile
 
-    return pathlib.Path(tempfile.mkdtemp(prefix="gradlab-bad-inputs-"))
+    return pathlib.Path(tempfile.mkdtemp(dir=_TMP_ROOT[-1]))
 
 
 def truncated_checkpoint() -> str:
@@ -609,6 +620,10 @@ FUZZED: list[Row] = [
     ("adam: a learning rate beyond float32", lambda: gl.adam(1e39), ValueError, ("learning_rate", "1e+39")),
     ("memory_size: traced", lambda: jax.jit(lambda m: gl.scale_by_lbfgs(m).init(P))(3), TypeError, ("memory_size", "known when tracing")),
     ("packed: a traced max_leaf_size", lambda: jax.jit(lambda m: gl.packed(gl.adam(0.1), m).init(P))(3), TypeError, ("max_leaf_size", "known when tracing")),
+    ("set_hyperparams: a boolean array", lambda: gl.set_hyperparams(gl.inject_hyperparams(gl.adam)(0.1).init(P), learning_rate=np.array(True)), TypeError, ("learning_rate", "array(True)")),
+    ("set_hyperparams: a PRNG key", lambda: gl.set_hyperparams(gl.inject_hyperparams(gl.adam)(0.1).init(P), learning_rate=jax.random.key(0)), TypeError, ("learning_rate", "PRNG key array of shape ()")),
+    ("sgd: a PRNG key as learning rate", lambda: gl.sgd(jax.random.key(0)), TypeError, ("learning_rate", "PRNG key array of shape ()")),
+    ("huber: None inside a list target", lambda: gl.losses.huber(jnp.ones(2), [1.0, None]), TypeError, ("target", "[1.0, None]")),
 ]
 
 # fmt: on
@@ -719,13 +734,13 @@ LISTED_COUNTS = {
     "losses": 20,
     "sweep, lr_finder, minimize": 26,
     "plots": 8,
-    "found by fuzzing": 24,
+    "found by fuzzing": 28,
 }
 
 
 def test_the_listed_counts_are_the_tables():
     assert {name: len(rows) for name, rows in SECTIONS.items()} == LISTED_COUNTS
-    assert sum(LISTED_COUNTS.values()) == len(BAD_INPUTS) == 382
+    assert sum(LISTED_COUNTS.values()) == len(BAD_INPUTS) == 386
 
 
 def test_valid_values_that_used_to_fail_inside_jax_now_work():

@@ -13,7 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradlab import _tree
-from gradlab._checks import check_float_dtype, check_schedule_value, check_state
+from gradlab._checks import (
+    check_float_dtype,
+    check_schedule_value,
+    check_state,
+    describe,
+    is_real_dtype,
+)
 from gradlab._core import GradientTransformation, TransformationLike, call_update
 from gradlab.combinators import _walk
 
@@ -428,10 +434,15 @@ def _unknown(key: str, keys: dict) -> str:
 
 
 def _cast_like(name: str, value: Any, old: jax.Array) -> jax.Array:
-    if isinstance(value, bool | np.bool_) or not (
-        isinstance(value, int | float | np.number | jax.Array | np.ndarray)
-    ):
-        raise TypeError(f"hyperparameter {name!r} must be a number or an array, got {value!r}")
+    dtype = getattr(value, "dtype", None)
+    if (
+        isinstance(value, bool | np.bool_)
+        or not isinstance(value, int | float | np.number | jax.Array | np.ndarray)
+        or (dtype is not None and (not is_real_dtype(dtype) or np.dtype(dtype) == np.bool_))
+    ):  # a boolean array is no learning rate of 1.0, a PRNG key no number
+        raise TypeError(
+            f"hyperparameter {name!r} must be a number or an array, got {describe(value)}"
+        )
     value = jnp.asarray(value)
     old_int = jnp.issubdtype(old.dtype, jnp.integer)
     if old_int and not jnp.issubdtype(value.dtype, jnp.integer):
