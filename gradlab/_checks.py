@@ -218,12 +218,18 @@ def check_seed(name: str, value: Any) -> None:
     check_int(name, value, minimum=-(2 ** (bits - 1)), maximum=2**bits - 1)
 
 
+class NeedsAValue(TypeError):
+    """A setting that shapes the program got a traced value (:func:`static_int`);
+    one of :data:`NEEDS_A_VALUE`, so ``sweep`` and ``lr_finder`` compile each of
+    its values separately, as for a Python branch on a hyperparameter."""
+
+
 def static_int(name: str, value: Any, minimum: int | None = None) -> int:
     """An integer that shapes the state or the program (a memory size, a
     factoring threshold): known when tracing, checked like :func:`check_int`
     (``10.0`` and a concrete 0-d integer array are fine), returned as an int."""
     if is_traced(value):
-        raise TypeError(f"{name} must be known when tracing (it sets shapes), got a traced value")
+        raise NeedsAValue(f"{name} must be known when tracing (it sets shapes), got a traced value")
     if isinstance(value, bool | np.bool_):
         raise TypeError(f"{name} must be an integer, got the boolean {value!r}")
     check_int(name, value, minimum)
@@ -465,6 +471,7 @@ def _first_leaf(x: Any) -> Any:
 
 # What JAX raises when Python code needs the value of a traced step (`if step < 10:`).
 NEEDS_A_VALUE = (
+    NeedsAValue,
     jax.errors.ConcretizationTypeError,
     jax.errors.TracerArrayConversionError,
     jax.errors.TracerIntegerConversionError,

@@ -577,6 +577,20 @@ def test_multisteps_fractional_schedule_steps_alike_eager_and_jitted():
     assert expected != [True, True, False, True, False, True, False, False, True, False]  # old
 
 
+def test_multisteps_under_x64_and_strict_promotion(x64):
+    """Under x64 a Python int k is int64 and a float schedule value float64: both
+    met the int32 call counter in "strict" promotion (hunt81). Reference: the
+    mean of each k gradients, applied every k-th call (SGD, lr 1)."""
+    params = jnp.zeros(2, jnp.float32)
+    for k in (2, lambda step: jnp.asarray(2.0, jnp.float64)):
+        tx = gl.MultiSteps(gl.sgd(1.0), every_k_schedule=k)
+        state, out = tx.init(params), []
+        for i in range(4):
+            u, state = tx.update(jnp.full(2, float(i + 1), jnp.float32), state, params)
+            out.append(float(u[0]))
+        assert out == [0.0, -1.5, 0.0, -3.5]
+
+
 # ----------------------------------------------------------------- lookahead
 
 

@@ -446,6 +446,35 @@ def test_names_qualified_at_a_level_deeper_than_a_path_keep_that_paths_own_names
         gl.set_hyperparams(state, **{"b/learning_rate": 0.5})
 
 
+def test_a_name_in_several_places_is_never_left_bare():
+    """A global weight decay in a chain next to a partition's two: the chain member
+    (no name on its way) kept the bare key, so set_hyperparams(weight_decay=...)
+    changed one of three without a KeyError (hunt81). API.md: an ambiguous name
+    raises KeyError; here chain positions tell the three apart."""
+    injected = gl.inject_hyperparams
+    params = {"enc": jnp.ones(2), "head": jnp.ones(2)}
+    tx = gl.chain(
+        injected(gl.add_decayed_weights)(weight_decay=1e-4),
+        gl.partition(
+            {
+                "enc": injected(gl.adamw)(learning_rate=1e-3, weight_decay=1e-2),
+                "head": injected(gl.adamw)(learning_rate=1e-2, weight_decay=5e-2),
+            },
+            {"enc": "enc", "head": "head"},
+        ),
+    )
+    state = tx.init(params)
+    found = gl.get_hyperparams(state)
+    decays = sorted(k for k in found if k.endswith("weight_decay"))
+    assert decays == ["0/weight_decay", "1/enc/weight_decay", "1/head/weight_decay"]
+    assert "enc/learning_rate" in found  # unique by its label: one level is enough
+    with pytest.raises(KeyError, match="'weight_decay' is ambiguous"):
+        gl.set_hyperparams(state, weight_decay=0.0)
+    state = gl.set_hyperparams(state, **{"0/weight_decay": 0.0})
+    found = gl.get_hyperparams(state)
+    assert [float(found[k]) for k in decays] == [0.0, np.float32(1e-2), np.float32(5e-2)]
+
+
 def test_integer_hyperparameters_keep_their_dtype_through_updates():
     """review20: an integer schedule came out of init int32 and out of update
     float32 (a scan carry changed type); a float set by hand for an integer
@@ -494,3 +523,35 @@ def test_a_legacy_prng_key_stays_a_uint32_key_as_in_optax():
     out, state = jax.jit(tx.update)(jnp.zeros(2), state)
     np.testing.assert_allclose(out, ref, rtol=1e-6)
     assert state.hyperparams["key"].dtype == jnp.uint32
+
+
+def test_integer_learning_rates_under_strict_promotion():
+    """An int32 learning rate (a sweep turns a grid of whole numbers into int32)
+    met the sign's Python float in "strict" promotion (hunt81). Reference: plain
+    SGD in NumPy, p <- p - lr * g on f(p) = p^2 / 2 (g = p), so p_k = (1 - lr)^k p_0."""
+    p0 = jnp.full((2,), 0.25, jnp.float32)
+    for make in (
+        lambda: gl.sgd(jnp.int32(2)),
+        lambda: gl.sgd(np.int32(2)),
+        lambda: gl.inject_hyperparams(gl.sgd)(learning_rate=2),
+        lambda: gl.sgd(lambda step: jnp.int32(2)),
+    ):
+        tx = make()
+        p, state = p0, tx.init(p0)
+        for _ in range(3):
+            u, state = tx.update(p, state, p)
+            p = gl.apply_updates(p, u)
+        np.testing.assert_allclose(p, 0.25 * (1 - 2) ** 3, rtol=1e-6)
+    # and adam's first step is -lr * sign(g) (m_hat / sqrt(v_hat) = g / |g|)
+    u, _ = gl.adam(jnp.int32(1)).update(p0, gl.adam(jnp.int32(1)).init(p0), p0)
+    np.testing.assert_allclose(u, -1.0, rtol=1e-6)
+    result = gl.sweep(
+        gl.sgd,
+        lambda p, b: 0.5 * jnp.sum(p**2),
+        p0,
+        jnp.zeros((3, 1), jnp.float32),
+        {"learning_rate": [1, 2]},
+        num_steps=3,
+    )
+    for p, lr in zip(result.params, (1, 2), strict=True):
+        np.testing.assert_allclose(p, 0.25 * (1 - lr) ** 3, rtol=1e-6)

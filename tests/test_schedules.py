@@ -1550,3 +1550,34 @@ def test_one_cycle_with_a_first_phase_of_length_zero_starts_at_its_initial_value
         assert float(lr(0)) == pytest.approx(1.0 / 25)
         m = S.one_cycle_momentum(total, pct_start=pct, anneal=anneal, three_phase=three_phase)
         assert float(m(0)) == pytest.approx(0.95)
+
+
+def test_integer_step_counts_under_x64_and_strict_promotion(x64):
+    """Under jax_enable_x64 a Python int period is int64 and meets an optimizer's
+    int32 step counter; the suite's "strict" promotion raised TypePromotionError
+    at construction (hunt81). Reference: the closed forms in plain Python."""
+    import gradlab as gl
+
+    cases = {
+        "step_decay": (S.step_decay(0.1, 2), lambda k: 0.1 * 0.1 ** (k // 2)),
+        "cyclic": (S.cyclic(0.0, 1.0, 2), lambda k: 1 - abs(k % 4 - 2) / 2),
+        "cosine_warm_restarts": (
+            S.cosine_warm_restarts(1.0, 2),
+            lambda k: 0.5 * (1 + math.cos(math.pi * (k % 2) / 2)),
+        ),
+        "exponential_decay staircase": (
+            S.exponential_decay(1.0, 0.5, 2, staircase=True),
+            lambda k: 0.5 ** (k // 2),
+        ),
+        "inverse_time_decay staircase": (
+            S.inverse_time_decay(1.0, 0.5, 2, staircase=True),
+            lambda k: 1 / (1 + 0.5 * (k // 2)),
+        ),
+    }
+    params = jnp.zeros((), jnp.float32)
+    for name, (schedule, formula) in cases.items():
+        tx = gl.sgd(schedule)  # constructing it evaluated the schedule at an int32 step
+        state = tx.init(params)
+        for k in range(5):
+            u, state = tx.update(jnp.ones((), jnp.float32), state, params)
+            np.testing.assert_allclose(-float(u), formula(k), rtol=1e-6, err_msg=f"{name}, {k}")

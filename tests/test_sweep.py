@@ -417,6 +417,44 @@ def test_a_number_the_optimizer_branches_on_is_grouped_with_a_warning():
         np.testing.assert_allclose(result.losses[i], np_losses(traj), rtol=2e-5)
 
 
+def test_a_number_that_sets_shapes_is_grouped_with_a_warning():
+    """lbfgs' memory_size sets the state's shape: traced, its check raised a plain
+    TypeError that stopped the sweep instead of splitting it (hunt81). Reference:
+    L-BFGS with a fixed step in NumPy (Nocedal & Wright's two-loop recursion,
+    gamma = s'y / y'y, a pair kept only if s'y > 1e-10 |s||y|, g / |g| while the
+    memory is empty, as scipy's), per configuration."""
+
+    def make(learning_rate, memory_size):
+        return gl.lbfgs(learning_rate, memory_size=memory_size, linesearch=None)
+
+    def np_lbfgs(lr, m, steps=8):
+        p, pairs, traj, g_old = LSQ_P0.copy(), [], [LSQ_P0.copy()], None
+        for k in range(steps):
+            g = lsq_np_grad(p, k)
+            s, y = (traj[-1] - traj[-2], g - g_old) if g_old is not None else (0, 0)
+            if g_old is not None and s @ y > 1e-10 * np.linalg.norm(s) * np.linalg.norm(y):
+                pairs = [*pairs, (s, y)][-m:]  # (the curvature condition: the batches differ)
+            q, alphas = g.copy(), []
+            for s, y in reversed(pairs):
+                alphas.append(s @ q / (s @ y))
+                q -= alphas[-1] * y
+            s, y = pairs[-1] if pairs else (None, None)
+            r = q * (s @ y / (y @ y)) if pairs else q / np.linalg.norm(q)
+            for (s, y), a in zip(pairs, reversed(alphas), strict=True):
+                r += s * (a - y @ r / (s @ y))
+            p, g_old = p - lr * r, g
+            traj.append(p)
+        return traj
+
+    grid = {"memory_size": [1, 3], "learning_rate": [0.05, 0.1]}
+    with pytest.warns(UserWarning, match=r"concrete values of \['memory_size'\].*set shapes"):
+        result = lsq_sweep(make, grid, num_steps=8)
+    assert result.num_groups == 2
+    for i, c in enumerate(result.configs):
+        traj = np_lbfgs(c["learning_rate"], c["memory_size"])
+        np.testing.assert_allclose(result.losses[i], np_losses(traj), rtol=1e-4)
+
+
 def test_list_of_configurations_is_the_zipped_form_and_numbers_never_warn():
     configs = [{"learning_rate": 0.01, "b1": 0.5}, {"learning_rate": 0.05, "b1": 0.9}]
     with warnings.catch_warnings():

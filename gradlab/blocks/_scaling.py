@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from gradlab import _tree
 from gradlab._checks import (
@@ -92,6 +93,9 @@ def _scale_by_schedule(schedule: Any, name: str, sign: float | None) -> Gradient
         check_state("scale_by_schedule", state, ScaleByScheduleState)
         value = fn(state.count)
         check_schedule_value(name, value)
+        integer = isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jnp.integer)
+        if sign is not None and integer:  # sign * int32 fails under "strict" promotion
+            value = value.astype(jnp.result_type(float))
         factor = value if sign is None else sign * value
         return _tree.scale(updates, factor), ScaleByScheduleState(_tree.safe_increment(state.count))
 

@@ -177,10 +177,11 @@ def _reached(n: jax.Array, k: Any) -> jax.Array:
     third call, not truncated to 2 (Optax cannot trace a float-valued schedule);
     an int64 ``k`` is compared in int64, not wrapped to int32."""
     k = jnp.asarray(k)
-    if jnp.issubdtype(k.dtype, jnp.floating):
-        dt = jnp.promote_types(k.dtype, jnp.float32)
-    else:
-        dt = jnp.promote_types(k.dtype, jnp.int32)
+    with jax.numpy_dtype_promotion("standard"):  # int64 (x64) and int32 under "strict" too
+        if jnp.issubdtype(k.dtype, jnp.floating):
+            dt = jnp.promote_types(k.dtype, jnp.float32)
+        else:
+            dt = jnp.promote_types(k.dtype, jnp.int32)
     return n.astype(dt) >= k.astype(dt)
 
 

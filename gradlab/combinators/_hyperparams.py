@@ -340,8 +340,11 @@ def _entries(state: Any) -> dict[str, tuple[_walk.Path, str, Any]]:
     for name, places in by_name.items():
         most_named = max(len(_walk.names(path)) for path, _ in places)
         for level in range(most_named + 3):
-            keys = ["/".join([*_qualifiers(path, level, most_named), name]) for path, _ in places]
-            if len(set(keys)) == len(keys):
+            quals = [_qualifiers(path, level, most_named) for path, _ in places]
+            keys = ["/".join([*q, name]) for q in quals]
+            # unique, and none bare when the name is in several places: the bare
+            # name of an ambiguous hyperparameter must be a KeyError (hunt81)
+            if len(set(keys)) == len(keys) and (len(keys) == 1 or all(quals)):
                 break
         entries.update(
             {k: (path, name, node) for k, (path, node) in zip(keys, places, strict=True)}

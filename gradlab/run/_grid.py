@@ -277,8 +277,9 @@ def build_groups(
                 raise  # not a hyperparameter's fault: the loss or the data
         warnings.warn(
             f"{what} needs concrete values of {sorted(names)} (it branches on them in "
-            "Python), so each of their values is compiled separately; write the optimizer "
-            "with jnp.where/lax.cond to sweep them in one vmap",
+            "Python, or they set shapes), so each of their values is compiled separately; "
+            "where they do not set shapes, write the optimizer with jnp.where/lax.cond to "
+            "sweep them in one vmap",
             stacklevel=3,
         )
         members = [configs[i] for i in group.indices]

@@ -270,7 +270,8 @@ def step_cycle(step: ArrayLike, period: Any, begin: Any = 0) -> tuple[jax.Array,
         return jnp.asarray(x) if not concrete(x) else jnp.asarray(np.asarray(x, np.int64), idt)
 
     s, n, b = as_int(step), as_int(period), as_int(begin)
-    dt = jnp.promote_types(jnp.promote_types(s.dtype, n.dtype), b.dtype)
+    with jax.numpy_dtype_promotion("standard"):  # the int32 step, int64 periods (x64), "strict"
+        dt = jnp.promote_types(jnp.promote_types(s.dtype, n.dtype), b.dtype)
     s, n, b = s.astype(dt), n.astype(dt), b.astype(dt)
     s = jnp.maximum(jnp.maximum(s, 0) - b, 0)
     c = s // n
