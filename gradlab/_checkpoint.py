@@ -29,7 +29,8 @@ import contextlib
 import json
 import math
 import os
-import tempfile
+import secrets
+import stat
 import zipfile
 from typing import Any
 
@@ -101,7 +102,9 @@ def save_state(path: str | os.PathLike[str], state: Any) -> None:
     :func:`load_state` gives back the same bits. It is written to a temporary
     file in the same directory, ``fsync``-ed, then renamed over ``path``
     (``os.replace``): a reader sees the old checkpoint or the new one, never a
-    torn file, even if this process is killed mid-write.
+    torn file, even if this process is killed mid-write. The file gets the
+    mode a plain ``open(path, "wb")`` would give it (0666 less the umask), or
+    keeps the mode of the checkpoint it replaces.
 
     Sharded leaves are gathered to the host (fine for optimizer states that fit
     in host memory; for multi-host states use orbax-checkpoint, see README).
@@ -128,8 +131,7 @@ def save_state(path: str | os.PathLike[str], state: Any) -> None:
         "leaves": entries,
     }
     arrays[HEADER_KEY] = np.array(json.dumps(header))
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = _temporary_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -143,7 +145,7 @@ def save_state(path: str | os.PathLike[str], state: Any) -> None:
     # The rename itself must reach the disk for the new checkpoint to survive a
     # power loss (POSIX; Windows cannot open a directory, and needs no such step).
     with contextlib.suppress(OSError):
-        dir_fd = os.open(directory, os.O_RDONLY)
+        dir_fd = os.open(os.path.dirname(tmp), os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
@@ -224,11 +226,56 @@ def _header(zf: zipfile.ZipFile, path: str) -> dict[str, Any]:
     return header
 
 
-def _expected(leaf: Any) -> tuple[tuple[int, ...], np.dtype, bool]:
+def _target_directory(path: str) -> str:
+    """The existing directory ``path`` is written in; a missing directory or a
+    ``path`` that is one is an error naming ``path`` (not the temporary file)."""
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        raise IsADirectoryError(f"save_state: {path!r} is a directory; give a file path")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        hint = " (a '~' is not expanded: use os.path.expanduser)" if "~" in path else ""
+        raise FileNotFoundError(
+            f"save_state: the directory {directory!r} of {path!r} does not exist{hint}"
+        )
+    return directory
+
+
+def _temporary_file(path: str) -> tuple[int, str]:
+    """A new file beside ``path``, opened for writing: created with mode 0666
+    less the umask, as ``open(path, "wb")`` would be (``tempfile.mkstemp``
+    makes it 0600: a checkpoint other users could not read), or with the mode
+    of the file it will replace."""
+    directory = _target_directory(path)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    if mode is not None:
+        with contextlib.suppress(OSError):  # (a file system without modes)
+            os.chmod(tmp, mode)
+    return fd, tmp
+
+
+def _expected(leaf: Any, name: str) -> tuple[tuple[int, ...], np.dtype, bool]:
     """Shape and dtype a ``like`` leaf (an array, a ShapeDtypeStruct or a number)
     is stored with, and whether it is a PRNG key (stored as its key data)."""
     if isinstance(leaf, bool | int | float):
         leaf = jnp.asarray(leaf)
+    dtype = getattr(leaf, "dtype", None)
+    if not (isinstance(dtype, np.dtype) or (dtype is not None and _is_key(dtype))):
+        raise TypeError(
+            f"load_state: `like` leaf {name} is a {type(leaf).__name__} ({repr(leaf)[:80]}); "
+            "pass a state of arrays or jax.ShapeDtypeStruct (tx.init(params), or "
+            "jax.eval_shape(tx.init, params))"
+        )
     if _is_key(leaf.dtype):
         data = jax.eval_shape(jax.random.key_data, leaf)
         return tuple(data.shape), np.dtype(data.dtype), True
@@ -276,7 +323,7 @@ def load_state(path: str | os.PathLike[str], *, like: Any) -> Any:
         leaves = []
         for i, ((p, leaf), entry) in enumerate(zip(flat, entries, strict=True)):
             name = _path(p)
-            shape, dtype, is_key = _expected(leaf)
+            shape, dtype, is_key = _expected(leaf, name)
             saved = f"{entry['dtype']}{entry['shape']}"
             if tuple(entry["shape"]) != shape or entry["dtype"] != dtype.name:
                 raise ValueError(

@@ -113,6 +113,33 @@ def test_keep_params_nonnegative_stops_exactly_at_zero():
     np.testing.assert_array_equal(gl.apply_updates(params, out)["p"], [0.0, 0.25, 0.0, 5.0])
 
 
+@pytest.mark.parametrize(
+    ("p_dtype", "u_dtype", "p", "u"),
+    [
+        (jnp.bfloat16, jnp.float32, 1.0, -1.0001),  # u rounded to bf16 first: -1.0, "no clip"
+        (jnp.float16, jnp.float32, 1.0, -1.0001),
+        (jnp.float32, jnp.bfloat16, 0.1, -0.5),  # -p in bf16 is -0.10009765625: overshot
+    ],
+)
+def test_keep_params_nonnegative_across_dtypes_never_goes_below_zero(p_dtype, u_dtype, p, u):
+    """The block's contract, p + u >= 0 after apply_updates (which adds in the
+    wider dtype), with an update of another float dtype (hunt83: -1e-4 came out).
+    Reference: optax.keep_params_nonnegative + optax.apply_updates, 0 exactly; an
+    update narrower than its param lands within one of its ulps above 0."""
+    import optax
+
+    params, updates = jnp.full((1,), p, p_dtype), jnp.full((1,), u, u_dtype)
+    tx = gl.keep_params_nonnegative()
+    out, _ = jax.jit(tx.update)(updates, tx.init(params), params)
+    assert out.dtype == u_dtype
+    new = float(gl.apply_updates(params, out)[0])
+    with jax.numpy_dtype_promotion("standard"):
+        clipped, _ = optax.keep_params_nonnegative().update(updates, None, params)
+        want = float(optax.apply_updates(params, clipped)[0])
+    assert want == 0.0
+    assert 0.0 <= new <= (0.0 if u_dtype != jnp.bfloat16 else abs(p) * 2.0**-7)
+
+
 def test_blocks_that_read_params_require_them():
     grads = {"a": jnp.ones(2)}
     for tx in (gl.add_decayed_weights(0.1), gl.keep_params_nonnegative()):

@@ -270,3 +270,38 @@ def test_a_header_path_that_is_no_string_still_gives_the_structure_value_error(t
             zout.writestr(item, data)
     with pytest.raises(ValueError, match="does not match `like`"):
         gl.load_state(tmp_path / "e.npz", like=gl.sgd(0.1, momentum=0.9).init({"w": jnp.ones(2)}))
+
+
+def test_a_checkpoint_gets_the_mode_a_plain_file_would_get(tmp_path):
+    """tempfile.mkstemp made every checkpoint 0600, even over a 0644 one (hunt83):
+    a group's evaluation job could not read it. Reference: the mode open() gives
+    a new file under the same umask, and the replaced file's own mode."""
+    state = gl.adam(0.1).init({"w": jnp.ones(2)})
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    path = tmp_path / "state.npz"
+    gl.save_state(path, state)
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    path.chmod(0o640)
+    gl.save_state(path, state)
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "state.npz"]
+
+
+def test_save_and_load_errors_name_the_users_path_and_leaf(tmp_path):
+    """A missing directory or a directory path named gradlab's hidden temporary
+    file (hunt83); a `like` leaf that is no array gave an AttributeError."""
+    state = gl.adam(0.1).init({"w": jnp.ones(2)})
+    missing = tmp_path / "nodir" / "x.npz"
+    with pytest.raises(FileNotFoundError, match=f"directory '{tmp_path / 'nodir'}' of"):
+        gl.save_state(missing, state)
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        gl.save_state(f"{tmp_path}/", state)
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        gl.save_state(tmp_path, state)
+    assert list(tmp_path.iterdir()) == [] and list(tmp_path.parent.glob(".*.tmp")) == []
+    path = tmp_path / "s.npz"
+    gl.save_state(path, state)
+    like = (state[0]._replace(count="int32"), *state[1:])
+    with pytest.raises(TypeError, match=r"`like` leaf \[0\]\.count is a str"):
+        gl.load_state(path, like=like)

@@ -124,14 +124,25 @@ def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:
 def keep_params_nonnegative() -> GradientTransformation:
     """Clip updates so that ``p + u >= 0``: ``u <- where(p + u < 0, -p, u)``.
 
-    ``optax.keep_params_nonnegative``; params must start non-negative.
+    ``optax.keep_params_nonnegative``; params must start non-negative. The test
+    ``p + u < 0`` is made in the wider of the two dtypes, as
+    :func:`apply_updates` adds them; an update narrower than its param (bfloat16
+    for a float32 param) gets ``-p`` rounded toward zero, so the param lands on
+    0 or a hair above it, never below.
     """
 
     def update(updates, state, params=None, **extra):
         check_params("keep_params_nonnegative", params)
 
         def leaf(u, p):
-            return jnp.where(p + u.astype(p.dtype) < 0, -p.astype(u.dtype), u)
+            with jax.numpy_dtype_promotion("standard"):  # as apply_updates, even under "strict"
+                wide = jnp.promote_types(p.dtype, u.dtype)
+            p, u_wide = p.astype(wide), u.astype(wide)
+            minus_p = (-p).astype(u.dtype)
+            overshoots = minus_p.astype(wide) < -p  # -0.1 in bfloat16 is -0.10009765625
+            inward = jnp.nextafter(minus_p, jnp.zeros_like(minus_p))
+            minus_p = jnp.where(overshoots, inward, minus_p)
+            return jnp.where(p + u_wide < 0, minus_p, u)
 
         return _tree.map_like(leaf, updates, params, tree_name="params"), state
 

@@ -249,18 +249,32 @@ def schedule_free_adamw(
     return schedule_free(base, lr, b1, weight_lr_power, state_dtype)
 
 
-def _find_state(state: Any) -> tuple[ScheduleFreeState, PackedState | None]:
-    found: list[tuple[ScheduleFreeState, PackedState | None]] = []
+def _hides(x: Any) -> bool:
+    """A masked/partition state (gradlab's or Optax's): its inner states hold
+    ``MaskedNode`` for the leaves they do not see."""
+    return type(x).__name__ in ("MaskedState", "PartitionState") and isinstance(x, tuple)
 
-    def visit(s, packed_state):
-        is_leaf = lambda x: isinstance(x, ScheduleFreeState | PackedState)  # noqa: E731
+
+def _hidden(x: Any) -> bool:
+    return type(x).__name__ == "MaskedNode"
+
+
+def _find_state(state: Any) -> tuple[ScheduleFreeState, PackedState | None, bool]:
+    """The one ``ScheduleFreeState`` in ``state``, the ``PackedState`` around it
+    (or None), and whether a masked/partition state lies on the way."""
+    found: list[tuple[ScheduleFreeState, PackedState | None, bool]] = []
+
+    def visit(s, packed_state, hidden):
+        is_leaf = lambda x: isinstance(x, ScheduleFreeState | PackedState) or _hides(x)  # noqa: E731
         for node in jax.tree.leaves(s, is_leaf=is_leaf):
             if isinstance(node, ScheduleFreeState):
-                found.append((node, packed_state))
+                found.append((node, packed_state, hidden))
             elif isinstance(node, PackedState):
-                visit(node.inner, node)
+                visit(node.inner, node, hidden)
+            elif _hides(node):
+                visit(tuple(node), packed_state, True)
 
-    visit(state, None)
+    visit(state, None, False)
     if len(found) != 1:
         raise ValueError(
             "schedule_free_eval_params needs the state of a schedule-free optimizer "
@@ -275,7 +289,12 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
     the weighted average of the iterates (``params`` are ``y``).
 
     ``state`` is the optimizer's state (a ``ScheduleFreeState``, or a state
-    holding one: a chain's, ``gl.packed``'s). ``optax.contrib.schedule_free_eval_params``.
+    holding one: a chain's, ``gl.packed``'s, ``masked``'s or ``partition``'s).
+    ``optax.contrib.schedule_free_eval_params``. A leaf that a ``masked`` or
+    ``partition`` keeps from the schedule-free optimizer is not averaged: its
+    eval param is the param itself. Inside ``gl.packed`` together with
+    ``masked``/``partition`` (either way round) the state does not say which
+    leaves the optimizer saw, so that combination is refused.
 
     >>> tx = gl.schedule_free_sgd(0.1)
     >>> params = jnp.ones(2)
@@ -285,7 +304,14 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
     ...     params = gl.apply_updates(params, updates)
     >>> eval_params = gl.schedule_free_eval_params(opt_state, params)   # the averaged x, not y
     """
-    sf, packed_state = _find_state(state)
+    sf, packed_state, hidden = _find_state(state)
+    if packed_state is not None and hidden:
+        raise ValueError(
+            "schedule_free_eval_params: the schedule-free optimizer runs inside gl.packed "
+            "together with masked/partition, and its packed state does not say which leaves "
+            "it saw (a masked-out leaf's slot holds a stale value). Build it without "
+            "gl.packed to read eval params, e.g. masked(schedule_free_adamw(...), mask)."
+        )
     z = sf.z
     if packed_state is not None:
         layout = Layout.of_state(params, packed_state.offsets)
@@ -298,4 +324,21 @@ def schedule_free_eval_params(state: Any, params: Any) -> Any:
         b = sf.b1.astype(dt)
         return ((y.astype(dt) - (1 - b) * zi.astype(dt)) / b).astype(y.dtype)
 
-    return _tree.map_like(leaf, params, z, tree_name="schedule-free state z")
+    if jax.tree.structure(params) != jax.tree.structure(z, is_leaf=_hidden):
+        raise ValueError(
+            "schedule_free_eval_params: params must have the structure of the params the "
+            f"optimizer updates; got params {short_structure(params, 200)}, and the "
+            f"schedule-free state's z is {short_structure(z, 200)}"
+        )
+
+    def leaf_or_param(path, zi, y):
+        if _hidden(zi):  # kept from the schedule-free optimizer by masked/partition
+            return y
+        if jnp.shape(y) != jnp.shape(zi):
+            raise ValueError(
+                f"schedule_free_eval_params: params leaf {jax.tree_util.keystr(path)} has "
+                f"shape {jnp.shape(y)}, the schedule-free state's z {jnp.shape(zi)}"
+            )
+        return leaf(y, zi)
+
+    return jax.tree_util.tree_map_with_path(leaf_or_param, z, params, is_leaf=_hidden)
