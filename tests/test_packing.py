@@ -553,7 +553,7 @@ PUBLIC_TRANSFORMS = {
     "scale_by_adam": lambda: gl.scale_by_adam(),
     "scale_by_rms": lambda: gl.scale_by_rms(centered=True),
     "scale_by_rss": lambda: gl.scale_by_rss(),
-    "add_decayed_weights": lambda: gl.add_decayed_weights(0.1, _not_bias),
+    "add_decayed_weights": lambda: gl.add_decayed_weights(_SCHEDULE, _not_bias),  # (a schedule)
     "add_noise": lambda: gl.add_noise(0.1, 0.55, 0),
     "clip": lambda: gl.clip(0.5),
     "clip_by_global_norm": lambda: gl.clip_by_global_norm(0.5),

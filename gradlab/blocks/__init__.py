@@ -37,6 +37,7 @@ from gradlab.blocks._momentum import EmaState, TraceState, ema, trace
 from gradlab.blocks._orthogonal import ScaleByMuonState, orthogonalize, scale_by_muon
 from gradlab.blocks._regularize import (
     AddNoiseState,
+    WeightDecayScheduleState,
     ZeroNansState,
     add_decayed_weights,
     add_noise,
@@ -73,6 +74,7 @@ __all__ = [
     "ScaleBySM3State",
     "ScaleByScheduleState",
     "TraceState",
+    "WeightDecayScheduleState",
     "ZeroNansState",
     "adaptive_grad_clip",
     "add_decayed_weights",

@@ -14,6 +14,8 @@ from gradlab._checks import (
     check_nonnegative,
     check_params,
     check_scalars,
+    check_schedule,
+    check_schedule_value,
     check_seed,
     check_state,
     is_traced,
@@ -26,6 +28,12 @@ class AddNoiseState(NamedTuple):
 
     count: jax.Array
     rng_key: jax.Array
+
+
+class WeightDecayScheduleState(NamedTuple):
+    """``count``: int32 steps, for a weight decay given as a schedule."""
+
+    count: jax.Array
 
 
 class ZeroNansState(NamedTuple):
@@ -52,28 +60,61 @@ def add_decayed_weights(
     params, it computes ``u + 0 * p`` even then (2 flops per param, which
     XLA cannot fold: ``0 * inf`` is NaN), so that a run with the decay
     injected (a traced 0) gives the same bits.
+
+    ``weight_decay`` may be a schedule ``step -> value`` (as Optax's): the
+    state then counts steps (``WeightDecayScheduleState``) and step ``k`` uses
+    ``weight_decay(k)``.
     """
+    _masks.check_spec("mask", mask)
+    if callable(weight_decay):
+        return _scheduled_decay(weight_decay, mask)
     check_scalars(weight_decay=weight_decay)
     check_nonnegative("weight_decay", weight_decay)
-    _masks.check_spec("mask", mask)
     no_decay = not is_traced(weight_decay) and not np.any(np.asarray(weight_decay))
 
     def update(updates, state, params=None, **extra):
         if params is None and no_decay:
             return _tree.as_updates(updates), state
-        check_params("add_decayed_weights", params)
-        decayed = _tree.map_like(decay_leaf, updates, params, tree_name="params")
-        return _masks.select_tree(mask, params, decayed, _tree.as_updates(updates)), state
-
-    def decay_leaf(u, p):
-        dt = _tree.compute_dtype(u.dtype)
-        return (u.astype(dt) + _tree.hp(weight_decay, dt) * p.astype(dt)).astype(u.dtype)
+        return _decayed(updates, params, weight_decay, mask), state
 
     if mask is None:
         return stateless(update, packing=ELEMENTWISE)
     # Packed, the mask is resolved against the real params tree and packed
     # like them; then the block is elementwise on the buffers.
     return stateless(update, packing=lambda ctx: add_decayed_weights(weight_decay, ctx.mask(mask)))
+
+
+def _decayed(updates: Any, params: Any, weight_decay: Any, mask: Any) -> Any:
+    """``u + weight_decay * p`` where ``mask`` (resolved against ``params``) is True."""
+    check_params("add_decayed_weights", params)
+
+    def decay_leaf(u, p):
+        dt = _tree.compute_dtype(u.dtype)
+        return (u.astype(dt) + _tree.hp(weight_decay, dt) * p.astype(dt)).astype(u.dtype)
+
+    decayed = _tree.map_like(decay_leaf, updates, params, tree_name="params")
+    return _masks.select_tree(mask, params, decayed, _tree.as_updates(updates))
+
+
+def _scheduled_decay(schedule: Callable[[Any], Any], mask: Any) -> GradientTransformation:
+    """:func:`add_decayed_weights` with ``weight_decay(count)`` at each step."""
+    check_schedule("weight_decay", schedule)
+
+    def init(params):
+        return WeightDecayScheduleState(_tree.step_counter(params))
+
+    def update(updates, state, params=None, **extra):
+        check_state("add_decayed_weights", state, WeightDecayScheduleState)
+        value = schedule(state.count)
+        check_schedule_value("weight_decay", value)
+        new_state = WeightDecayScheduleState(_tree.safe_increment(state.count))
+        return _decayed(updates, params, value, mask), new_state
+
+    if mask is None:
+        return GradientTransformation(init, update, packing=ELEMENTWISE)
+    return GradientTransformation(
+        init, update, packing=lambda ctx: _scheduled_decay(schedule, ctx.mask(mask))
+    )
 
 
 def add_noise(eta: Any, gamma: Any, seed: Any) -> GradientTransformation:

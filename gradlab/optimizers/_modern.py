@@ -23,6 +23,7 @@ from gradlab._checks import (
     check_nonnegative,
     check_positive,
     check_scalars,
+    check_schedule,
 )
 from gradlab._core import GradientTransformation, chain, structural
 from gradlab.blocks import (
@@ -539,9 +540,11 @@ def adafactor(
     if clipping_threshold is not None:
         check_scalars(clipping_threshold=clipping_threshold)
         check_positive("clipping_threshold", clipping_threshold)
-    if weight_decay_rate is not None:
+    if weight_decay_rate is not None and not callable(weight_decay_rate):  # (or a schedule)
         check_scalars(weight_decay_rate=weight_decay_rate)
         check_nonnegative("weight_decay_rate", weight_decay_rate)
+    elif weight_decay_rate is not None:
+        check_schedule("weight_decay_rate", weight_decay_rate)
     lr = _relative_step if learning_rate is None else learning_rate
     return chain(
         scale_by_factored_rms(factored, decay_rate, decay_offset, min_dim_size_to_factor, eps),
