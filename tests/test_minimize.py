@@ -198,6 +198,11 @@ def test_bad_fun_and_optimizer_are_refused():
         gl.minimize(quadratic, X0, "adam", max_steps=5, tol=0.0)
     with pytest.raises(ValueError, match="fun must return a scalar"):
         gl.minimize(lambda x: x**2, jnp.ones(2), gl.adam(LR), max_steps=5, tol=0.0)
+    # a string gave JAX's error naming the lambda's file; None a ValueError where
+    # lr_finder and trajectories say TypeError (hunt84)
+    for bad, shown in ((lambda x: "a", "'a'"), (lambda x: None, "None")):
+        with pytest.raises(TypeError, match=f"fun must return a float scalar, got {shown}"):
+            gl.minimize(bad, jnp.ones(2), gl.adam(LR), max_steps=5, tol=0.0)
 
 
 def test_bad_outputs_and_starting_points_are_refused_with_clear_errors():

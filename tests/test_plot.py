@@ -270,3 +270,33 @@ def test_lr_finder_plot_zooms_on_a_small_descent_before_the_blow_up():
                                jnp.asarray(40), {"steepest": suggestion}, suggestion)  # fmt: skip
     lo, hi = plot.lr_finder(result).axes[0].get_ylim()
     assert hi < 2.4 and lo < 2.25, (lo, hi)
+
+
+def test_a_single_point_is_drawn_with_a_marker():
+    """One step of a schedule, or a range test that stopped at step 1, is one
+    point: a line without a marker painted nothing (hunt84)."""
+    import warnings
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    def painted(fig):
+        FigureCanvasAgg(fig)
+        fig.canvas.draw()
+        before = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+        for line in fig.axes[0].lines:
+            line.set_visible(False)
+        fig.canvas.draw()
+        return int(np.any(before != np.asarray(fig.canvas.buffer_rgba())[..., :3], -1).sum())
+
+    fig = plot.schedules({"lr": S.constant(0.5)}, 1)
+    assert [line.get_marker() for line in fig.axes[0].lines] == ["o"]
+    assert painted(fig) > 0
+
+    def loss(p, step):  # 1 at step 0, NaN after: the test stops at step 1
+        return jnp.sum(p * 0) + jnp.where(step == 0, 1.0, jnp.nan)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = gl.lr_finder(gl.sgd, loss, jnp.zeros(2), lambda s: s, num_steps=10)
+    assert int(result.stop_step) == 1
+    assert painted(plot.lr_finder(result)) > 0

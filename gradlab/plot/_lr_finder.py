@@ -66,9 +66,10 @@ def lr_finder(result: Any, *, show_raw: bool = True, ax: Any = None) -> Any:
         if n > 1:
             label = ", ".join(f"{k}={shown[k][i]}" for k in configs[i]) if configs else f"#{i}"
         valid = np.arange(lrs.shape[1]) < stops[i]
+        single = "o" if valid.sum() == 1 else None  # (a test that stopped at step 1: one point)
         if show_raw:
-            ax.plot(lrs[i], raw[i], color=color, alpha=0.25, lw=0.8)
-        ax.plot(lrs[i][valid], smooth[i][valid], color=color, lw=1.6, label=label)
+            ax.plot(lrs[i], raw[i], color=color, alpha=0.25, lw=0.8, marker=single)
+        ax.plot(lrs[i][valid], smooth[i][valid], color=color, lw=1.6, label=label, marker=single)
         for rule, values in rules.items():
             if not np.isfinite(values[i]):
                 continue

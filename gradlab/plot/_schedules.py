@@ -88,7 +88,8 @@ def schedules(
     ax = _axes(ax, figsize=(7.0, 4.0))
     steps = np.arange(num_steps)
     for label, fn in schedules.items():
-        ax.plot(steps, _values(label, fn, steps), label=str(label))
+        # one step is one point: a line without a marker would draw nothing
+        ax.plot(steps, _values(label, fn, steps), "o-" if num_steps == 1 else "-", label=str(label))
     if log_scale:
         ax.set_yscale("log")
     ax.set_xlabel("step")

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradlab import _tree
 from gradlab._checks import (
@@ -149,7 +150,14 @@ def minimize(
         raise TypeError(f"x0 must be a pytree of float arrays, got the callable {x0!r}")
     x0 = check_params(x0, "x0")
 
-    out = jax.eval_shape(fun, x0)
+    def typed(p):  # a string or None gave JAX's error naming the lambda, not fun
+        out = fun(p)
+        value = out[0] if has_aux and isinstance(out, tuple | list) and len(out) == 2 else out
+        if not isinstance(value, jax.Array | np.ndarray | np.generic | int | float | tuple | list):
+            raise TypeError(f"fun must return a float scalar, got {value!r}")
+        return out
+
+    out = jax.eval_shape(typed, x0)
     if has_aux:
         if not (isinstance(out, tuple | list) and len(out) == 2):
             raise TypeError(f"has_aux=True: fun must return a pair (value, aux), got {out}")
