@@ -622,30 +622,25 @@ def test_adam_second_moment_of_float64_params_stays_float64_with_float32_grads(x
     np.testing.assert_allclose(state.nu, nu, rtol=1e-13)
 
 
+def _with_decay(module, name, keyword):
+    if name == "add_decayed_weights":
+        return module.add_decayed_weights
+    return lambda wd: getattr(module, name)(0.1, **{keyword: wd})
+
+
 @pytest.mark.parametrize(
     ("name", "ours", "theirs"),
     [
-        ("add_decayed_weights", gl.add_decayed_weights, lambda wd: optax.add_decayed_weights(wd)),
         ("masked", lambda wd: gl.add_decayed_weights(wd, {"w": True, "b": False}), None),
-        (
-            "adamw",
-            lambda wd: gl.adamw(0.1, weight_decay=wd),
-            lambda wd: optax.adamw(0.1, weight_decay=wd),
-        ),
-        (
-            "lion",
-            lambda wd: gl.lion(0.1, weight_decay=wd),
-            lambda wd: optax.lion(0.1, weight_decay=wd),
-        ),
-        (
-            "lamb",
-            lambda wd: gl.lamb(0.1, weight_decay=wd),
-            lambda wd: optax.lamb(0.1, weight_decay=wd),
-        ),
-        (
-            "adafactor",
-            lambda wd: gl.adafactor(0.1, weight_decay_rate=wd),
-            lambda wd: optax.adafactor(0.1, weight_decay_rate=wd),
+        *(
+            (name, _with_decay(gl, name, keyword), _with_decay(optax, name, keyword))
+            for name, keyword in [
+                ("add_decayed_weights", None),
+                ("adamw", "weight_decay"),
+                ("lion", "weight_decay"),
+                ("lamb", "weight_decay"),
+                ("adafactor", "weight_decay_rate"),
+            ]
         ),
     ],
 )
