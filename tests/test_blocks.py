@@ -139,6 +139,13 @@ def test_keep_params_nonnegative_across_dtypes_never_goes_below_zero(p_dtype, u_
     assert want == 0.0
     assert 0.0 <= new <= (0.0 if u_dtype != jnp.bfloat16 else abs(p) * 2.0**-7)
 
+    def clipped_param(p, u):  # differentiable (meta-learning), as optax's: d/dp (p - p) = 0
+        out, _ = tx.update(u, tx.init(p), p)
+        return gl.apply_updates(p, out)[0].astype(jnp.float32)
+
+    grads = jax.grad(clipped_param, argnums=(0, 1))(params, updates)
+    assert [float(g[0]) for g in grads] == [0.0, 0.0]
+
 
 def test_blocks_that_read_params_require_them():
     grads = {"a": jnp.ones(2)}

@@ -176,13 +176,17 @@ def keep_params_nonnegative() -> GradientTransformation:
         check_params("keep_params_nonnegative", params)
 
         def leaf(u, p):
+            if p.dtype == u.dtype:
+                return jnp.where(p + u < 0, -p, u)
             with jax.numpy_dtype_promotion("standard"):  # as apply_updates, even under "strict"
                 wide = jnp.promote_types(p.dtype, u.dtype)
             p, u_wide = p.astype(wide), u.astype(wide)
             minus_p = (-p).astype(u.dtype)
-            overshoots = minus_p.astype(wide) < -p  # -0.1 in bfloat16 is -0.10009765625
-            inward = jnp.nextafter(minus_p, jnp.zeros_like(minus_p))
-            minus_p = jnp.where(overshoots, inward, minus_p)
+            if wide != u.dtype:  # u narrower: -0.1 in bfloat16 is -0.10009765625, round inward
+                fixed = jax.lax.stop_gradient(minus_p)  # (nextafter has no derivative)
+                inward = jnp.nextafter(fixed, jnp.zeros_like(fixed)) - fixed
+                overshoots = fixed.astype(wide) < jax.lax.stop_gradient(-p)
+                minus_p = minus_p + jnp.where(overshoots, inward, jnp.zeros_like(inward))
             return jnp.where(p + u_wide < 0, minus_p, u)
 
         return _tree.map_like(leaf, updates, params, tree_name="params"), state
