@@ -140,6 +140,8 @@ def save_state(path: str | os.PathLike[str], state: Any) -> None:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
+            os.chmod(tmp, stat.S_IREAD | stat.S_IWRITE)  # (Windows deletes no read-only file)
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     # The rename itself must reach the disk for the new checkpoint to survive a
@@ -247,7 +249,7 @@ def _temporary_file(path: str) -> tuple[int, str]:
     of the file it will replace."""
     directory = _target_directory(path)
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+        mode = stat.S_IMODE(os.stat(path).st_mode) & 0o777  # (no setuid/setgid/sticky bits)
     except OSError:
         mode = None
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)

@@ -8,6 +8,7 @@ Schedules (callables) are validated by the schedule itself, not here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -510,11 +511,12 @@ def check_real(name: str, value: Any, what: str = "a real number") -> None:
     dtype = getattr(value, "dtype", None)
     if dtype is None and value is not None and not isinstance(value, str | bytes):
         dtype = np.asarray(value).dtype
-        if dtype.kind == "O" and all(  # [2**70]: Python ints beyond int64 are numbers too,
-            isinstance(item, int | float | np.number)  # [None] is not (float64 would make it NaN)
+        if dtype.kind == "O" and not any(  # [None] is no number (float64 would make it NaN),
+            item is None or isinstance(item, str | bytes)
             for item in np.asarray(value, dtype=object).ravel()
-        ):
-            dtype = np.dtype(np.float64)
+        ):  # [2**70]: Python ints beyond int64 are numbers too
+            with contextlib.suppress(TypeError, ValueError):
+                dtype = np.asarray(value, np.float64).dtype
     if dtype is None or not is_real_dtype(dtype):
         shown = f"a traced value of dtype {dtype}" if is_traced(value) else describe(value)
         raise TypeError(f"{name} must be {what}, got {shown}")

@@ -119,6 +119,7 @@ def test_keep_params_nonnegative_stops_exactly_at_zero():
     [
         (jnp.bfloat16, jnp.float32, 1.0, -1.0001),  # u rounded to bf16 first: -1.0, "no clip"
         (jnp.float16, jnp.float32, 1.0, -1.0001),
+        (jnp.float32, jnp.float16, 0.1, -0.5),
         (jnp.float32, jnp.bfloat16, 0.1, -0.5),  # -p in bf16 is -0.10009765625: overshot
     ],
 )
@@ -137,7 +138,8 @@ def test_keep_params_nonnegative_across_dtypes_never_goes_below_zero(p_dtype, u_
         clipped, _ = optax.keep_params_nonnegative().update(updates, None, params)
         want = float(optax.apply_updates(params, clipped)[0])
     assert want == 0.0
-    assert 0.0 <= new <= (0.0 if u_dtype != jnp.bfloat16 else abs(p) * 2.0**-7)
+    narrower = jnp.finfo(u_dtype).bits < jnp.finfo(p_dtype).bits
+    assert 0.0 <= new <= (abs(p) * float(jnp.finfo(u_dtype).eps) if narrower else 0.0)
 
     def clipped_param(p, u):  # differentiable (meta-learning), as optax's: d/dp (p - p) = 0
         out, _ = tx.update(u, tx.init(p), p)
@@ -145,6 +147,11 @@ def test_keep_params_nonnegative_across_dtypes_never_goes_below_zero(p_dtype, u_
 
     grads = jax.grad(clipped_param, argnums=(0, 1))(params, updates)
     assert [float(g[0]) for g in grads] == [0.0, 0.0]
+    # a param beyond the update's range: -p is -inf there, and stays so (not NaN)
+    if u_dtype == jnp.float16:
+        big = jnp.full((1,), 1e5, jnp.float32)
+        out, _ = tx.update(jnp.full((1,), -jnp.inf, u_dtype), tx.init(big), big)
+        assert float(out[0]) == -np.inf
 
 
 def test_blocks_that_read_params_require_them():

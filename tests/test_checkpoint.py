@@ -285,6 +285,9 @@ def test_a_checkpoint_gets_the_mode_a_plain_file_would_get(tmp_path):
     path.chmod(0o640)
     gl.save_state(path, state)
     assert path.stat().st_mode & 0o777 == 0o640
+    path.chmod(0o4750)  # no setuid bit carried to a data file (review22)
+    gl.save_state(path, state)
+    assert path.stat().st_mode & 0o7777 == 0o750
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "state.npz"]
 
 

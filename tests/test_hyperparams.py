@@ -473,6 +473,16 @@ def test_a_name_in_several_places_is_never_left_bare():
     state = gl.set_hyperparams(state, **{"0/weight_decay": 0.0})
     found = gl.get_hyperparams(state)
     assert [float(found[k]) for k in decays] == [0.0, np.float32(1e-2), np.float32(5e-2)]
+    # the outermost injection (an empty path) keeps the bare name: nothing can
+    # qualify it, and the inner one keeps its chain position (review22)
+    outer = injected(
+        lambda learning_rate: gl.chain(injected(gl.sgd)(learning_rate=0.1), gl.scale(learning_rate))
+    )(learning_rate=0.5)
+    state = gl.set_hyperparams(outer.init(jnp.ones(2)), **{"0/learning_rate": 9.0})
+    assert {k: float(v) for k, v in gl.get_hyperparams(state).items()} == {
+        "0/learning_rate": 9.0,
+        "learning_rate": 0.5,
+    }
 
 
 def test_integer_hyperparameters_keep_their_dtype_through_updates():

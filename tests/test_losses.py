@@ -1257,6 +1257,9 @@ def test_python_ints_beyond_int32_are_taken_at_their_value():
     assert float(L.weighted_sum({"count": (0.5, big)})[0]) == 1.5e9
     assert float(L.elastic_net_penalty({"w": [1]}, l1=big, l2=0.0)) == 3e9
     assert float(L.squared_error([2**70], jnp.array([2.0**70]))[0]) == 0.0  # beyond int64
+    # next to a JAX scalar, still a number (review22)
+    got = L.squared_error([jnp.float32(1), 2**70], jnp.array([1.0, 2.0**70]))
+    assert got.tolist() == [0.0, 0.0]
 
 
 def test_numpy_bfloat16_inputs_keep_their_dtype():

@@ -291,6 +291,15 @@ def test_a_single_point_is_drawn_with_a_marker():
     fig = plot.schedules({"lr": S.constant(0.5)}, 1)
     assert [line.get_marker() for line in fig.axes[0].lines] == ["o"]
     assert painted(fig) > 0
+    # and the user's style still applies to longer schedules (review22: "-" forced)
+    import matplotlib.pyplot as plt
+    from cycler import cycler
+
+    with plt.rc_context({"axes.prop_cycle": cycler(linestyle=["-", "--"]), "lines.marker": "x"}):
+        fig = plot.schedules({"a": S.constant(0.5), "b": S.constant(0.25)}, 3)
+    lines = fig.axes[0].lines
+    styles = [(line.get_linestyle(), line.get_marker()) for line in lines]
+    assert styles == [("-", "x"), ("--", "x")]
 
     def loss(p, step):  # 1 at step 0, NaN after: the test stops at step 1
         return jnp.sum(p * 0) + jnp.where(step == 0, 1.0, jnp.nan)

@@ -184,9 +184,10 @@ def keep_params_nonnegative() -> GradientTransformation:
             minus_p = (-p).astype(u.dtype)
             if wide != u.dtype:  # u narrower: -0.1 in bfloat16 is -0.10009765625, round inward
                 fixed = jax.lax.stop_gradient(minus_p)  # (nextafter has no derivative)
-                inward = jnp.nextafter(fixed, jnp.zeros_like(fixed)) - fixed
                 overshoots = fixed.astype(wide) < jax.lax.stop_gradient(-p)
-                minus_p = minus_p + jnp.where(overshoots, inward, jnp.zeros_like(inward))
+                overshoots &= jnp.isfinite(fixed)  # -inf (p beyond u's range) stays -inf
+                inward = jnp.nextafter(fixed, jnp.zeros_like(fixed)) + (minus_p - fixed)
+                minus_p = jnp.where(overshoots, inward, minus_p)
             return jnp.where(p + u_wide < 0, minus_p, u)
 
         return _tree.map_like(leaf, updates, params, tree_name="params"), state

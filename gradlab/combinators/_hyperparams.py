@@ -342,9 +342,11 @@ def _entries(state: Any) -> dict[str, tuple[_walk.Path, str, Any]]:
         for level in range(most_named + 3):
             quals = [_qualifiers(path, level, most_named) for path, _ in places]
             keys = ["/".join([*q, name]) for q in quals]
-            # unique, and none bare when the name is in several places: the bare
-            # name of an ambiguous hyperparameter must be a KeyError (hunt81)
-            if len(set(keys)) == len(keys) and (len(keys) == 1 or all(quals)):
+            # unique, and none bare when the name is in several places (the bare
+            # name of an ambiguous hyperparameter is a KeyError, hunt81) -- but for
+            # the outermost injection, whose path is empty: nothing can qualify it
+            bare = [not q and bool(path) for q, (path, _) in zip(quals, places, strict=True)]
+            if len(set(keys)) == len(keys) and (len(keys) == 1 or not any(bare)):
                 break
         entries.update(
             {k: (path, name, node) for k, (path, node) in zip(keys, places, strict=True)}

@@ -89,7 +89,8 @@ def schedules(
     steps = np.arange(num_steps)
     for label, fn in schedules.items():
         # one step is one point: a line without a marker would draw nothing
-        ax.plot(steps, _values(label, fn, steps), "o-" if num_steps == 1 else "-", label=str(label))
+        marker = "o" if num_steps == 1 else None
+        ax.plot(steps, _values(label, fn, steps), marker=marker, label=str(label))
     if log_scale:
         ax.set_yscale("log")
     ax.set_xlabel("step")
