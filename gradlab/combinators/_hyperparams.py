@@ -363,6 +363,9 @@ def get_hyperparams(state: Any) -> dict[str, jax.Array]:
     injected in several places is qualified by the ``named_chain`` names and
     ``partition`` labels on its way (``"head/learning_rate"``), or, where
     these do not tell them apart, by chain positions (``"0/learning_rate"``).
+    Only the outermost injection of a factory that injects inside itself
+    (its state's own ``hyperparams``: no path to qualify it by) keeps the bare
+    name next to the qualified inner ones.
     The values are those the last step used.
 
     >>> halving = gl.schedules.exponential_decay(0.1, decay_rate=0.5)
