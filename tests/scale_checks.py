@@ -411,7 +411,8 @@ def check_explicit_and_manual_modes():
     # load_state with like=eval_shape(...) over explicit axes: inside set_mesh
     params = {"w": jax.device_put(values["w"], NamedSharding(explicit, P("x", "y")))}
     tx = gl.adam(0.1)
-    path = os.path.join(tempfile.mkdtemp(), "state.npz")
+    scratch = tempfile.TemporaryDirectory()  # removed after the last load below (or at exit)
+    path = os.path.join(scratch.name, "state.npz")
     gl.save_state(path, tx.init(params))
     with jax.set_mesh(explicit):
         restored = gl.load_state(path, like=jax.eval_shape(tx.init, params))
@@ -475,6 +476,7 @@ def check_explicit_and_manual_modes():
     placed = {d for x in jax.tree.leaves(restored) for d in x.devices()}
     if placed != {devices[3]}:
         fail("modes", f"load_state inside set_mesh placed the state on {placed}")
+    scratch.cleanup()
 
     # MultiSteps inside shard_map (manual mode) == the jitted step
     params = {"w": jax.device_put(values["w"], NamedSharding(auto, P("x")))}

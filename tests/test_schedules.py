@@ -632,8 +632,8 @@ def test_step_counts_and_steps_beyond_int32_are_accepted(make, make_optax, close
 )
 def test_join_switches_at_boundaries_beyond_int32_exactly(boundaries):
     """A boundary beyond int32 was wrapped by jnp.asarray (2**31 -> -2**31, x64
-    off): every step took the last schedule. Integer steps are compared exactly;
-    steps beyond int32 (Python ints) in floats, as in multistep_decay."""
+    off): every step took the last schedule. Integer steps are compared exactly,
+    steps beyond int32 (Python ints) too, on the host."""
     values = [0.1**i for i in range(1, len(boundaries) + 2)]
     s = S.join([S.constant(v) for v in values], boundaries)
     steps = np.array([0, 2**24, 2**24 + 1, 1_500_000_000, 2**31 - 2, 2**31 - 1])
@@ -644,6 +644,27 @@ def test_join_switches_at_boundaries_beyond_int32_exactly(boundaries):
     for step in (2**31, 3 * 10**12):
         want = values[np.searchsorted(boundaries, step, side="right")]
         assert_close(s(step), want, rtol=1e-6, atol=0)
+
+
+def test_join_places_concrete_steps_beyond_int32_exactly():
+    """hunt86: a Python int past int32 was compared with the boundary in float32 (a
+    phase began up to 128 steps early, its count rounded), and an int64 step below
+    -2**31 wrapped to a positive int32 (a later phase's value) or raised OverflowError.
+    Reference: the closed form, in Python integers."""
+    b = 2**31 + 100
+    s = S.join([S.constant(1.0), S.linear(0.0, 1.0, 10)], [b])
+
+    def want(t):
+        return 1.0 if t < b else min(t - b, 10) / 10
+
+    steps = [-(2**32) + 10, -1, 0, 2**31 + 1, b - 1, b, b + 1, b + 3, b + 20, 2**40]
+    for t in steps:
+        assert_close(s(t), want(t), rtol=1e-6, atol=0)
+    assert_close(s(np.array(steps, np.int64)), [want(t) for t in steps], rtol=1e-6, atol=0)
+    # a foreign part gets a count beyond int32 as a float, never a silently wrapped int
+    with jax.numpy_dtype_promotion("standard"):
+        late = S.join([optax.constant_schedule(1.0), optax.linear_schedule(1.0, 0.0, 10**9)], [5])
+        assert_close(late(np.array([3, 2**32 + 5], np.int64)), [1.0, 0.0], rtol=1e-6, atol=0)
 
 
 def test_negative_steps_count_as_step_zero():
