@@ -422,8 +422,21 @@ def test_multisteps_use_grad_mean_and_gradient_transformation_as_in_optax():
                 for k in range(7):
                     u, s = tx.update({"w": (k + 1.0) * jnp.sin(x["w"])}, s, x)
                     x = optax.apply_updates(x, u)
-            got.append(x["w"])
-        np.testing.assert_allclose(got[0], got[1], rtol=1e-5, atol=1e-6)
+            got.append((x["w"], s.acc_grads["w"]))  # the accumulator: the mean or the sum
+        for a, b in zip(*got, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        # an inf gradient followed by finite ones: the sum stays inf (was inf - inf = NaN)
+        outs = []
+        for tx in (
+            gl.MultiSteps(gl.sgd(0.1), 3, use_grad_mean=use_mean),
+            optax.MultiSteps(optax.sgd(0.1), 3, use_grad_mean=use_mean).gradient_transformation(),
+        ):
+            s = tx.init(params)
+            with jax.numpy_dtype_promotion("standard"):
+                for g in ([jnp.inf, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]):
+                    u, s = tx.update({"w": jnp.array(g)}, s, params)
+            outs.append(u["w"])
+        np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6)  # NaN where Optax has NaN
     tx = gl.MultiSteps(gl.sgd(0.1), 2)
     assert tx.gradient_transformation() is tx
 

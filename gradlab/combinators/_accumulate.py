@@ -33,8 +33,9 @@ class MultiStepsState(NamedTuple):
     """``mini_step``: int32 gradients accumulated since the last inner update;
     ``gradient_step``: int32 inner updates so far; ``inner_opt_state``: the inner
     transformation's state; ``acc_grads``: the running mean of this cycle's
-    gradients (ONE params-sized tree; ``()`` when ``every_k_schedule`` is the
-    Python int 1, where nothing is accumulated); ``skip_state``: what
+    gradients (their sum with ``use_grad_mean=False``, as in Optax; ONE
+    params-sized tree; ``()`` when ``every_k_schedule`` is the Python int 1,
+    where nothing is accumulated); ``skip_state``: what
     ``should_skip_update_fn`` returned last (``()`` without one)."""
 
     mini_step: jax.Array
@@ -208,9 +209,11 @@ def _multi_steps(
         updates = _tree.as_updates(updates)
         n = _tree.safe_increment(state.mini_step)
 
-        def running_mean(g, acc):
+        def running(g, acc):  # the running mean (Welford), or the running sum
             dt = np.result_type(_tree.compute_dtype(g.dtype), _tree.compute_dtype(acc.dtype))
             a = acc.astype(dt)
+            if not use_mean:  # a plain sum: inf + 1 stays inf (n * mean made it NaN)
+                return a + g.astype(dt)
             return a + (g.astype(dt) - a) / n.astype(dt)
 
         k_now = every_k(state.gradient_step)
@@ -218,18 +221,14 @@ def _multi_steps(
         _warn_if_not_a_count(k_now)
         emit = _reached(n, k_now)
 
-        # The mean is computed inside each branch, fused into its consumer (the
-        # accumulator written in place, or opt's first kernel), never materialised.
-        def mean(dtype_like, total=False):
-            def one(g, acc):  # the mean, or (use_grad_mean=False) the sum n * mean
-                m = running_mean(g, acc)
-                return m * n.astype(m.dtype) if total else m
-
-            out = _tree.map_like(one, updates, state.acc_grads)
+        # The mean (sum) is computed inside each branch, fused into its consumer
+        # (the accumulator written in place, or opt's first kernel), never materialised.
+        def mean(dtype_like):
+            out = _tree.map_like(running, updates, state.acc_grads)
             return jax.tree.map(lambda m, x: m.astype(x.dtype), out, dtype_like)
 
-        def step():  # opt on the mean; the accumulator restarts from zeros
-            g = mean(updates, total=not use_mean)
+        def step():  # opt on the mean (sum); the accumulator restarts from zeros
+            g = mean(updates)
             out, inner = call_update(opt, g, state.inner_opt_state, params, extra)
             return out, inner, jax.tree.map(jnp.zeros_like, state.acc_grads)
 
